@@ -1,0 +1,146 @@
+// Command profcap captures CPU, heap, off-CPU and async-task profiles of live
+// services over one window and renders them as flame graphs and a report.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// command is one subcommand. run gets the arguments after the subcommand name.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+	hidden  bool
+}
+
+var commands = map[string]command{
+	"record":   {summary: "capture profiles of live services over one window into a bundle", run: runRecord},
+	"targets":  {summary: "list the configured targets and probe what can be captured from each", run: runTargets},
+	"flame":    {summary: "render profiles, folded stacks, perf script text or a bundle as flame graphs", run: runFlame},
+	"diff":     {summary: "differential flame graph of two profiles or bundles (before/after)", run: runDiff},
+	"collapse": {summary: "fold perf script text into stacks (stackcollapse-perf.pl compatible)", run: runCollapse},
+	"demo":     {summary: "start (or --stop) a demo cluster on loopback", run: runDemo},
+	"version":  {summary: "print the version", run: runVersion},
+	// demo-service is what each process of the demo cluster runs.
+	"demo-service": {summary: "run one demo cluster service", run: runDemoService, hidden: true},
+}
+
+// exitError carries an exit status other than 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageError marks bad command-line usage (exit status 2).
+func usageError(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+func main() {
+	os.Exit(realMain())
+}
+
+func realMain() int {
+	ctx := context.Background()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if err == nil {
+		return 0
+	}
+	code := 1
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	if err.Error() != "" && !errors.Is(err, errSilent) {
+		fmt.Fprintf(os.Stderr, "profcap: %v\n", err)
+	}
+	return code
+}
+
+// errSilent is wrapped by errors whose message was already printed.
+var errSilent = errors.New("")
+
+// run runs profcap with the given arguments (without the program name).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		usage(stderr)
+		return &exitError{code: 2, err: errSilent}
+	}
+	name := args[0]
+	switch name {
+	case "-h", "--help", "help":
+		usage(stdout)
+		return nil
+	case "--version":
+		name = "version"
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		usage(stderr)
+		return usageError("unknown command %q", name)
+	}
+	return cmd.run(ctx, args[1:], stdout, stderr)
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "profcap captures profiles of live services and renders them as flame graphs.\n\nUsage:\n  profcap COMMAND [flags]\n\nCommands:\n")
+	var names []string
+	for n, c := range commands {
+		if !c.hidden {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintf(w, "\nRun 'profcap COMMAND --help' for a command's flags and examples.\n")
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
+	if len(args) > 0 {
+		return usageError("version takes no arguments")
+	}
+	v := version
+	if v == "" {
+		v = "devel"
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+				v = bi.Main.Version
+			}
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+					v += "+" + s.Value[:12]
+				}
+			}
+		}
+	}
+	fmt.Fprintf(stdout, "profcap %s %s %s/%s\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return nil
+}
+
+// signalContext returns a context cancelled on the first SIGINT or SIGTERM,
+// and a channel that receives every such signal after the first.
+func notifySignals() (ch chan os.Signal, stop func()) {
+	ch = make(chan os.Signal, 4)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	return ch, func() { signal.Stop(ch) }
+}
+
+var _ = strings.TrimSpace

@@ -1,0 +1,240 @@
+// Package targets resolves what a capture attaches to: a targets file
+// (profcap.yaml), a .pids/ directory as the reference cluster's scripts
+// write it, or ad-hoc --url and --pid flags.
+package targets
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Target is one service to profile.
+type Target struct {
+	Name         string            `yaml:"name"`
+	Pprof        string            `yaml:"pprof,omitempty"`         // pprof base URL, e.g. http://127.0.0.1:6060/debug/pprof
+	PID          int               `yaml:"pid,omitempty"`           // process to profile with perf/samply
+	PIDFile      string            `yaml:"pidfile,omitempty"`       // file holding the PID (relative to the targets file)
+	TokioConsole string            `yaml:"tokio_console,omitempty"` // console-subscriber gRPC address, host:port
+	Labels       map[string]string `yaml:"labels,omitempty"`
+
+	// Source says where the target came from, for messages.
+	Source string `yaml:"-"`
+}
+
+// Config is a parsed targets file.
+type Config struct {
+	Targets []Target `yaml:"targets"`
+	Path    string   `yaml:"-"`
+}
+
+// DefaultConfig is the targets file read when --config is not given.
+const DefaultConfig = "profcap.yaml"
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ValidName reports whether name may be used as a target name: it becomes a
+// directory name inside the bundle, so it is restricted to a safe alphabet.
+func ValidName(name string) bool { return nameRE.MatchString(name) && name != "." && name != ".." }
+
+// SafeName maps any string onto a valid target name, so that no name can
+// leave the bundle directory (e.g. "../../x" becomes "x").
+func SafeName(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	s := strings.Trim(b.String(), "._")
+	if len(s) > 128 {
+		s = s[:128]
+	}
+	if s == "" {
+		s = "target"
+	}
+	return s
+}
+
+// Load reads a targets file.
+func Load(file string) (*Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	cfg.Path = file
+	dir := filepath.Dir(file)
+	for i := range cfg.Targets {
+		t := &cfg.Targets[i]
+		t.Source = file
+		if t.PIDFile != "" && !filepath.IsAbs(t.PIDFile) {
+			t.PIDFile = filepath.Join(dir, t.PIDFile)
+		}
+	}
+	return cfg, nil
+}
+
+// Parse parses and validates the YAML of a targets file.
+func Parse(data []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("empty targets file: expected a 'targets:' list")
+		}
+		return nil, fmt.Errorf("not a valid targets file: %v", err)
+	}
+	seen := map[string]bool{}
+	for i, t := range cfg.Targets {
+		if t.Name == "" {
+			return nil, fmt.Errorf("targets[%d]: missing name", i)
+		}
+		if !ValidName(t.Name) {
+			return nil, fmt.Errorf("targets[%d]: invalid name %q: use letters, digits, '.', '_' and '-'", i, t.Name)
+		}
+		if seen[t.Name] {
+			return nil, fmt.Errorf("targets[%d]: duplicate name %q", i, t.Name)
+		}
+		seen[t.Name] = true
+		if t.Pprof == "" && t.PID == 0 && t.PIDFile == "" && t.TokioConsole == "" {
+			return nil, fmt.Errorf("target %q: nothing to attach to: give pprof, pid, pidfile or tokio_console", t.Name)
+		}
+		if t.PID < 0 {
+			return nil, fmt.Errorf("target %q: invalid pid %d", t.Name, t.PID)
+		}
+		if t.Pprof != "" {
+			if err := checkURL(t.Pprof); err != nil {
+				return nil, fmt.Errorf("target %q: pprof: %v", t.Name, err)
+			}
+		}
+		for k := range t.Labels {
+			if k == "" || k == "target" {
+				return nil, fmt.Errorf("target %q: label name %q is reserved", t.Name, k)
+			}
+		}
+	}
+	return &cfg, nil
+}
+
+func checkURL(u string) error {
+	if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		return fmt.Errorf("%q is not an http(s) URL", u)
+	}
+	return nil
+}
+
+// FromPidsDir lists the targets named by NAME.pid files in dir (the .pids/
+// layout of the reference cluster). It returns nil, nil if dir does not exist.
+func FromPidsDir(dir string) ([]Target, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ts []Target
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".pid")
+		if !ok || e.IsDir() || !ValidName(name) {
+			continue
+		}
+		ts = append(ts, Target{Name: name, PIDFile: filepath.Join(dir, e.Name()), Source: dir})
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Name < ts[j].Name })
+	return ts, nil
+}
+
+// ResolvePID returns the target's PID, reading its PID file if it has one.
+// It returns 0, nil for a target with neither.
+func (t *Target) ResolvePID() (int, error) {
+	if t.PID != 0 {
+		return t.PID, nil
+	}
+	if t.PIDFile == "" {
+		return 0, nil
+	}
+	data, err := os.ReadFile(t.PIDFile)
+	if err != nil {
+		return 0, fmt.Errorf("reading pid file: %w", err)
+	}
+	s := strings.TrimSpace(string(data))
+	pid, err := strconv.Atoi(s)
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("pid file %s: %q is not a process id", t.PIDFile, truncate(s, 40))
+	}
+	return pid, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// HasPID reports whether the target names a process (by pid or pid file).
+func (t *Target) HasPID() bool { return t.PID != 0 || t.PIDFile != "" }
+
+// Select returns the targets whose names match any of the shell-style
+// patterns, in the order of all. Every pattern must match something.
+func Select(all []Target, patterns []string) ([]Target, error) {
+	if len(patterns) == 0 {
+		return all, nil
+	}
+	picked := make([]bool, len(all))
+	for _, p := range patterns {
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("bad --target pattern %q: %v", p, err)
+		}
+		n := 0
+		for i, t := range all {
+			if ok, _ := path.Match(p, t.Name); ok {
+				picked[i] = true
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("no target matches %q (known: %s)", p, names(all))
+		}
+	}
+	var out []Target
+	for i, t := range all {
+		if picked[i] {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+func names(ts []Target) string {
+	if len(ts) == 0 {
+		return "none"
+	}
+	var ns []string
+	for _, t := range ts {
+		ns = append(ns, t.Name)
+	}
+	if len(ns) > 12 {
+		ns = append(ns[:12], fmt.Sprintf("and %d more", len(ns)-12))
+	}
+	return strings.Join(ns, ", ")
+}
