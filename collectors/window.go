@@ -23,6 +23,15 @@ type Window struct {
 	reason string
 }
 
+// ReasonInterrupted is the End reason for a user's Ctrl-C or SIGTERM: the
+// user wants out now, so collectors drop requests in flight rather than wait
+// for them. For other reasons (the workload exited) a request in flight may
+// finish.
+const ReasonInterrupted = "interrupted"
+
+// Interrupted reports whether the window was ended by the user.
+func (w *Window) Interrupted() bool { return w.EndedEarly() == ReasonInterrupted }
+
 // NewWindow starts a window of the given duration now.
 func NewWindow(d, slice time.Duration) *Window {
 	start := time.Now()

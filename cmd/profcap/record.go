@@ -3,13 +3,369 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/capture"
+	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/report"
+	"github.com/profcap/profcap/targets"
 )
 
-func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not built yet")
+const recordExamples = `
+Examples:
+  # From a cluster root with .pids/ (or a profcap.yaml): one service, 60 s
+  profcap record --target orchestration-1 --duration 60s
+
+  # Every worker, only CPU and heap
+  profcap record --target 'worker-*' --profiles cpu,heap
+
+  # Any Go service with net/http/pprof, no configuration
+  profcap record --url http://127.0.0.1:6060/debug/pprof --duration 5s --out /tmp/cap
+
+  # The window lasts as long as a benchmark run (at most --duration)
+  profcap record --all --duration 5m -- ./run-benchmark.sh
+`
+
+// targetFlags are the flags that pick targets (record and targets share them).
+type targetFlags struct {
+	config  string
+	names   []string
+	all     bool
+	urls    []string
+	pids    []int
+	configd bool // --config was given explicitly
 }
 
-func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not built yet")
+func (tf *targetFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&tf.config, "config", targets.DefaultConfig, "targets file")
+	fs.StringArrayVar(&tf.names, "target", nil, "target name or shell pattern, e.g. 'worker-*' (repeatable)")
+	fs.BoolVar(&tf.all, "all", false, "every target of the targets file or .pids/")
+	fs.StringArrayVar(&tf.urls, "url", nil, "ad-hoc target: pprof base URL, e.g. http://127.0.0.1:6060/debug/pprof (repeatable)")
+	fs.IntSliceVar(&tf.pids, "pid", nil, "ad-hoc target: process id for perf/samply (repeatable)")
 }
+
+// resolve returns the selected targets. With neither a targets file nor
+// ad-hoc flags, the .pids/ directory of the working directory names them.
+func (tf *targetFlags) resolve(fs *pflag.FlagSet, requireSelection bool) ([]targets.Target, string, error) {
+	tf.configd = fs.Changed("config")
+	var adhoc []targets.Target
+	for _, u := range tf.urls {
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return nil, "", usageError("--url %q: not an http(s) URL", u)
+		}
+		adhoc = append(adhoc, targets.Target{Name: targets.SafeName(pu.Host), Pprof: u, Source: "--url"})
+	}
+	for _, pid := range tf.pids {
+		if pid <= 0 {
+			return nil, "", usageError("--pid %d: not a process id", pid)
+		}
+		adhoc = append(adhoc, targets.Target{Name: fmt.Sprintf("pid-%d", pid), PID: pid, Source: "--pid"})
+	}
+
+	var pool []targets.Target
+	source := ""
+	cfg, err := targets.Load(tf.config)
+	switch {
+	case err == nil:
+		pool, source = cfg.Targets, tf.config
+	case errors.Is(err, os.ErrNotExist) && !tf.configd:
+		// No targets file: the reference cluster's .pids/ layout.
+		ts, perr := targets.FromPidsDir(".pids")
+		if perr != nil {
+			return nil, "", perr
+		}
+		pool, source = ts, ".pids/"
+	case errors.Is(err, os.ErrNotExist):
+		return nil, "", usageError("targets file %s does not exist", tf.config)
+	default:
+		if len(adhoc) == 0 || tf.configd {
+			return nil, "", err
+		}
+	}
+
+	var picked []targets.Target
+	switch {
+	case tf.all:
+		picked = pool
+	case len(tf.names) > 0:
+		if len(pool) == 0 {
+			return nil, "", usageError("--target needs a targets file (%s) or a .pids/ directory here; use --url or --pid for ad-hoc targets", tf.config)
+		}
+		picked, err = targets.Select(pool, tf.names)
+		if err != nil {
+			return nil, "", usageError("%v", err)
+		}
+	case len(adhoc) == 0 && len(pool) == 1:
+		picked = pool
+	case len(adhoc) == 0 && len(pool) > 1 && requireSelection:
+		return nil, "", usageError("%d targets in %s: pick some with --target NAME (globs allowed) or --all", len(pool), source)
+	case len(adhoc) == 0 && !requireSelection:
+		picked = pool
+	}
+	all := append(picked, adhoc...)
+	// Ad-hoc names must not collide with each other or with file targets.
+	seen := map[string]int{}
+	for i := range all {
+		n := all[i].Name
+		if seen[n] > 0 {
+			all[i].Name = fmt.Sprintf("%s-%d", n, seen[n]+1)
+		}
+		seen[n]++
+	}
+	if len(all) == 0 && requireSelection {
+		return nil, "", usageError("no targets: give --target NAME with a %s or .pids/ here, or --url URL, or --pid PID", targets.DefaultConfig)
+	}
+	if source == "" {
+		source = "flags"
+	}
+	return all, source, nil
+}
+
+func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("record", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var tf targetFlags
+	tf.register(fs)
+	duration := fs.Duration("duration", 30*time.Second, "length of the capture window")
+	slice := fs.Duration("slice", 2*time.Second, "longest single request for CPU and wall profiles; an interrupted window loses at most this much of them")
+	kinds := fs.StringSlice("profiles", nil, "kinds to capture (default: all a target offers): "+kindList())
+	out := fs.String("out", "", "bundle directory (default ./profcap-<UTC time>-<first target>)")
+	maxSize := fs.String("max-profile-size", "256MiB", "largest profile response accepted from a target")
+	quiet := fs.Bool("quiet", false, "print only the bundle path and errors")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: profcap record [flags] [-- WORKLOAD COMMAND...]\n\nCapture profiles of live services over one window into a bundle with a report.\n\nFlags:\n%s%s", fs.FlagUsages(), recordExamples)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil
+		}
+		return usageError("%v", err)
+	}
+	var workload []string
+	if dash := fs.ArgsLenAtDash(); dash >= 0 {
+		if dash > 0 {
+			return usageError("unexpected arguments before --: %q", fs.Args()[:dash])
+		}
+		workload = fs.Args()[dash:]
+		if len(workload) == 0 {
+			return usageError("-- must be followed by a workload command")
+		}
+	} else if fs.NArg() > 0 {
+		return usageError("unexpected arguments %q (a workload command goes after --)", fs.Args())
+	}
+	if *duration <= 0 {
+		return usageError("--duration must be positive")
+	}
+	if *slice < time.Second {
+		return usageError("--slice must be at least 1s (pprof endpoints take whole seconds)")
+	}
+	limit, err := parseSize(*maxSize)
+	if err != nil {
+		return usageError("--max-profile-size: %v", err)
+	}
+	var want []collectors.Kind
+	for _, k := range *kinds {
+		kk, ok := collectors.ParseKind(strings.TrimSpace(k))
+		if !ok {
+			return usageError("--profiles: unknown kind %q (known: %s)", k, kindList())
+		}
+		want = append(want, kk)
+	}
+	ts, _, err := tf.resolve(fs, true)
+	if err != nil {
+		return err
+	}
+	dir := *out
+	if dir == "" {
+		dir = "profcap-" + time.Now().UTC().Format("20060102T150405Z") + "-" + targets.SafeName(ts[0].Name)
+	}
+
+	// First SIGINT/SIGTERM ends the window and keeps everything; the second
+	// abandons what is in flight (the manifest stays valid).
+	sigs, stopSignals := notifySignals()
+	defer stopSignals()
+	stop := make(chan struct{})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-sigs:
+				n++
+				if n == 1 {
+					close(stop)
+				} else {
+					cancel()
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	p := newPrinter(stderr, *quiet)
+	p.header(ts, *duration, dir)
+	outcome, err := capture.Run(ctx, capture.Options{
+		Targets:    ts,
+		Kinds:      want,
+		Duration:   *duration,
+		Slice:      *slice,
+		Out:        dir,
+		Workload:   workload,
+		Collectors: defaultCollectors(limit),
+		Stop:       stop,
+		Events:     p.event,
+		Render:     report.Write,
+		Version:    versionString(),
+	})
+	if err != nil {
+		return err
+	}
+	p.summary(outcome)
+	fmt.Fprintf(stdout, "%s\n", outcome.Dir)
+	if code := outcome.ExitCode(); code != 0 {
+		return &exitError{code: code, err: errSilent}
+	}
+	return nil
+}
+
+// defaultCollectors lists the collectors in priority order: a kind two of
+// them offer for one target is taken by the first.
+func defaultCollectors(maxProfileSize int64) []collectors.Collector {
+	return []collectors.Collector{
+		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),
+	}
+}
+
+func kindList() string {
+	var ks []string
+	for _, k := range collectors.AllKinds {
+		ks = append(ks, string(k))
+	}
+	return strings.Join(ks, ",")
+}
+
+// parseSize parses sizes like 256MiB, 10MB, 4096.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(v), u.m
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("%q is not a size like 256MiB", s)
+	}
+	return n * mult, nil
+}
+
+func versionString() string {
+	var b strings.Builder
+	_ = runVersion(context.Background(), nil, &b, io.Discard)
+	return strings.TrimSpace(strings.TrimPrefix(b.String(), "profcap "))
+}
+
+// printer writes progress lines. Not on a terminal they are plain lines
+// with the time since the window started.
+type printer struct {
+	w     io.Writer
+	quiet bool
+	start time.Time
+	width int
+}
+
+func newPrinter(w io.Writer, quiet bool) *printer { return &printer{w: w, quiet: quiet, width: 12} }
+
+func (p *printer) header(ts []targets.Target, d time.Duration, dir string) {
+	for _, t := range ts {
+		if len(t.Name) > p.width {
+			p.width = len(t.Name)
+		}
+	}
+	if p.quiet {
+		return
+	}
+	fmt.Fprintf(p.w, "recording %d target(s) for %s into %s\n", len(ts), d, filepath.Clean(dir))
+}
+
+func (p *printer) event(e capture.Event) {
+	if e.Type == capture.EventStarted {
+		p.start = e.Time
+	}
+	if p.quiet && !(e.Type == capture.EventResult && e.Err != nil && e.Status != collectors.StatusUnsupported) {
+		return
+	}
+	stamp := fmt.Sprintf("[%5.1fs]", e.Time.Sub(p.start).Seconds())
+	if p.start.IsZero() {
+		stamp = "[  0.0s]"
+	}
+	switch e.Type {
+	case capture.EventResult:
+		line := fmt.Sprintf("%s %-*s %-9s %-11s", stamp, p.width, e.Target, e.Kind, e.Status)
+		switch {
+		case e.Err != nil:
+			line += " " + e.Err.Error()
+		default:
+			line += fmt.Sprintf(" %d samples, %s", e.Samples, humanSize(e.Bytes))
+			if e.Msg != "" {
+				line += " (" + e.Msg + ")"
+			}
+		}
+		fmt.Fprintln(p.w, line)
+	case capture.EventWindowEnd:
+		fmt.Fprintf(p.w, "%s window ended; collecting the last results\n", stamp)
+	case capture.EventNote:
+		fmt.Fprintf(p.w, "%s %s\n", stamp, e.Msg)
+	}
+}
+
+func (p *printer) summary(o *capture.Outcome) {
+	m := o.Manifest
+	if !p.quiet {
+		fmt.Fprintf(p.w, "captured %d profile(s), %d failed, %d unsupported; status %s", o.Captured, o.Failed, o.Unsupported, m.Status)
+		if m.Reason != "" {
+			fmt.Fprintf(p.w, " (%s)", m.Reason)
+		}
+		fmt.Fprintln(p.w)
+		if m.Report != "" {
+			fmt.Fprintf(p.w, "report: %s\n", filepath.Join(o.Dir, m.Report))
+		}
+	}
+	for _, t := range m.Targets {
+		for _, pr := range t.Profiles {
+			if pr.Status == "failed" || (pr.Status == "unsupported" && !p.quiet && pr.Collector == "") {
+				fmt.Fprintf(p.w, "  %s %s: %s\n", t.Name, pr.Kind, pr.Error)
+			}
+		}
+	}
+}
+
+func humanSize(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+var _ = bundle.Schema

@@ -1,0 +1,36 @@
+# profcap — see README.md.
+GO      ?= go
+BIN     := bin/profcap
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X main.version=$(VERSION)
+DEMO    ?= demo-cluster
+
+.PHONY: build test vet demo bench fuzz clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/profcap
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+
+# The whole suite: unit tests, real HTTP/gRPC servers on loopback, real perf,
+# real headless Chromium. See .ci/run for what it needs installed.
+test: vet
+	$(GO) test -count=1 -timeout 12m ./...
+
+# Start the demo cluster, record 10 s of all of it, print the bundle and its
+# report, stop the cluster.
+demo: build
+	@$(BIN) demo --stop --dir $(DEMO) >/dev/null 2>&1 || true
+	$(BIN) demo --detach --dir $(DEMO)
+	@cd $(DEMO) && ../$(BIN) record --all --duration 10s --out capture-$$(date -u +%Y%m%dT%H%M%SZ) > ../.demo-last; \
+		status=$$?; cd ..; $(BIN) demo --stop --dir $(DEMO); \
+		b=$(DEMO)/$$(cat .demo-last); echo; echo "bundle: $$b"; echo "report: $$b/report.html"; \
+		rm -f .demo-last; exit $$status
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin $(DEMO)

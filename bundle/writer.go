@@ -1,0 +1,148 @@
+package bundle
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/google/pprof/profile"
+)
+
+// File and directory modes of everything a bundle holds: profiles can
+// reveal code and data, so they are not world-readable.
+const (
+	FileMode = 0o640
+	DirMode  = 0o750
+)
+
+// Writer writes a bundle as results arrive. Every file is written to a
+// temporary name and renamed into place, and the manifest is rewritten after
+// every change, so a capture cut short at any moment leaves a valid bundle.
+type Writer struct {
+	dir string
+	mu  sync.Mutex
+	m   *Manifest
+}
+
+// Create makes dir (which must not exist, or be empty) and writes m into it.
+func Create(dir string, m *Manifest) (*Writer, error) {
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("output directory %s exists and is not empty", dir)
+	}
+	if err := os.MkdirAll(dir, DirMode); err != nil {
+		return nil, fmt.Errorf("creating bundle directory: %w", err)
+	}
+	if m.Schema == "" {
+		m.Schema = Schema
+	}
+	w := &Writer{dir: dir, m: m}
+	if err := w.Update(func(*Manifest) {}); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// Dir is the bundle directory.
+func (w *Writer) Dir() string { return w.dir }
+
+// Update applies fn to the manifest under the writer's lock and rewrites it.
+func (w *Writer) Update(fn func(m *Manifest)) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fn(w.m)
+	data, err := json.MarshalIndent(w.m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(w.dir, ManifestFile), append(data, '\n'))
+}
+
+// Manifest returns a deep copy of the current manifest.
+func (w *Writer) Manifest() *Manifest {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	data, _ := json.Marshal(w.m)
+	var c Manifest
+	_ = json.Unmarshal(data, &c)
+	return &c
+}
+
+// WriteProfile writes p gzipped at rel (a slash path inside the bundle) and
+// returns the bytes written.
+func (w *Writer) WriteProfile(rel string, p *profile.Profile) (int64, error) {
+	var buf bytes.Buffer
+	if err := p.Write(&buf); err != nil { // Write gzips
+		return 0, fmt.Errorf("encoding %s: %w", rel, err)
+	}
+	return int64(buf.Len()), w.WriteFile(rel, buf.Bytes())
+}
+
+// WriteFile writes data at rel inside the bundle atomically.
+func (w *Writer) WriteFile(rel string, data []byte) error {
+	if !Inside(rel) {
+		return fmt.Errorf("path %q leaves the bundle", rel)
+	}
+	path := filepath.Join(w.dir, filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
+		return err
+	}
+	return writeAtomic(path, data)
+}
+
+// WriteFileFunc streams fn's output to rel inside the bundle atomically.
+func (w *Writer) WriteFileFunc(rel string, fn func(io.Writer) error) error {
+	if !Inside(rel) {
+		return fmt.Errorf("path %q leaves the bundle", rel)
+	}
+	path := filepath.Join(w.dir, filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	err = fn(f)
+	if err == nil {
+		err = f.Chmod(FileMode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+func writeAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(FileMode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return errors.Join(fmt.Errorf("writing %s", path), err)
+	}
+	return nil
+}

@@ -1,0 +1,553 @@
+// Package capture runs one capture: every collector of every target
+// concurrently over one shared window, each finished profile written to the
+// bundle as soon as it arrives, then the per-kind merges and the report.
+package capture
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/targets"
+)
+
+// Options describe a capture.
+type Options struct {
+	Targets []targets.Target
+	// Kinds limits the capture to these kinds (--profiles). Empty means every
+	// kind each target offers; then a kind a target lacks is not an error.
+	Kinds []collectors.Kind
+	// Duration of the window; Slice the longest single request for
+	// endpoints that cannot be stopped early.
+	Duration, Slice time.Duration
+	// Grace is how long collectors get after the window's end to deliver
+	// before they are abandoned (default 15s).
+	Grace time.Duration
+	Out   string
+	// Workload, if set, runs as the workload: the window ends when it exits.
+	Workload                       []string
+	WorkloadStdout, WorkloadStderr io.Writer
+	// Collectors in priority order: a kind two collectors offer for one
+	// target is taken by the first.
+	Collectors []collectors.Collector
+	// Stop ends the window early (first Ctrl-C). Cancelling the context
+	// passed to Run abandons everything in flight (second Ctrl-C).
+	Stop <-chan struct{}
+	// Events receives progress; it may be nil. It is called from several
+	// goroutines, one call at a time.
+	Events func(Event)
+	// Render writes the report into the bundle after the merges; nil skips it.
+	Render func(dir string, m *bundle.Manifest) error
+	// Version is written into the manifest.
+	Version string
+}
+
+// EventType says what an Event reports.
+type EventType int
+
+const (
+	EventPlanned   EventType = iota // a (target, kind) will be captured
+	EventStarted                    // the window started
+	EventResult                     // a profile finished (Status says how)
+	EventWindowEnd                  // the window ended
+	EventMerged                     // a kind was merged
+	EventNote                       // a message for the user
+)
+
+// Event is one progress report.
+type Event struct {
+	Type      EventType
+	Time      time.Time
+	Target    string
+	Kind      collectors.Kind
+	Collector string
+	Status    collectors.Status
+	Samples   int
+	Bytes     int64
+	Err       error
+	Msg       string
+}
+
+// Outcome summarises a finished capture.
+type Outcome struct {
+	Dir      string
+	Manifest *bundle.Manifest
+	// Captured and Failed count profiles; Unsupported those a target lacks.
+	Captured, Failed, Unsupported int
+}
+
+// ExitCode maps the outcome onto profcap record's exit status:
+// 0 everything requested was captured, 3 partial, 1 nothing.
+func (o *Outcome) ExitCode() int {
+	switch {
+	case o.Captured == 0:
+		return 1
+	case o.Failed > 0 || o.Manifest.Status != "ok":
+		return 3
+	}
+	return 0
+}
+
+type job struct {
+	target    *targets.Target
+	collector collectors.Collector
+	kinds     []collectors.Kind
+}
+
+// Plan decides which collector takes which kind of each target. Kinds that
+// were asked for explicitly but that no collector offers come back in
+// missing, with a reason per target.
+func Plan(ts []targets.Target, cs []collectors.Collector, want []collectors.Kind) (jobs []job, missing map[string][]collectors.Kind) {
+	missing = map[string][]collectors.Kind{}
+	wanted := func(k collectors.Kind) bool {
+		if len(want) == 0 {
+			return true
+		}
+		for _, w := range want {
+			if w == k {
+				return true
+			}
+		}
+		return false
+	}
+	for i := range ts {
+		t := &ts[i]
+		taken := map[collectors.Kind]bool{}
+		for _, c := range cs {
+			var ks []collectors.Kind
+			for _, k := range c.Kinds(t) {
+				if wanted(k) && !taken[k] {
+					taken[k] = true
+					ks = append(ks, k)
+				}
+			}
+			if len(ks) > 0 {
+				jobs = append(jobs, job{target: t, collector: c, kinds: ks})
+			}
+		}
+		for _, k := range want {
+			if !taken[k] {
+				missing[t.Name] = append(missing[t.Name], k)
+			}
+		}
+	}
+	return jobs, missing
+}
+
+// NewID returns a bundle id: UTC time, first target and a random suffix.
+func NewID(now time.Time, first string) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%s-%s", now.UTC().Format("20060102T150405Z"), targets.SafeName(first), hex.EncodeToString(b[:]))
+}
+
+// Run captures, merges and renders. The returned error is for failures of
+// profcap itself (the bundle cannot be written); failed profiles are in the
+// outcome.
+func Run(ctx context.Context, opt Options) (*Outcome, error) {
+	if len(opt.Targets) == 0 {
+		return nil, errors.New("no targets")
+	}
+	if opt.Duration <= 0 {
+		return nil, errors.New("the duration must be positive")
+	}
+	if opt.Grace <= 0 {
+		opt.Grace = 15 * time.Second
+	}
+	events := opt.Events
+	if events == nil {
+		events = func(Event) {}
+	}
+	var evMu sync.Mutex
+	emitEvent := func(e Event) {
+		if e.Time.IsZero() {
+			e.Time = time.Now()
+		}
+		evMu.Lock()
+		defer evMu.Unlock()
+		events(e)
+	}
+
+	jobs, missing := Plan(opt.Targets, opt.Collectors, opt.Kinds)
+	now := time.Now()
+	m := &bundle.Manifest{
+		Schema:  bundle.Schema,
+		ID:      NewID(now, opt.Targets[0].Name),
+		Created: now.UTC().Format(time.RFC3339),
+		Status:  "capturing",
+		Window:  bundle.Window{RequestedSeconds: opt.Duration.Seconds()},
+		Merged:  []bundle.Merged{},
+		Profcap: opt.Version,
+	}
+	byName := map[string]*bundle.Target{}
+	for _, t := range opt.Targets {
+		bt := &bundle.Target{Name: t.Name, Labels: t.Labels, Status: "capturing", Profiles: []*bundle.Profile{}}
+		if bt.Labels == nil {
+			bt.Labels = map[string]string{}
+		}
+		if pid, err := t.ResolvePID(); err == nil {
+			bt.PID = pid
+		}
+		for _, k := range missing[t.Name] {
+			bt.Profiles = append(bt.Profiles, &bundle.Profile{Kind: string(k), Status: string(collectors.StatusUnsupported),
+				Error: fmt.Sprintf("no collector can capture %s from this target (%s)", k, describe(&t))})
+		}
+		m.Targets = append(m.Targets, bt)
+		byName[t.Name] = bt
+	}
+	for _, j := range jobs {
+		bt := byName[j.target.Name]
+		for _, k := range j.kinds {
+			bt.Profiles = append(bt.Profiles, &bundle.Profile{Kind: string(k), Collector: j.collector.Name(), Status: "pending"})
+			emitEvent(Event{Type: EventPlanned, Target: j.target.Name, Kind: k, Collector: j.collector.Name()})
+		}
+	}
+	w, err := bundle.Create(opt.Out, m)
+	if err != nil {
+		return nil, err
+	}
+
+	// Results land on disk as they arrive; nothing keeps them in memory.
+	record := func(t *targets.Target, r collectors.Result) {
+		entry := &bundle.Profile{Kind: string(r.Kind), Collector: r.Collector, Status: string(r.Status), Note: r.Note}
+		if !r.Start.IsZero() {
+			entry.Start = r.Start.UTC().Format(bundle.TimeFormat)
+		}
+		if !r.End.IsZero() {
+			entry.End = r.End.UTC().Format(bundle.TimeFormat)
+		}
+		if r.Err != nil {
+			entry.Error = r.Err.Error()
+		}
+		if r.Profile != nil && (r.Status == collectors.StatusOK || r.Status == collectors.StatusPartial) {
+			rel := "targets/" + targets.SafeName(t.Name) + "/" + string(r.Kind) + ".pb.gz"
+			if err := r.Profile.CheckValid(); err != nil {
+				entry.Status, entry.Error = string(collectors.StatusFailed), fmt.Sprintf("collector returned an invalid profile: %v", err)
+			} else if n, err := w.WriteProfile(rel, r.Profile); err != nil {
+				entry.Status, entry.Error = string(collectors.StatusFailed), fmt.Sprintf("writing profile: %v", err)
+			} else {
+				entry.Path, entry.Bytes, entry.Samples = rel, n, len(r.Profile.Sample)
+			}
+		} else if r.Status == collectors.StatusOK {
+			entry.Status, entry.Error = string(collectors.StatusFailed), "collector returned no profile"
+		}
+		_ = w.Update(func(m *bundle.Manifest) {
+			for _, bt := range m.Targets {
+				if bt.Name != t.Name {
+					continue
+				}
+				for i, p := range bt.Profiles {
+					if p.Kind == entry.Kind && p.Status == "pending" {
+						bt.Profiles[i] = entry
+						return
+					}
+				}
+				bt.Profiles = append(bt.Profiles, entry)
+			}
+		})
+		var perr error
+		if entry.Error != "" {
+			perr = errors.New(entry.Error)
+		}
+		emitEvent(Event{Type: EventResult, Target: t.Name, Kind: r.Kind, Collector: r.Collector,
+			Status: collectors.Status(entry.Status), Samples: entry.Samples, Bytes: entry.Bytes, Err: perr, Msg: entry.Note})
+	}
+
+	win := collectors.NewWindow(opt.Duration, opt.Slice)
+	_ = w.Update(func(m *bundle.Manifest) { m.Window.Start = win.Start.UTC().Format(bundle.TimeFormat) })
+	emitEvent(Event{Type: EventStarted, Time: win.Start})
+
+	// abort ends everything in flight: the caller's context, or collectors
+	// that overrun the deadline by more than the grace period.
+	abortCtx, abort := context.WithCancel(ctx)
+	defer abort()
+
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Add(1)
+		go func(j job) {
+			defer wg.Done()
+			delivered := map[collectors.Kind]bool{}
+			var mu sync.Mutex
+			emit := func(r collectors.Result) {
+				mu.Lock()
+				dup := delivered[r.Kind]
+				delivered[r.Kind] = true
+				mu.Unlock()
+				if !dup {
+					record(j.target, r)
+				}
+			}
+			// Label the collector's goroutines so profcap's own profile
+			// shows which part is busy.
+			pprof.Do(abortCtx, pprof.Labels("collector", j.collector.Name(), "target", j.target.Name), func(ctx context.Context) {
+				j.collector.Collect(ctx, win, j.target, j.kinds, emit)
+			})
+			// A collector must deliver every kind; say so if it did not.
+			for _, k := range j.kinds {
+				mu.Lock()
+				done := delivered[k]
+				delivered[k] = true
+				mu.Unlock()
+				if !done {
+					err := errors.New("the collector delivered no result")
+					if abortCtx.Err() != nil {
+						err = fmt.Errorf("abandoned: %v", context.Cause(abortCtx))
+					}
+					record(j.target, collectors.Result{Kind: k, Collector: j.collector.Name(), Status: collectors.StatusFailed, Err: err})
+				}
+			}
+		}(j)
+	}
+
+	// The workload, if any, runs inside the window.
+	var wl *bundle.Workload
+	wlDone := make(chan struct{})
+	if len(opt.Workload) > 0 {
+		wl = &bundle.Workload{Command: opt.Workload}
+		go func() {
+			defer close(wlDone)
+			runWorkload(abortCtx, win, opt, wl)
+			win.End("workload exited")
+		}()
+	} else {
+		close(wlDone)
+	}
+
+	allDone := make(chan struct{})
+	go func() { wg.Wait(); close(allDone) }()
+
+	reason := ""
+	stop := opt.Stop
+	for waiting := true; waiting; {
+		select {
+		case <-allDone:
+			waiting = false
+			win.End("every collector finished")
+		case <-stop:
+			stop = nil
+			reason = collectors.ReasonInterrupted
+			win.End(collectors.ReasonInterrupted)
+			emitEvent(Event{Type: EventNote, Msg: "interrupted: ending the window now and keeping what was captured (press Ctrl-C again to stop at once)"})
+		case <-win.Done():
+			// Give collectors the grace period to deliver, then abandon.
+			emitEvent(Event{Type: EventWindowEnd})
+			select {
+			case <-allDone:
+			case <-time.After(opt.Grace):
+				abort()
+				emitEvent(Event{Type: EventNote, Msg: fmt.Sprintf("collectors still running %s after the window: abandoning them", opt.Grace)})
+				select {
+				case <-allDone:
+				case <-time.After(5 * time.Second):
+				}
+			case <-ctx.Done():
+				reason = "interrupted twice"
+				select {
+				case <-allDone:
+				case <-time.After(2 * time.Second):
+				}
+			}
+			waiting = false
+		case <-ctx.Done():
+			reason = "interrupted twice"
+			win.End(collectors.ReasonInterrupted)
+		}
+	}
+	end := time.Now()
+	if wl != nil {
+		select {
+		case <-wlDone:
+		case <-time.After(10 * time.Second):
+			wl.Error = "workload did not exit within 10s of the window's end"
+		}
+	}
+
+	out := &Outcome{Dir: opt.Out}
+	if reason == "" && ctx.Err() != nil {
+		reason = "interrupted twice"
+	}
+	early := win.EndedEarly()
+	_ = w.Update(func(m *bundle.Manifest) {
+		m.Window.End = end.UTC().Format(bundle.TimeFormat)
+		if early != "" && early != "every collector finished" {
+			m.Window.EndedEarly = early
+		}
+		m.Workload = wl
+		m.Skew = startSkew(m)
+		for _, bt := range m.Targets {
+			for _, p := range bt.Profiles {
+				if p.Status == "pending" {
+					p.Status, p.Error = string(collectors.StatusFailed), "no result: the capture was stopped"
+				}
+			}
+		}
+		finalStatus(m, opt.Kinds, reason, out)
+	})
+	// The merges and the report come after the window, never while targets
+	// are sampled; a second interrupt skips them.
+	if ctx.Err() == nil {
+		mergeAll(ctx, w, emitEvent)
+		if opt.Render != nil {
+			if err := opt.Render(opt.Out, w.Manifest()); err != nil {
+				emitEvent(Event{Type: EventNote, Msg: fmt.Sprintf("writing the report: %v", err)})
+			} else {
+				_ = w.Update(func(m *bundle.Manifest) { m.Report = "report.html" })
+			}
+		}
+	}
+	out.Manifest = w.Manifest()
+	return out, nil
+}
+
+func describe(t *targets.Target) string {
+	var have []string
+	if t.Pprof != "" {
+		have = append(have, "pprof URL")
+	}
+	if t.HasPID() {
+		have = append(have, "pid")
+	}
+	if t.TokioConsole != "" {
+		have = append(have, "tokio-console address")
+	}
+	if len(have) == 0 {
+		return "it has nothing to attach to"
+	}
+	return fmt.Sprintf("it has: %v", have)
+}
+
+// finalStatus sets every target's status and the bundle's.
+func finalStatus(m *bundle.Manifest, explicit []collectors.Kind, reason string, out *Outcome) {
+	for _, bt := range m.Targets {
+		ok, bad := 0, 0
+		for _, p := range bt.Profiles {
+			switch collectors.Status(p.Status) {
+			case collectors.StatusOK:
+				ok++
+			case collectors.StatusUnsupported:
+				out.Unsupported++
+				// A kind the user asked for by name and did not get is a
+				// failure; one that was merely on offer is not.
+				if len(explicit) > 0 {
+					bad++
+				}
+			default:
+				bad++
+			}
+		}
+		out.Captured += ok
+		out.Failed += bad
+		switch {
+		case bad == 0 && ok > 0:
+			bt.Status = "ok"
+		case ok == 0:
+			bt.Status = "failed"
+		default:
+			bt.Status = "partial"
+		}
+		for _, p := range bt.Profiles {
+			if p.Status == string(collectors.StatusPartial) {
+				bt.Status = "partial"
+				out.Captured++ // kept, but not complete
+				break
+			}
+		}
+	}
+	switch {
+	case out.Captured == 0:
+		m.Status = "failed"
+	case out.Failed > 0 || reason != "":
+		m.Status = "partial"
+	default:
+		m.Status = "ok"
+	}
+	m.Reason = reason
+}
+
+// startSkew is the largest difference between the start times of the same
+// kind across targets: how far apart the "same" window really was.
+// (Snapshots taken at the window's end start at its end, so kinds are not
+// compared with each other.)
+func startSkew(m *bundle.Manifest) float64 {
+	first := map[string]time.Time{}
+	last := map[string]time.Time{}
+	skew := 0.0
+	for _, bt := range m.Targets {
+		for _, p := range bt.Profiles {
+			if p.Path == "" || p.Start == "" {
+				continue
+			}
+			t, err := time.Parse(bundle.TimeFormat, p.Start)
+			if err != nil {
+				continue
+			}
+			if f, ok := first[p.Kind]; !ok || t.Before(f) {
+				first[p.Kind] = t
+			}
+			if l, ok := last[p.Kind]; !ok || t.After(l) {
+				last[p.Kind] = t
+			}
+			skew = max(skew, last[p.Kind].Sub(first[p.Kind]).Seconds())
+		}
+	}
+	return skew
+}
+
+// runWorkload runs the workload command inside the window; it is stopped
+// (SIGTERM, then SIGKILL) if the window ends first.
+func runWorkload(ctx context.Context, win *collectors.Window, opt Options, wl *bundle.Workload) {
+	cmd := exec.Command(opt.Workload[0], opt.Workload[1:]...)
+	cmd.Stdin = nil
+	cmd.Stdout, cmd.Stderr = opt.WorkloadStdout, opt.WorkloadStderr
+	if cmd.Stdout == nil {
+		cmd.Stdout = os.Stderr
+	}
+	if cmd.Stderr == nil {
+		cmd.Stderr = os.Stderr
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		wl.ExitCode, wl.Error = -1, fmt.Sprintf("starting workload: %v", err)
+		return
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-win.Done():
+		wl.Error = "stopped at the window's end"
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case err = <-done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			err = <-done
+		}
+	case <-ctx.Done():
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		err = <-done
+		wl.Error = "killed: capture abandoned"
+	}
+	wl.Seconds = time.Since(start).Seconds()
+	wl.ExitCode = cmd.ProcessState.ExitCode()
+	if err != nil && wl.Error == "" {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			wl.Error = err.Error()
+		}
+	}
+}

@@ -1,0 +1,71 @@
+package capture
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/internal/pprofutil"
+)
+
+// mergeAll writes merged/KIND.pb.gz for every kind captured from at least
+// one target. Profiles are read back from the bundle one at a time, so
+// memory holds one merge and one input, never every profile at once.
+func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
+	m := w.Manifest()
+	for _, k := range collectors.AllKinds {
+		if ctx.Err() != nil {
+			return
+		}
+		var acc *profile.Profile
+		var names []string
+		for _, bt := range m.Targets {
+			for _, p := range bt.Profiles {
+				if p.Kind != string(k) || p.Path == "" {
+					continue
+				}
+				pr, err := bundle.LoadProfile(w.Dir(), p.Path)
+				if err != nil {
+					emit(Event{Type: EventNote, Kind: k, Msg: fmt.Sprintf("merging %s: %v", k, err)})
+					continue
+				}
+				LabelSamples(pr, "target", bt.Name)
+				if acc == nil {
+					acc = pr
+				} else if mg, err := pprofutil.Merge(acc, pr); err != nil {
+					emit(Event{Type: EventNote, Kind: k, Target: bt.Name,
+						Msg: fmt.Sprintf("%s of %s left out of the merge: %v", k, bt.Name, err)})
+					continue
+				} else {
+					acc = mg
+				}
+				names = append(names, bt.Name)
+			}
+		}
+		if acc == nil {
+			continue
+		}
+		rel := "merged/" + string(k) + ".pb.gz"
+		if _, err := w.WriteProfile(rel, acc); err != nil {
+			emit(Event{Type: EventNote, Kind: k, Msg: fmt.Sprintf("writing %s: %v", rel, err)})
+			continue
+		}
+		_ = w.Update(func(m *bundle.Manifest) {
+			m.Merged = append(m.Merged, bundle.Merged{Kind: string(k), Path: rel, Targets: names})
+		})
+		emit(Event{Type: EventMerged, Kind: k, Samples: len(acc.Sample), Msg: rel})
+	}
+}
+
+// LabelSamples sets the string label key=value on every sample of p.
+func LabelSamples(p *profile.Profile, key, value string) {
+	for _, s := range p.Sample {
+		if s.Label == nil {
+			s.Label = map[string][]string{}
+		}
+		s.Label[key] = []string{value}
+	}
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+
+	"github.com/spf13/pflag"
+
+	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/targets"
+)
+
+const targetsExamples = `
+Examples:
+  profcap targets                       # profcap.yaml here, else .pids/
+  profcap targets --config cluster.yaml --target 'worker-*'
+  profcap targets --url http://127.0.0.1:6060/debug/pprof
+`
+
+func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("targets", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var tf targetFlags
+	tf.register(fs)
+	noProbe := fs.Bool("no-probe", false, "only list the targets; do not contact them")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: profcap targets [flags]\n\nList the targets and probe each: which collectors and kinds are available, and why not.\n\nFlags:\n%s%s", fs.FlagUsages(), targetsExamples)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil
+		}
+		return usageError("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageError("unexpected arguments %q", fs.Args())
+	}
+	ts, source, err := tf.resolve(fs, false)
+	if err != nil {
+		return err
+	}
+	if len(ts) == 0 {
+		return usageError("no targets: no %s or .pids/ here; give --config FILE, --url or --pid", targets.DefaultConfig)
+	}
+	fmt.Fprintf(stdout, "%d target(s) from %s\n", len(ts), source)
+	cs := defaultCollectors(0)
+	results := make([][]collectors.Availability, len(ts))
+	if !*noProbe {
+		var wg sync.WaitGroup
+		for i := range ts {
+			for _, c := range cs {
+				wg.Add(1)
+				go func(i int, c collectors.Collector) {
+					defer wg.Done()
+					a := c.Probe(ctx, &ts[i])
+					mu.Lock()
+					results[i] = append(results[i], a...)
+					mu.Unlock()
+				}(i, c)
+			}
+		}
+		wg.Wait()
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	for i, t := range ts {
+		fmt.Fprintf(tw, "\n%s\t%s\n", t.Name, describeTarget(&t))
+		if *noProbe {
+			continue
+		}
+		if len(results[i]) == 0 {
+			fmt.Fprintf(tw, "  -\tno collector applies: give it a pprof URL, a pid or a tokio_console address\n")
+		}
+		rs := results[i]
+		sort.SliceStable(rs, func(a, b int) bool { return kindOrder(rs[a].Kind) < kindOrder(rs[b].Kind) })
+		for _, a := range rs {
+			state := "available"
+			if !a.Available {
+				state = "unavailable"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a.Kind, a.Collector, state, a.Reason)
+		}
+	}
+	return tw.Flush()
+}
+
+var mu sync.Mutex
+
+func kindOrder(k collectors.Kind) int {
+	for i, kk := range collectors.AllKinds {
+		if kk == k {
+			return i
+		}
+	}
+	return len(collectors.AllKinds)
+}
+
+func describeTarget(t *targets.Target) string {
+	var parts []string
+	if t.Pprof != "" {
+		parts = append(parts, "pprof "+t.Pprof)
+	}
+	if t.PID != 0 {
+		parts = append(parts, fmt.Sprintf("pid %d", t.PID))
+	} else if t.PIDFile != "" {
+		if pid, err := t.ResolvePID(); err == nil {
+			parts = append(parts, fmt.Sprintf("pid %d (%s)", pid, t.PIDFile))
+		} else {
+			parts = append(parts, fmt.Sprintf("pidfile %s: %v", t.PIDFile, err))
+		}
+	}
+	if t.TokioConsole != "" {
+		parts = append(parts, "tokio-console "+t.TokioConsole)
+	}
+	if len(t.Labels) > 0 {
+		var ls []string
+		for k, v := range t.Labels {
+			ls = append(ls, k+"="+v)
+		}
+		sort.Strings(ls)
+		parts = append(parts, "labels "+strings.Join(ls, ","))
+	}
+	return strings.Join(parts, "; ")
+}

@@ -1,0 +1,484 @@
+package collectors
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/profcap/profcap/internal/pprofutil"
+	"github.com/profcap/profcap/targets"
+)
+
+// PprofOptions configure the pprof HTTP collector.
+type PprofOptions struct {
+	// Client makes the requests; nil means a client with no overall timeout
+	// (every request gets its own deadline from the window).
+	Client *http.Client
+	// MaxProfileSize caps one response body; 0 means 256 MiB.
+	MaxProfileSize int64
+	// SnapshotTimeout bounds requests for instant profiles (heap, goroutine,
+	// the ends of delta profiles); 0 means 15s.
+	SnapshotTimeout time.Duration
+}
+
+// DefaultMaxProfileSize is the default cap on one profile response body.
+const DefaultMaxProfileSize = 256 << 20
+
+// Pprof captures profiles from pprof HTTP endpoints: Go's net/http/pprof,
+// fgprof, and servers that serve the same paths (pprof-rs, jemalloc_pprof).
+type Pprof struct {
+	opt PprofOptions
+}
+
+var _ Collector = (*Pprof)(nil)
+
+// NewPprof returns a pprof collector.
+func NewPprof(opt PprofOptions) *Pprof {
+	if opt.Client == nil {
+		opt.Client = &http.Client{Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 16,
+			IdleConnTimeout:     90 * time.Second,
+			// A profile is one response; a slow server must not hold it
+			// past its deadline, which every request carries.
+			ResponseHeaderTimeout: 0,
+		}}
+	}
+	if opt.MaxProfileSize <= 0 {
+		opt.MaxProfileSize = DefaultMaxProfileSize
+	}
+	if opt.SnapshotTimeout <= 0 {
+		opt.SnapshotTimeout = 15 * time.Second
+	}
+	return &Pprof{opt: opt}
+}
+
+// Name implements Collector.
+func (c *Pprof) Name() string { return "pprof" }
+
+// pprofKinds are the kinds a pprof base URL may serve, with how each is taken.
+var pprofKinds = []Kind{CPU, Wall, Heap, Allocs, Goroutine, Mutex, Block}
+
+// Kinds implements Collector.
+func (c *Pprof) Kinds(t *targets.Target) []Kind {
+	if t.Pprof == "" {
+		return nil
+	}
+	return pprofKinds
+}
+
+// endpoint returns the URL path for a kind below the base URL.
+func endpoint(base string, k Kind) string {
+	base = strings.TrimRight(base, "/")
+	switch k {
+	case CPU:
+		return base + "/profile"
+	case Wall:
+		return fgprofURL(base)
+	default:
+		return base + "/" + string(k)
+	}
+}
+
+// fgprofURL is where fgprof is usually mounted next to net/http/pprof:
+// /debug/fgprof beside /debug/pprof, else BASE/fgprof.
+func fgprofURL(base string) string {
+	if b, ok := strings.CutSuffix(base, "/pprof"); ok {
+		return b + "/fgprof"
+	}
+	return base + "/fgprof"
+}
+
+// Probe implements Collector: it asks the index page which profiles exist
+// and checks fgprof with a request it rejects at once (seconds=0).
+func (c *Pprof) Probe(ctx context.Context, t *targets.Target) []Availability {
+	if t.Pprof == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out := make([]Availability, 0, len(pprofKinds))
+	index, status, err := c.get(ctx, strings.TrimRight(t.Pprof, "/")+"/", 1<<20)
+	if err != nil {
+		for _, k := range pprofKinds {
+			out = append(out, Availability{Kind: k, Collector: c.Name(), Reason: err.Error()})
+		}
+		return out
+	}
+	hasIndex := status == http.StatusOK && bytes.Contains(index, []byte("profile"))
+	for _, k := range pprofKinds {
+		a := Availability{Kind: k, Collector: c.Name()}
+		switch {
+		case k == Wall:
+			_, st, err := c.get(ctx, fgprofURL(t.Pprof)+"?seconds=0&format=pprof", 4096)
+			switch {
+			case err != nil:
+				a.Reason = err.Error()
+			case st == http.StatusNotFound:
+				a.Reason = "fgprof is not mounted at " + fgprofURL(t.Pprof)
+			default:
+				a.Available, a.Reason = true, "fgprof at "+fgprofURL(t.Pprof)
+			}
+		case hasIndex:
+			name := string(k)
+			if k == CPU {
+				name = "profile"
+			}
+			a.Available = bytes.Contains(index, []byte(">"+name+"<")) || bytes.Contains(index, []byte("href=\""+name+"?")) || bytes.Contains(index, []byte("href='"+name+"?"))
+			if !a.Available {
+				a.Reason = "not listed on the pprof index page"
+			}
+		default:
+			// No Go-style index (pprof-rs, jemalloc_pprof): try a snapshot
+			// endpoint directly; duration endpoints are tried when capturing.
+			if k == CPU {
+				a.Available, a.Reason = true, "no index page; tried when capturing"
+				break
+			}
+			_, st, err := c.get(ctx, endpoint(t.Pprof, k), 1<<10)
+			switch {
+			case err != nil:
+				a.Reason = err.Error()
+			case st == http.StatusOK:
+				a.Available = true
+			default:
+				a.Reason = fmt.Sprintf("HTTP %d", st)
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// Collect implements Collector.
+func (c *Pprof) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit) {
+	// One quick request first: a target that is down fails every kind now,
+	// not at the end of the window.
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, _, err := c.get(rctx, strings.TrimRight(t.Pprof, "/")+"/", 1<<20)
+	cancel()
+	if err != nil {
+		now := time.Now()
+		for _, k := range kinds {
+			emit(Result{Kind: k, Collector: c.Name(), Status: StatusFailed, Err: err, Start: now, End: now})
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for _, k := range kinds {
+		wg.Add(1)
+		go func(k Kind) {
+			defer wg.Done()
+			var r Result
+			switch k {
+			case CPU, Wall:
+				r = c.sliced(ctx, w, t, k)
+			case Heap, Goroutine:
+				r = c.atEnd(ctx, w, t, k)
+			case Allocs, Mutex, Block:
+				r = c.delta(ctx, w, t, k)
+			default:
+				r = Result{Status: StatusUnsupported, Err: fmt.Errorf("the pprof collector does not capture %s profiles", k)}
+			}
+			r.Kind, r.Collector = k, c.Name()
+			emit(r)
+		}(k)
+	}
+	wg.Wait()
+}
+
+// sliced captures a duration profile (cpu, wall) as consecutive requests of
+// at most w.Slice each, merged. A window that ends early loses only the
+// request in flight, which the server cannot be asked to cut short.
+func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k Kind) Result {
+	var parts []*profile.Profile
+	var start, end time.Time
+	var lastErr error
+	sliceSec := int(math.Max(1, math.Round(w.Slice.Seconds())))
+	for {
+		rem := w.Remaining()
+		if rem < 500*time.Millisecond {
+			break
+		}
+		sec := int(math.Round(rem.Seconds()))
+		if sec > sliceSec {
+			sec = sliceSec
+		}
+		if sec < 1 {
+			sec = 1
+		}
+		u := endpoint(t.Pprof, k) + fmt.Sprintf("?seconds=%d", sec)
+		if k == Wall {
+			u += "&format=pprof"
+		}
+		// The request may outlive the slice by the server's encoding time;
+		// give it the slice × 1.5 plus slack, as go tool pprof does.
+		timeout := time.Duration(sec)*time.Second*3/2 + 10*time.Second
+		// A window ended early (workload exit, Ctrl-C) cancels the slice in
+		// flight; ctx (abort) cancels everything.
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		stop := context.AfterFunc(w.Context(), func() {
+			if w.Interrupted() {
+				cancel()
+			}
+		})
+		t0 := time.Now()
+		p, err := c.fetch(rctx, u, timeout)
+		stop()
+		cancel()
+		if err != nil {
+			if w.Interrupted() && ctx.Err() == nil && rctx.Err() != nil {
+				break // the slice in flight is lost; keep the others
+			}
+			if len(parts) == 0 {
+				return failure(err, t0)
+			}
+			lastErr = err
+			break
+		}
+		if start.IsZero() {
+			start = t0
+		}
+		end = time.Now()
+		parts = append(parts, p)
+		if w.Remaining() == 0 {
+			break
+		}
+	}
+	if len(parts) == 0 {
+		err := errors.New("the window ended before a full slice was captured")
+		if r := w.EndedEarly(); r != "" {
+			err = fmt.Errorf("the window ended (%s) before the first %ds slice was complete", r, sliceSec)
+		}
+		return Result{Status: StatusFailed, Err: err, Start: w.Start, End: time.Now()}
+	}
+	merged, err := pprofutil.Merge(parts...)
+	if err != nil {
+		return Result{Status: StatusFailed, Err: fmt.Errorf("merging %d slices: %w", len(parts), err), Start: start, End: end}
+	}
+	merged.TimeNanos = start.UnixNano()
+	merged.DurationNanos = end.Sub(start).Nanoseconds()
+	r := Result{Profile: merged, Status: StatusOK, Start: start, End: end}
+	if lastErr != nil {
+		r.Status, r.Err = StatusPartial, fmt.Errorf("after %d slices: %w", len(parts), lastErr)
+	} else if reason := w.EndedEarly(); reason != "" && end.Before(w.Deadline) {
+		r.Note = fmt.Sprintf("window ended early (%s); %d slices kept", reason, len(parts))
+	}
+	return r
+}
+
+// atEnd takes an instant profile when the window ends.
+func (c *Pprof) atEnd(ctx context.Context, w *Window, t *targets.Target, k Kind) Result {
+	select {
+	case <-w.Done():
+	case <-ctx.Done():
+		return Result{Status: StatusFailed, Err: ctx.Err(), Start: w.Start, End: time.Now()}
+	}
+	t0 := time.Now()
+	p, err := c.fetch(ctx, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
+	if err != nil {
+		return failure(err, t0)
+	}
+	end := time.Now()
+	return Result{Profile: p, Status: StatusOK, Start: t0, End: end}
+}
+
+// delta takes a cumulative profile (allocs, mutex, block) at the window's
+// start and end and keeps the difference: what happened inside the window.
+// Doing the subtraction here, as net/http/pprof does for ?seconds=N, means a
+// window that ends early still has its delta.
+func (c *Pprof) delta(ctx context.Context, w *Window, t *targets.Target, k Kind) Result {
+	t0 := time.Now()
+	p0, err := c.fetch(ctx, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
+	if err != nil {
+		return failure(err, t0)
+	}
+	select {
+	case <-w.Done():
+	case <-ctx.Done():
+		return Result{Status: StatusFailed, Err: ctx.Err(), Start: t0, End: time.Now()}
+	}
+	p1, err := c.fetch(ctx, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
+	if err != nil {
+		return failure(fmt.Errorf("at the window's end: %w", err), t0)
+	}
+	end := time.Now()
+	d, err := Delta(p0, p1)
+	if err != nil {
+		return Result{Status: StatusFailed, Err: err, Start: t0, End: end}
+	}
+	d.TimeNanos = t0.UnixNano()
+	d.DurationNanos = end.Sub(t0).Nanoseconds()
+	r := Result{Profile: d, Status: StatusOK, Start: t0, End: end}
+	if len(d.Sample) == 0 && (k == Mutex || k == Block) {
+		r.Note = fmt.Sprintf("no %s events in the window; if the service never calls runtime.Set%sProfile%s, %s profiling is off", k, map[Kind]string{Mutex: "Mutex", Block: "Block"}[k], map[Kind]string{Mutex: "Fraction", Block: "Rate"}[k], k)
+	}
+	return r
+}
+
+// Delta returns after − before for two cumulative profiles of one process,
+// dropping stacks that did not change.
+func Delta(before, after *profile.Profile) (*profile.Profile, error) {
+	b := before.Copy()
+	b.Scale(-1)
+	d, err := pprofutil.Merge(after, b)
+	if err != nil {
+		return nil, fmt.Errorf("subtracting the start snapshot: %w", err)
+	}
+	keep := d.Sample[:0]
+	for _, s := range d.Sample {
+		for _, v := range s.Value {
+			if v != 0 {
+				keep = append(keep, s)
+				break
+			}
+		}
+	}
+	d.Sample = keep
+	d = d.Compact()
+	return d, nil
+}
+
+func failure(err error, t0 time.Time) Result {
+	st := StatusFailed
+	if errors.Is(err, errUnsupported) {
+		st = StatusUnsupported
+	}
+	return Result{Status: st, Err: err, Start: t0, End: time.Now()}
+}
+
+var errUnsupported = errors.New("not served")
+
+// httpStatusError is a non-200 answer.
+type httpStatusError struct {
+	url    string
+	status int
+	body   string
+}
+
+func (e *httpStatusError) Error() string {
+	msg := fmt.Sprintf("%s: HTTP %d", redact(e.url), e.status)
+	if e.body != "" {
+		msg += ": " + e.body
+	}
+	return msg
+}
+
+func (e *httpStatusError) Is(target error) bool {
+	return target == errUnsupported && e.status == http.StatusNotFound
+}
+
+// fetch GETs u and parses the body as a profile.
+func (c *Pprof) fetch(ctx context.Context, u string, timeout time.Duration) (*profile.Profile, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	body, status, err := c.get(ctx, u, c.opt.MaxProfileSize)
+	if err != nil {
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, fmt.Errorf("%s: no response within %s", redact(u), timeout.Round(time.Second))
+		}
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, &httpStatusError{url: u, status: status, body: snippet(body)}
+	}
+	if len(body) == 0 {
+		return nil, fmt.Errorf("%s: empty response", redact(u))
+	}
+	p, err := profile.ParseData(body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a pprof profile: %v (starts %q)", redact(u), err, snippet(body[:min(len(body), 32)]))
+	}
+	if err := p.CheckValid(); err != nil {
+		return nil, fmt.Errorf("%s: invalid pprof profile: %v", redact(u), err)
+	}
+	return p, nil
+}
+
+// get GETs u and returns at most limit bytes of the body; a longer body is
+// an error rather than a truncated profile.
+func (c *Pprof) get(ctx context.Context, u string, limit int64) ([]byte, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bad pprof URL %q: %v", redact(u), err)
+	}
+	resp, err := c.opt.Client.Do(req)
+	if err != nil {
+		return nil, 0, describeNetError(u, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, 0, fmt.Errorf("%s: body cut short: %w", redact(u), ctx.Err())
+		}
+		return nil, 0, fmt.Errorf("%s: reading body: %v", redact(u), err)
+	}
+	if int64(len(body)) > limit {
+		return nil, 0, fmt.Errorf("%s: response larger than the %s limit (--max-profile-size)", redact(u), humanBytes(limit))
+	}
+	return body, resp.StatusCode, nil
+}
+
+func describeNetError(u string, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%s: connection refused (is the service running?)", redact(u))
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("%s: %w", redact(u), context.Canceled)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: no response: %w", redact(u), context.DeadlineExceeded)
+	}
+	return fmt.Errorf("%s: %v", redact(u), err)
+}
+
+// redact drops user:password from a URL for messages.
+func redact(u string) string {
+	p, err := url.Parse(u)
+	if err != nil || p.User == nil {
+		return u
+	}
+	return p.Redacted()
+}
+
+func snippet(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}

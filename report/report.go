@@ -1,0 +1,195 @@
+// Package report writes report.html: one self-contained page (no network
+// fetch of any kind) with, per kind, the merged flame graph, one per target,
+// the top functions, and the capture status of every target and kind.
+package report
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"html/template"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/flame"
+)
+
+// TopN is how many functions the top tables list.
+const TopN = 20
+
+//go:embed report.tmpl
+var pageTemplate string
+
+var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
+	"pct":   func(f float64) string { return fmt.Sprintf("%.1f%%", f) },
+	"lower": strings.ToLower,
+}).Parse(pageTemplate))
+
+type kindSection struct {
+	Kind       string
+	Unit       string
+	SampleType string
+	Total      string
+	Merged     template.HTML
+	Targets    []targetGraph
+	BySelf     []row
+	ByTotal    []row
+	Warnings   []string
+	Error      string
+}
+
+type targetGraph struct {
+	Name  string
+	Graph template.HTML
+	Error string
+}
+
+type row struct {
+	Name              string
+	Self, Total       string
+	SelfPct, TotalPct float64
+}
+
+type page struct {
+	M        *bundle.Manifest
+	Head     template.HTML
+	Kinds    []kindSection
+	Problems int
+}
+
+// Write renders dir/report.html from the bundle's manifest and profiles.
+func Write(dir string, m *bundle.Manifest) error {
+	var buf bytes.Buffer
+	if err := Render(&buf, dir, m); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, ".report.html.tmp")
+	if err := os.WriteFile(tmp, buf.Bytes(), bundle.FileMode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "report.html"))
+}
+
+// Render writes the report page for the bundle in dir to w.
+func Render(w io.Writer, dir string, m *bundle.Manifest) error {
+	pg := page{M: m, Head: flame.PageHead()}
+	for _, t := range m.Targets {
+		for _, p := range t.Profiles {
+			if p.Status == "failed" || p.Status == "partial" {
+				pg.Problems++
+			}
+		}
+	}
+	for _, mg := range m.Merged {
+		pg.Kinds = append(pg.Kinds, section(dir, m, mg))
+	}
+	return tmpl.Execute(w, pg)
+}
+
+func section(dir string, m *bundle.Manifest, mg bundle.Merged) kindSection {
+	ks := kindSection{Kind: mg.Kind}
+	p, err := bundle.LoadProfile(dir, mg.Path)
+	if err != nil {
+		ks.Error = err.Error()
+		return ks
+	}
+	idx, err := SampleIndex(p, "")
+	if err != nil {
+		ks.Error = err.Error()
+		return ks
+	}
+	st := p.SampleType[idx]
+	ks.SampleType, ks.Unit = st.Type, st.Unit
+	ks.Warnings = warnings(p)
+	opt := flame.Options{Title: fmt.Sprintf("%s — all targets", mg.Kind)}
+	if g, err := graph("merged-"+mg.Kind, p, opt); err != nil {
+		ks.Error = err.Error()
+	} else {
+		ks.Merged = g
+	}
+	bySelf, byTotal, total := Top(p, idx, TopN)
+	ks.Total = FormatValue(total, st.Unit)
+	for _, f := range bySelf {
+		ks.BySelf = append(ks.BySelf, row{Name: f.Name, Self: FormatValue(f.Self, st.Unit), Total: FormatValue(f.Total, st.Unit), SelfPct: f.SelfPct, TotalPct: f.TotalPct})
+	}
+	for _, f := range byTotal {
+		ks.ByTotal = append(ks.ByTotal, row{Name: f.Name, Self: FormatValue(f.Self, st.Unit), Total: FormatValue(f.Total, st.Unit), SelfPct: f.SelfPct, TotalPct: f.TotalPct})
+	}
+	p = nil // one profile in memory at a time
+	for i, name := range mg.Targets {
+		tg := targetGraph{Name: name}
+		path := ""
+		for _, t := range m.Targets {
+			if t.Name != name {
+				continue
+			}
+			for _, pr := range t.Profiles {
+				if pr.Kind == mg.Kind && pr.Path != "" {
+					path = pr.Path
+				}
+			}
+		}
+		tp, err := bundle.LoadProfile(dir, path)
+		if err == nil {
+			tg.Graph, err = graph(fmt.Sprintf("t%d-%s", i, mg.Kind), tp, flame.Options{Title: fmt.Sprintf("%s — %s", mg.Kind, name)})
+		}
+		if err != nil {
+			tg.Error = err.Error()
+		}
+		ks.Targets = append(ks.Targets, tg)
+	}
+	return ks
+}
+
+func graph(id string, p *profile.Profile, opt flame.Options) (template.HTML, error) {
+	t, err := flame.NewTree(p, opt)
+	if err != nil {
+		return "", err
+	}
+	return flame.Embed(id, t, opt)
+}
+
+// warnings returns the profile comments that collectors mark as warnings.
+func warnings(p *profile.Profile) []string {
+	var ws []string
+	for _, c := range p.Comments {
+		if strings.HasPrefix(c, "warning: ") {
+			ws = append(ws, strings.TrimPrefix(c, "warning: "))
+		}
+	}
+	return ws
+}
+
+// FormatValue formats v in unit for people: time as ms/s, bytes as
+// KiB/MiB/GiB, anything else as a count.
+func FormatValue(v int64, unit string) string {
+	f := float64(v)
+	switch unit {
+	case "nanoseconds":
+		switch a := abs(v); {
+		case a >= 1e9:
+			return fmt.Sprintf("%.2f s", f/1e9)
+		case a >= 1e6:
+			return fmt.Sprintf("%.1f ms", f/1e6)
+		case a >= 1e3:
+			return fmt.Sprintf("%.1f µs", f/1e3)
+		}
+		return fmt.Sprintf("%d ns", v)
+	case "bytes":
+		switch a := abs(v); {
+		case a >= 1<<30:
+			return fmt.Sprintf("%.2f GiB", f/(1<<30))
+		case a >= 1<<20:
+			return fmt.Sprintf("%.1f MiB", f/(1<<20))
+		case a >= 1<<10:
+			return fmt.Sprintf("%.1f KiB", f/(1<<10))
+		}
+		return fmt.Sprintf("%d B", v)
+	}
+	return fmt.Sprintf("%d", v)
+}
