@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/google/pprof/profile"
 )
@@ -21,13 +22,23 @@ const (
 )
 
 // Writer writes a bundle as results arrive. Every file is written to a
-// temporary name and renamed into place, and the manifest is rewritten after
-// every change, so a capture cut short at any moment leaves a valid bundle.
+// temporary name and renamed into place, and the manifest is rewritten
+// shortly after every change (changes within ManifestDelay are written
+// together, so a capture of hundreds of targets does not spend its time
+// rewriting the manifest), so a capture cut short at any moment leaves a
+// valid bundle.
 type Writer struct {
-	dir string
-	mu  sync.Mutex
-	m   *Manifest
+	dir     string
+	mu      sync.Mutex // guards m, dirty, timer, err
+	m       *Manifest
+	dirty   bool
+	timer   *time.Timer
+	err     error
+	flushMu sync.Mutex // orders manifest writes
 }
+
+// ManifestDelay is the longest a manifest change waits to be written.
+const ManifestDelay = 100 * time.Millisecond
 
 // Create makes dir (which must not exist, or be empty) and writes m into it.
 func Create(dir string, m *Manifest) (*Writer, error) {
@@ -40,8 +51,8 @@ func Create(dir string, m *Manifest) (*Writer, error) {
 	if m.Schema == "" {
 		m.Schema = Schema
 	}
-	w := &Writer{dir: dir, m: m}
-	if err := w.Update(func(*Manifest) {}); err != nil {
+	w := &Writer{dir: dir, m: m, dirty: true}
+	if err := w.Sync(); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -50,16 +61,51 @@ func Create(dir string, m *Manifest) (*Writer, error) {
 // Dir is the bundle directory.
 func (w *Writer) Dir() string { return w.dir }
 
-// Update applies fn to the manifest under the writer's lock and rewrites it.
+// Update applies fn to the manifest under the writer's lock; the manifest
+// file is rewritten within ManifestDelay (or by Sync). It returns the error
+// of an earlier background write, if any.
 func (w *Writer) Update(fn func(m *Manifest)) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	fn(w.m)
-	data, err := json.MarshalIndent(w.m, "", "  ")
-	if err != nil {
+	w.dirty = true
+	if w.timer == nil {
+		w.timer = time.AfterFunc(ManifestDelay, func() { _ = w.Sync() })
+	}
+	return w.err
+}
+
+// Sync writes the manifest now if it changed.
+func (w *Writer) Sync() error {
+	w.flushMu.Lock()
+	defer w.flushMu.Unlock()
+	w.mu.Lock()
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+	if !w.dirty {
+		err := w.err
+		w.mu.Unlock()
 		return err
 	}
-	return writeAtomic(filepath.Join(w.dir, ManifestFile), append(data, '\n'))
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // the manifest is read by people and tools, not embedded in HTML
+	enc.SetIndent("", "  ")
+	err := enc.Encode(w.m)
+	w.dirty = false
+	w.mu.Unlock()
+	if err == nil {
+		err = writeAtomic(filepath.Join(w.dir, ManifestFile), buf.Bytes())
+	}
+	w.mu.Lock()
+	if err != nil {
+		w.err = err
+		w.dirty = true
+	}
+	w.mu.Unlock()
+	return err
 }
 
 // Manifest returns a deep copy of the current manifest.

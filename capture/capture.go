@@ -395,6 +395,9 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 		}
 		finalStatus(m, opt.Kinds, reason, out)
 	})
+	if err := w.Sync(); err != nil {
+		return nil, fmt.Errorf("writing the manifest: %w", err)
+	}
 	// The merges and the report come after the window, never while targets
 	// are sampled; a second interrupt skips them.
 	if ctx.Err() == nil {
@@ -404,8 +407,12 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 				emitEvent(Event{Type: EventNote, Msg: fmt.Sprintf("writing the report: %v", err)})
 			} else {
 				_ = w.Update(func(m *bundle.Manifest) { m.Report = "report.html" })
+				_ = w.Sync()
 			}
 		}
+	}
+	if err := w.Sync(); err != nil {
+		return nil, fmt.Errorf("writing the manifest: %w", err)
 	}
 	out.Manifest = w.Manifest()
 	return out, nil

@@ -23,9 +23,11 @@ import (
 
 // PprofOptions configure the pprof HTTP collector.
 type PprofOptions struct {
-	// Client makes the requests; nil means a client with no overall timeout
-	// (every request gets its own deadline from the window).
-	Client *http.Client
+	// Transport is the base of every target's HTTP client (each target adds
+	// its own TLS settings and credentials); nil means profcap's defaults.
+	// Clients have no overall timeout: every request carries its own
+	// deadline from the window.
+	Transport *http.Transport
 	// MaxProfileSize caps one response body; 0 means 256 MiB.
 	MaxProfileSize int64
 	// SnapshotTimeout bounds requests for instant profiles (heap, goroutine,
@@ -39,23 +41,23 @@ const DefaultMaxProfileSize = 256 << 20
 // Pprof captures profiles from pprof HTTP endpoints: Go's net/http/pprof,
 // fgprof, and servers that serve the same paths (pprof-rs, jemalloc_pprof).
 type Pprof struct {
-	opt PprofOptions
+	opt     PprofOptions
+	mu      sync.Mutex
+	clients map[*targets.Target]*http.Client
 }
 
 var _ Collector = (*Pprof)(nil)
 
 // NewPprof returns a pprof collector.
 func NewPprof(opt PprofOptions) *Pprof {
-	if opt.Client == nil {
-		opt.Client = &http.Client{Transport: &http.Transport{
+	if opt.Transport == nil {
+		opt.Transport = &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout: 5 * time.Second,
 			MaxIdleConnsPerHost: 16,
 			IdleConnTimeout:     90 * time.Second,
-			// A profile is one response; a slow server must not hold it
-			// past its deadline, which every request carries.
-			ResponseHeaderTimeout: 0,
-		}}
+		}
 	}
 	if opt.MaxProfileSize <= 0 {
 		opt.MaxProfileSize = DefaultMaxProfileSize
@@ -63,7 +65,23 @@ func NewPprof(opt PprofOptions) *Pprof {
 	if opt.SnapshotTimeout <= 0 {
 		opt.SnapshotTimeout = 15 * time.Second
 	}
-	return &Pprof{opt: opt}
+	return &Pprof{opt: opt, clients: map[*targets.Target]*http.Client{}}
+}
+
+// client returns the HTTP client for t, with its TLS settings and
+// credentials (read from the environment or files, never logged).
+func (c *Pprof) client(t *targets.Target) (*http.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.clients[t]; ok {
+		return cl, nil
+	}
+	cl, err := t.HTTPClient(c.opt.Transport)
+	if err != nil {
+		return nil, err
+	}
+	c.clients[t] = cl
+	return cl, nil
 }
 
 // Name implements Collector.
@@ -111,7 +129,7 @@ func (c *Pprof) Probe(ctx context.Context, t *targets.Target) []Availability {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	out := make([]Availability, 0, len(pprofKinds))
-	index, status, err := c.get(ctx, strings.TrimRight(t.Pprof, "/")+"/", 1<<20)
+	index, status, err := c.get(ctx, t, strings.TrimRight(t.Pprof, "/")+"/", 1<<20)
 	if err != nil {
 		for _, k := range pprofKinds {
 			out = append(out, Availability{Kind: k, Collector: c.Name(), Reason: err.Error()})
@@ -123,7 +141,7 @@ func (c *Pprof) Probe(ctx context.Context, t *targets.Target) []Availability {
 		a := Availability{Kind: k, Collector: c.Name()}
 		switch {
 		case k == Wall:
-			_, st, err := c.get(ctx, fgprofURL(t.Pprof)+"?seconds=0&format=pprof", 4096)
+			_, st, err := c.get(ctx, t, fgprofURL(t.Pprof)+"?seconds=0&format=pprof", 4096)
 			switch {
 			case err != nil:
 				a.Reason = err.Error()
@@ -148,7 +166,7 @@ func (c *Pprof) Probe(ctx context.Context, t *targets.Target) []Availability {
 				a.Available, a.Reason = true, "no index page; tried when capturing"
 				break
 			}
-			_, st, err := c.get(ctx, endpoint(t.Pprof, k), 1<<10)
+			_, st, err := c.get(ctx, t, endpoint(t.Pprof, k), 1<<10)
 			switch {
 			case err != nil:
 				a.Reason = err.Error()
@@ -167,10 +185,15 @@ func (c *Pprof) Probe(ctx context.Context, t *targets.Target) []Availability {
 func (c *Pprof) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit) {
 	// One quick request first: a target that is down fails every kind now,
 	// not at the end of the window.
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	_, _, err := c.get(rctx, strings.TrimRight(t.Pprof, "/")+"/", 1<<20)
+	const check = 5 * time.Second
+	rctx, cancel := context.WithTimeout(ctx, check)
+	_, _, err := c.get(rctx, t, strings.TrimRight(t.Pprof, "/")+"/", 1<<20)
+	timedOut := rctx.Err() == context.DeadlineExceeded
 	cancel()
 	if err != nil {
+		if timedOut && ctx.Err() == nil {
+			err = fmt.Errorf("%s: no response within %s (the target accepts connections but does not answer)", redact(strings.TrimRight(t.Pprof, "/")+"/"), check)
+		}
 		now := time.Now()
 		for _, k := range kinds {
 			emit(Result{Kind: k, Collector: c.Name(), Status: StatusFailed, Err: err, Start: now, End: now})
@@ -236,7 +259,7 @@ func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k Kind
 			}
 		})
 		t0 := time.Now()
-		p, err := c.fetch(rctx, u, timeout)
+		p, err := c.fetch(rctx, t, u, timeout)
 		stop()
 		cancel()
 		if err != nil {
@@ -288,7 +311,7 @@ func (c *Pprof) atEnd(ctx context.Context, w *Window, t *targets.Target, k Kind)
 		return Result{Status: StatusFailed, Err: ctx.Err(), Start: w.Start, End: time.Now()}
 	}
 	t0 := time.Now()
-	p, err := c.fetch(ctx, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
+	p, err := c.fetch(ctx, t, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
 	if err != nil {
 		return failure(err, t0)
 	}
@@ -302,7 +325,7 @@ func (c *Pprof) atEnd(ctx context.Context, w *Window, t *targets.Target, k Kind)
 // window that ends early still has its delta.
 func (c *Pprof) delta(ctx context.Context, w *Window, t *targets.Target, k Kind) Result {
 	t0 := time.Now()
-	p0, err := c.fetch(ctx, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
+	p0, err := c.fetch(ctx, t, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
 	if err != nil {
 		return failure(err, t0)
 	}
@@ -311,7 +334,7 @@ func (c *Pprof) delta(ctx context.Context, w *Window, t *targets.Target, k Kind)
 	case <-ctx.Done():
 		return Result{Status: StatusFailed, Err: ctx.Err(), Start: t0, End: time.Now()}
 	}
-	p1, err := c.fetch(ctx, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
+	p1, err := c.fetch(ctx, t, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
 	if err != nil {
 		return failure(fmt.Errorf("at the window's end: %w", err), t0)
 	}
@@ -360,7 +383,10 @@ func failure(err error, t0 time.Time) Result {
 	return Result{Status: st, Err: err, Start: t0, End: time.Now()}
 }
 
-var errUnsupported = errors.New("not served")
+var (
+	errUnsupported = errors.New("not served")
+	errBodyCut     = errors.New("response cut short")
+)
 
 // httpStatusError is a non-200 answer.
 type httpStatusError struct {
@@ -371,6 +397,13 @@ type httpStatusError struct {
 
 func (e *httpStatusError) Error() string {
 	msg := fmt.Sprintf("%s: HTTP %d", redact(e.url), e.status)
+	if e.status == http.StatusNotFound {
+		u := redact(e.url)
+		if i := strings.IndexByte(u, '?'); i >= 0 {
+			u = u[:i]
+		}
+		return u + ": not served by this target (HTTP 404)"
+	}
 	if e.body != "" {
 		msg += ": " + e.body
 	}
@@ -382,12 +415,15 @@ func (e *httpStatusError) Is(target error) bool {
 }
 
 // fetch GETs u and parses the body as a profile.
-func (c *Pprof) fetch(ctx context.Context, u string, timeout time.Duration) (*profile.Profile, error) {
+func (c *Pprof) fetch(ctx context.Context, t *targets.Target, u string, timeout time.Duration) (*profile.Profile, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	body, status, err := c.get(ctx, u, c.opt.MaxProfileSize)
+	body, status, err := c.get(ctx, t, u, c.opt.MaxProfileSize)
 	if err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
+			if errors.Is(err, errBodyCut) {
+				return nil, fmt.Errorf("%s: response not complete within %s (the target answers too slowly)", redact(u), timeout.Round(time.Second))
+			}
 			return nil, fmt.Errorf("%s: no response within %s", redact(u), timeout.Round(time.Second))
 		}
 		return nil, err
@@ -410,12 +446,16 @@ func (c *Pprof) fetch(ctx context.Context, u string, timeout time.Duration) (*pr
 
 // get GETs u and returns at most limit bytes of the body; a longer body is
 // an error rather than a truncated profile.
-func (c *Pprof) get(ctx context.Context, u string, limit int64) ([]byte, int, error) {
+func (c *Pprof) get(ctx context.Context, t *targets.Target, u string, limit int64) ([]byte, int, error) {
+	cl, err := c.client(t)
+	if err != nil {
+		return nil, 0, err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, 0, fmt.Errorf("bad pprof URL %q: %v", redact(u), err)
 	}
-	resp, err := c.opt.Client.Do(req)
+	resp, err := cl.Do(req)
 	if err != nil {
 		return nil, 0, describeNetError(u, err)
 	}
@@ -423,7 +463,7 @@ func (c *Pprof) get(ctx context.Context, u string, limit int64) ([]byte, int, er
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, 0, fmt.Errorf("%s: body cut short: %w", redact(u), ctx.Err())
+			return nil, 0, fmt.Errorf("%s: %w: %w", redact(u), errBodyCut, ctx.Err())
 		}
 		return nil, 0, fmt.Errorf("%s: reading body: %v", redact(u), err)
 	}

@@ -27,6 +27,8 @@ type Target struct {
 	PIDFile      string            `yaml:"pidfile,omitempty"`       // file holding the PID (relative to the targets file)
 	TokioConsole string            `yaml:"tokio_console,omitempty"` // console-subscriber gRPC address, host:port
 	Labels       map[string]string `yaml:"labels,omitempty"`
+	Auth         *Auth             `yaml:"auth,omitempty"`
+	TLS          *TLS              `yaml:"tls,omitempty"`
 
 	// Source says where the target came from, for messages.
 	Source string `yaml:"-"`
@@ -34,8 +36,17 @@ type Target struct {
 
 // Config is a parsed targets file.
 type Config struct {
-	Targets []Target `yaml:"targets"`
-	Path    string   `yaml:"-"`
+	// Defaults apply to every target that does not set its own.
+	Defaults Defaults `yaml:"defaults,omitempty"`
+	Targets  []Target `yaml:"targets"`
+	Path     string   `yaml:"-"`
+}
+
+// Defaults are settings shared by every target of a targets file.
+type Defaults struct {
+	Auth   *Auth             `yaml:"auth,omitempty"`
+	TLS    *TLS              `yaml:"tls,omitempty"`
+	Labels map[string]string `yaml:"labels,omitempty"`
 }
 
 // DefaultConfig is the targets file read when --config is not given.
@@ -87,6 +98,24 @@ func Load(file string) (*Config, error) {
 		if t.PIDFile != "" && !filepath.IsAbs(t.PIDFile) {
 			t.PIDFile = filepath.Join(dir, t.PIDFile)
 		}
+		rel := func(p *string) {
+			if *p != "" && !filepath.IsAbs(*p) {
+				*p = filepath.Join(dir, *p)
+			}
+		}
+		if t.Auth != nil {
+			a := *t.Auth
+			rel(&a.BearerTokenFile)
+			rel(&a.PasswordFile)
+			t.Auth = &a
+		}
+		if t.TLS != nil {
+			c := *t.TLS
+			rel(&c.CAFile)
+			rel(&c.CertFile)
+			rel(&c.KeyFile)
+			t.TLS = &c
+		}
 	}
 	return cfg, nil
 }
@@ -102,8 +131,29 @@ func Parse(data []byte) (*Config, error) {
 		}
 		return nil, fmt.Errorf("not a valid targets file: %v", err)
 	}
+	if err := cfg.Defaults.Auth.validate(); err != nil {
+		return nil, fmt.Errorf("defaults: %v", err)
+	}
+	if err := cfg.Defaults.TLS.validate(); err != nil {
+		return nil, fmt.Errorf("defaults: %v", err)
+	}
 	seen := map[string]bool{}
-	for i, t := range cfg.Targets {
+	for i := range cfg.Targets {
+		t := &cfg.Targets[i]
+		if t.Auth == nil {
+			t.Auth = cfg.Defaults.Auth
+		}
+		if t.TLS == nil {
+			t.TLS = cfg.Defaults.TLS
+		}
+		for k, v := range cfg.Defaults.Labels {
+			if _, ok := t.Labels[k]; !ok {
+				if t.Labels == nil {
+					t.Labels = map[string]string{}
+				}
+				t.Labels[k] = v
+			}
+		}
 		if t.Name == "" {
 			return nil, fmt.Errorf("targets[%d]: missing name", i)
 		}
@@ -129,6 +179,12 @@ func Parse(data []byte) (*Config, error) {
 			if k == "" || k == "target" {
 				return nil, fmt.Errorf("target %q: label name %q is reserved", t.Name, k)
 			}
+		}
+		if err := t.Auth.validate(); err != nil {
+			return nil, fmt.Errorf("target %q: %v", t.Name, err)
+		}
+		if err := t.TLS.validate(); err != nil {
+			return nil, fmt.Errorf("target %q: %v", t.Name, err)
 		}
 	}
 	return &cfg, nil

@@ -7,13 +7,11 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/report"
@@ -142,6 +140,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	out := fs.String("out", "", "bundle directory (default ./profcap-<UTC time>-<first target>)")
 	maxSize := fs.String("max-profile-size", "256MiB", "largest profile response accepted from a target")
 	quiet := fs.Bool("quiet", false, "print only the bundle path and errors")
+	jsonOut := fs.Bool("json", false, "print machine-readable events, one JSON object per line, on stdout")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: profcap record [flags] [-- WORKLOAD COMMAND...]\n\nCapture profiles of live services over one window into a bundle with a report.\n\nFlags:\n%s%s", fs.FlagUsages(), recordExamples)
 	}
@@ -215,7 +214,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}()
 
-	p := newPrinter(stderr, *quiet)
+	p := newPrinter(stdout, stderr, *quiet, *jsonOut)
 	p.header(ts, *duration, dir)
 	outcome, err := capture.Run(ctx, capture.Options{
 		Targets:    ts,
@@ -234,7 +233,9 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	p.summary(outcome)
-	fmt.Fprintf(stdout, "%s\n", outcome.Dir)
+	if !*jsonOut {
+		fmt.Fprintf(stdout, "%s\n", outcome.Dir)
+	}
 	if code := outcome.ExitCode(); code != 0 {
 		return &exitError{code: code, err: errSilent}
 	}
@@ -283,81 +284,6 @@ func versionString() string {
 	return strings.TrimSpace(strings.TrimPrefix(b.String(), "profcap "))
 }
 
-// printer writes progress lines. Not on a terminal they are plain lines
-// with the time since the window started.
-type printer struct {
-	w     io.Writer
-	quiet bool
-	start time.Time
-	width int
-}
-
-func newPrinter(w io.Writer, quiet bool) *printer { return &printer{w: w, quiet: quiet, width: 12} }
-
-func (p *printer) header(ts []targets.Target, d time.Duration, dir string) {
-	for _, t := range ts {
-		if len(t.Name) > p.width {
-			p.width = len(t.Name)
-		}
-	}
-	if p.quiet {
-		return
-	}
-	fmt.Fprintf(p.w, "recording %d target(s) for %s into %s\n", len(ts), d, filepath.Clean(dir))
-}
-
-func (p *printer) event(e capture.Event) {
-	if e.Type == capture.EventStarted {
-		p.start = e.Time
-	}
-	if p.quiet && !(e.Type == capture.EventResult && e.Err != nil && e.Status != collectors.StatusUnsupported) {
-		return
-	}
-	stamp := fmt.Sprintf("[%5.1fs]", e.Time.Sub(p.start).Seconds())
-	if p.start.IsZero() {
-		stamp = "[  0.0s]"
-	}
-	switch e.Type {
-	case capture.EventResult:
-		line := fmt.Sprintf("%s %-*s %-9s %-11s", stamp, p.width, e.Target, e.Kind, e.Status)
-		switch {
-		case e.Err != nil:
-			line += " " + e.Err.Error()
-		default:
-			line += fmt.Sprintf(" %d samples, %s", e.Samples, humanSize(e.Bytes))
-			if e.Msg != "" {
-				line += " (" + e.Msg + ")"
-			}
-		}
-		fmt.Fprintln(p.w, line)
-	case capture.EventWindowEnd:
-		fmt.Fprintf(p.w, "%s window ended; collecting the last results\n", stamp)
-	case capture.EventNote:
-		fmt.Fprintf(p.w, "%s %s\n", stamp, e.Msg)
-	}
-}
-
-func (p *printer) summary(o *capture.Outcome) {
-	m := o.Manifest
-	if !p.quiet {
-		fmt.Fprintf(p.w, "captured %d profile(s), %d failed, %d unsupported; status %s", o.Captured, o.Failed, o.Unsupported, m.Status)
-		if m.Reason != "" {
-			fmt.Fprintf(p.w, " (%s)", m.Reason)
-		}
-		fmt.Fprintln(p.w)
-		if m.Report != "" {
-			fmt.Fprintf(p.w, "report: %s\n", filepath.Join(o.Dir, m.Report))
-		}
-	}
-	for _, t := range m.Targets {
-		for _, pr := range t.Profiles {
-			if pr.Status == "failed" || (pr.Status == "unsupported" && !p.quiet && pr.Collector == "") {
-				fmt.Fprintf(p.w, "  %s %s: %s\n", t.Name, pr.Kind, pr.Error)
-			}
-		}
-	}
-}
-
 func humanSize(n int64) string {
 	switch {
 	case n >= 1<<20:
@@ -368,4 +294,3 @@ func humanSize(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-var _ = bundle.Schema

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -78,6 +79,26 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		rs := results[i]
 		sort.SliceStable(rs, func(a, b int) bool { return kindOrder(rs[a].Kind) < kindOrder(rs[b].Kind) })
+		// One line for a collector that cannot reach the target at all.
+		byCollector := map[string][]collectors.Availability{}
+		var order []string
+		for _, a := range rs {
+			if _, ok := byCollector[a.Collector]; !ok {
+				order = append(order, a.Collector)
+			}
+			byCollector[a.Collector] = append(byCollector[a.Collector], a)
+		}
+		for _, c := range order {
+			as := byCollector[c]
+			same := len(as) > 1
+			for _, a := range as {
+				same = same && !a.Available && a.Reason == as[0].Reason
+			}
+			if same {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", "*", c, "unreachable", as[0].Reason)
+				rs = slices.DeleteFunc(rs, func(a collectors.Availability) bool { return a.Collector == c })
+			}
+		}
 		for _, a := range rs {
 			state := "available"
 			if !a.Available {

@@ -30,6 +30,8 @@ const (
 	Hang    Mode = "hang"    // accepts connections, never answers
 	Garbage Mode = "garbage" // answers 200 with bytes that are not a profile
 	Huge    Mode = "huge"    // answers with an endless body
+	Drip    Mode = "drip"    // pprof endpoints, but heap answers one byte a second
+	Idle    Mode = "idle"    // pprof endpoints and no workload (for scale tests)
 )
 
 // Handler returns the service's mux.
@@ -57,6 +59,18 @@ func Handler(mode Mode, withFgprof bool) http.Handler {
 		return mux
 	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	if mode == Drip {
+		mux.HandleFunc("/debug/pprof/heap", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusOK)
+			for r.Context().Err() == nil {
+				if _, err := w.Write([]byte{0x1f}); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				time.Sleep(time.Second)
+			}
+		})
+	}
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/profcap/profcap/internal/testsvc"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestMain lets the test binary run copies of itself as test services
+// (internal/testsvc). Other test files in this package must not define
+// TestMain.
+func TestMain(m *testing.M) {
+	testsvc.Main()
+	os.Exit(m.Run())
+}
+
+// runCLI runs profcap with args and returns stdout, stderr and the exit code
+// realMain would give.
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, &out, &errb)
+	code := 0
+	if err != nil {
+		code = 1
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		if err.Error() != "" {
+			errb.WriteString("profcap: " + err.Error() + "\n")
+		}
+	}
+	return out.String(), errb.String(), code
+}
+
+// golden compares got with testdata/NAME, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if string(want) != got {
+		t.Errorf("%s differs from the golden file (go test -update rewrites it)\n--- got:\n%s\n--- want:\n%s", name, got, want)
+	}
+}
+
+// normalize replaces what changes from run to run (times, ports, ids,
+// counts, sizes) with fixed words so outputs can be compared with golden files.
+func normalize(s string, repl ...string) string {
+	for i := 0; i+1 < len(repl); i += 2 {
+		s = strings.ReplaceAll(s, repl[i], repl[i+1])
+	}
+	for _, r := range []struct{ re, with string }{
+		{`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`, "TIME"},
+		{`\d{8}T\d{6}Z-[A-Za-z0-9._-]+-[0-9a-f]{6}`, "ID"},
+		{`127\.0\.0\.1[:_-]\d+`, "HOST"},
+		{`"(samples|bytes)": \d+`, `"$1": N`},
+		{`"(seconds|max_start_skew_seconds)": [0-9.e-]+`, `"$1": S`},
+		{`\[ *\d+\.\ds\]`, "[T]"},
+		{`\d+ samples, [0-9.]+ (B|KiB|MiB)`, "N samples, SIZE"},
+		{`"profcap": "[^"]*"`, `"profcap": "VERSION"`},
+	} {
+		s = regexp.MustCompile(r.re).ReplaceAllString(s, r.with)
+	}
+	return s
+}
+
+// goToolPprofTop runs `go tool pprof -top` on a file, as a user would.
+func goToolPprofTop(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"tool", "pprof", "-top"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go tool pprof -top %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
