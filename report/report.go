@@ -59,6 +59,7 @@ type page struct {
 	M        *bundle.Manifest
 	Head     template.HTML
 	Kinds    []kindSection
+	Outliers []outlierGroup
 	Problems int
 }
 
@@ -88,6 +89,7 @@ func Render(w io.Writer, dir string, m *bundle.Manifest) error {
 	for _, mg := range m.Merged {
 		pg.Kinds = append(pg.Kinds, section(dir, m, mg))
 	}
+	pg.Outliers = outliers(dir, m)
 	return tmpl.Execute(w, pg)
 }
 
