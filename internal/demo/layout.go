@@ -1,0 +1,59 @@
+// Package demo is profcap's built-in demo cluster: five Go services on
+// loopback shaped like the reference cluster (two orchestration services and
+// three workers) that run workflows of steps so that every kind of profile
+// has something to show.
+//
+// Each service serves net/http/pprof under /debug/pprof/, fgprof under
+// /debug/fgprof, /health and Prometheus-text /metrics. Orchestrators plan
+// workflows (linear, diamond and tree DAGs of steps) at a steady rate and
+// dispatch ready steps over HTTP to the workers; workers do the steps with
+// real CPU work (hashing, JSON encoding), allocations, contention on a shared
+// mutex and a slow fake database behind a small connection pool.
+//
+// RunService is the body of one service (what `profcap demo-service` runs);
+// Start and Stop manage the whole cluster as separate processes, with the
+// reference cluster's .pids/NAME.pid and .logs/NAME.log layout and a
+// profcap.yaml naming every service.
+package demo
+
+import "fmt"
+
+// Role is what a service does in the cluster.
+type Role string
+
+const (
+	RoleOrchestration Role = "orchestration"
+	RoleWorker        Role = "worker"
+)
+
+// Instance is one service of the cluster layout.
+type Instance struct {
+	Name     string
+	Role     Role
+	Language string // the reference cluster's implementation language; a label only
+	BasePort int    // the reference layout's port for the first instance of its kind
+	Index    int    // 1-based instance number within its kind
+}
+
+// Port is the instance's port in the reference layout shifted by offset:
+// instance i of a kind uses base+i-1.
+func (in Instance) Port(offset int) int { return in.BasePort + in.Index - 1 + offset }
+
+// Layout is the reference cluster: orchestration on 8080+, the Rust worker
+// on 8100+, Ruby on 8200+ and Python on 8300+.
+var Layout = []Instance{
+	{Name: "orchestration-1", Role: RoleOrchestration, Language: "go", BasePort: 8080, Index: 1},
+	{Name: "orchestration-2", Role: RoleOrchestration, Language: "go", BasePort: 8080, Index: 2},
+	{Name: "worker-rust-1", Role: RoleWorker, Language: "rust", BasePort: 8100, Index: 1},
+	{Name: "worker-ruby-1", Role: RoleWorker, Language: "ruby", BasePort: 8200, Index: 1},
+	{Name: "worker-python-1", Role: RoleWorker, Language: "python", BasePort: 8300, Index: 1},
+}
+
+// ParseRole parses a --role value.
+func ParseRole(s string) (Role, error) {
+	switch Role(s) {
+	case RoleOrchestration, RoleWorker:
+		return Role(s), nil
+	}
+	return "", fmt.Errorf("unknown role %q: want %q or %q", s, RoleOrchestration, RoleWorker)
+}
