@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/profcap/profcap/internal/consoleapi"
 	"github.com/profcap/profcap/internal/demo"
 )
 
@@ -226,6 +227,8 @@ func runDemoService(ctx context.Context, args []string, stdout, stderr io.Writer
 		cfg       demo.ServiceConfig
 		role      = fs.String("role", "", "orchestration or worker")
 		listenFD  = fs.Int("listen-fd", 0, "serve the listening socket inherited on file descriptor `FD` instead of opening --port")
+		consoleFD = fs.Int("console-fd", 0, "serve the tokio-console gRPC API on the listening socket inherited on file descriptor `FD`")
+		console   = fs.String("console", "", "serve the tokio-console gRPC API on `HOST:PORT`")
 		parentPID = fs.Int("parent-pid", 0, "exit when the parent process is no longer `PID` (foreground clusters)")
 		help      = fs.BoolP("help", "h", false, "show this help")
 	)
@@ -269,6 +272,28 @@ func runDemoService(ctx context.Context, args []string, stdout, stderr io.Writer
 		cfg.Listener = ln
 	case cfg.Port <= 0 || cfg.Port > 65535:
 		return usageError("demo-service: give --port (1-65535) or --listen-fd")
+	}
+	switch {
+	case *consoleFD > 0:
+		f := os.NewFile(uintptr(*consoleFD), "console")
+		if f == nil {
+			return fmt.Errorf("demo-service: no file descriptor %d", *consoleFD)
+		}
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("demo-service: console listener on fd %d: %w", *consoleFD, err)
+		}
+		cfg.ConsoleListener = ln
+	case *console != "":
+		ln, err := net.Listen("tcp", *console)
+		if err != nil {
+			return fmt.Errorf("demo-service: --console: %w", err)
+		}
+		cfg.ConsoleListener = ln
+	}
+	if cfg.ConsoleListener != nil {
+		cfg.Console = consoleapi.NewServer(consoleapi.Options{Target: "demo::" + cfg.Name})
 	}
 	if cfg.Role == demo.RoleOrchestration && len(cfg.Peers) == 0 {
 		return usageError("demo-service: an orchestration service needs --peers")

@@ -247,6 +247,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func defaultCollectors(maxProfileSize int64) []collectors.Collector {
 	return []collectors.Collector{
 		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),
+		collectors.NewTokioConsole(collectors.TokioConsoleOptions{}),
 	}
 }
 

@@ -70,6 +70,7 @@ type Options struct {
 type Service struct {
 	Instance
 	Port    int
+	Console string // tokio-console gRPC address, 127.0.0.1:PORT
 	PID     int
 	URL     string // http://127.0.0.1:PORT
 	PIDFile string // absolute
@@ -145,11 +146,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
+	defer closeAll(lns)
+	cls, err := listenConsoles(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(cls)
 
 	c := &Cluster{Dir: dir, ConfigPath: filepath.Join(dir, ConfigFile), done: make(chan struct{})}
 	var peers []string
@@ -158,6 +160,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		s := Service{
 			Instance: in,
 			Port:     port,
+			Console:  cls[i].Addr().String(),
 			URL:      "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 			PIDFile:  filepath.Join(dir, PidsDir, in.Name+".pid"),
 			LogFile:  filepath.Join(dir, LogsDir, in.Name+".log"),
@@ -169,11 +172,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 
 	for i := range c.Services {
-		if err := c.spawn(exe, &c.Services[i], lns[i], peers, opts); err != nil {
+		if err := c.spawn(exe, &c.Services[i], lns[i], cls[i], peers, opts); err != nil {
 			c.Stop(context.Background())
 			return nil, err
 		}
-		lns[i].Close() // the child has its own copy
+		lns[i].Close() // the child has its own copies
+		cls[i].Close()
 	}
 	go func() {
 		for _, p := range c.procs {
@@ -228,22 +232,51 @@ func listenAll(opts Options) ([]net.Listener, error) {
 	return lns, nil
 }
 
+// listenConsoles opens each service's tokio-console port (see ConsolePort).
+func listenConsoles(opts Options) ([]net.Listener, error) {
+	var lns []net.Listener
+	for i, in := range Layout {
+		port := 0
+		if !opts.FreePorts {
+			port = ConsolePort(i, opts.PortOffset)
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			closeAll(lns)
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("%s: tokio-console port %d on 127.0.0.1 is already in use: pick other ports with --port-offset N or --free-ports", in.Name, port)
+			}
+			return nil, fmt.Errorf("%s: listening on console port %d: %w", in.Name, port, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
 func closeAll(lns []net.Listener) {
 	for _, ln := range lns {
 		ln.Close()
 	}
 }
 
-// listenFD is the descriptor number the child finds its listener on
-// (ExtraFiles[0]).
-const listenFD = 3
+// listenFD and consoleFD are the descriptor numbers the child finds its
+// HTTP and console listeners on (ExtraFiles[0] and [1]).
+const (
+	listenFD  = 3
+	consoleFD = 4
+)
 
-func (c *Cluster) spawn(exe string, s *Service, ln net.Listener, peers []string, opts Options) error {
+func (c *Cluster) spawn(exe string, s *Service, ln, cln net.Listener, peers []string, opts Options) error {
 	lf, err := ln.(*net.TCPListener).File()
 	if err != nil {
 		return fmt.Errorf("%s: passing the listener: %w", s.Name, err)
 	}
 	defer lf.Close()
+	cf, err := cln.(*net.TCPListener).File()
+	if err != nil {
+		return fmt.Errorf("%s: passing the console listener: %w", s.Name, err)
+	}
+	defer cf.Close()
 	logf, err := os.OpenFile(s.LogFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("%s: creating log file: %w", s.Name, err)
@@ -256,6 +289,7 @@ func (c *Cluster) spawn(exe string, s *Service, ln net.Listener, peers []string,
 		"--language", s.Language,
 		"--port", strconv.Itoa(s.Port),
 		"--listen-fd", strconv.Itoa(listenFD),
+		"--console-fd", strconv.Itoa(consoleFD),
 		"--cluster", c.Dir,
 	}
 	if s.Role == RoleOrchestration {
@@ -274,7 +308,7 @@ func (c *Cluster) spawn(exe string, s *Service, ln net.Listener, peers []string,
 	cmd.Dir = c.Dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.ExtraFiles = []*os.File{lf}
+	cmd.ExtraFiles = []*os.File{lf, cf}
 	// Own session and process group: a Ctrl-C in the terminal reaches the
 	// manager only, which then stops the services in order; and detached
 	// services do not get the terminal's hangup.
@@ -363,11 +397,11 @@ func writeConfig(file string, svcs []Service) error {
 	var cfg targets.Config
 	for _, s := range svcs {
 		cfg.Targets = append(cfg.Targets, targets.Target{
-			Name:    s.Name,
-			Pprof:   s.URL + "/debug/pprof",
-			PIDFile: filepath.Join(PidsDir, s.Name+".pid"),
-			// TokioConsole: set here once the services host internal/consoleapi.
-			Labels: map[string]string{"role": string(s.Role), "language": s.Language},
+			Name:         s.Name,
+			Pprof:        s.URL + "/debug/pprof",
+			PIDFile:      filepath.Join(PidsDir, s.Name+".pid"),
+			TokioConsole: s.Console,
+			Labels:       map[string]string{"role": string(s.Role), "language": s.Language},
 		})
 	}
 	body, err := yaml.Marshal(&cfg)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -331,6 +332,15 @@ func TestCluster(t *testing.T) {
 		}
 		if pid, err := tg.ResolvePID(); err != nil || pid != s.PID {
 			t.Errorf("target %s resolves to pid %d (%v), want %d", tg.Name, pid, err, s.PID)
+		}
+		// Every service answers on its own tokio-console port.
+		if tg.TokioConsole == "" || tg.TokioConsole != s.Console {
+			t.Errorf("target %s tokio_console %q, want %q", tg.Name, tg.TokioConsole, s.Console)
+		}
+		for _, a := range collectors.NewTokioConsole(collectors.TokioConsoleOptions{}).Probe(context.Background(), &cfg.Targets[i]) {
+			if !a.Available {
+				t.Errorf("target %s: console endpoint %s: %s", tg.Name, tg.TokioConsole, a.Reason)
+			}
 		}
 	}
 

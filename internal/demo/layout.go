@@ -39,6 +39,15 @@ type Instance struct {
 // instance i of a kind uses base+i-1.
 func (in Instance) Port(offset int) int { return in.BasePort + in.Index - 1 + offset }
 
+// ConsoleBasePort is where the demo's tokio-console style gRPC endpoints
+// start: 6669 is console-subscriber's default, and since the five services
+// share one host each gets its own port (6669, 6670, …), as the reference
+// cluster must with TOKIO_CONSOLE_BIND.
+const ConsoleBasePort = 6669
+
+// ConsolePort is the console port of the instance at position i of Layout.
+func ConsolePort(i, offset int) int { return ConsoleBasePort + i + offset }
+
 // Layout is the reference cluster: orchestration on 8080+, the Rust worker
 // on 8100+, Ruby on 8200+ and Python on 8300+.
 var Layout = []Instance{

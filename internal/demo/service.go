@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/felixge/fgprof"
+
+	"github.com/profcap/profcap/internal/consoleapi"
 )
 
 // ServiceConfig configures one service of the demo cluster.
@@ -40,6 +42,13 @@ type ServiceConfig struct {
 	Work float64
 	// Logger receives the service's log (default: text to stderr).
 	Logger *slog.Logger
+
+	// Console, if set, records the service's work as async tasks (each
+	// worker step one task: idle while it waits for the fake database, busy
+	// while it computes) and is served on ConsoleListener over the
+	// tokio-console gRPC API: the demo's stand-in for console-subscriber.
+	Console         *consoleapi.Server
+	ConsoleListener net.Listener
 
 	// Sidecars run next to the HTTP server for the life of the service and
 	// get its context; an error from one stops the service. This is where
@@ -246,6 +255,17 @@ func RunService(ctx context.Context, cfg ServiceConfig) error {
 			}
 		}()
 	}
+	if cfg.Console != nil && cfg.ConsoleListener != nil {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := cfg.Console.Serve(cfg.ConsoleListener); err != nil && ctx.Err() == nil {
+				fail(fmt.Errorf("%s: serving the console API: %w", cfg.Name, err))
+			}
+		}()
+		go func() { defer wg.Done(); <-ctx.Done(); cfg.Console.Stop() }()
+		background = append(background, func(ctx context.Context) { janitor(ctx, cfg.Console) })
+	}
 	for _, run := range background {
 		wg.Add(1)
 		go func() { defer wg.Done(); run(ctx) }()
@@ -267,6 +287,28 @@ func RunService(ctx context.Context, cfg ServiceConfig) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// janitor is a housekeeping task that yields after every small slice of
+// work (tokio::task::yield_now): it wakes itself on nearly every poll, which
+// is what the console's self-wakes lint points out.
+func janitor(ctx context.Context, c *consoleapi.Server) {
+	t := c.Spawn("cache-janitor", consoleapi.Caller(0), consoleapi.KindTask)
+	defer t.Done()
+	x := uint64(1)
+	for ctx.Err() == nil {
+		t.Poll(func() {
+			for i := 0; i < 2000; i++ {
+				x = x*6364136223846793005 + 1442695040888963407
+			}
+			t.SelfWake()
+		})
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	_ = x
 }
 
 // logSummary logs what the service did every 30 seconds.

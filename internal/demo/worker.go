@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/profcap/profcap/internal/consoleapi"
 	"math/rand/v2"
 	"net/http"
 	"runtime/pprof"
@@ -69,13 +70,14 @@ var stepCosts = map[string]stepCost{
 var languageSpeed = map[string]float64{"rust": 0.6, "ruby": 1.2, "python": 1.4}
 
 type worker struct {
-	name  string
-	scale float64 // multiplies generated rows and checksum rounds
-	db    *fakeDB
-	stats *sharedStats
-	cache *resultCache
-	m     *serviceMetrics
-	event func(Event)
+	console *consoleapi.Server // nil: no async task tracking
+	name    string
+	scale   float64 // multiplies generated rows and checksum rounds
+	db      *fakeDB
+	stats   *sharedStats
+	cache   *resultCache
+	m       *serviceMetrics
+	event   func(Event)
 }
 
 func newWorker(cfg *ServiceConfig, m *serviceMetrics) *worker {
@@ -87,12 +89,13 @@ func newWorker(cfg *ServiceConfig, m *serviceMetrics) *worker {
 		name: cfg.Name,
 		// Four connections and a 6ms mean latency: enough that bursts of
 		// fetch steps queue for a connection, which the block profile shows.
-		db:    newFakeDB(4, 6*time.Millisecond),
-		stats: newSharedStats(1024),
-		cache: newResultCache(32), // reports are up to ~0.5 MB: ~16 MB live per worker
-		scale: scale,
-		m:     m,
-		event: cfg.event,
+		db:      newFakeDB(4, 6*time.Millisecond),
+		stats:   newSharedStats(1024),
+		cache:   newResultCache(32), // reports are up to ~0.5 MB: ~16 MB live per worker
+		scale:   scale,
+		m:       m,
+		event:   cfg.event,
+		console: cfg.Console,
 	}
 }
 
@@ -141,9 +144,16 @@ func (w *worker) runStep(ctx context.Context, req stepRequest) (stepResult, erro
 	ev := Event{Kind: EventStepStarted, Service: w.name, Workflow: req.Workflow, Step: req.Step, StepKind: req.Kind, Time: start}
 	w.emit(ev)
 	cost := stepCosts[req.Kind]
+	// As an async task (tokio-console view): spawned now, idle while it
+	// waits for the database (holding a waker, woken by the reply), busy
+	// while it computes.
+	task := w.spawnTask(req)
+	defer task.done()
 	var rows []dbRow
 	for q := range cost.queries {
+		task.waitBegins()
 		got, err := w.db.query(ctx, fmt.Sprintf("%s_%d", req.Kind, q), cost.queryRows)
+		task.woken()
 		if err != nil {
 			w.finish(ev, err)
 			return stepResult{}, err
@@ -151,22 +161,28 @@ func (w *worker) runStep(ctx context.Context, req stepRequest) (stepResult, erro
 		w.m.dbQueries.inc("")
 		rows = append(rows, got...)
 	}
-	rows = append(rows, w.generateRows(req, w.scaled(cost.genRows))...)
-	if cost.sort {
-		w.sortRows(rows)
-	}
-	w.tallyRegions(rows)
-	report, err := w.encodeReport(req, rows)
+	var (
+		report []byte
+		sum    [32]byte
+		err    error
+	)
+	task.poll(func() {
+		rows = append(rows, w.generateRows(req, w.scaled(cost.genRows))...)
+		if cost.sort {
+			w.sortRows(rows)
+		}
+		w.tallyRegions(rows)
+		if report, err = w.encodeReport(req, rows); err != nil {
+			return
+		}
+		sum = w.computeChecksum(report, w.scaled(cost.rounds))
+		if cost.compress {
+			report, err = w.compressReport(report)
+		}
+	})
 	if err != nil {
 		w.finish(ev, err)
 		return stepResult{}, err
-	}
-	sum := w.computeChecksum(report, w.scaled(cost.rounds))
-	if cost.compress {
-		if report, err = w.compressReport(report); err != nil {
-			w.finish(ev, err)
-			return stepResult{}, err
-		}
 	}
 	elapsed := time.Since(start)
 	w.stats.recordLatency(elapsed)
@@ -180,6 +196,51 @@ func (w *worker) runStep(ctx context.Context, req stepRequest) (stepResult, erro
 		Bytes:    len(report),
 		Micros:   elapsed.Microseconds(),
 	}, nil
+}
+
+// stepTask records one step as an async task on the console server; every
+// method is a no-op without one.
+type stepTask struct{ t *consoleapi.Task }
+
+// stepLocation is where the demo "spawns" step tasks: one location for all
+// steps, so tasks aggregate by name (the step kind) in the async profile.
+var stepLocation = consoleapi.Location{File: "src/worker/steps.rs", Line: 42, Column: 9}
+
+func (w *worker) spawnTask(req stepRequest) stepTask {
+	if w.console == nil {
+		return stepTask{}
+	}
+	return stepTask{w.console.Spawn("step:"+req.Kind, stepLocation, consoleapi.KindTask,
+		consoleapi.Field{Name: "shape", Value: req.Shape}, consoleapi.Field{Name: "size.bytes", Value: 640})}
+}
+
+// waitBegins: the task's poll registers interest in the reply (clones its
+// waker) and returns Pending.
+func (s stepTask) waitBegins() {
+	if s.t != nil {
+		s.t.Poll(s.t.CloneWaker)
+	}
+}
+
+// woken: the reply wakes the task (by value, consuming the waker).
+func (s stepTask) woken() {
+	if s.t != nil {
+		s.t.Wake()
+	}
+}
+
+func (s stepTask) poll(fn func()) {
+	if s.t == nil {
+		fn()
+		return
+	}
+	s.t.Poll(fn)
+}
+
+func (s stepTask) done() {
+	if s.t != nil {
+		s.t.Done()
+	}
 }
 
 func (w *worker) emit(ev Event) {

@@ -1,0 +1,310 @@
+package collectors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/profcap/profcap/internal/consolepb"
+	"github.com/profcap/profcap/targets"
+)
+
+// TokioConsoleOptions configure the tokio-console collector. The zero value
+// is usable.
+type TokioConsoleOptions struct {
+	// ConnectTimeout bounds the wait for the first update (default 3 s):
+	// console-subscriber sends the full state as soon as a watcher subscribes.
+	ConnectTimeout time.Duration
+}
+
+// TokioConsole captures async-task profiles of a Tokio runtime through
+// console-subscriber's gRPC API (rs.tokio.console.instrument.Instrument/
+// WatchUpdates, h2c), from outside the process. It only watches: it never
+// pauses the runtime's instrumentation.
+type TokioConsole struct {
+	opts TokioConsoleOptions
+}
+
+var _ Collector = (*TokioConsole)(nil)
+
+// NewTokioConsole returns the tokio-console collector.
+func NewTokioConsole(opts TokioConsoleOptions) *TokioConsole {
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 3 * time.Second
+	}
+	return &TokioConsole{opts: opts}
+}
+
+// Name implements Collector.
+func (c *TokioConsole) Name() string { return "tokio-console" }
+
+// Kinds implements Collector: async, for a target with a console address.
+func (c *TokioConsole) Kinds(t *targets.Target) []Kind {
+	if t == nil || t.TokioConsole == "" {
+		return nil
+	}
+	return []Kind{Async}
+}
+
+// maxRecvMsgSize: the first update carries the whole state; the subscriber
+// keeps it under 4 MiB by shrinking retention, but the gRPC default limit is
+// exactly 4 MiB, so leave ample room.
+const maxRecvMsgSize = 64 << 20
+
+func consoleAddr(a string) string {
+	a = strings.TrimPrefix(a, "http://")
+	return strings.TrimSuffix(a, "/")
+}
+
+func (c *TokioConsole) dial(addr string) (*grpc.ClientConn, error) {
+	bo := backoff.DefaultConfig
+	bo.MaxDelay = time.Second
+	conn, err := grpc.NewClient("passthrough:///"+addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()), // console-subscriber serves h2c
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: c.opts.ConnectTimeout}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("tokio-console at %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// explain turns a gRPC failure into a message that says what to check.
+func explain(addr string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+		return fmt.Errorf("tokio-console at %s: no update within the connect timeout (is it a console-subscriber endpoint?): %w", addr, err)
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "connection refused"):
+		return fmt.Errorf("tokio-console at %s: connection refused: nothing listens there (is the service running with console-subscriber and TOKIO_CONSOLE_BIND=%s?): %w", addr, addr, err)
+	case status.Code(err) == codes.Unimplemented:
+		return fmt.Errorf("tokio-console at %s: the server answers gRPC but does not serve rs.tokio.console.instrument.Instrument/WatchUpdates: %w", addr, err)
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("tokio-console at %s: stream closed by the server: %w", addr, err)
+	case status.Code(err) == codes.Unavailable:
+		return fmt.Errorf("tokio-console at %s: unavailable: %w", addr, err)
+	}
+	return fmt.Errorf("tokio-console at %s: %w", addr, err)
+}
+
+// Probe implements Collector: it opens WatchUpdates and waits for the first
+// (full) update.
+func (c *TokioConsole) Probe(ctx context.Context, t *targets.Target) []Availability {
+	av := Availability{Kind: Async, Collector: c.Name()}
+	if t == nil || t.TokioConsole == "" {
+		av.Reason = "no tokio_console address configured"
+		return []Availability{av}
+	}
+	addr := consoleAddr(t.TokioConsole)
+	ctx, cancel := context.WithTimeout(ctx, c.opts.ConnectTimeout)
+	defer cancel()
+	conn, err := c.dial(addr)
+	if err != nil {
+		av.Reason = err.Error()
+		return []Availability{av}
+	}
+	defer conn.Close()
+	first, err := firstUpdate(ctx, pb.NewInstrumentClient(conn))
+	if err != nil {
+		av.Reason = explain(addr, err).Error()
+		return []Availability{av}
+	}
+	av.Available = true
+	av.Reason = fmt.Sprintf("console-subscriber at %s answers: %d tasks", addr, len(first.GetTaskUpdate().GetNewTasks()))
+	return []Availability{av}
+}
+
+func firstUpdate(ctx context.Context, cl pb.InstrumentClient) (*pb.Update, error) {
+	stream, err := cl.WatchUpdates(ctx, &pb.InstrumentRequest{})
+	if err != nil {
+		return nil, err
+	}
+	u, err := stream.Recv()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if u.GetNow() == nil {
+		return nil, errNoNow
+	}
+	return u, nil
+}
+
+// Collect implements Collector. The window is measured between two updates
+// of the subscriber: the first one received at or after w.Start and the last
+// one received before the window ends, on the subscriber's clock (Result.Start
+// and End are those two `now`s).
+func (c *TokioConsole) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit) {
+	for _, k := range kinds {
+		if k != Async {
+			emit(Result{Kind: k, Collector: c.Name(), Status: StatusUnsupported,
+				Err: fmt.Errorf("tokio-console offers only the async kind, not %s", k)})
+		}
+	}
+	for _, k := range kinds {
+		if k == Async {
+			pprof.Do(ctx, pprof.Labels("component", c.Name()), func(ctx context.Context) {
+				emit(c.capture(ctx, w, t))
+			})
+			return
+		}
+	}
+}
+
+type consoleMsg struct {
+	upd *pb.Update
+	at  time.Time // local receive time, only to place the update in the window
+	err error
+}
+
+func (c *TokioConsole) capture(ctx context.Context, w *Window, t *targets.Target) Result {
+	res := Result{Kind: Async, Collector: c.Name(), Status: StatusFailed}
+	if t == nil || t.TokioConsole == "" {
+		res.Status = StatusUnsupported
+		res.Err = errors.New("no tokio_console address configured")
+		return res
+	}
+	addr := consoleAddr(t.TokioConsole)
+	conn, err := c.dial(addr)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream and the receiver
+	stream, err := pb.NewInstrumentClient(conn).WatchUpdates(sctx, &pb.InstrumentRequest{})
+	if err != nil {
+		res.Err = explain(addr, err)
+		return res
+	}
+	ch := make(chan consoleMsg)
+	go func() {
+		for {
+			u, err := stream.Recv()
+			select {
+			case ch <- consoleMsg{upd: u, at: time.Now(), err: err}:
+			case <-sctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	st := newConsoleState()
+	connect := time.NewTimer(c.opts.ConnectTimeout)
+	defer connect.Stop()
+	var streamErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			res.Err = fmt.Errorf("tokio-console at %s: capture abandoned: %w", addr, ctx.Err())
+			return res
+		case <-connect.C:
+			if st.updates == 0 {
+				res.Err = explain(addr, context.DeadlineExceeded)
+				return res
+			}
+		case <-w.Done():
+			break loop
+		case m := <-ch:
+			if m.err != nil {
+				streamErr = m.err
+				break loop
+			}
+			select {
+			case <-w.Done(): // arrived as the window ended: not in it
+				break loop
+			default:
+			}
+			if err := st.apply(m.upd); err != nil {
+				streamErr = fmt.Errorf("malformed update: %w", err)
+				break loop
+			}
+			if !st.started && !m.at.Before(w.Start) {
+				st.markStart()
+			}
+		}
+	}
+	if !st.started {
+		switch {
+		case streamErr != nil && st.updates == 0:
+			res.Err = explain(addr, streamErr)
+		case streamErr != nil:
+			res.Err = fmt.Errorf("tokio-console at %s: stream closed before the window started: %w", addr, streamErr)
+		default:
+			res.Err = fmt.Errorf("tokio-console at %s: no update received in the window", addr)
+		}
+		return res
+	}
+	cw := st.window()
+	prof := cw.asyncProfile(t.Name)
+	if err := prof.CheckValid(); err != nil {
+		res.Err = fmt.Errorf("tokio-console at %s: building the async profile: %w", addr, err)
+		return res
+	}
+	res.Profile = prof
+	res.Start, res.End = cw.Start, cw.End
+	res.Status = StatusOK
+	switch {
+	case streamErr != nil:
+		res.Status = StatusPartial
+		if errors.Is(streamErr, io.EOF) || status.Code(streamErr) != codes.Unknown {
+			res.Err = fmt.Errorf("tokio-console at %s: stream closed mid-window after %d updates; the profile covers %v of the window: %w",
+				addr, st.updates, cw.End.Sub(cw.Start).Round(time.Millisecond), streamErr)
+		} else {
+			res.Err = fmt.Errorf("tokio-console at %s: %w", addr, streamErr)
+		}
+	case st.afterMk == 0:
+		res.Status = StatusPartial
+		res.Err = fmt.Errorf("tokio-console at %s: only one update in the window: the publish interval (TOKIO_CONSOLE_PUBLISH_INTERVAL) is longer than the window, or the console is paused by another client", addr)
+	}
+	res.Note = consoleNote(cw)
+	return res
+}
+
+// consoleNote summarises the window for a reader: counts and the warnings.
+func consoleNote(cw consoleWindow) string {
+	var b strings.Builder
+	spawned, finished := 0, 0
+	for _, t := range cw.Tasks {
+		if t.spawnedIn {
+			spawned++
+		}
+		if t.finishedIn {
+			finished++
+		}
+	}
+	fmt.Fprintf(&b, "%d tasks alive in the window (%d spawned, %d completed in it)", len(cw.Tasks), spawned, finished)
+	if cw.Dropped > 0 {
+		fmt.Fprintf(&b, "; the subscriber dropped %d events", cw.Dropped)
+	}
+	if len(cw.Warnings) > 0 {
+		fmt.Fprintf(&b, "; %d warnings:", len(cw.Warnings))
+		for _, w := range cw.Warnings {
+			b.WriteString("\n  ")
+			b.WriteString(strings.TrimPrefix(w, WarningPrefix))
+		}
+	}
+	return b.String()
+}

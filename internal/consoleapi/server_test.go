@@ -1,0 +1,204 @@
+package consoleapi
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/profcap/profcap/internal/consolepb"
+)
+
+func serve(t *testing.T, opts Options) (*Server, pb.InstrumentClient) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(opts)
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient("passthrough:///"+l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return srv, pb.NewInstrumentClient(conn)
+}
+
+func watch(t *testing.T, cl pb.InstrumentClient) grpc.ServerStreamingClient[pb.Update] {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	st, err := cl.WatchUpdates(ctx, &pb.InstrumentRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func recv(t *testing.T, st grpc.ServerStreamingClient[pb.Update]) *pb.Update {
+	t.Helper()
+	u, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// TestProtocol checks the stream shape a console client relies on: a full
+// first update with metadata, then only the changed tasks, cumulative stats
+// and the subscriber's accounting rules.
+func TestProtocol(t *testing.T) {
+	srv, cl := serve(t, Options{PublishInterval: time.Hour}) // publish by Flush only
+	a := srv.Spawn("a", Location{File: "a.rs", Line: 1, Column: 2}, KindTask, Field{Name: "size.bytes", Value: uint64(64)})
+	b := srv.Spawn("b", Location{File: "b.rs", Line: 3, Column: 4}, KindBlocking)
+	a.CloneWaker()
+	a.Poll(func() { time.Sleep(2 * time.Millisecond) })
+	srv.Flush() // a tick with no watcher: a and b are no longer new or changed
+
+	st := watch(t, cl)
+	first := recv(t, st)
+	if first.GetNow() == nil || len(first.GetNewMetadata().GetMetadata()) != 1 {
+		t.Fatalf("first update lacks now or metadata: %v", first)
+	}
+	if n := len(first.GetTaskUpdate().GetNewTasks()); n != 2 || len(first.GetTaskUpdate().GetStatsUpdate()) != 2 {
+		t.Fatalf("first update has %d tasks, want both", n)
+	}
+	sa := first.GetTaskUpdate().GetStatsUpdate()[a.ID()]
+	ps := sa.GetPollStats()
+	if ps.GetPolls() != 1 || ps.GetBusyTime().AsDuration() < 2*time.Millisecond || sa.GetWakerClones() != 1 {
+		t.Errorf("stats of a: %v", sa)
+	}
+	// First poll, never woken: scheduled from creation to the poll start.
+	if got, want := sa.GetScheduledTime().AsDuration(), ps.GetFirstPoll().AsTime().Sub(sa.GetCreatedAt().AsTime()); got != want {
+		t.Errorf("scheduled %v, want %v", got, want)
+	}
+
+	// Wake a by value, then poll: scheduled grows by poll start − wake,
+	// the wake consumed the waker.
+	a.Wake()
+	time.Sleep(3 * time.Millisecond)
+	a.Poll(func() {})
+	srv.AddDroppedEvents(3)
+	srv.Flush()
+	u := recv(t, st)
+	if len(u.GetTaskUpdate().GetNewTasks()) != 0 {
+		t.Errorf("incremental update repeats tasks")
+	}
+	if _, ok := u.GetTaskUpdate().GetStatsUpdate()[b.ID()]; ok {
+		t.Errorf("unchanged task b in the update")
+	}
+	sa2 := u.GetTaskUpdate().GetStatsUpdate()[a.ID()]
+	if sa2.GetWakes() != 1 || sa2.GetWakerDrops() != 1 || sa2.GetPollStats().GetPolls() != 2 {
+		t.Errorf("stats after wake: %v", sa2)
+	}
+	grew := sa2.GetScheduledTime().AsDuration() - sa.GetScheduledTime().AsDuration()
+	if want := sa2.GetPollStats().GetLastPollStarted().AsTime().Sub(sa2.GetLastWake().AsTime()); grew != want || grew < 3*time.Millisecond {
+		t.Errorf("scheduled grew %v, want %v", grew, want)
+	}
+	if u.GetTaskUpdate().GetDroppedEvents() != 3 {
+		t.Errorf("dropped_events %d", u.GetTaskUpdate().GetDroppedEvents())
+	}
+
+	// Pause over gRPC: nothing is published; Resume: the next update has it all.
+	if _, err := cl.Pause(context.Background(), &pb.PauseRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	b.Done()
+	c := srv.Spawn("", Location{}, "")
+	srv.Flush()
+	if _, err := cl.Resume(context.Background(), &pb.ResumeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Flush()
+	u = recv(t, st)
+	if len(u.GetTaskUpdate().GetNewTasks()) != 1 || u.GetTaskUpdate().GetNewTasks()[0].GetId().GetId() != c.ID() {
+		t.Errorf("after resume: new tasks %v", u.GetTaskUpdate().GetNewTasks())
+	}
+	if u.GetTaskUpdate().GetStatsUpdate()[b.ID()].GetDroppedAt() == nil {
+		t.Errorf("after resume: b not completed")
+	}
+	if !u.GetNow().AsTime().After(first.GetNow().AsTime()) {
+		t.Errorf("clock went backwards")
+	}
+}
+
+// TestStopBreaksStreams: Stop ends every watcher's stream.
+func TestStopBreaksStreams(t *testing.T) {
+	srv, cl := serve(t, Options{PublishInterval: 10 * time.Millisecond})
+	st := watch(t, cl)
+	recv(t, st)
+	srv.Stop()
+	srv.Stop()
+	for {
+		if _, err := st.Recv(); err != nil {
+			break
+		}
+	}
+}
+
+// TestRetention: completed tasks older than the retention leave the state.
+func TestRetention(t *testing.T) {
+	srv, cl := serve(t, Options{PublishInterval: time.Hour, Retention: time.Millisecond})
+	srv.Spawn("gone", Location{}, KindTask).Done()
+	srv.Spawn("live", Location{}, KindTask)
+	srv.Flush() // sends the dirty completed task once
+	time.Sleep(5 * time.Millisecond)
+	srv.Flush() // now clean and old: dropped
+	u := recv(t, watch(t, cl))
+	if n := len(u.GetTaskUpdate().GetNewTasks()); n != 1 {
+		t.Errorf("full update has %d tasks, want only the live one", n)
+	}
+}
+
+// TestHelpers: Run, Go and Handler record tasks at their caller's location.
+func TestHelpers(t *testing.T) {
+	srv, cl := serve(t, Options{PublishInterval: time.Hour})
+	srv.Run("run", KindTask, func() {})
+	done := make(chan struct{})
+	srv.Go("go", KindLocal, func(t *Task) { t.Poll(func() {}); close(done) })
+	<-done
+	h := srv.Handler("handler", http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil))
+	u := recv(t, watch(t, cl))
+	if n := len(u.GetTaskUpdate().GetNewTasks()); n != 3 {
+		t.Fatalf("%d tasks, want 3", n)
+	}
+	for _, tk := range u.GetTaskUpdate().GetNewTasks() {
+		if !strings.HasSuffix(tk.GetLocation().GetFile(), "server_test.go") {
+			t.Errorf("task %v: location %v, want this file", tk.GetFields()[1], tk.GetLocation())
+		}
+		if u.GetTaskUpdate().GetStatsUpdate()[tk.GetId().GetId()].GetPollStats().GetPolls() != 1 {
+			t.Errorf("task %v not polled once", tk.GetFields()[1])
+		}
+	}
+}
+
+// TestFullUpdateShrinks: completed tasks are left out of a first update
+// that would exceed MaxMessageSize; live tasks never are.
+func TestFullUpdateShrinks(t *testing.T) {
+	srv, cl := serve(t, Options{PublishInterval: time.Hour})
+	pad := strings.Repeat("x", 2048)
+	for i := 0; i < 3000; i++ {
+		srv.Spawn("done", Location{}, KindTask, Field{Name: "pad", Value: pad}).Done()
+		time.Sleep(time.Microsecond)
+	}
+	srv.Spawn("live", Location{}, KindTask)
+	u := recv(t, watch(t, cl))
+	n := len(u.GetTaskUpdate().GetNewTasks())
+	if size := proto.Size(u); size >= MaxMessageSize || n < 2 || n > 3000 {
+		t.Errorf("first update: %d bytes, %d tasks", size, n)
+	}
+	last := u.GetTaskUpdate().GetNewTasks()[n-1]
+	if last.GetFields()[1].GetDebugVal() != "live" {
+		t.Errorf("live task missing")
+	}
+}
