@@ -56,6 +56,9 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		var wg sync.WaitGroup
 		for i := range ts {
 			for _, c := range cs {
+				if len(c.Kinds(&ts[i])) == 0 {
+					continue // nothing configured for this collector
+				}
 				wg.Add(1)
 				go func(i int, c collectors.Collector) {
 					defer wg.Done()
