@@ -29,6 +29,7 @@ var commands = map[string]command{
 	"flame":    {summary: "render profiles, folded stacks, perf script text or a bundle as flame graphs", run: runFlame},
 	"diff":     {summary: "differential flame graph of two profiles or bundles (before/after)", run: runDiff},
 	"collapse": {summary: "fold perf script text into stacks (stackcollapse-perf.pl compatible)", run: runCollapse},
+	"push":     {summary: "send a bundle's profiles to Grafana Pyroscope (labels, retries, resumable)", run: runPush},
 	"demo":     {summary: "start (or --stop) a demo cluster on loopback", run: runDemo},
 	"version":  {summary: "print the version", run: runVersion},
 	// demo-service is what each process of the demo cluster runs.

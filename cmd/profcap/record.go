@@ -14,6 +14,7 @@ import (
 
 	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/pyroscope"
 	"github.com/profcap/profcap/report"
 	"github.com/profcap/profcap/targets"
 )
@@ -140,6 +141,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	out := fs.String("out", "", "bundle directory (default ./profcap-<UTC time>-<first target>)")
 	maxSize := fs.String("max-profile-size", "256MiB", "largest profile response accepted from a target")
 	quiet := fs.Bool("quiet", false, "print only the bundle path and errors")
+	push := fs.String("push", "", "after the capture, send the bundle to the Grafana Pyroscope server at `URL` (credentials from PROFCAP_PYROSCOPE_* variables; see profcap push --help)")
 	jsonOut := fs.Bool("json", false, "print machine-readable events, one JSON object per line, on stdout")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: profcap record [flags] [-- WORKLOAD COMMAND...]\n\nCapture profiles of live services over one window into a bundle with a report.\n\nFlags:\n%s%s", fs.FlagUsages(), recordExamples)
@@ -179,6 +181,17 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return usageError("--profiles: unknown kind %q (known: %s)", k, kindList())
 		}
 		want = append(want, kk)
+	}
+	var pushCreds pyroscope.Credentials
+	if *push != "" {
+		if err := pyroscope.ValidateServer(*push); err != nil {
+			return usageError("--push: %v", err)
+		}
+		// Read the credentials now: a missing variable is better found
+		// before a 60 s capture than after it.
+		if pushCreds, err = pyroscope.DefaultCredentialSource().Resolve(); err != nil {
+			return usageError("--push: %v", err)
+		}
 	}
 	ts, _, err := tf.resolve(fs, true)
 	if err != nil {
@@ -233,6 +246,21 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	p.summary(outcome)
+	if *push != "" && outcome.Captured > 0 && ctx.Err() == nil {
+		rep, err := pyroscope.Push(ctx, outcome.Dir, pyroscope.Options{Server: *push, Credentials: pushCreds})
+		switch {
+		case err != nil:
+			// The capture itself is kept whole; a failed push makes the
+			// run partial, and profcap push can send the rest later.
+			fmt.Fprintf(stderr, "push to %s: %v\n(the bundle is intact; run 'profcap push %s --server %s' to retry)\n", pyroscope.RedactURL(*push), err, outcome.Dir, pyroscope.RedactURL(*push))
+			if !*jsonOut {
+				fmt.Fprintf(stdout, "%s\n", outcome.Dir)
+			}
+			return &exitError{code: 3, err: errSilent}
+		case rep != nil:
+			fmt.Fprintf(stderr, "pushed %d profile(s) to %s\n", rep.Count(pyroscope.StatusPushed), pyroscope.RedactURL(*push))
+		}
+	}
 	if !*jsonOut {
 		fmt.Fprintf(stdout, "%s\n", outcome.Dir)
 	}

@@ -1,0 +1,325 @@
+// Package pyroscope pushes the profiles of a capture bundle to Grafana
+// Pyroscope through its connect push API (push.v1.PusherService/Push), with
+// labels that tie every series to its target and capture, the capture's
+// time range, bounded retries, and a state file (pushed.json) inside the
+// bundle so that an interrupted or failed push can be run again and sends
+// only what did not go.
+//
+// Typical use (what `profcap push` and `profcap record --push` do):
+//
+//	creds, err := pyroscope.DefaultCredentialSource().Resolve()
+//	...
+//	rep, err := pyroscope.Push(ctx, bundleDir, pyroscope.Options{
+//		Server:      "https://pyroscope.example:4040",
+//		Credentials: creds,
+//	})
+//
+// rep lists every profile with its outcome; err is a *PushError naming the
+// profiles that did not go when some failed.
+package pyroscope
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/profcap/profcap/bundle"
+)
+
+// Label names profcap adds to every series.
+const (
+	LabelServiceName = "service_name"
+	LabelCapture     = "profcap_capture"
+	LabelKind        = "profcap_kind"
+	LabelTarget      = "profcap_target"
+	LabelName        = "__name__"
+	LabelDelta       = "__delta__"
+)
+
+// Label is one series label.
+type Label struct {
+	Name, Value string
+}
+
+// Item is one profile of a bundle as it would be pushed.
+type Item struct {
+	Target string // target name in the bundle
+	Kind   string // profcap kind (cpu, heap, ...)
+	Name   string // Pyroscope __name__ (process_cpu, memory, ...)
+	// Labels are the series labels, sorted by name, including __name__
+	// and, for profiles that are already deltas, __delta__="false".
+	Labels []Label
+	Start  time.Time // the profile's time range (TimeNanos, DurationNanos)
+	End    time.Time
+	ID     string // stable profile id (RawSample.ID), a UUID derived from bundle id, target and kind
+	Path   string // profile path inside the bundle
+	Delta  bool   // the profile already covers a window (sent with __delta__="false")
+}
+
+// LabelString formats the labels the way Pyroscope and Grafana show a
+// series selector: {a="1", b="2"}.
+func (it Item) LabelString() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, l := range it.Labels {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s=%q", l.Name, l.Value)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// MetricName maps a profcap kind onto the __name__ Pyroscope's own clients
+// use for it, so that Grafana's profile type picker shows the series next to
+// those of Pyroscope's SDKs (process_cpu, memory, mutex, block, goroutines).
+// Kinds Pyroscope has no name for keep their own (wall, offcpu, async).
+func MetricName(kind string) string {
+	switch kind {
+	case "cpu":
+		return "process_cpu"
+	case "heap", "allocs":
+		return "memory"
+	case "goroutine":
+		return "goroutines"
+	case "mutex", "block", "wall", "offcpu", "async":
+		return kind
+	}
+	return sanitizeName(kind)
+}
+
+// IsDelta reports whether profiles of kind already cover a window (the
+// server must not compute deltas again). Heap and goroutine profiles are
+// instants.
+func IsDelta(kind string) bool {
+	switch kind {
+	case "heap", "goroutine":
+		return false
+	}
+	return true
+}
+
+// idNamespace is the UUID namespace of profcap profile ids (a random v4
+// UUID fixed once; changing it would make every bundle push again).
+var idNamespace = [16]byte{0x4f, 0x1c, 0x8e, 0x52, 0x9a, 0x3d, 0x4b, 0x07, 0x86, 0x21, 0xd5, 0x60, 0x2e, 0xb9, 0x73, 0xaa}
+
+// ProfileID returns the stable id of one profile of a bundle: a name-based
+// (version 5, SHA-1) UUID of bundle id, target and kind. Pyroscope reads
+// RawSample.ID as a UUID.
+func ProfileID(bundleID, target, kind string) string {
+	h := sha1.New()
+	h.Write(idNamespace[:])
+	h.Write([]byte(bundleID + "\x00" + target + "\x00" + kind))
+	var u [16]byte
+	copy(u[:], h.Sum(nil))
+	u[6] = u[6]&0x0f | 0x50 // version 5
+	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+// Plan lists the profiles of the bundle with manifest m that a push
+// sends: every target's profiles with status ok or partial, in manifest
+// order. The merged profiles are left out: they add up the targets' own and
+// would count every sample twice.
+func Plan(m *bundle.Manifest) ([]Item, error) {
+	if m.ID == "" {
+		return nil, fmt.Errorf("bundle has no id")
+	}
+	winStart, _ := time.Parse(bundle.TimeFormat, m.Window.Start)
+	winEnd, _ := time.Parse(bundle.TimeFormat, m.Window.End)
+	var items []Item
+	for _, t := range m.Targets {
+		for _, p := range t.Profiles {
+			if p.Status != "ok" && p.Status != "partial" {
+				continue
+			}
+			if p.Path == "" || !bundle.Inside(p.Path) {
+				return nil, fmt.Errorf("target %s: %s profile has no valid path in the manifest", t.Name, p.Kind)
+			}
+			start, err := parseTime(p.Start, winStart)
+			if err != nil {
+				return nil, fmt.Errorf("target %s: %s profile: start: %w", t.Name, p.Kind, err)
+			}
+			end, err := parseTime(p.End, winEnd)
+			if err != nil {
+				return nil, fmt.Errorf("target %s: %s profile: end: %w", t.Name, p.Kind, err)
+			}
+			if start.IsZero() || end.IsZero() {
+				return nil, fmt.Errorf("target %s: %s profile: no time range in the manifest", t.Name, p.Kind)
+			}
+			if end.Before(start) {
+				end = start
+			}
+			it := Item{
+				Target: t.Name,
+				Kind:   p.Kind,
+				Name:   MetricName(p.Kind),
+				Start:  start,
+				End:    end,
+				ID:     ProfileID(m.ID, t.Name, p.Kind),
+				Path:   path.Clean(p.Path),
+				Delta:  IsDelta(p.Kind),
+			}
+			it.Labels = seriesLabels(m.ID, t, it)
+			items = append(items, it)
+		}
+	}
+	return items, nil
+}
+
+func parseTime(s string, def time.Time) (time.Time, error) {
+	if s == "" {
+		return def, nil
+	}
+	return time.Parse(bundle.TimeFormat, s)
+}
+
+// seriesLabels builds the labels of one profile's series. Target labels come
+// first, with names made valid for Pyroscope (letters, digits and _, not
+// starting with a digit) and reserved names (__*) dropped; profcap's own
+// labels override target labels of the same name.
+func seriesLabels(captureID string, t *bundle.Target, it Item) []Label {
+	set := map[string]string{}
+	keys := make([]string, 0, len(t.Labels))
+	for k := range t.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // deterministic when two names sanitize alike: the first wins
+	for _, k := range keys {
+		n := sanitizeName(k)
+		if strings.HasPrefix(n, "__") {
+			continue
+		}
+		if _, dup := set[n]; !dup {
+			set[n] = t.Labels[k]
+		}
+	}
+	service := t.Name
+	switch {
+	case t.Labels["service_name"] != "":
+		service = t.Labels["service_name"]
+	case t.Labels["service"] != "":
+		service = t.Labels["service"]
+	}
+	set[LabelServiceName] = service
+	set[LabelTarget] = t.Name
+	set[LabelCapture] = captureID
+	set[LabelKind] = it.Kind
+	set[LabelName] = it.Name
+	if it.Delta {
+		set[LabelDelta] = "false"
+	}
+	ls := make([]Label, 0, len(set))
+	for k, v := range set {
+		ls = append(ls, Label{Name: k, Value: v})
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
+	return ls
+}
+
+// sanitizeName maps s onto a Prometheus-style label name.
+func sanitizeName(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '_':
+			b.WriteRune(r)
+		case r >= '0' && r <= '9':
+			if i == 0 {
+				b.WriteByte('_')
+			}
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	if b.Len() == 0 {
+		return "_"
+	}
+	return b.String()
+}
+
+// Payload loads the item's profile from the bundle in dir and returns it
+// gzipped as it is pushed: TimeNanos and DurationNanos set to the item's
+// time range, a period type where the profile has none (Pyroscope's profile
+// type ids name one), and for memory profiles only the half that belongs to
+// the kind (in-use for heap, allocations for allocs), so that Grafana's
+// memory:alloc_* and memory:inuse_* series each come from one kind and
+// nothing is counted twice.
+func Payload(dir string, it Item) ([]byte, error) {
+	p, err := bundle.LoadProfile(dir, it.Path)
+	if err != nil {
+		return nil, err
+	}
+	p.TimeNanos = it.Start.UnixNano()
+	p.DurationNanos = it.End.Sub(it.Start).Nanoseconds()
+	switch it.Kind {
+	case "heap":
+		keepSampleTypes(p, "inuse_")
+	case "allocs":
+		keepSampleTypes(p, "alloc_")
+	}
+	if p.PeriodType == nil && len(p.SampleType) > 0 {
+		st := p.SampleType[0]
+		for _, s := range p.SampleType {
+			if s.Type == p.DefaultSampleType {
+				st = s
+			}
+		}
+		p.PeriodType = &profile.ValueType{Type: st.Type, Unit: st.Unit}
+	}
+	if err := p.CheckValid(); err != nil {
+		return nil, fmt.Errorf("%s: %w", it.Path, err)
+	}
+	var buf bytes.Buffer
+	if err := p.Write(&buf); err != nil { // Write gzips
+		return nil, fmt.Errorf("encoding %s: %w", it.Path, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// keepSampleTypes drops the sample types not starting with prefix, unless
+// that would drop them all, and the samples left with no value.
+func keepSampleTypes(p *profile.Profile, prefix string) {
+	var keep []int
+	for i, st := range p.SampleType {
+		if strings.HasPrefix(st.Type, prefix) {
+			keep = append(keep, i)
+		}
+	}
+	if len(keep) == 0 || len(keep) == len(p.SampleType) {
+		return
+	}
+	types := make([]*profile.ValueType, len(keep))
+	for j, i := range keep {
+		types[j] = p.SampleType[i]
+	}
+	p.SampleType = types
+	if !strings.HasPrefix(p.DefaultSampleType, prefix) {
+		p.DefaultSampleType = ""
+	}
+	samples := p.Sample[:0]
+	for _, s := range p.Sample {
+		vals := make([]int64, len(keep))
+		nonzero := false
+		for j, i := range keep {
+			if i < len(s.Value) {
+				vals[j] = s.Value[i]
+				nonzero = nonzero || vals[j] != 0
+			}
+		}
+		if nonzero {
+			s.Value = vals
+			samples = append(samples, s)
+		}
+	}
+	p.Sample = samples
+	*p = *p.Compact()
+}

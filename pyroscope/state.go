@@ -1,0 +1,187 @@
+package pyroscope
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/profcap/profcap/bundle"
+)
+
+// StateFile is the push state inside a bundle: which profiles went to
+// which server, so that a re-run sends only what did not go.
+const StateFile = "pushed.json"
+
+// StateSchema identifies the state file format.
+const StateSchema = "profcap.pushed/v1"
+
+// State is the content of pushed.json.
+type State struct {
+	Schema       string         `json:"schema"`
+	Destinations []*Destination `json:"destinations"`
+}
+
+// Destination is one server (and tenant) the bundle was pushed to. Server
+// is the base URL without credentials, query or fragment.
+type Destination struct {
+	Server   string          `json:"server"`
+	Tenant   string          `json:"tenant,omitempty"`
+	Profiles []PushedProfile `json:"profiles"`
+}
+
+// PushedProfile is one profile the server accepted.
+type PushedProfile struct {
+	ID     string `json:"id"`
+	Target string `json:"target"`
+	Kind   string `json:"kind"`
+	Pushed string `json:"pushed"` // RFC 3339
+}
+
+// ReadState reads the bundle's push state; a bundle never pushed has an
+// empty one.
+func ReadState(dir string) (*State, error) {
+	data, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return &State{Schema: StateSchema}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s State
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("%s: %v", filepath.Join(dir, StateFile), err)
+	}
+	if s.Schema != StateSchema {
+		return nil, fmt.Errorf("%s: unknown schema %q (want %q)", filepath.Join(dir, StateFile), s.Schema, StateSchema)
+	}
+	return &s, nil
+}
+
+// destination returns the entry for server and tenant, adding it if create.
+func (s *State) destination(server, tenant string, create bool) *Destination {
+	for _, d := range s.Destinations {
+		if d.Server == server && d.Tenant == tenant {
+			return d
+		}
+	}
+	if !create {
+		return nil
+	}
+	d := &Destination{Server: server, Tenant: tenant}
+	s.Destinations = append(s.Destinations, d)
+	return d
+}
+
+// Pushed reports whether the profile id went to server and tenant.
+func (s *State) Pushed(server, tenant, id string) bool {
+	d := s.destination(server, tenant, false)
+	if d == nil {
+		return false
+	}
+	for _, p := range d.Profiles {
+		if p.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *State) record(server, tenant string, p PushedProfile) {
+	d := s.destination(server, tenant, true)
+	for i, q := range d.Profiles {
+		if q.ID == p.ID {
+			d.Profiles[i] = p
+			return
+		}
+	}
+	d.Profiles = append(d.Profiles, p)
+}
+
+// write writes the state atomically (temporary file, then rename) with the
+// bundle's file mode.
+func (s *State) write(dir string) error {
+	for _, d := range s.Destinations {
+		sort.SliceStable(d.Profiles, func(i, j int) bool { return d.Profiles[i].ID < d.Profiles[j].ID })
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(s); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, StateFile)
+	f, err := os.CreateTemp(dir, ".tmp-pushed-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(buf.Bytes())
+	if err == nil {
+		err = f.Chmod(bundle.FileMode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// RedactURL returns the server URL as profcap records and prints it:
+// without user information (credentials), query or fragment, and without a
+// trailing slash.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	u.RawQuery, u.ForceQuery = "", false
+	u.Fragment, u.RawFragment = "", ""
+	return strings.TrimRight(u.String(), "/")
+}
+
+// ValidateServer checks a server base URL without contacting it.
+func ValidateServer(raw string) error {
+	_, _, err := parseServer(raw)
+	return err
+}
+
+// parseServer checks a server base URL and splits off credentials given in
+// it (https://user:password@host), which are used as basic auth.
+func parseServer(raw string) (base string, user *url.Userinfo, err error) {
+	if raw == "" {
+		return "", nil, errors.New("no Pyroscope server URL")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", nil, fmt.Errorf("invalid server URL %s: %v", RedactURL(raw), errors.Unwrap(err))
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", nil, fmt.Errorf("server URL %s: want http:// or https://", RedactURL(raw))
+	}
+	if u.Host == "" {
+		return "", nil, fmt.Errorf("server URL %s has no host", RedactURL(raw))
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", nil, fmt.Errorf("server URL %s: give the base URL, without query or fragment", RedactURL(raw))
+	}
+	user = u.User
+	u.User = nil
+	return strings.TrimRight(u.String(), "/"), user, nil
+}
