@@ -16,6 +16,7 @@ import (
 	"github.com/google/pprof/profile"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/flame"
 )
 
@@ -107,7 +108,6 @@ func section(dir string, m *bundle.Manifest, mg bundle.Merged) kindSection {
 	}
 	st := p.SampleType[idx]
 	ks.SampleType, ks.Unit = st.Type, st.Unit
-	ks.Warnings = warnings(p)
 	opt := flame.Options{Title: fmt.Sprintf("%s — all targets", mg.Kind)}
 	if g, err := graph("merged-"+mg.Kind, p, opt); err != nil {
 		ks.Error = err.Error()
@@ -138,6 +138,11 @@ func section(dir string, m *bundle.Manifest, mg bundle.Merged) kindSection {
 		}
 		tp, err := bundle.LoadProfile(dir, path)
 		if err == nil {
+			// Warnings (tokio-console lints) are per target: the merge
+			// would fold identical tasks of different targets into one.
+			for _, w := range warnings(tp) {
+				ks.Warnings = append(ks.Warnings, name+": "+w)
+			}
 			tg.Graph, err = graph(fmt.Sprintf("t%d-%s", i, mg.Kind), tp, flame.Options{Title: fmt.Sprintf("%s — %s", mg.Kind, name)})
 		}
 		if err != nil {
@@ -160,8 +165,8 @@ func graph(id string, p *profile.Profile, opt flame.Options) (template.HTML, err
 func warnings(p *profile.Profile) []string {
 	var ws []string
 	for _, c := range p.Comments {
-		if strings.HasPrefix(c, "warning: ") {
-			ws = append(ws, strings.TrimPrefix(c, "warning: "))
+		if strings.HasPrefix(c, collectors.WarningPrefix) {
+			ws = append(ws, strings.TrimPrefix(c, collectors.WarningPrefix))
 		}
 	}
 	return ws

@@ -72,6 +72,11 @@ func TestDemoClusterEndToEnd(t *testing.T) {
 	if u := regexp.MustCompile(`(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}[/"' )]`).Find(report); u != nil {
 		t.Errorf("report.html names an external URL: %s", u)
 	}
+	// The demo's cache-janitor task yields on every poll: the console's
+	// self-wakes lint names it, per target, in the report's warnings.
+	if !regexp.MustCompile(`worker-rust-1: self-wakes: task cache-janitor`).Match(report) {
+		t.Errorf("report lacks the self-wakes warning for the demo's cache-janitor task")
+	}
 	run("demo", "--stop", "--dir", "cluster")
 	if ents, _ := os.ReadDir(filepath.Join(dir, "cluster", ".pids")); len(ents) != 0 {
 		t.Errorf("pid files left after stop: %v", ents)
