@@ -61,8 +61,19 @@ type Target struct {
 	Labels   map[string]string `json:"labels"`
 	Status   string            `json:"status"` // ok, partial, failed
 	PID      int               `json:"pid,omitempty"`
+	CPU      *CPUUse           `json:"cpu,omitempty"`
 	Notes    []string          `json:"notes,omitempty"`
 	Profiles []*Profile        `json:"profiles"`
+}
+
+// CPUUse is a local target's CPU use (all threads, user+system, in cores)
+// during a short baseline just before the window and during the window, so
+// a reader can tell whether the capture itself moved it.
+type CPUUse struct {
+	BaselineSeconds float64 `json:"baseline_seconds"`
+	BaselineCores   float64 `json:"baseline_cores"`
+	WindowCores     float64 `json:"window_cores"`
+	Error           string  `json:"error,omitempty"`
 }
 
 // Profile is one captured (or failed) profile.
@@ -77,6 +88,9 @@ type Profile struct {
 	Start     string `json:"start,omitempty"`
 	End       string `json:"end,omitempty"`
 	Bytes     int64  `json:"bytes,omitempty"`
+	// Period is the sampling period the profile reports (e.g. "10ms
+	// (100 Hz)" for a Go CPU profile): the rate used.
+	Period string `json:"period,omitempty"`
 }
 
 // Merged is one kind merged across targets.

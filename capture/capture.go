@@ -51,6 +51,9 @@ type Options struct {
 	Render func(dir string, m *bundle.Manifest) error
 	// Version is written into the manifest.
 	Version string
+	// Baseline is how long to measure each local target's CPU use before
+	// the window starts (0: not measured).
+	Baseline time.Duration
 }
 
 // EventType says what an Event reports.
@@ -238,6 +241,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 				entry.Status, entry.Error = string(collectors.StatusFailed), fmt.Sprintf("writing profile: %v", err)
 			} else {
 				entry.Path, entry.Bytes, entry.Samples = rel, n, len(r.Profile.Sample)
+				entry.Period = describePeriod(r.Profile)
 			}
 		} else if r.Status == collectors.StatusOK {
 			entry.Status, entry.Error = string(collectors.StatusFailed), "collector returned no profile"
@@ -264,7 +268,10 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 			Status: collectors.Status(entry.Status), Samples: entry.Samples, Bytes: entry.Bytes, Err: perr, Msg: entry.Note})
 	}
 
+	cpu := newCPUMeter(opt.Targets, opt.Baseline)
+	cpu.baseline(ctx)
 	win := collectors.NewWindow(opt.Duration, opt.Slice)
+	cpu.windowStart()
 	_ = w.Update(func(m *bundle.Manifest) { m.Window.Start = win.Start.UTC().Format(bundle.TimeFormat) })
 	emitEvent(Event{Type: EventStarted, Time: win.Start})
 
@@ -366,6 +373,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 		}
 	}
 	end := time.Now()
+	cpu.windowEnd()
 	if wl != nil {
 		select {
 		case <-wlDone:
@@ -386,6 +394,9 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 		}
 		m.Workload = wl
 		m.Skew = startSkew(m)
+		for _, bt := range m.Targets {
+			bt.CPU = cpu.use(bt.Name)
+		}
 		for _, bt := range m.Targets {
 			for _, p := range bt.Profiles {
 				if p.Status == "pending" {

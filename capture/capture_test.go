@@ -218,3 +218,26 @@ func TestPlanPicksOneCollectorPerKind(t *testing.T) {
 		t.Errorf("missing %v", missing)
 	}
 }
+
+// A local target's CPU use is measured before and during the window, so a
+// reader can tell whether the capture moved it.
+func TestCaptureMeasuresLocalCPUUse(t *testing.T) {
+	a := testsvc.Start(t, testsvc.Normal, false) // burns about half a core
+	dir := filepath.Join(t.TempDir(), "bundle")
+	out, err := Run(context.Background(), Options{
+		Targets:  []targets.Target{{Name: "a", Pprof: a.URL(), PID: a.Cmd.Process.Pid}},
+		Kinds:    []collectors.Kind{collectors.Heap},
+		Duration: time.Second, Slice: time.Second, Out: dir, Baseline: 500 * time.Millisecond,
+		Collectors: []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := targetOf(out.Manifest, "a").CPU
+	if u == nil || u.Error != "" || u.BaselineSeconds < 0.4 || u.BaselineCores < 0.1 || u.WindowCores < 0.1 || u.BaselineCores > 2 || u.WindowCores > 2 {
+		t.Errorf("cpu use %+v, want about half a core before and during", u)
+	}
+	if p := profileOf(out.Manifest, "a", "heap"); p == nil || !strings.Contains(p.Period, "512 KiB") {
+		t.Errorf("heap period %+v", p)
+	}
+}

@@ -140,6 +140,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	kinds := fs.StringSlice("profiles", nil, "kinds to capture (default: all a target offers): "+kindList())
 	out := fs.String("out", "", "bundle directory (default ./profcap-<UTC time>-<first target>)")
 	maxSize := fs.String("max-profile-size", "256MiB", "largest profile response accepted from a target")
+	baseline := fs.Duration("baseline", time.Second, "measure each local target's CPU use for this long before the window, to compare with its use during the window (0 to skip)")
 	quiet := fs.Bool("quiet", false, "print only the bundle path and errors")
 	push := fs.String("push", "", "after the capture, send the bundle to the Grafana Pyroscope server at `URL` (credentials from PROFCAP_PYROSCOPE_* variables; see profcap push --help)")
 	jsonOut := fs.Bool("json", false, "print machine-readable events, one JSON object per line, on stdout")
@@ -241,6 +242,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Events:     p.event,
 		Render:     report.Write,
 		Version:    versionString(),
+		Baseline:   *baseline,
 	})
 	if err != nil {
 		return err
