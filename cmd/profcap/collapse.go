@@ -1,13 +1,104 @@
 package main
 
-// PLACEHOLDER: owned by the perf work; replaced wholesale.
-
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"github.com/profcap/profcap/formats/perfscript"
 )
 
+const collapseExamples = `
+Examples:
+  # fold a perf recording for flamegraph.pl, inferno or 'profcap flame'
+  perf record -F 99 -g -p 1234 -- sleep 10
+  perf script | profcap collapse > out.folded
+
+  # one tower per thread, with kernel frames marked _[k]
+  perf script -F comm,pid,tid,time,period,event,ip,sym,dso | profcap collapse --tid --kernel
+
+  # only the cycles samples of a recording with several events
+  profcap collapse --event-filter cycles perf.txt
+
+The output is byte-identical to FlameGraph's stackcollapse-perf.pl with the
+same options: "comm;root;...;leaf COUNT" lines sorted bytewise, COUNT being
+the sum of the samples' periods (1 when perf printed none). Lines it cannot
+read are reported on stderr with their line number and skipped, as the Perl
+script does; --strict makes them an error.
+`
+
 func runCollapse(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not built yet")
+	fs := pflag.NewFlagSet("collapse", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opt perfscript.CollapseOptions
+	fs.BoolVar(&opt.PID, "pid", false, "append the PID to the process name (comm-PID)")
+	fs.BoolVar(&opt.TID, "tid", false, "append PID and TID to the process name (comm-PID/TID)")
+	fs.BoolVar(&opt.Kernel, "kernel", false, "annotate kernel frames with _[k]")
+	fs.BoolVar(&opt.JIT, "jit", false, "annotate JIT frames (/tmp/perf-PID.map) with _[j]")
+	fs.BoolVar(&opt.All, "all", false, "all annotations (--kernel --jit)")
+	fs.BoolVar(&opt.Addrs, "addrs", false, "include raw addresses where a symbol is unknown")
+	fs.StringVar(&opt.EventFilter, "event-filter", "", "keep only events of this type (default: the first type seen)")
+	fs.BoolVar(&opt.Strict, "strict", false, "fail on a line that is not perf script text instead of skipping it")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: profcap collapse [flags] [FILE|-]\n\nFold perf script text into stacks, one line per stack.\n\nFlags:\n%s%s", fs.FlagUsages(), collapseExamples)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fmt.Fprintf(stdout, "Usage: profcap collapse [flags] [FILE|-]\n\nFold perf script text into stacks, one line per stack.\n\nFlags:\n%s%s", fs.FlagUsages(), collapseExamples)
+			return nil
+		}
+		return usageError("collapse: %v", err)
+	}
+	if fs.NArg() > 1 {
+		return usageError("collapse: at most one input file, got %d", fs.NArg())
+	}
+	var in io.Reader = os.Stdin
+	name := "standard input"
+	if fs.NArg() == 1 && fs.Arg(0) != "-" {
+		f, err := os.Open(fs.Arg(0))
+		if err != nil {
+			return fmt.Errorf("collapse: %w", err)
+		}
+		defer f.Close()
+		in, name = f, fs.Arg(0)
+	}
+	in = &ctxReader{ctx: ctx, r: in}
+	opt.Warn = &prefixWriter{prefix: "profcap collapse: " + name + ": ", w: stderr}
+	bw := bufio.NewWriterSize(stdout, 256<<10)
+	if err := perfscript.Collapse(in, bw, opt); err != nil {
+		return fmt.Errorf("collapse %s: %w", name, err)
+	}
+	return bw.Flush()
+}
+
+// ctxReader stops reading once ctx is done (Ctrl-C on a long input).
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// prefixWriter prefixes each write (one warning line) with a fixed string.
+type prefixWriter struct {
+	prefix string
+	w      io.Writer
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	if _, err := io.WriteString(p.w, p.prefix); err != nil {
+		return 0, err
+	}
+	return p.w.Write(b)
 }

@@ -140,6 +140,11 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	kinds := fs.StringSlice("profiles", nil, "kinds to capture (default: all a target offers): "+kindList())
 	out := fs.String("out", "", "bundle directory (default ./profcap-<UTC time>-<first target>)")
 	maxSize := fs.String("max-profile-size", "256MiB", "largest profile response accepted from a target")
+	var perfOpt collectors.PerfOptions
+	fs.IntVar(&perfOpt.Frequency, "perf-frequency", 99, "perf CPU sampling frequency in Hz (99: a prime, so sampling does not run in lockstep with periodic work)")
+	fs.StringVar(&perfOpt.CallGraph, "call-graph", "fp", "perf stack unwinding: fp (frame pointers, cheap) or dwarf (works without frame pointers, costs more)")
+	fs.BoolVar(&perfOpt.ExcludeRunnable, "offcpu-exclude-runnable", false, "leave preempted (runnable, state R) time out of offcpu profiles")
+	fs.BoolVar(&perfOpt.NoFollow, "perf-no-follow", false, "profile the PID as given, without following a launcher (uv run, sh -c) to its child")
 	baseline := fs.Duration("baseline", time.Second, "measure each local target's CPU use for this long before the window, to compare with its use during the window (0 to skip)")
 	quiet := fs.Bool("quiet", false, "print only the bundle path and errors")
 	push := fs.String("push", "", "after the capture, send the bundle to the Grafana Pyroscope server at `URL` (credentials from PROFCAP_PYROSCOPE_* variables; see profcap push --help)")
@@ -170,6 +175,12 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if *slice < time.Second {
 		return usageError("--slice must be at least 1s (pprof endpoints take whole seconds)")
+	}
+	if !collectors.ValidCallGraph(perfOpt.CallGraph) {
+		return usageError("--call-graph %q: want fp or dwarf", perfOpt.CallGraph)
+	}
+	if perfOpt.Frequency <= 0 || perfOpt.Frequency > 100000 {
+		return usageError("--perf-frequency must be between 1 and 100000")
 	}
 	limit, err := parseSize(*maxSize)
 	if err != nil {
@@ -237,7 +248,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Slice:      *slice,
 		Out:        dir,
 		Workload:   workload,
-		Collectors: defaultCollectors(limit),
+		Collectors: defaultCollectors(limit, perfOpt),
 		Stop:       stop,
 		Events:     p.event,
 		Render:     report.Write,
@@ -274,9 +285,10 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // defaultCollectors lists the collectors in priority order: a kind two of
 // them offer for one target is taken by the first.
-func defaultCollectors(maxProfileSize int64) []collectors.Collector {
+func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []collectors.Collector {
 	return []collectors.Collector{
 		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),
+		collectors.NewPerf(perf),
 		collectors.NewTokioConsole(collectors.TokioConsoleOptions{}),
 	}
 }

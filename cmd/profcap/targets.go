@@ -50,7 +50,7 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return usageError("no targets: no %s or .pids/ here; give --config FILE, --url or --pid", targets.DefaultConfig)
 	}
 	fmt.Fprintf(stdout, "%d target(s) from %s\n", len(ts), source)
-	cs := defaultCollectors(0)
+	cs := defaultCollectors(0, collectors.PerfOptions{})
 	results := make([][]collectors.Availability, len(ts))
 	if !*noProbe {
 		var wg sync.WaitGroup

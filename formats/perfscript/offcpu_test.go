@@ -1,0 +1,68 @@
+package perfscript
+
+import (
+	"math"
+	"os"
+	"testing"
+)
+
+// TestOffCPUFixture checks the switch-out → switch-in pairing against the
+// values computed for this recording (shared notes, formats.md section 5).
+func TestOffCPUFixture(t *testing.T) {
+	f, err := os.Open("testdata/fixtures/perf-script-sched-switch-systemwide-filtered.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p, err := ParseOffCPU(f, OffCPUOptions{DropOpen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]map[string]float64{}
+	for _, s := range p.Sample {
+		tid := s.NumLabel["tid"][0]
+		if got[tid] == nil {
+			got[tid] = map[string]float64{}
+		}
+		got[tid][s.Label["state"][0]] += float64(s.Value[0]) / 1e6
+	}
+	want := map[int64]map[string]float64{
+		13610: {"R": 170.064, "S": 48.047},
+		13612: {"R": 125.894, "S": 50.288},
+	}
+	for tid, states := range want {
+		for st, ms := range states {
+			if g := got[tid][st]; math.Abs(g-ms) > 0.0015 {
+				t.Errorf("tid %d state %s: %.3f ms off CPU, want %.3f", tid, st, g, ms)
+			}
+		}
+	}
+	// Preempted time sits under its own root frame, blocked time does not.
+	for _, s := range p.Sample {
+		root := s.Location[len(s.Location)-1].Line[0].Function.Name
+		if (s.Label["state"][0] == "R") != (root == PreemptedFrame) {
+			t.Errorf("state %s sample has root %q", s.Label["state"][0], root)
+		}
+	}
+	// Excluding runnable time leaves only the voluntary part.
+	f.Seek(0, 0)
+	p2, err := ParseOffCPU(f, OffCPUOptions{DropOpen: true, ExcludeRunnable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range p2.Sample {
+		if s.Label["state"][0] == "R" {
+			t.Fatalf("ExcludeRunnable kept a state R sample")
+		}
+	}
+}
+
+func TestParseSchedSwitchCommWithSpaces(t *testing.T) {
+	sw, err := ParseSchedSwitch(1, []byte("prev_comm=V8 Worker prev_pid=12 prev_prio=120 prev_state=D ==> next_comm=a b next_pid=34 next_prio=120"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sw.PrevComm != "V8 Worker" || sw.PrevPID != 12 || sw.PrevState != "D" || sw.NextComm != "a b" || sw.NextPID != 34 {
+		t.Errorf("got %+v", sw)
+	}
+}
