@@ -237,8 +237,14 @@ func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k Kind
 			break
 		}
 		sec := int(math.Round(rem.Seconds()))
-		if sec > sliceSec {
-			sec = sliceSec
+		// The first slice is one second whatever --slice says, so a
+		// capture interrupted early still has CPU data from every target.
+		limit := sliceSec
+		if len(parts) == 0 {
+			limit = 1
+		}
+		if sec > limit {
+			sec = limit
 		}
 		if sec < 1 {
 			sec = 1
@@ -465,7 +471,7 @@ func (c *Pprof) get(ctx context.Context, t *targets.Target, u string, limit int6
 		if ctx.Err() != nil {
 			return nil, 0, fmt.Errorf("%s: %w: %w", redact(u), errBodyCut, ctx.Err())
 		}
-		return nil, 0, fmt.Errorf("%s: reading body: %v", redact(u), err)
+		return nil, 0, describeNetError(u, fmt.Errorf("reading body: %w", err))
 	}
 	if int64(len(body)) > limit {
 		return nil, 0, fmt.Errorf("%s: response larger than the %s limit (--max-profile-size)", redact(u), humanBytes(limit))
@@ -481,6 +487,8 @@ func describeNetError(u string, err error) error {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("%s: connection refused (is the service running?)", redact(u))
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return fmt.Errorf("%s: connection reset: the target closed the connection mid-request (did it exit or restart?)", redact(u))
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s: %w", redact(u), context.Canceled)
 	case errors.Is(err, context.DeadlineExceeded):
