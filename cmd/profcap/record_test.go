@@ -207,3 +207,12 @@ func TestRecordFromPidsDirNeedsNoConfig(t *testing.T) {
 		t.Errorf("exit %d\n%s", code, stderr)
 	}
 }
+
+func mustManifest(t *testing.T, dir string) *bundle.Manifest {
+	t.Helper()
+	m, err := bundle.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
