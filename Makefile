@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X main.version=$(VERSION)
 DEMO    ?= demo-cluster
 
-.PHONY: build test vet demo bench fuzz clean
+.PHONY: build test vet demo bench bench-overhead clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/profcap
@@ -28,13 +28,17 @@ test: vet
 demo: build
 	@$(BIN) demo --stop --dir $(DEMO) >/dev/null 2>&1 || true
 	$(BIN) demo --detach --dir $(DEMO)
-	@cd $(DEMO) && ../$(BIN) record --all --duration 10s --out capture-$$(date -u +%Y%m%dT%H%M%SZ) > ../.demo-last; \
+	@cd $(DEMO) && ../$(BIN) record --all --overhead full --duration 10s --out capture-$$(date -u +%Y%m%dT%H%M%SZ) > ../.demo-last; \
 		status=$$?; cd ..; $(BIN) demo --stop --dir $(DEMO); \
 		b=$(DEMO)/$$(cat .demo-last); echo; echo "bundle: $$b"; echo "report: $$b/report.html"; \
 		rm -f .demo-last; exit $$status
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# What a capture costs a saturated Go service: writes docs/overhead-table.md.
+bench-overhead: build
+	$(GO) run ./bench/overhead -profcap $(BIN) -rounds 5 -round 5s -o docs/overhead-table.md
 
 clean:
 	rm -rf bin $(DEMO)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -25,9 +26,12 @@ import (
 // Options describe a capture.
 type Options struct {
 	Targets []targets.Target
-	// Kinds limits the capture to these kinds (--profiles). Empty means every
-	// kind each target offers; then a kind a target lacks is not an error.
+	// Kinds limits the capture to these kinds (--profiles, or a preset's
+	// list). Empty means every kind each target offers.
 	Kinds []collectors.Kind
+	// Explicit says Kinds was asked for by name (--profiles): then a kind a
+	// target cannot give is a failure, not merely unsupported.
+	Explicit bool
 	// Duration of the window; Slice the longest single request for
 	// endpoints that cannot be stopped early.
 	Duration, Slice time.Duration
@@ -108,40 +112,51 @@ type job struct {
 	kinds     []collectors.Kind
 }
 
-// Plan decides which collector takes which kind of each target. Kinds that
-// were asked for explicitly but that no collector offers come back in
-// missing, with a reason per target.
-func Plan(ts []targets.Target, cs []collectors.Collector, want []collectors.Kind) (jobs []job, missing map[string][]collectors.Kind) {
+// Plan decides which collector takes which kind of each target: for each
+// kind, the first collector (in priority order) that offers it and passes
+// its preflight check, else the first that offers it (its error then says
+// what is missing). With explicit set, kinds in want that no collector
+// offers come back in missing, per target; otherwise they are skipped.
+func Plan(ts []targets.Target, cs []collectors.Collector, want []collectors.Kind, explicit bool) (jobs []job, missing map[string][]collectors.Kind) {
 	missing = map[string][]collectors.Kind{}
-	wanted := func(k collectors.Kind) bool {
-		if len(want) == 0 {
-			return true
-		}
-		for _, w := range want {
-			if w == k {
-				return true
-			}
-		}
-		return false
-	}
+	wanted := func(k collectors.Kind) bool { return len(want) == 0 || slices.Contains(want, k) }
 	for i := range ts {
 		t := &ts[i]
-		taken := map[collectors.Kind]bool{}
+		chosen := map[collectors.Kind]collectors.Collector{}
+		for _, k := range collectors.AllKinds {
+			if !wanted(k) {
+				continue
+			}
+			var first collectors.Collector
+			for _, c := range cs {
+				if !slices.Contains(c.Kinds(t), k) {
+					continue
+				}
+				if first == nil {
+					first = c
+				}
+				if pf, ok := c.(collectors.Preflighter); ok && pf.Preflight(t, k) != nil {
+					continue
+				}
+				chosen[k] = c
+				break
+			}
+			if chosen[k] == nil && first != nil {
+				chosen[k] = first
+			}
+			if chosen[k] == nil && explicit {
+				missing[t.Name] = append(missing[t.Name], k)
+			}
+		}
 		for _, c := range cs {
 			var ks []collectors.Kind
-			for _, k := range c.Kinds(t) {
-				if wanted(k) && !taken[k] {
-					taken[k] = true
+			for _, k := range collectors.AllKinds {
+				if chosen[k] == c {
 					ks = append(ks, k)
 				}
 			}
 			if len(ks) > 0 {
 				jobs = append(jobs, job{target: t, collector: c, kinds: ks})
-			}
-		}
-		for _, k := range want {
-			if !taken[k] {
-				missing[t.Name] = append(missing[t.Name], k)
 			}
 		}
 	}
@@ -182,7 +197,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 		events(e)
 	}
 
-	jobs, missing := Plan(opt.Targets, opt.Collectors, opt.Kinds)
+	jobs, missing := Plan(opt.Targets, opt.Collectors, opt.Kinds, opt.Explicit)
 	now := time.Now()
 	m := &bundle.Manifest{
 		Schema:  bundle.Schema,
@@ -404,7 +419,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 				}
 			}
 		}
-		finalStatus(m, opt.Kinds, reason, out)
+		finalStatus(m, opt.Explicit, reason, out)
 	})
 	if err := w.Sync(); err != nil {
 		return nil, fmt.Errorf("writing the manifest: %w", err)
@@ -447,7 +462,7 @@ func describe(t *targets.Target) string {
 }
 
 // finalStatus sets every target's status and the bundle's.
-func finalStatus(m *bundle.Manifest, explicit []collectors.Kind, reason string, out *Outcome) {
+func finalStatus(m *bundle.Manifest, explicit bool, reason string, out *Outcome) {
 	for _, bt := range m.Targets {
 		ok, bad := 0, 0
 		for _, p := range bt.Profiles {
@@ -458,7 +473,7 @@ func finalStatus(m *bundle.Manifest, explicit []collectors.Kind, reason string, 
 				out.Unsupported++
 				// A kind the user asked for by name and did not get is a
 				// failure; one that was merely on offer is not.
-				if len(explicit) > 0 {
+				if explicit {
 					bad++
 				}
 			default:

@@ -210,7 +210,7 @@ func TestCaptureWorkloadEndsTheWindow(t *testing.T) {
 
 func TestPlanPicksOneCollectorPerKind(t *testing.T) {
 	ts := []targets.Target{{Name: "go", Pprof: "http://x/debug/pprof"}, {Name: "native", PID: 1}}
-	jobs, missing := Plan(ts, []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{})}, []collectors.Kind{collectors.CPU})
+	jobs, missing := Plan(ts, []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{})}, []collectors.Kind{collectors.CPU}, true)
 	if len(jobs) != 1 || jobs[0].target.Name != "go" || len(jobs[0].kinds) != 1 {
 		t.Errorf("jobs %+v", jobs)
 	}

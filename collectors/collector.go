@@ -89,3 +89,11 @@ type Collector interface {
 	Probe(ctx context.Context, t *targets.Target) []Availability
 	Collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit)
 }
+
+// Preflighter is implemented by collectors that can tell cheaply, without
+// touching the target, that they cannot take a kind here (a tool is
+// missing, privileges are lacking). A capture then prefers another
+// collector that offers the same kind.
+type Preflighter interface {
+	Preflight(t *targets.Target, k Kind) error
+}

@@ -597,3 +597,24 @@ func (p *Perf) script(ctx context.Context, perf string, r *recording, pid int, e
 	}
 	return prof, nil
 }
+
+var _ Preflighter = (*Perf)(nil)
+
+// Preflight implements Preflighter: perf is installed, the target's PID
+// resolves and exists, and this user may profile it for kind k.
+func (p *Perf) Preflight(t *targets.Target, k Kind) error {
+	if _, err := p.perfPath(); err != nil {
+		return err
+	}
+	pid, err := t.ResolvePID()
+	if err != nil {
+		return err
+	}
+	if pid == 0 || !processExists(pid) {
+		return fmt.Errorf("no process with pid %d", pid)
+	}
+	if why := permissionProblem(k, pid); why != "" {
+		return errors.New(why)
+	}
+	return nil
+}

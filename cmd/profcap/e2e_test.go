@@ -30,7 +30,7 @@ func TestDemoClusterEndToEnd(t *testing.T) {
 	run("demo", "--detach", "--free-ports", "--dir", "cluster")
 	defer exec.Command(bin, "demo", "--stop", "--dir", filepath.Join(dir, "cluster")).Run()
 
-	cmd := exec.Command(bin, "record", "--all", "--duration", "3s", "--out", "capture")
+	cmd := exec.Command(bin, "record", "--all", "--overhead", "full", "--duration", "3s", "--out", "capture")
 	cmd.Dir = filepath.Join(dir, "cluster")
 	out, err := cmd.CombinedOutput()
 	if err != nil {

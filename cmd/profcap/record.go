@@ -137,7 +137,8 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	tf.register(fs)
 	duration := fs.Duration("duration", 30*time.Second, "length of the capture window")
 	slice := fs.Duration("slice", 2*time.Second, "longest single request for CPU and wall profiles; an interrupted window loses at most this much of them")
-	kinds := fs.StringSlice("profiles", nil, "kinds to capture (default: all a target offers): "+kindList())
+	kinds := fs.StringSlice("profiles", nil, "kinds to capture, overriding --overhead's list: "+kindList())
+	overhead := fs.String("overhead", "default", "what the capture may cost the targets: low (cpu at a low rate, heap), default (every kind but fgprof's wall clock), full (everything)")
 	out := fs.String("out", "", "bundle directory (default ./profcap-<UTC time>-<first target>)")
 	maxSize := fs.String("max-profile-size", "256MiB", "largest profile response accepted from a target")
 	var perfOpt collectors.PerfOptions
@@ -186,7 +187,17 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return usageError("--max-profile-size: %v", err)
 	}
-	var want []collectors.Kind
+	preset, ok := presets[*overhead]
+	if !ok {
+		return usageError("--overhead %q: want low, default or full", *overhead)
+	}
+	if !fs.Changed("perf-frequency") && preset.perfFrequency > 0 {
+		perfOpt.Frequency = preset.perfFrequency
+	}
+	want, explicit := preset.kinds, false
+	if len(*kinds) > 0 {
+		want, explicit = nil, true
+	}
 	for _, k := range *kinds {
 		kk, ok := collectors.ParseKind(strings.TrimSpace(k))
 		if !ok {
@@ -244,6 +255,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	outcome, err := capture.Run(ctx, capture.Options{
 		Targets:    ts,
 		Kinds:      want,
+		Explicit:   explicit,
 		Duration:   *duration,
 		Slice:      *slice,
 		Out:        dir,
@@ -283,12 +295,34 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
+// A preset is what --overhead selects: the kinds taken when --profiles is
+// not given, and perf's sampling rate. The figures behind them are in
+// docs/overhead.md (make bench-overhead).
+type preset struct {
+	kinds         []collectors.Kind
+	perfFrequency int
+}
+
+var presets = map[string]preset{
+	// low: on-CPU at half perf's default rate and the live heap, nothing
+	// that samples every goroutine or traces the scheduler.
+	"low": {kinds: []collectors.Kind{collectors.CPU, collectors.Heap}, perfFrequency: 49},
+	// default: everything but fgprof's wall clock, which samples every
+	// goroutine 99 times a second and costs a saturated service the most.
+	"default": {kinds: []collectors.Kind{collectors.CPU, collectors.OffCPU, collectors.Async, collectors.Heap,
+		collectors.Allocs, collectors.Goroutine, collectors.Mutex, collectors.Block}},
+	"full": {kinds: nil},
+}
+
 // defaultCollectors lists the collectors in priority order: a kind two of
-// them offer for one target is taken by the first.
+// them offer for one target is taken by the first that can work here. perf
+// comes first: where a target's PID is local and perf is allowed, its CPU
+// profile costs a service less than Go's own profiler and also shows
+// kernel and native frames.
 func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []collectors.Collector {
 	return []collectors.Collector{
-		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),
 		collectors.NewPerf(perf),
+		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),
 		collectors.NewTokioConsole(collectors.TokioConsoleOptions{}),
 	}
 }
