@@ -105,7 +105,7 @@ func startService() (*service, error) {
 	return &service{cmd: cmd, addr: strings.TrimSpace(string(line[:n]))}, nil
 }
 
-func (s *service) pid() int        { return s.cmd.Process.Pid }
+func (s *service) pid() int         { return s.cmd.Process.Pid }
 func (s *service) pprofURL() string { return "http://" + s.addr + "/debug/pprof" }
 
 // result of one round.
