@@ -97,7 +97,10 @@ func (w *Writer) Sync() error {
 	w.dirty = false
 	w.mu.Unlock()
 	if err == nil {
-		err = writeAtomic(filepath.Join(w.dir, ManifestFile), buf.Bytes())
+		err = writeAtomic(filepath.Join(w.dir, ManifestFile), func(f io.Writer) error {
+			_, err := f.Write(buf.Bytes())
+			return err
+		})
 	}
 	w.mu.Lock()
 	if err != nil {
@@ -130,14 +133,10 @@ func (w *Writer) WriteProfile(rel string, p *profile.Profile) (int64, error) {
 
 // WriteFile writes data at rel inside the bundle atomically.
 func (w *Writer) WriteFile(rel string, data []byte) error {
-	if !Inside(rel) {
-		return fmt.Errorf("path %q leaves the bundle", rel)
-	}
-	path := filepath.Join(w.dir, filepath.FromSlash(rel))
-	if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
+	return w.WriteFileFunc(rel, func(f io.Writer) error {
+		_, err := f.Write(data)
 		return err
-	}
-	return writeAtomic(path, data)
+	})
 }
 
 // WriteFileFunc streams fn's output to rel inside the bundle atomically.
@@ -149,34 +148,19 @@ func (w *Writer) WriteFileFunc(rel string, fn func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
 		return err
 	}
+	return writeAtomic(path, fn)
+}
+
+// writeAtomic writes fn's output to a temporary file beside path, with the
+// bundle's file mode, and renames it into place: readers see the old file
+// or the new one, never a part.
+func writeAtomic(path string, fn func(io.Writer) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
 	err = fn(f)
-	if err == nil {
-		err = f.Chmod(FileMode)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
-
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
 	if err == nil {
 		err = f.Chmod(FileMode)
 	}

@@ -1,6 +1,8 @@
 package flame
 
 import (
+	"github.com/profcap/profcap/internal/pprofutil"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -302,7 +304,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("tooltip", func(t *testing.T) {
 		tip := b.hover(t, "cpu", "main.hash")
 		n := find(cpu.Root, "runtime.main", "main.main", "main.hash")
-		want := "main.hash\ntotal: " + strings.Replace(formatValue(n.Total[cpu.Selected], "nanoseconds"), ".00 ", ".00 ", 1)
+		want := "main.hash\ntotal: " + strings.Replace(pprofutil.FormatValue(n.Total[cpu.Selected], "nanoseconds"), ".00 ", ".00 ", 1)
 		if !strings.HasPrefix(tip, want) || !strings.Contains(tip, "% of all") || !strings.Contains(tip, "self: ") {
 			t.Errorf("tooltip %q, want it to start %q", tip, want)
 		}
@@ -348,7 +350,7 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("callees view breadcrumb %q", crumbs)
 		}
 		tip := b.hover(t, "cpu", "runtime.mallocgc")
-		if want := "total: " + formatValue(outermostTotal(cpu, "runtime.mallocgc"), "nanoseconds"); !strings.Contains(tip, want) {
+		if want := "total: " + pprofutil.FormatValue(outermostTotal(cpu, "runtime.mallocgc"), "nanoseconds"); !strings.Contains(tip, want) {
 			t.Errorf("callees root tooltip %q lacks %q", tip, want)
 		}
 		b.do(t, chromedp.Click(chromedp.CSS(`[data-pcf=cpu] button.pcf-reset`)))

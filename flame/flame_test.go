@@ -557,25 +557,6 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-func TestFormatValue(t *testing.T) {
-	for _, tc := range []struct {
-		v    int64
-		unit string
-		want string
-	}{
-		{1500000, "nanoseconds", "1.50 ms"},
-		{2500000000, "nanoseconds", "2.50 s"},
-		{1536, "bytes", "1.50 KiB"},
-		{3 << 20, "bytes", "3.00 MiB"},
-		{5 << 30, "bytes", "5.00 GiB"},
-		{42, "count", "42 samples"},
-	} {
-		if got := formatValue(tc.v, tc.unit); got != tc.want {
-			t.Errorf("formatValue(%d, %s) = %q, want %q", tc.v, tc.unit, got, tc.want)
-		}
-	}
-}
-
 // FuzzRender feeds folded stacks through every renderer: none may fail or
 // panic on a profile the parser accepted, and the SVG must stay XML.
 func FuzzRender(f *testing.F) {

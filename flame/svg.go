@@ -1,6 +1,8 @@
 package flame
 
 import (
+	"github.com/profcap/profcap/internal/pprofutil"
+
 	"bufio"
 	"fmt"
 	"hash/fnv"
@@ -85,17 +87,17 @@ func WriteSVG(w io.Writer, t *Tree, opt Options) error {
 		sb.Reset()
 		sb.WriteString(n.Name)
 		sb.WriteString(" (")
-		sb.WriteString(formatValue(v, unit))
+		sb.WriteString(pprofutil.FormatValue(v, unit))
 		fmt.Fprintf(&sb, ", %.2f%%", 100*float64(v)/float64(total))
 		if self := n.Self(si); self > 0 && len(n.Children) > 0 {
 			sb.WriteString("; self ")
-			sb.WriteString(formatValue(self, unit))
+			sb.WriteString(pprofutil.FormatValue(self, unit))
 		}
 		sb.WriteString(")")
 		if t.Diff {
 			bv := n.Base[si]
 			fmt.Fprintf(&sb, "\nbase %s (%.2f%%) → new %s (%.2f%%), self share %+.2f pp",
-				formatValue(bv, unit), pct(bv, baseTotal), formatValue(v, unit), pct(v, total),
+				pprofutil.FormatValue(bv, unit), pct(bv, baseTotal), pprofutil.FormatValue(v, unit), pct(v, total),
 				selfDelta(n, si, baseTotal, total)*100)
 			fill = diffColor(selfDelta(n, si, baseTotal, total), scale)
 		} else {
@@ -231,39 +233,4 @@ func xmlEscape(s string) string {
 		}
 	}
 	return b.String()
-}
-
-// formatValue prints v in unit: times as ns/µs/ms/s, bytes in binary
-// multiples, everything else as a count.
-func formatValue(v int64, unit string) string {
-	f := float64(v)
-	switch unit {
-	case "nanoseconds", "microseconds", "milliseconds", "seconds":
-		mul := map[string]float64{"nanoseconds": 1, "microseconds": 1e3, "milliseconds": 1e6, "seconds": 1e9}[unit]
-		ns := f * mul
-		switch a := math.Abs(ns); {
-		case a >= 1e9:
-			return fmt.Sprintf("%.2f s", ns/1e9)
-		case a >= 1e6:
-			return fmt.Sprintf("%.2f ms", ns/1e6)
-		case a >= 1e3:
-			return fmt.Sprintf("%.2f µs", ns/1e3)
-		}
-		return fmt.Sprintf("%.0f ns", ns)
-	case "bytes":
-		switch a := math.Abs(f); {
-		case a >= 1<<30:
-			return fmt.Sprintf("%.2f GiB", f/(1<<30))
-		case a >= 1<<20:
-			return fmt.Sprintf("%.2f MiB", f/(1<<20))
-		case a >= 1<<10:
-			return fmt.Sprintf("%.2f KiB", f/(1<<10))
-		}
-		return fmt.Sprintf("%d B", v)
-	}
-	name := unit
-	if name == "" || name == "count" {
-		name = "samples"
-	}
-	return fmt.Sprintf("%d %s", v, name)
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/google/pprof/profile"
+
+	"github.com/profcap/profcap/internal/pprofutil"
 )
 
 // Options control how a tree is built and rendered.
@@ -86,7 +88,7 @@ func NewTree(p *profile.Profile, opt Options) (*Tree, error) {
 	if err := p.CheckValid(); err != nil {
 		return nil, fmt.Errorf("invalid profile: %w", err)
 	}
-	sel, err := sampleIndex(p, opt.SampleIndex)
+	sel, err := pprofutil.SampleIndex(p, opt.SampleIndex)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +141,7 @@ func NewDiffTree(base, cur *profile.Profile, opt Options) (*Tree, error) {
 	}
 	if !found {
 		sel := t.SampleTypes[t.Selected]
-		return nil, fmt.Errorf("base profile has no sample type %s/%s (it has %s)", sel.Type, sel.Unit, typeList(base))
+		return nil, fmt.Errorf("base profile has no sample type %s/%s (it has %s)", sel.Type, sel.Unit, pprofutil.TypeList(base))
 	}
 	t.Diff = true
 	var walk func(n *Node)
@@ -164,37 +166,6 @@ func NewDiffTree(base, cur *profile.Profile, opt Options) (*Tree, error) {
 		t.addBase(b.stack(s), vals)
 	}
 	return t, nil
-}
-
-func typeList(p *profile.Profile) string {
-	var s []string
-	for _, st := range p.SampleType {
-		s = append(s, st.Type+"/"+st.Unit)
-	}
-	return strings.Join(s, ", ")
-}
-
-// sampleIndex finds the sample type named name (or its number), defaulting
-// to the profile's default sample type, else the last one as pprof does.
-func sampleIndex(p *profile.Profile, name string) (int, error) {
-	if len(p.SampleType) == 0 {
-		return 0, fmt.Errorf("profile has no sample types")
-	}
-	if name == "" {
-		name = p.DefaultSampleType
-		if name == "" {
-			return len(p.SampleType) - 1, nil
-		}
-	}
-	for i, st := range p.SampleType {
-		if st.Type == name {
-			return i, nil
-		}
-	}
-	if n, err := strconv.Atoi(name); err == nil && n >= 0 && n < len(p.SampleType) {
-		return n, nil
-	}
-	return 0, fmt.Errorf("sample index %q not in profile (it has %s)", name, typeList(p))
 }
 
 // frame is one frame of a stack.

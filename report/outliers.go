@@ -105,7 +105,7 @@ func outlierGroupFor(dir, role, kind string, members []*bundle.Target) outlierGr
 	if len(insts) < 2 || all == nil {
 		return g
 	}
-	idx, err := SampleIndex(all, "")
+	idx, err := pprofutil.SampleIndex(all, "")
 	if err != nil {
 		return g
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/flame"
+	"github.com/profcap/profcap/internal/pprofutil"
 )
 
 // TopN is how many functions the top tables list.
@@ -101,7 +102,7 @@ func section(dir string, m *bundle.Manifest, mg bundle.Merged) kindSection {
 		ks.Error = err.Error()
 		return ks
 	}
-	idx, err := SampleIndex(p, "")
+	idx, err := pprofutil.SampleIndex(p, "")
 	if err != nil {
 		ks.Error = err.Error()
 		return ks
@@ -115,12 +116,12 @@ func section(dir string, m *bundle.Manifest, mg bundle.Merged) kindSection {
 		ks.Merged = g
 	}
 	bySelf, byTotal, total := Top(p, idx, TopN)
-	ks.Total = FormatValue(total, st.Unit)
+	ks.Total = pprofutil.FormatValue(total, st.Unit)
 	for _, f := range bySelf {
-		ks.BySelf = append(ks.BySelf, row{Name: f.Name, Self: FormatValue(f.Self, st.Unit), Total: FormatValue(f.Total, st.Unit), SelfPct: f.SelfPct, TotalPct: f.TotalPct})
+		ks.BySelf = append(ks.BySelf, row{Name: f.Name, Self: pprofutil.FormatValue(f.Self, st.Unit), Total: pprofutil.FormatValue(f.Total, st.Unit), SelfPct: f.SelfPct, TotalPct: f.TotalPct})
 	}
 	for _, f := range byTotal {
-		ks.ByTotal = append(ks.ByTotal, row{Name: f.Name, Self: FormatValue(f.Self, st.Unit), Total: FormatValue(f.Total, st.Unit), SelfPct: f.SelfPct, TotalPct: f.TotalPct})
+		ks.ByTotal = append(ks.ByTotal, row{Name: f.Name, Self: pprofutil.FormatValue(f.Self, st.Unit), Total: pprofutil.FormatValue(f.Total, st.Unit), SelfPct: f.SelfPct, TotalPct: f.TotalPct})
 	}
 	p = nil // one profile in memory at a time
 	for i, name := range mg.Targets {
@@ -170,33 +171,4 @@ func warnings(p *profile.Profile) []string {
 		}
 	}
 	return ws
-}
-
-// FormatValue formats v in unit for people: time as ms/s, bytes as
-// KiB/MiB/GiB, anything else as a count.
-func FormatValue(v int64, unit string) string {
-	f := float64(v)
-	switch unit {
-	case "nanoseconds":
-		switch a := abs(v); {
-		case a >= 1e9:
-			return fmt.Sprintf("%.2f s", f/1e9)
-		case a >= 1e6:
-			return fmt.Sprintf("%.1f ms", f/1e6)
-		case a >= 1e3:
-			return fmt.Sprintf("%.1f µs", f/1e3)
-		}
-		return fmt.Sprintf("%d ns", v)
-	case "bytes":
-		switch a := abs(v); {
-		case a >= 1<<30:
-			return fmt.Sprintf("%.2f GiB", f/(1<<30))
-		case a >= 1<<20:
-			return fmt.Sprintf("%.1f MiB", f/(1<<20))
-		case a >= 1<<10:
-			return fmt.Sprintf("%.1f KiB", f/(1<<10))
-		}
-		return fmt.Sprintf("%d B", v)
-	}
-	return fmt.Sprintf("%d", v)
 }

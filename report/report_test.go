@@ -2,7 +2,6 @@ package report
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -143,17 +142,4 @@ func TestRoleOf(t *testing.T) {
 	if got := roleOf(&bundle.Target{Name: "x-1", Labels: map[string]string{"role": "api"}}); got != "api" {
 		t.Errorf("role label ignored: %s", got)
 	}
-}
-
-func TestFormatValue(t *testing.T) {
-	for _, c := range []struct {
-		v    int64
-		unit string
-		want string
-	}{{1500000000, "nanoseconds", "1.50 s"}, {2500000, "nanoseconds", "2.5 ms"}, {3 << 20, "bytes", "3.0 MiB"}, {42, "count", "42"}} {
-		if got := FormatValue(c.v, c.unit); got != c.want {
-			t.Errorf("FormatValue(%d, %s) = %s, want %s", c.v, c.unit, got, c.want)
-		}
-	}
-	_ = fmt.Sprint
 }

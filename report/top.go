@@ -15,30 +15,6 @@ type Func struct {
 	TotalPct    float64
 }
 
-// SampleIndex returns the index of the sample type named name, or of the
-// profile's default sample type (the last one if none is set) for "".
-func SampleIndex(p *profile.Profile, name string) (int, error) {
-	if len(p.SampleType) == 0 {
-		return 0, fmt.Errorf("profile has no sample types")
-	}
-	if name == "" {
-		name = p.DefaultSampleType
-	}
-	if name == "" {
-		return len(p.SampleType) - 1, nil
-	}
-	for i, st := range p.SampleType {
-		if st.Type == name {
-			return i, nil
-		}
-	}
-	var names []string
-	for _, st := range p.SampleType {
-		names = append(names, st.Type)
-	}
-	return 0, fmt.Errorf("no sample type %q (have %v)", name, names)
-}
-
 // Top returns the n functions with the most self and the most total value at
 // sample index idx, and the profile's total. Inlined frames count as their
 // own functions; a function recursing counts once per sample in total.

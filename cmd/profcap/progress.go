@@ -16,6 +16,7 @@ import (
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/internal/pprofutil"
 	"github.com/profcap/profcap/report"
 	"github.com/profcap/profcap/targets"
 )
@@ -277,7 +278,7 @@ func (p *printer) summary(o *capture.Outcome) {
 			if err != nil {
 				continue
 			}
-			idx, err := report.SampleIndex(pr, "")
+			idx, err := pprofutil.SampleIndex(pr, "")
 			if err != nil {
 				continue
 			}
@@ -288,7 +289,7 @@ func (p *printer) summary(o *capture.Outcome) {
 			for _, f := range bySelf {
 				parts = append(parts, fmt.Sprintf("%s %.0f%%", shortFunc(f.Name), f.SelfPct))
 			}
-			fmt.Fprintf(p.w, "  %-9s %-10s top: %s\n", mg.Kind, report.FormatValue(total, pr.SampleType[idx].Unit), strings.Join(parts, ", "))
+			fmt.Fprintf(p.w, "  %-9s %-10s top: %s\n", mg.Kind, pprofutil.FormatValue(total, pr.SampleType[idx].Unit), strings.Join(parts, ", "))
 		}
 	}
 	type failure struct{ target, kind, err string }

@@ -1,0 +1,59 @@
+package pprofutil
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/pprof/profile"
+)
+
+func TestFormatValue(t *testing.T) {
+	for _, tc := range []struct {
+		v    int64
+		unit string
+		want string
+	}{
+		{1500000, "nanoseconds", "1.50 ms"},
+		{2500000000, "nanoseconds", "2.50 s"},
+		{1536, "bytes", "1.50 KiB"},
+		{3 << 20, "bytes", "3.00 MiB"},
+		{5 << 30, "bytes", "5.00 GiB"},
+		{42, "count", "42 samples"},
+	} {
+		if got := FormatValue(tc.v, tc.unit); got != tc.want {
+			t.Errorf("FormatValue(%d, %s) = %q, want %q", tc.v, tc.unit, got, tc.want)
+		}
+	}
+}
+
+func TestSampleIndex(t *testing.T) {
+	p := &profile.Profile{SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}}}
+	for name, want := range map[string]int{"": 1, "samples": 0, "cpu": 1, "0": 0} {
+		if got, err := SampleIndex(p, name); err != nil || got != want {
+			t.Errorf("SampleIndex(%q) = %d, %v; want %d", name, got, err, want)
+		}
+	}
+	p.DefaultSampleType = "samples"
+	if got, _ := SampleIndex(p, ""); got != 0 {
+		t.Errorf("default sample type ignored: %d", got)
+	}
+	if _, err := SampleIndex(p, "alloc_space"); err == nil || !strings.Contains(err.Error(), "samples/count, cpu/nanoseconds") {
+		t.Errorf("unknown sample type: %v", err)
+	}
+}
+
+func TestMergeNeverPanics(t *testing.T) {
+	// profile.Merge dereferences PeriodType; a profile from outside may lack it.
+	a := &profile.Profile{SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}}}
+	b := &profile.Profile{SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}}}
+	if _, err := Merge(a, b); err != nil {
+		t.Errorf("Merge of two profiles without a period type: %v", err)
+	}
+	c := &profile.Profile{SampleType: []*profile.ValueType{{Type: "cpu", Unit: "nanoseconds"}}}
+	if _, err := Merge(a, c); err == nil {
+		t.Errorf("merging incompatible profiles succeeded")
+	}
+	if _, err := Merge(a, nil); err == nil {
+		t.Errorf("merging nil succeeded")
+	}
+}
