@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/xml"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,24 +11,6 @@ import (
 
 	"github.com/google/pprof/profile"
 )
-
-// flameCLI runs profcap with args and returns stdout, stderr and the exit
-// status realMain would give.
-func flameCLI(t *testing.T, args ...string) (string, string, int) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	err := run(context.Background(), args, &out, &errb)
-	code := 0
-	if err != nil {
-		code = 1
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
-		errb.WriteString("error: " + err.Error())
-	}
-	return out.String(), errb.String(), code
-}
 
 func writeTemp(t *testing.T, dir, name, data string) string {
 	t.Helper()
@@ -85,7 +65,7 @@ func TestFlameOutputFormats(t *testing.T) {
 	dir := t.TempDir()
 	in := writeTemp(t, dir, "in.folded", "main;b 2\nmain;a<x> 3\n")
 	// folded to stdout, sorted bytewise.
-	out, errOut, code := flameCLI(t, "flame", "--format", "folded", in)
+	out, errOut, code := runCLI(t, "flame", "--format", "folded", in)
 	if code != 0 || out != "main;a<x> 3\nmain;b 2\n" {
 		t.Fatalf("folded: code %d, out %q, err %q", code, out, errOut)
 	}
@@ -96,7 +76,7 @@ func TestFlameOutputFormats(t *testing.T) {
 		{"g.folded", "main;a<x> 3\n"},
 	} {
 		path := filepath.Join(dir, tc.file)
-		_, errOut, code := flameCLI(t, "flame", "-o", path, in)
+		_, errOut, code := runCLI(t, "flame", "-o", path, in)
 		if code != 0 {
 			t.Errorf("%s: exit %d: %s", tc.file, code, errOut)
 			continue
@@ -126,7 +106,7 @@ func TestFlameOutputFormats(t *testing.T) {
 	}
 	// --format wins over the extension.
 	path := filepath.Join(dir, "x.html")
-	if _, e, code := flameCLI(t, "flame", "--format", "svg", "-o", path, in); code != 0 {
+	if _, e, code := runCLI(t, "flame", "--format", "svg", "-o", path, in); code != 0 {
 		t.Fatal(e)
 	}
 	if data, _ := os.ReadFile(path); !bytes.Contains(data, []byte("<svg")) {
@@ -143,8 +123,8 @@ func TestFlameSniffedMatchesNamed(t *testing.T) {
 		writeTemp(t, dir, "x.txt", "a;b 1\n"): "folded",
 	}
 	for in, f := range inputs {
-		auto, e1, c1 := flameCLI(t, "flame", "--format", "folded", in)
-		named, e2, c2 := flameCLI(t, "flame", "--format", "folded", "--input-format", f, in)
+		auto, e1, c1 := runCLI(t, "flame", "--format", "folded", in)
+		named, e2, c2 := runCLI(t, "flame", "--format", "folded", "--input-format", f, in)
 		if c1 != 0 || c2 != 0 {
 			t.Errorf("%s: exit %d %d: %s %s", in, c1, c2, e1, e2)
 			continue
@@ -159,25 +139,25 @@ func TestFlameOptions(t *testing.T) {
 	dir := t.TempDir()
 	a := writeTemp(t, dir, "a.folded", "main;work 3\nmain;idle 1\n")
 	b := writeTemp(t, dir, "b.folded", "main;work 4\n")
-	out, e, code := flameCLI(t, "flame", "--format", "folded", a, b)
+	out, e, code := runCLI(t, "flame", "--format", "folded", a, b)
 	if code != 0 || out != "main;idle 1\nmain;work 7\n" {
 		t.Errorf("merge: code %d out %q err %q", code, out, e)
 	}
-	out, _, _ = flameCLI(t, "flame", "--format", "folded", "--reverse", a)
+	out, _, _ = runCLI(t, "flame", "--format", "folded", "--reverse", a)
 	if out != "idle;main 1\nwork;main 3\n" {
 		t.Errorf("--reverse: %q", out)
 	}
-	alloc, _, c1 := flameCLI(t, "flame", "--format", "folded", "--sample-index", "alloc_space", flameTestdata+"heap.pb.gz")
-	inuse, _, c2 := flameCLI(t, "flame", "--format", "folded", "--sample-index", "inuse_space", flameTestdata+"heap.pb.gz")
+	alloc, _, c1 := runCLI(t, "flame", "--format", "folded", "--sample-index", "alloc_space", flameTestdata+"heap.pb.gz")
+	inuse, _, c2 := runCLI(t, "flame", "--format", "folded", "--sample-index", "inuse_space", flameTestdata+"heap.pb.gz")
 	if c1 != 0 || c2 != 0 || alloc == inuse {
 		t.Errorf("--sample-index alloc_space and inuse_space: exit %d %d, same output %v", c1, c2, alloc == inuse)
 	}
-	_, e, code = flameCLI(t, "flame", "--format", "folded", "--sample-index", "bogus", flameTestdata+"heap.pb.gz")
+	_, e, code = runCLI(t, "flame", "--format", "folded", "--sample-index", "bogus", flameTestdata+"heap.pb.gz")
 	if code != 1 || !strings.Contains(e, `sample index "bogus"`) {
 		t.Errorf("bad sample index: exit %d: %s", code, e)
 	}
 	svg := filepath.Join(dir, "t.svg")
-	if _, e, code := flameCLI(t, "flame", "--title", "My <title>", "--icicle", "--minwidth", "5", "-o", svg, a); code != 0 {
+	if _, e, code := runCLI(t, "flame", "--title", "My <title>", "--icicle", "--minwidth", "5", "-o", svg, a); code != 0 {
 		t.Fatal(e)
 	}
 	if data, _ := os.ReadFile(svg); !bytes.Contains(data, []byte("My &lt;title&gt;")) {
@@ -213,13 +193,13 @@ func TestFlameUsageErrors(t *testing.T) {
 		{[]string{"diff", "--format", "folded", in, in}, 2, `unknown --format "folded"`},
 		{[]string{"diff", in, bundleDir}, 2, "both be bundles or both be profiles"},
 	} {
-		_, e, code := flameCLI(t, tc.args...)
+		_, e, code := runCLI(t, tc.args...)
 		if code != tc.code || !strings.Contains(e, tc.msg) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d containing %q", tc.args, code, e, tc.code, tc.msg)
 		}
 	}
 	for _, cmd := range []string{"flame", "diff"} {
-		out, _, code := flameCLI(t, cmd, "--help")
+		out, _, code := runCLI(t, cmd, "--help")
 		if code != 0 || !strings.Contains(out, "Examples:") || !strings.Contains(out, "--sample-index") {
 			t.Errorf("%s --help: exit %d, %q", cmd, code, out)
 		}
@@ -230,7 +210,7 @@ func TestFlameBundle(t *testing.T) {
 	dir := t.TempDir()
 	b := makeBundle(t, filepath.Join(dir, "bundle"), 1)
 	page := filepath.Join(dir, "all.html")
-	if _, e, code := flameCLI(t, "flame", "-o", page, b); code != 0 {
+	if _, e, code := runCLI(t, "flame", "-o", page, b); code != 0 {
 		t.Fatal(e)
 	}
 	data, _ := os.ReadFile(page)
@@ -238,7 +218,7 @@ func TestFlameBundle(t *testing.T) {
 		t.Errorf("bundle page has %d graphs, want 2 (cpu, heap)", n)
 	}
 	out := filepath.Join(dir, "svgs")
-	if _, e, code := flameCLI(t, "flame", "--format", "svg", "-o", out, b); code != 0 {
+	if _, e, code := runCLI(t, "flame", "--format", "svg", "-o", out, b); code != 0 {
 		t.Fatal(e)
 	}
 	for _, k := range []string{"cpu.svg", "heap.svg"} {
@@ -247,7 +227,7 @@ func TestFlameBundle(t *testing.T) {
 		}
 	}
 	// One kind, one root frame per target.
-	folded, e, code := flameCLI(t, "flame", "--kind", "cpu", "--group-by", "target", "--format", "folded", b)
+	folded, e, code := runCLI(t, "flame", "--kind", "cpu", "--group-by", "target", "--format", "folded", b)
 	if code != 0 {
 		t.Fatal(e)
 	}
@@ -259,7 +239,7 @@ func TestFlameBundle(t *testing.T) {
 		t.Errorf("--group-by target roots: %v", roots)
 	}
 	// --sample-index that only heap has falls back for cpu.
-	if _, e, code := flameCLI(t, "flame", "--sample-index", "alloc_space", "-o", filepath.Join(dir, "a.html"), b); code != 0 || !strings.Contains(e, "cpu") {
+	if _, e, code := runCLI(t, "flame", "--sample-index", "alloc_space", "-o", filepath.Join(dir, "a.html"), b); code != 0 || !strings.Contains(e, "cpu") {
 		t.Errorf("exit %d, stderr %q", code, e)
 	}
 }
@@ -269,7 +249,7 @@ func TestDiffCommand(t *testing.T) {
 	base := writeTemp(t, dir, "base.folded", "main;fast 50\nmain;slow 50\n")
 	cur := writeTemp(t, dir, "new.folded", "main;fast 20\nmain;slow 180\n")
 	svg := filepath.Join(dir, "d.svg")
-	if _, e, code := flameCLI(t, "diff", "-o", svg, base, cur); code != 0 {
+	if _, e, code := runCLI(t, "diff", "-o", svg, base, cur); code != 0 {
 		t.Fatal(e)
 	}
 	data, _ := os.ReadFile(svg)
@@ -277,7 +257,7 @@ func TestDiffCommand(t *testing.T) {
 		t.Errorf("diff SVG lacks base and new values of slow:\n%s", data)
 	}
 	html := filepath.Join(dir, "d.html")
-	if _, e, code := flameCLI(t, "diff", "-o", html, base, cur); code != 0 {
+	if _, e, code := runCLI(t, "diff", "-o", html, base, cur); code != 0 {
 		t.Fatal(e)
 	}
 	data, _ = os.ReadFile(html)
@@ -288,7 +268,7 @@ func TestDiffCommand(t *testing.T) {
 	b1 := makeBundle(t, filepath.Join(dir, "b1"), 1)
 	b2 := makeBundle(t, filepath.Join(dir, "b2"), 2)
 	page := filepath.Join(dir, "bd.html")
-	if _, e, code := flameCLI(t, "diff", "-o", page, b1, b2); code != 0 {
+	if _, e, code := runCLI(t, "diff", "-o", page, b1, b2); code != 0 {
 		t.Fatal(e)
 	}
 	data, _ = os.ReadFile(page)
@@ -296,10 +276,10 @@ func TestDiffCommand(t *testing.T) {
 		t.Errorf("bundle diff page has %d graphs, want 2", n)
 	}
 	dsvg := filepath.Join(dir, "dsvg")
-	if _, e, code := flameCLI(t, "diff", "--format", "svg", "--kind", "heap", "-o", filepath.Join(dir, "heap-diff.svg"), b1, b2); code != 0 {
+	if _, e, code := runCLI(t, "diff", "--format", "svg", "--kind", "heap", "-o", filepath.Join(dir, "heap-diff.svg"), b1, b2); code != 0 {
 		t.Fatal(e)
 	}
-	_, e, code := flameCLI(t, "diff", "--format", "svg", "-o", dsvg, b1, b2)
+	_, e, code := runCLI(t, "diff", "--format", "svg", "-o", dsvg, b1, b2)
 	if code != 0 {
 		t.Fatal(e)
 	}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"net/http"
 	"os"
@@ -15,24 +13,10 @@ import (
 	"github.com/profcap/profcap/pyroscope/pyroscopetest"
 )
 
-// pushCLI runs profcap push with args like runCLI does (exit code as
-// realMain would give it).
+// pushCLI runs profcap push with args.
 func pushCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	var out, errb bytes.Buffer
-	err := runPush(context.Background(), args, &out, &errb)
-	code := 0
-	if err != nil {
-		code = 1
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
-		if err.Error() != "" {
-			errb.WriteString("profcap: " + err.Error() + "\n")
-		}
-	}
-	return out.String(), errb.String(), code
+	return runCLI(t, append([]string{"push"}, args...)...)
 }
 
 // clearPushEnv keeps the caller's environment out of the tests.
