@@ -45,6 +45,9 @@ type Options struct {
 	// Collectors in priority order: a kind two collectors offer for one
 	// target is taken by the first.
 	Collectors []collectors.Collector
+	// Prefer names a collector that takes every kind it offers, ahead of
+	// the priority order and its preflight check (--collector).
+	Prefer string
 	// Stop ends the window early (first Ctrl-C). Cancelling the context
 	// passed to Run abandons everything in flight (second Ctrl-C).
 	Stop <-chan struct{}
@@ -117,7 +120,7 @@ type job struct {
 // its preflight check, else the first that offers it (its error then says
 // what is missing). With explicit set, kinds in want that no collector
 // offers come back in missing, per target; otherwise they are skipped.
-func Plan(ts []targets.Target, cs []collectors.Collector, want []collectors.Kind, explicit bool) (jobs []job, missing map[string][]collectors.Kind) {
+func Plan(ts []targets.Target, cs []collectors.Collector, want []collectors.Kind, explicit bool, prefer string) (jobs []job, missing map[string][]collectors.Kind) {
 	missing = map[string][]collectors.Kind{}
 	wanted := func(k collectors.Kind) bool { return len(want) == 0 || slices.Contains(want, k) }
 	for i := range ts {
@@ -132,14 +135,20 @@ func Plan(ts []targets.Target, cs []collectors.Collector, want []collectors.Kind
 				if !slices.Contains(c.Kinds(t), k) {
 					continue
 				}
+				if c.Name() == prefer { // forced: no preflight, no fallback
+					chosen[k] = c
+					break
+				}
 				if first == nil {
 					first = c
+				}
+				if chosen[k] != nil {
+					continue // keep looking only for a forced collector
 				}
 				if pf, ok := c.(collectors.Preflighter); ok && pf.Preflight(t, k) != nil {
 					continue
 				}
 				chosen[k] = c
-				break
 			}
 			if chosen[k] == nil && first != nil {
 				chosen[k] = first
@@ -197,7 +206,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 		events(e)
 	}
 
-	jobs, missing := Plan(opt.Targets, opt.Collectors, opt.Kinds, opt.Explicit)
+	jobs, missing := Plan(opt.Targets, opt.Collectors, opt.Kinds, opt.Explicit, opt.Prefer)
 	now := time.Now()
 	m := &bundle.Manifest{
 		Schema:  bundle.Schema,

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -210,7 +211,7 @@ func TestCaptureWorkloadEndsTheWindow(t *testing.T) {
 
 func TestPlanPicksOneCollectorPerKind(t *testing.T) {
 	ts := []targets.Target{{Name: "go", Pprof: "http://x/debug/pprof"}, {Name: "native", PID: 1}}
-	jobs, missing := Plan(ts, []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{})}, []collectors.Kind{collectors.CPU}, true)
+	jobs, missing := Plan(ts, []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{})}, []collectors.Kind{collectors.CPU}, true, "")
 	if len(jobs) != 1 || jobs[0].target.Name != "go" || len(jobs[0].kinds) != 1 {
 		t.Errorf("jobs %+v", jobs)
 	}
@@ -239,5 +240,53 @@ func TestCaptureMeasuresLocalCPUUse(t *testing.T) {
 	}
 	if p := profileOf(out.Manifest, "a", "heap"); p == nil || !strings.Contains(p.Period, "512 KiB") {
 		t.Errorf("heap period %+v", p)
+	}
+}
+
+// fakeCollector offers kinds and fails its preflight when broken.
+type fakeCollector struct {
+	name   string
+	kinds  []collectors.Kind
+	broken bool
+}
+
+func (f *fakeCollector) Name() string                            { return f.name }
+func (f *fakeCollector) Kinds(*targets.Target) []collectors.Kind { return f.kinds }
+func (f *fakeCollector) Probe(context.Context, *targets.Target) []collectors.Availability {
+	return nil
+}
+func (f *fakeCollector) Collect(context.Context, *collectors.Window, *targets.Target, []collectors.Kind, collectors.Emit) {
+}
+func (f *fakeCollector) Preflight(*targets.Target, collectors.Kind) error {
+	if f.broken {
+		return errors.New("not here")
+	}
+	return nil
+}
+
+func TestPlanPrefersUsableThenForced(t *testing.T) {
+	ts := []targets.Target{{Name: "svc", PID: 1}}
+	perf := &fakeCollector{name: "perf", kinds: []collectors.Kind{collectors.CPU, collectors.OffCPU}}
+	samply := &fakeCollector{name: "samply", kinds: []collectors.Kind{collectors.CPU}}
+	pick := func(prefer string) map[collectors.Kind]string {
+		jobs, _ := Plan(ts, []collectors.Collector{perf, samply}, nil, false, prefer)
+		got := map[collectors.Kind]string{}
+		for _, j := range jobs {
+			for _, k := range j.kinds {
+				got[k] = j.collector.Name()
+			}
+		}
+		return got
+	}
+	if got := pick(""); got[collectors.CPU] != "perf" || got[collectors.OffCPU] != "perf" {
+		t.Errorf("usable perf: %v", got)
+	}
+	perf.broken = true
+	if got := pick(""); got[collectors.CPU] != "samply" || got[collectors.OffCPU] != "perf" {
+		t.Errorf("perf unusable: %v, want cpu from samply and offcpu still from perf (its error says why)", got)
+	}
+	perf.broken = false
+	if got := pick("samply"); got[collectors.CPU] != "samply" || got[collectors.OffCPU] != "perf" {
+		t.Errorf("--collector samply: %v", got)
 	}
 }

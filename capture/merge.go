@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/google/pprof/profile"
 
@@ -47,6 +48,13 @@ func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 		}
 		if acc == nil {
 			continue
+		}
+		// Merging sums the targets' durations; the merge covers one window.
+		if st, err := time.Parse(bundle.TimeFormat, m.Window.Start); err == nil {
+			acc.TimeNanos = st.UnixNano()
+			if en, err := time.Parse(bundle.TimeFormat, m.Window.End); err == nil {
+				acc.DurationNanos = en.Sub(st).Nanoseconds()
+			}
 		}
 		rel := "merged/" + string(k) + ".pb.gz"
 		if _, err := w.WriteProfile(rel, acc); err != nil {

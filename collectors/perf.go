@@ -109,7 +109,7 @@ func permissionProblem(kind Kind, pid int) string {
 		}
 	case OffCPU:
 		if paranoid > -1 && !perfmon {
-			return fmt.Sprintf("off-CPU profiling records scheduler tracepoints system-wide, which kernel.perf_event_paranoid=%d forbids for non-root users: run profcap as root (or with CAP_PERFMON and read access to /sys/kernel/tracing), or lower the sysctl (sysctl -w kernel.perf_event_paranoid=-1)", paranoid)
+			return fmt.Sprintf("off-CPU profiling records the sched:sched_switch tracepoint, which kernel.perf_event_paranoid=%d forbids for non-root users: run profcap as root (or with CAP_PERFMON and read access to /sys/kernel/tracing), or lower the sysctl (sysctl -w kernel.perf_event_paranoid=-1)", paranoid)
 		}
 	}
 	if st, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
@@ -187,9 +187,11 @@ type recording struct {
 	ack    string
 	// enableErr is why perf could not be started sampling.
 	enableErr error
-	// enabledAt is when the enable command was written: perf samples from
-	// a moment after it (it acknowledges later, late under load).
-	enabledAt time.Time
+	// enabledAt is when the enable command was written and ackedAt when
+	// perf acknowledged it: perf samples from a moment in between. Each
+	// recording's window starts at its own acknowledgement, so one slow
+	// perf does not stretch another's window.
+	enabledAt, ackedAt time.Time
 }
 
 // enable tells perf to start sampling and waits for its acknowledgement.
@@ -208,15 +210,20 @@ func (r *recording) enable(ctx context.Context, windowDone <-chan struct{}) erro
 	if _, err := ctl.WriteString("enable\n"); err != nil {
 		return err
 	}
-	got := make(chan error, 1)
+	type acked struct {
+		at  time.Time
+		err error
+	}
+	got := make(chan acked, 1)
 	go func() {
 		buf := make([]byte, 4)
 		_, err := io.ReadFull(ack, buf)
-		got <- err
+		got <- acked{time.Now(), err}
 	}()
 	select {
-	case err := <-got:
-		return err
+	case a := <-got:
+		r.ackedAt = a.at
+		return a.err
 	case <-r.done:
 		return errors.New("perf exited before it started sampling")
 	case <-ctx.Done():
@@ -443,16 +450,7 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 		}()
 	}
 	ewg.Wait()
-	// The window starts when the first perf was told to sample, not when
-	// the acknowledgements arrived: under load perf answers late, and
-	// starting the clock then would make the window shorter than what
-	// perf recorded.
 	start = time.Now()
-	for _, r := range recs {
-		if !r.enabledAt.IsZero() && r.enabledAt.Before(start) {
-			start = r.enabledAt
-		}
-	}
 
 	// Wait for the window's end, the target's exit, every perf exiting
 	// (an error, or perf following the target out), or cancellation.
@@ -510,7 +508,13 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 	}
 
 	for _, r := range recs {
-		res := Result{Kind: r.kind, Collector: p.Name(), Start: start, End: end}
+		rstart := start
+		if !r.ackedAt.IsZero() {
+			rstart = r.ackedAt
+		} else if !r.enabledAt.IsZero() {
+			rstart = r.enabledAt
+		}
+		res := Result{Kind: r.kind, Collector: p.Name(), Start: rstart, End: end}
 		if ctx.Err() != nil {
 			res.Status, res.Err = StatusFailed, fmt.Errorf("perf %s capture abandoned: %w", r.kind, ctx.Err())
 			emit(res)
@@ -535,8 +539,8 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 			emit(res)
 			continue
 		}
-		prof.TimeNanos = start.UnixNano()
-		prof.DurationNanos = end.Sub(start).Nanoseconds()
+		prof.TimeNanos = rstart.UnixNano()
+		prof.DurationNanos = end.Sub(rstart).Nanoseconds()
 		prof.Comments = append(prof.Comments, "perf "+strings.Join(r.args, " "))
 		res.Profile = prof
 		res.Status = StatusOK

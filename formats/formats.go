@@ -1,7 +1,8 @@
 // Package formats reads profiles from files in the formats profcap accepts
-// as input: pprof protobuf (gzipped or raw), folded stacks and `perf script`
-// text, each optionally gzipped. Every reader returns a *profile.Profile;
-// the format is given or sniffed from the first bytes.
+// as input: pprof protobuf (gzipped or raw), folded stacks, `perf script`
+// text, the processed Firefox Profiler format (what samply writes) and
+// speedscope JSON, each optionally gzipped. Every reader returns a
+// *profile.Profile; the format is given or sniffed from the first bytes.
 package formats
 
 import (
@@ -18,8 +19,10 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/profcap/profcap/formats/firefox"
 	"github.com/profcap/profcap/formats/folded"
 	"github.com/profcap/profcap/formats/perfscript"
+	"github.com/profcap/profcap/formats/speedscope"
 )
 
 // Format names an input format.
@@ -30,11 +33,13 @@ const (
 	FormatPprof      Format = "pprof"      // pprof protobuf, gzipped or raw
 	FormatFolded     Format = "folded"     // "frame;frame COUNT" lines
 	FormatPerfScript Format = "perfscript" // `perf script` text
+	FormatFirefox    Format = "firefox"    // processed Firefox Profiler JSON (samply)
+	FormatSpeedscope Format = "speedscope" // speedscope JSON
 	FormatUnknown    Format = "unknown"    // Sniff could not tell
 )
 
 // Formats lists the formats a user can name, in the order --help shows them.
-var Formats = []Format{FormatPprof, FormatFolded, FormatPerfScript}
+var Formats = []Format{FormatPprof, FormatFolded, FormatPerfScript, FormatFirefox, FormatSpeedscope}
 
 // ParseFormat maps a user's --input-format value to a Format. "auto" and ""
 // mean FormatAuto; "perf" and "perf-script" are accepted for perfscript.
@@ -48,8 +53,12 @@ func ParseFormat(s string) (Format, error) {
 		return FormatFolded, nil
 	case "perfscript", "perf-script", "perf":
 		return FormatPerfScript, nil
+	case "firefox", "samply", "gecko", "fxprof":
+		return FormatFirefox, nil
+	case "speedscope":
+		return FormatSpeedscope, nil
 	}
-	return FormatUnknown, fmt.Errorf("unknown input format %q (want auto, pprof, folded or perfscript)", s)
+	return FormatUnknown, fmt.Errorf("unknown input format %q (want auto, pprof, folded, perfscript, firefox or speedscope)", s)
 }
 
 // SniffLen is how many leading bytes Sniff wants to see. 64 KiB holds many
@@ -94,9 +103,36 @@ func gunzipHead(head []byte) ([]byte, error) {
 	return out.Bytes(), err
 }
 
+// JSON members that identify the JSON formats. speedscope files are
+// recognised by their $schema only, as speedscope does; processed Firefox
+// profiles by meta.preprocessedProfileVersion or, failing that, a top-level
+// object holding both "meta" and "threads".
+var (
+	speedscopeSchema = regexp.MustCompile(`"\$schema"\s*:\s*"` + regexp.QuoteMeta(speedscope.Schema) + `"`)
+	firefoxVersion   = regexp.MustCompile(`"preprocessedProfileVersion"\s*:\s*\d`)
+	jsonMeta         = regexp.MustCompile(`"meta"\s*:\s*\{`)
+	jsonThreads      = regexp.MustCompile(`"threads"\s*:\s*\[`)
+)
+
+// sniffJSON tells the JSON formats apart; head starts with '{'.
+func sniffJSON(head []byte) Format {
+	switch {
+	case speedscopeSchema.Match(head):
+		return FormatSpeedscope
+	case firefoxVersion.Match(head):
+		return FormatFirefox
+	case jsonMeta.Match(head) && jsonThreads.Match(head):
+		return FormatFirefox
+	}
+	return FormatUnknown
+}
+
 func sniffPlain(head []byte, complete bool) Format {
 	if len(head) == 0 {
 		return FormatUnknown
+	}
+	if trimmed := bytes.TrimLeft(bytes.TrimPrefix(head, []byte("\ufeff")), " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '{' {
+		return sniffJSON(trimmed)
 	}
 	if !isText(head) {
 		return FormatPprof
@@ -169,7 +205,7 @@ func ReadFile(path string, f Format) (*profile.Profile, error) {
 }
 
 // ErrUnknownFormat is returned (wrapped) when sniffing finds no format.
-var ErrUnknownFormat = errors.New("cannot tell the input format (pprof, folded stacks or perf script); name it with --input-format")
+var ErrUnknownFormat = errors.New("cannot tell the input format (pprof, folded stacks, perf script, Firefox Profiler/samply JSON or speedscope JSON); name it with --input-format")
 
 // Read reads a profile from r, sniffing the format when f is FormatAuto.
 func Read(r io.Reader, f Format) (*profile.Profile, error) {
@@ -190,6 +226,17 @@ func Read(r io.Reader, f Format) (*profile.Profile, error) {
 		p, err = profile.Parse(br)
 		if err != nil {
 			return nil, fmt.Errorf("reading pprof: %w", err)
+		}
+	case FormatFirefox:
+		// The importers recognise gzip themselves.
+		p, err = firefox.Parse(br, firefox.Options{})
+		if err != nil {
+			return nil, err
+		}
+	case FormatSpeedscope:
+		p, err = speedscope.Parse(br, speedscope.Options{})
+		if err != nil {
+			return nil, err
 		}
 	case FormatFolded, FormatPerfScript:
 		var in io.Reader = br

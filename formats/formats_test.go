@@ -19,6 +19,11 @@ var sniffCases = []struct {
 	{"perf-6.1-cpuclock-fp.txt", FormatPerfScript},
 	{"perf-header-graphviz.perf.gz", FormatPerfScript},
 	{"simpleperf.txt.gz", FormatPerfScript},
+	{"samply-v41-ls.json", FormatFirefox},
+	{"samply-v49-macos.json.gz", FormatFirefox},
+	{"samply-v49-as-v70.json", FormatFirefox},
+	{"speedscope-0.0.1-evented.json", FormatSpeedscope},
+	{"speedscope-0.6.0-two-sampled.json", FormatSpeedscope},
 }
 
 func head(t testing.TB, file string) []byte {
@@ -118,8 +123,45 @@ func TestReadErrors(t *testing.T) {
 	}
 }
 
+// TestSniffJSON: speedscope only by its $schema; Firefox by its version or
+// its meta+threads shape; other JSON is unknown, also when cut short.
+func TestSniffJSON(t *testing.T) {
+	for in, want := range map[string]Format{
+		`{"$schema": "https://www.speedscope.app/file-format-schema.json", "profiles": []}`: FormatSpeedscope,
+		`{"profiles": [], "shared": {"frames": []}}`:                                        FormatUnknown,
+		`{"meta": {"version": 24, "preprocessedProfileVersion": 66}}`:                       FormatFirefox,
+		`{"meta": {"interval": 1}, "libs": [], "threads": [`:                                FormatFirefox,
+		`{"meta": {"interval": 1}}`:                                                         FormatUnknown,
+		"\ufeff  \n{\"meta\":{\"preprocessedProfileVersion\":41":                            FormatFirefox,
+		`{"traceEvents": []}`:                                                               FormatUnknown,
+	} {
+		if got := Sniff([]byte(in)); got != want {
+			t.Errorf("Sniff(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestJSONErrorsNameInput: a broken file of a JSON format gives an error
+// naming the file, the place and what is wrong.
+func TestJSONErrorsNameInput(t *testing.T) {
+	dir := t.TempDir()
+	for name, data := range map[string]string{
+		"cut.json":        `{"meta":{"preprocessedProfileVersion":49},"threads":[{"samples":{"stack":[1,`,
+		"speedscope.json": `{"$schema":"https://www.speedscope.app/file-format-schema.json","shared":{"frames":[]},"profiles":[{"type":"sampled","unit":"none","samples":[[4]],"weights":[1]}]}`,
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := ReadFile(path, FormatAuto)
+		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "byte") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
 func TestParseFormat(t *testing.T) {
-	for in, want := range map[string]Format{"": FormatAuto, "auto": FormatAuto, "pprof": FormatPprof, "Folded": FormatFolded, "perf": FormatPerfScript} {
+	for in, want := range map[string]Format{"": FormatAuto, "auto": FormatAuto, "pprof": FormatPprof, "Folded": FormatFolded, "perf": FormatPerfScript, "samply": FormatFirefox, "firefox": FormatFirefox, "speedscope": FormatSpeedscope} {
 		if got, err := ParseFormat(in); err != nil || got != want {
 			t.Errorf("ParseFormat(%q) = %q, %v; want %q", in, got, err, want)
 		}
@@ -139,7 +181,7 @@ func FuzzSniff(f *testing.F) {
 	fuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		switch Sniff(data) {
-		case FormatPprof, FormatFolded, FormatPerfScript, FormatUnknown:
+		case FormatPprof, FormatFolded, FormatPerfScript, FormatFirefox, FormatSpeedscope, FormatUnknown:
 		default:
 			t.Fatal("Sniff returned a format outside its set")
 		}

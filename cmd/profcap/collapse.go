@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -44,16 +43,10 @@ func runCollapse(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.BoolVar(&opt.Addrs, "addrs", false, "include raw addresses where a symbol is unknown")
 	fs.StringVar(&opt.EventFilter, "event-filter", "", "keep only events of this type (default: the first type seen)")
 	fs.BoolVar(&opt.Strict, "strict", false, "fail on a line that is not perf script text instead of skipping it")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: profcap collapse [flags] [FILE|-]\n\nFold perf script text into stacks, one line per stack.\n\nFlags:\n%s%s", fs.FlagUsages(), collapseExamples)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fmt.Fprintf(stdout, "Usage: profcap collapse [flags] [FILE|-]\n\nFold perf script text into stacks, one line per stack.\n\nFlags:\n%s%s", fs.FlagUsages(), collapseExamples)
-			return nil
-		}
-		return usageError("collapse: %v", err)
+	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: profcap collapse [flags] [FILE|-]\n\nFold perf script text into stacks, one line per stack.\n\nFlags:\n%s%s", fs.FlagUsages(), collapseExamples)
+	}); done || err != nil {
+		return err
 	}
 	if fs.NArg() > 1 {
 		return usageError("collapse: at most one input file, got %d", fs.NArg())

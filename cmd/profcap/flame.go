@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -26,9 +25,9 @@ Render profiles as flame graphs. An INPUT is a pprof file (.pb.gz or .pb),
 folded stacks ("frame;frame;frame COUNT" lines), perf script text, any of
 them gzipped, or a bundle directory written by 'profcap record'. The format
 is sniffed from the content unless --input-format names it. Several inputs
-of the same kind are merged into one flameGraph.
+of the same kind are merged into one flame graph.
 
-A bundle gives one flameGraph per kind (cpu, heap, ...). As html they are written
+A bundle gives one flame graph per kind (cpu, heap, ...). As html they are written
 to one page with a section per kind; as svg, folded or speedscope -o names a
 directory that receives KIND.svg, KIND.folded or KIND.speedscope.json.
 
@@ -37,7 +36,7 @@ Flags:
 
 const flameExamples = `
 Examples:
-  # interactive flameGraph of a Go CPU profile
+  # interactive flame graph of a Go CPU profile
   profcap flame -o cpu.html cpu.pb.gz
 
   # allocations, not live heap, with the hot allocators as roots
@@ -63,7 +62,7 @@ Reading the graphs: docs/flame.md.
 
 const diffUsage = `Usage: profcap diff [flags] BASE NEW
 
-Differential flame flameGraph: NEW's frames in NEW's shape, each coloured by how
+Differential flame graph: NEW's frames in NEW's shape, each coloured by how
 much its share of the total (self value over total value) grew (red) or
 shrank (blue) from BASE to NEW. Shares, not raw values, are compared, so
 captures of different length or rate compare fairly. Tooltips show both
@@ -105,10 +104,10 @@ func (f *flameFlags) register(fs *pflag.FlagSet, diff bool) {
 		fs.StringVar(&f.format, "format", "", "output format: html, svg, folded or speedscope (default: from -o's extension, else html)")
 	}
 	fs.StringVarP(&f.output, "output", "o", "", "output file, directory (several graphs, non-html) or - for stdout")
-	fs.StringVar(&f.opt.Title, "title", "", "title shown above the flameGraph")
+	fs.StringVar(&f.opt.Title, "title", "", "title shown above the flame graph")
 	fs.StringVar(&f.opt.SampleIndex, "sample-index", "", "pprof sample type to show, e.g. alloc_space or inuse_space (default: the profile's default)")
 	fs.BoolVar(&f.opt.Reverse, "reverse", false, "merge stacks by leaf: roots are the hot functions, children their callers")
-	fs.BoolVar(&f.opt.Icicle, "icicle", false, "draw roots at the top (icicle flameGraph)")
+	fs.BoolVar(&f.opt.Icicle, "icicle", false, "draw roots at the top (icicle flame graph)")
 	fs.Float64Var(&f.opt.MinWidth, "minwidth", 0, "leave out frames narrower than this many pixels (default 1 in html, 0.1 in svg)")
 	fs.StringVar(&f.opt.GroupBy, "group-by", "", "a root frame per value of this sample label; 'target' separates the targets of a bundle")
 	fs.StringVar(&f.inputFormat, "input-format", "auto", "input format: auto, pprof, folded or perfscript")
@@ -121,13 +120,8 @@ func parseFlameFlags(name, usage, examples string, args []string, stdout, stderr
 	fs = pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f.register(fs, diff)
-	fs.Usage = func() { fmt.Fprintf(stderr, "%s%s%s", usage, fs.FlagUsages(), examples) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fmt.Fprintf(stdout, "%s%s%s", usage, fs.FlagUsages(), examples)
-			return nil, nil, true, nil
-		}
-		return nil, nil, false, usageError("%s: %v", name, err)
+	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) { fmt.Fprintf(w, "%s%s%s", usage, fs.FlagUsages(), examples) }); done || err != nil {
+		return nil, nil, done, err
 	}
 	if f.opt.MinWidth < 0 {
 		return nil, nil, false, usageError("%s: --minwidth must not be negative", name)
@@ -427,7 +421,7 @@ var flamePageTmpl = template.Must(template.New("page").Parse(`<!DOCTYPE html>
 </html>
 `))
 
-// writeFlameGraphs writes one flameGraph to a file or stdout, or several: html as one
+// writeFlameGraphs writes one flame graph to a file or stdout, or several: html as one
 // page, other formats as one file each in the -o directory.
 func writeFlameGraphs(name string, f *flameFlags, format string, graphs []flameGraph, stdout, stderr io.Writer) (err error) {
 	write := map[string]func(io.Writer, *flame.Tree, flame.Options) error{

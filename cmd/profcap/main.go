@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/spf13/pflag"
 )
 
 // command is one subcommand. run gets the arguments after the subcommand name.
@@ -29,6 +31,8 @@ var commands = map[string]command{
 	"flame":    {summary: "render profiles, folded stacks, perf script text or a bundle as flame graphs", run: runFlame},
 	"diff":     {summary: "differential flame graph of two profiles or bundles (before/after)", run: runDiff},
 	"collapse": {summary: "fold perf script text into stacks (stackcollapse-perf.pl compatible)", run: runCollapse},
+	"convert":  {summary: "convert a profile (samply, speedscope, folded, perf script, pprof) to pprof, folded or speedscope", run: runConvert},
+	"merge":    {summary: "merge profiles of one kind (any input format) into one pprof file", run: runMerge},
 	"push":     {summary: "send a bundle's profiles to Grafana Pyroscope (labels, retries, resumable)", run: runPush},
 	"demo":     {summary: "start (or --stop) a demo cluster on loopback", run: runDemo},
 	"version":  {summary: "print the version", run: runVersion},
@@ -145,3 +149,20 @@ func notifySignals() (ch chan os.Signal, stop func()) {
 }
 
 var _ = strings.TrimSpace
+
+// parseArgs parses args with fs, the same way for every command: --help
+// prints help on stdout (done is true), and a bad flag is a usage error
+// (exit status 2) that names the command's --help. pflag itself prints
+// nothing: the error is printed once, by realMain.
+func parseArgs(fs *pflag.FlagSet, args []string, stdout io.Writer, help func(w io.Writer)) (done bool, err error) {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			help(stdout)
+			return true, nil
+		}
+		return false, usageError("%s: %v (see 'profcap %s --help')", fs.Name(), err, fs.Name())
+	}
+	return false, nil
+}

@@ -303,7 +303,7 @@ func (p *printer) summary(o *capture.Outcome) {
 		}
 	}
 	sort.SliceStable(fails, func(i, j int) bool { return fails[i].target < fails[j].target })
-	if len(fails) > 0 {
+	if len(fails) > 0 && p.mode != progressQuiet { // quiet mode printed each failure as it came
 		fmt.Fprintf(p.w, "problems:\n")
 		for _, f := range fails {
 			fmt.Fprintf(p.w, "  %s %s: %s\n", f.target, f.kind, f.err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -58,14 +57,10 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	concurrency := fs.Int("concurrency", pyroscope.DefaultConcurrency, "profiles in flight at once")
 	timeout := fs.Duration("timeout", pyroscope.DefaultTimeout, "longest single request")
 	quiet := fs.Bool("quiet", false, "print only errors and the summary")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: profcap push BUNDLE [--server URL] [flags]\n\nSend every target's profiles of a bundle to Grafana Pyroscope (the merged ones are\nleft out: they would count every sample twice). See docs/pyroscope.md.\n\nFlags:\n%s%s", fs.FlagUsages(), pushExamples)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil
-		}
-		return usageError("%v", err)
+	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: profcap push BUNDLE [--server URL] [flags]\n\nSend every target's profiles of a bundle to Grafana Pyroscope (the merged ones are\nleft out: they would count every sample twice). See docs/pyroscope.md.\n\nFlags:\n%s%s", fs.FlagUsages(), pushExamples)
+	}); done || err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		return usageError("push takes one bundle directory (got %d arguments); see profcap push --help", fs.NArg())

@@ -152,9 +152,9 @@ func TestPushCommandUsage(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "is not a profcap bundle") {
 		t.Errorf("missing bundle: exit %d, %q", code, stderr)
 	}
-	_, stderr, code = pushCLI(t, "--help")
-	if code != 0 || !strings.Contains(stderr, "Usage: profcap push BUNDLE") || !strings.Contains(stderr, "Examples:") || !strings.Contains(stderr, "--token-file") {
-		t.Errorf("--help: exit %d\n%s", code, stderr)
+	stdout, _, code := pushCLI(t, "--help") // help goes to stdout, as for every command
+	if code != 0 || !strings.Contains(stdout, "Usage: profcap push BUNDLE") || !strings.Contains(stdout, "Examples:") || !strings.Contains(stdout, "--token-file") {
+		t.Errorf("--help: exit %d\n%s", code, stdout)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,7 +84,9 @@ func (tf *targetFlags) resolve(fs *pflag.FlagSet, requireSelection bool) ([]targ
 		if perr != nil {
 			return nil, "", perr
 		}
-		pool, source = ts, ".pids/"
+		if ts != nil {
+			pool, source = ts, ".pids/"
+		}
 	case errors.Is(err, os.ErrNotExist):
 		return nil, "", usageError("targets file %s does not exist", tf.config)
 	default:
@@ -146,18 +149,15 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&perfOpt.CallGraph, "call-graph", "fp", "perf stack unwinding: fp (frame pointers, cheap) or dwarf (works without frame pointers, costs more)")
 	fs.BoolVar(&perfOpt.ExcludeRunnable, "offcpu-exclude-runnable", false, "leave preempted (runnable, state R) time out of offcpu profiles")
 	fs.BoolVar(&perfOpt.NoFollow, "perf-no-follow", false, "profile the PID as given, without following a launcher (uv run, sh -c) to its child")
+	force := fs.String("collector", "", "take every kind this collector offers from it, even where another would be preferred: perf, samply, py-spy, rbspy, pprof or tokio-console")
 	baseline := fs.Duration("baseline", time.Second, "measure each local target's CPU use for this long before the window, to compare with its use during the window (0 to skip)")
 	quiet := fs.Bool("quiet", false, "print only the bundle path and errors")
 	push := fs.String("push", "", "after the capture, send the bundle to the Grafana Pyroscope server at `URL` (credentials from PROFCAP_PYROSCOPE_* variables; see profcap push --help)")
 	jsonOut := fs.Bool("json", false, "print machine-readable events, one JSON object per line, on stdout")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: profcap record [flags] [-- WORKLOAD COMMAND...]\n\nCapture profiles of live services over one window into a bundle with a report.\n\nFlags:\n%s%s", fs.FlagUsages(), recordExamples)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil
-		}
-		return usageError("%v", err)
+	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: profcap record [flags] [-- WORKLOAD COMMAND...]\n\nCapture profiles of live services over one window into a bundle with a report.\n\nFlags:\n%s%s", fs.FlagUsages(), recordExamples)
+	}); done || err != nil {
+		return err
 	}
 	var workload []string
 	if dash := fs.ArgsLenAtDash(); dash >= 0 {
@@ -186,6 +186,14 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	limit, err := parseSize(*maxSize)
 	if err != nil {
 		return usageError("--max-profile-size: %v", err)
+	}
+	cs := defaultCollectors(limit, perfOpt)
+	if *force != "" && !slices.ContainsFunc(cs, func(c collectors.Collector) bool { return c.Name() == *force }) {
+		var names []string
+		for _, c := range cs {
+			names = append(names, c.Name())
+		}
+		return usageError("--collector %q: want one of %s", *force, strings.Join(names, ", "))
 	}
 	preset, ok := presets[*overhead]
 	if !ok {
@@ -260,7 +268,8 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Slice:      *slice,
 		Out:        dir,
 		Workload:   workload,
-		Collectors: defaultCollectors(limit, perfOpt),
+		Collectors: cs,
+		Prefer:     *force,
 		Stop:       stop,
 		Events:     p.event,
 		Render:     report.Write,
@@ -320,8 +329,14 @@ var presets = map[string]preset{
 // profile costs a service less than Go's own profiler and also shows
 // kernel and native frames.
 func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []collectors.Collector {
+	// py-spy and rbspy offer cpu only for Python and Ruby targets (and only
+	// where installed); samply is taken where perf cannot work (macOS, no
+	// permission).
 	return []collectors.Collector{
+		collectors.NewPySpy(collectors.SpyOptions{}),
+		collectors.NewRbspy(collectors.SpyOptions{}),
 		collectors.NewPerf(perf),
+		collectors.NewSamply(collectors.SamplyOptions{}),
 		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),
 		collectors.NewTokioConsole(collectors.TokioConsoleOptions{}),
 	}

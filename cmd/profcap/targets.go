@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -30,14 +29,10 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var tf targetFlags
 	tf.register(fs)
 	noProbe := fs.Bool("no-probe", false, "only list the targets; do not contact them")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: profcap targets [flags]\n\nList the targets and probe each: which collectors and kinds are available, and why not.\n\nFlags:\n%s%s", fs.FlagUsages(), targetsExamples)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil
-		}
-		return usageError("%v", err)
+	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: profcap targets [flags]\n\nList the targets and probe each: which collectors and kinds are available, and why not.\n\nFlags:\n%s%s", fs.FlagUsages(), targetsExamples)
+	}); done || err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError("unexpected arguments %q", fs.Args())

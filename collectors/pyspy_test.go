@@ -1,0 +1,185 @@
+package collectors
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/profcap/profcap/targets"
+)
+
+// fakeSpy stands in for py-spy and rbspy (neither can be installed here):
+// named py-spy it wants `record --pid P --duration N --rate R --format raw
+// -o FILE`, named rbspy `record --pid P --duration N --rate R --format
+// collapsed --file FILE`; it logs its arguments and writes $FAKE_OUTPUT to
+// FILE on SIGINT or after N seconds, as both tools do.
+const fakeSpy = `#!/bin/sh
+echo "$@" > "$FAKE_LOG"
+tool=$(basename "$0")
+[ "$1" = record ] || { echo "$tool: want record" >&2; exit 2; }
+shift
+out=; pid=; dur=; fmt=
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--pid) pid=$2; shift ;;
+	--duration) dur=$2; shift ;;
+	--rate) shift ;;
+	--format) fmt=$2; shift ;;
+	-o) [ "$tool" = py-spy ] || { echo "rbspy: -o is not --file" >&2; exit 2; }; out=$2; shift ;;
+	--file) [ "$tool" = rbspy ] || { echo "py-spy: no --file" >&2; exit 2; }; out=$2; shift ;;
+	*) echo "$tool: unexpected argument $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+case "$tool/$fmt" in py-spy/raw|rbspy/collapsed) ;; *) echo "$tool: bad format $fmt" >&2; exit 2 ;; esac
+[ -n "$out" ] && [ -n "$pid" ] && [ -n "$dur" ] || { echo "$tool: missing arguments" >&2; exit 2; }
+kill -0 "$pid" 2>/dev/null || { echo "Error: No such process" >&2; exit 1; }
+finish() { kill $sleeper 2>/dev/null; cp "$FAKE_OUTPUT" "$out"; exit 0; }
+trap finish INT
+sleep "$dur" & sleeper=$!
+wait $sleeper
+finish
+`
+
+func installFakeSpy(t *testing.T, tool, output string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, tool), []byte(fakeSpy), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	abs, err := filepath.Abs(filepath.Join("testdata", "spy", output))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(dir, "args.log")
+	t.Setenv("FAKE_OUTPUT", abs)
+	t.Setenv("FAKE_LOG", log)
+	return log
+}
+
+func TestPySpyCollect(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not installed")
+	}
+	// The interpreter itself, not a wrapper (pyenv shims are shell scripts).
+	real, err := exec.Command(py, "-c", "import sys; print(sys.executable)").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	py = strings.TrimSpace(string(real))
+	log := installFakeSpy(t, "py-spy", "pyspy.folded")
+	target := exec.Command(py, "-c", "import time; time.sleep(30)")
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	pid := target.Process.Pid
+	tg := &targets.Target{Name: "api", PID: pid} // no label: detected from /proc/PID/exe
+	s := NewPySpy(SpyOptions{})
+	if k := s.Kinds(tg); len(k) != 1 || k[0] != CPU {
+		t.Fatalf("Kinds %v", k)
+	}
+	if k := NewRbspy(SpyOptions{}).Kinds(tg); k != nil {
+		t.Errorf("rbspy Kinds for a python process: %v", k)
+	}
+	if av := s.Probe(context.Background(), tg); len(av) != 1 || !av[0].Available {
+		t.Fatalf("Probe %+v", av)
+	}
+	if err := s.Preflight(tg, CPU); err != nil {
+		t.Errorf("Preflight: %v", err)
+	}
+	res := collectSamply(t, s, NewWindow(600*time.Millisecond, 0), tg, CPU)
+	if len(res) != 1 || res[0].Status != StatusOK {
+		t.Fatalf("%+v", res)
+	}
+	p := res[0].Profile
+	if p.SampleType[1].Type != "cpu" || p.Period != 10_000_000 {
+		t.Errorf("types %v period %d", p.SampleType, p.Period)
+	}
+	var n, cpu int64
+	names := map[string]bool{}
+	for _, s := range p.Sample {
+		n += s.Value[0]
+		cpu += s.Value[1]
+		for _, l := range s.Location {
+			names[l.Line[0].Function.Name] = true
+		}
+	}
+	if n != 52 || cpu != 52*10_000_000 || !names["handle (app.py:11)"] {
+		t.Errorf("samples %d cpu %d names %v", n, cpu, names)
+	}
+	args, _ := os.ReadFile(log)
+	if want := "record --pid " + strconv.Itoa(pid) + " --duration 1 --rate 100 --format raw -o "; !strings.HasPrefix(string(args), want) {
+		t.Errorf("args %q, want prefix %q", args, want)
+	}
+}
+
+func TestRbspyCollectLabelled(t *testing.T) {
+	installFakeSpy(t, "rbspy", "rbspy.folded")
+	// A process labelled ruby whose executable is not ruby (an embedded
+	// interpreter, say): the tool is let try.
+	target := exec.Command("sleep", "30")
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	tg := &targets.Target{Name: "web", PID: target.Process.Pid, Labels: map[string]string{"language": "ruby"}}
+	s := NewRbspy(SpyOptions{Rate: 50})
+	if k := s.Kinds(tg); len(k) != 1 {
+		t.Fatalf("Kinds %v", k)
+	}
+	if k := NewPySpy(SpyOptions{}).Kinds(tg); k != nil {
+		t.Errorf("py-spy Kinds for a ruby target: %v", k)
+	}
+	res := collectSamply(t, s, NewWindow(400*time.Millisecond, 0), tg, CPU, Heap)
+	var cpu Result
+	for _, r := range res {
+		if r.Kind == CPU {
+			cpu = r
+		} else if r.Status != StatusUnsupported {
+			t.Errorf("%s: %+v", r.Kind, r)
+		}
+	}
+	if cpu.Status != StatusOK || cpu.Profile.Period != 20_000_000 || len(cpu.Profile.Sample) != 2 {
+		t.Fatalf("%+v", cpu)
+	}
+	// An unlabelled non-ruby process is refused with the reason.
+	tg.Labels = nil
+	if k := s.Kinds(tg); k != nil {
+		t.Errorf("Kinds %v", k)
+	}
+	if av := s.Probe(context.Background(), tg); len(av) != 1 || av[0].Available || !strings.Contains(av[0].Reason, "not a Ruby interpreter") {
+		t.Errorf("Probe %+v", av)
+	}
+	if err := s.Preflight(tg, CPU); err == nil || !strings.Contains(err.Error(), "not a Ruby interpreter") {
+		t.Errorf("Preflight %v", err)
+	}
+}
+
+func TestSpyMissing(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	tg := &targets.Target{Name: "x", PID: os.Getpid(), Labels: map[string]string{"language": "python"}}
+	for _, tc := range []struct {
+		c    *Spy
+		want string
+	}{
+		{NewPySpy(SpyOptions{}), "pip install py-spy"},
+		{NewRbspy(SpyOptions{}), "cargo install rbspy"},
+	} {
+		av := tc.c.Probe(context.Background(), tg)
+		if len(av) != 1 || av[0].Available || !strings.Contains(av[0].Reason, tc.want) {
+			t.Errorf("%s Probe %+v", tc.c.Name(), av)
+		}
+		res := collectSamply(t, tc.c, NewWindow(time.Second, 0), tg, CPU)
+		if len(res) != 1 || res[0].Status != StatusFailed || !strings.Contains(res[0].Err.Error(), tc.want) {
+			t.Errorf("%s Collect %+v", tc.c.Name(), res)
+		}
+	}
+}
