@@ -140,7 +140,7 @@ func (t *Target) HTTPClient(base *http.Transport) (*http.Client, error) {
 	if sec.header != "" {
 		rt = &authTransport{next: tr, header: sec.header}
 	}
-	return &http.Client{Transport: rt}, nil
+	return &http.Client{Transport: rt, CheckRedirect: sameHostRedirects}, nil
 }
 
 func (c *TLS) config() (*tls.Config, error) {
@@ -164,6 +164,19 @@ func (c *TLS) config() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
+}
+
+// sameHostRedirects follows at most 5 redirects, and none to another host or
+// scheme: the transport adds the target's credentials to every request, and
+// they must not be sent anywhere the targets file did not name.
+func sameHostRedirects(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("stopped after 5 redirects")
+	}
+	if first := via[0].URL; req.URL.Host != first.Host || req.URL.Scheme != first.Scheme {
+		return fmt.Errorf("refusing a redirect from %s to %s://%s: credentials are sent only to the configured host", first.Host, req.URL.Scheme, req.URL.Host)
+	}
+	return nil
 }
 
 type authTransport struct {
