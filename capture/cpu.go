@@ -8,6 +8,7 @@ import (
 	"github.com/google/pprof/profile"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/internal/procstat"
 	"github.com/profcap/profcap/targets"
 )
@@ -29,6 +30,8 @@ func newCPUMeter(ts []targets.Target, baseline time.Duration) *cpuMeter {
 		b0: map[string]time.Duration{}, b1: map[string]time.Duration{}, w0: map[string]time.Duration{}, w1: map[string]time.Duration{}}
 	for i := range ts {
 		if pid, err := ts[i].ResolvePID(); err == nil && pid > 0 {
+			// A launcher (uv run) uses no CPU; measure the process it runs.
+			pid, _ = collectors.FollowLauncher(pid)
 			m.pids[ts[i].Name] = pid
 		}
 	}

@@ -300,7 +300,7 @@ func (p *Perf) startRecord(ctx context.Context, perf string, kind Kind, pid int,
 	// Own process group: a Ctrl-C on the terminal reaches profcap, which
 	// ends the window and stops perf itself. Pdeathsig stops perf if
 	// profcap dies.
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	r.cmd.SysProcAttr = toolProcAttr()
 	r.cmd.WaitDelay = 5 * time.Second
 	if err := r.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting perf: %w", err)

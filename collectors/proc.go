@@ -104,6 +104,11 @@ func followLauncher(pid int) (int, string) {
 	return pid, fmt.Sprintf("pid %d runs the launcher %s; profiling its child %s (pid %d) instead", orig, origName, procName(pid), pid)
 }
 
+// FollowLauncher returns the process that does the work for pid: pid
+// itself, or the child a known launcher (uv run, sh -c, …) started, with a
+// note saying so.
+func FollowLauncher(pid int) (int, string) { return followLauncher(pid) }
+
 // processExists reports whether pid is a live process (not a zombie).
 func processExists(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && err != syscall.EPERM {
@@ -111,10 +116,16 @@ func processExists(pid int) bool {
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return false
+		// No /proc (macOS): the signal check above is all there is.
+		return !procAvailable()
 	}
 	i := bytes.LastIndexByte(b, ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+func procAvailable() bool {
+	_, err := os.Stat("/proc/self/stat")
+	return err == nil
 }
 
 // threads lists the thread IDs of pid.

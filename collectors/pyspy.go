@@ -268,7 +268,7 @@ func (s *Spy) collect(ctx context.Context, w *Window, t *targets.Target, kinds [
 	cmd := exec.CommandContext(ctx, bin, args...)
 	out := &tailBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = toolProcAttr()
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
 	if err := cmd.Start(); err != nil {

@@ -11,7 +11,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/profcap/profcap/formats/firefox"
@@ -189,7 +188,7 @@ func (s *Samply) collect(ctx context.Context, w *Window, t *targets.Target, kind
 	// Own process group: a Ctrl-C on the terminal reaches profcap, which
 	// ends the window and stops samply itself; Pdeathsig stops samply if
 	// profcap dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = toolProcAttr()
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
 	if err := cmd.Start(); err != nil {

@@ -22,10 +22,12 @@ import (
 const flameUsage = `Usage: profcap flame [flags] INPUT...
 
 Render profiles as flame graphs. An INPUT is a pprof file (.pb.gz or .pb),
-folded stacks ("frame;frame;frame COUNT" lines), perf script text, any of
-them gzipped, or a bundle directory written by 'profcap record'. The format
-is sniffed from the content unless --input-format names it. Several inputs
-of the same kind are merged into one flame graph.
+folded stacks ("frame;frame;frame COUNT" lines: py-spy, rbspy, inferno,
+stackcollapse), perf script text, samply's Firefox-profiler JSON, speedscope
+JSON, any of them gzipped, - for standard input, or a bundle directory
+written by 'profcap record'. The format is sniffed from the content unless
+--input-format names it. Several inputs of the same kind are merged into
+one flame graph.
 
 A bundle gives one flame graph per kind (cpu, heap, ...). As html they are written
 to one page with a section per kind; as svg, folded or speedscope -o names a
@@ -110,7 +112,7 @@ func (f *flameFlags) register(fs *pflag.FlagSet, diff bool) {
 	fs.BoolVar(&f.opt.Icicle, "icicle", false, "draw roots at the top (icicle flame graph)")
 	fs.Float64Var(&f.opt.MinWidth, "minwidth", 0, "leave out frames narrower than this many pixels (default 1 in html, 0.1 in svg)")
 	fs.StringVar(&f.opt.GroupBy, "group-by", "", "a root frame per value of this sample label; 'target' separates the targets of a bundle")
-	fs.StringVar(&f.inputFormat, "input-format", "auto", "input format: auto, pprof, folded or perfscript")
+	fs.StringVar(&f.inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, firefox (samply) or speedscope")
 	fs.StringSliceVar(&f.kinds, "kind", nil, "with bundles: only these kinds (comma-separated or repeated)")
 }
 
@@ -283,6 +285,10 @@ type flameInput struct {
 func loadFlameInputs(ctx context.Context, inputs []string, inf formats.Format, kinds []string) ([]flameInput, error) {
 	var files, bundles []string
 	for _, in := range inputs {
+		if in == "-" {
+			files = append(files, in) // standard input
+			continue
+		}
 		st, err := os.Stat(in)
 		if err != nil {
 			return nil, err
@@ -308,7 +314,15 @@ func loadFlameInputs(ctx context.Context, inputs []string, inf formats.Format, k
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			p, err := formats.ReadFile(fn, inf)
+			var p *profile.Profile
+			var err error
+			if fn == "-" {
+				if p, err = formats.Read(os.Stdin, inf); err != nil {
+					err = fmt.Errorf("standard input: %w", err)
+				}
+			} else {
+				p, err = formats.ReadFile(fn, inf)
+			}
 			if err != nil {
 				return nil, err
 			}
