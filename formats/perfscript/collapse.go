@@ -260,8 +260,9 @@ func (c *collapser) frameLine(n int, s []byte) error {
 
 // stripOffset removes a trailing +0x<lowercase hex>.
 func stripOffset(b []byte) []byte {
-	i := bytes.LastIndex(b, []byte("+0x"))
-	if i < 0 || i+3 == len(b) {
+	// Only the last '+' can start a "+0x<hex>" that runs to the end.
+	i := bytes.LastIndexByte(b, '+')
+	if i < 0 || i+3 >= len(b) || b[i+1] != '0' || b[i+2] != 'x' {
 		return b
 	}
 	for _, c := range b[i+3:] {
@@ -296,20 +297,37 @@ func (c *collapser) tidy(dst, f, pc, mod []byte, inlined bool) []byte {
 	} else {
 		dst = append(dst, f...)
 	}
-	// tidy_generic
+	// tidy_generic. One pass finds what needs tidying; most names need
+	// nothing.
 	name := dst[start:]
-	for i, b := range name {
-		if b == ';' {
-			name[i] = ':'
+	var semi, paren, quote bool
+	for _, b := range name {
+		if tidyTab[b] {
+			switch b {
+			case ';':
+				semi = true
+			case '(':
+				paren = true
+			default:
+				quote = true
+			}
 		}
 	}
-	if !isGoMethod(name) {
+	if semi {
+		for i, b := range name {
+			if b == ';' {
+				name[i] = ':'
+			}
+		}
+	}
+	if paren && !isGoMethod(name) {
 		if cut := parenCut(name); cut >= 0 {
 			dst = dst[:start+cut]
 			name = dst[start:]
+			quote = bytes.ContainsAny(name, `"'`)
 		}
 	}
-	if bytes.IndexByte(name, '"') >= 0 || bytes.IndexByte(name, '\'') >= 0 {
+	if quote {
 		w := start
 		for _, b := range dst[start:] {
 			if b != '"' && b != '\'' {
@@ -341,6 +359,14 @@ func (c *collapser) tidy(dst, f, pc, mod []byte, inlined bool) []byte {
 	}
 	return dst
 }
+
+// tidyTab marks the bytes tidy_generic acts on.
+var tidyTab = func() (t [256]bool) {
+	for _, c := range []byte(`;("'`) {
+		t[c] = true
+	}
+	return
+}()
 
 // isGoMethod matches \.\(.*\)\. (e.g. "net/http.(*Client).Do").
 func isGoMethod(b []byte) bool {

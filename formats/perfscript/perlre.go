@@ -1,6 +1,8 @@
 package perfscript
 
-import "regexp"
+import (
+	"regexp"
+)
 
 // The collapser must split lines exactly as stackcollapse-perf.pl does. Its
 // three regular expressions are matched here by hand (fast paths, a few ns a
@@ -28,9 +30,7 @@ var (
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
-func isWord(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
-}
+func isWord(c byte) bool { return wordTab[c] }
 
 // perlHeader matches the header expression: comm ($1), the first number
 // ($2) and the number after a slash ($3, nil when absent).

@@ -67,9 +67,19 @@ func NewReader(r io.Reader) *Reader {
 
 // isSpace reports whether c is white space as Perl's \s defines it for byte
 // strings (stackcollapse-perf.pl's notion, which the collapser must match).
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
-}
+func isSpace(c byte) bool { return spaceTab[c] }
+
+// spaceTab and wordTab classify bytes as Perl's \s and \w do (ASCII): a
+// table lookup is the parser's hottest test.
+var spaceTab, wordTab = func() (s, w [256]bool) {
+	for _, c := range []byte(" \t\n\v\f\r") {
+		s[c] = true
+	}
+	for c := 0; c < 256; c++ {
+		w[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+	}
+	return
+}()
 
 // readLine returns the next line without its '\n'. The slice is valid until
 // the next call.
