@@ -36,9 +36,9 @@ demo: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-# What a capture costs a saturated Go service: writes docs/overhead-table.md.
+# What a capture costs a saturated Go service (the tables of docs/overhead.md).
 bench-overhead: build
-	$(GO) run ./bench/overhead -profcap $(BIN) -rounds 5 -round 5s -o docs/overhead-table.md
+	$(GO) run ./bench/overhead -profcap $(BIN) -rounds 5 -round 5s
 
 clean:
 	rm -rf bin $(DEMO)

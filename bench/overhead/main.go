@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ import (
 	"time"
 
 	"github.com/felixge/fgprof"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -42,6 +44,7 @@ func main() {
 	conns := flag.Int("conns", 8, "concurrent closed-loop clients")
 	only := flag.String("only", "", "comma-separated condition names to run (default all)")
 	out := flag.String("o", "", "also write the result table (Markdown) to this file")
+	flag.BoolVar(&pinCPUs, "pin", true, "run the service alone on CPU 0 (GOMAXPROCS=1) and the load and profilers on CPU 1")
 	flag.Parse()
 	if *serve {
 		serveMain()
@@ -53,14 +56,15 @@ func main() {
 	}
 }
 
-// work is one request's CPU: hashing and a little JSON, like a service that
-// computes and encodes.
+// work is one request's CPU: hashing 128 KiB and a little JSON (about
+// 100 µs here), like a service that computes and encodes; enough that the
+// service, not the load generator, is the bottleneck.
 func work(w http.ResponseWriter, r *http.Request) {
-	buf := make([]byte, 8<<10)
-	sum := sha256.Sum256(buf)
-	for i := 0; i < 40; i++ {
-		sum = sha256.Sum256(append(buf[:0:0], sum[:]...))
+	buf := make([]byte, 16<<10)
+	var sum [32]byte
+	for i := 0; i < 8; i++ {
 		copy(buf, sum[:])
+		sum = sha256.Sum256(buf)
 	}
 	json.NewEncoder(w).Encode(map[string]any{"sum": fmt.Sprintf("%x", sum), "n": len(buf)})
 }
@@ -90,11 +94,21 @@ func startService() (*service, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The service runs on CPU 0 with GOMAXPROCS=1 and this process (the
+	// load, and every profiler it starts) on CPU 1: the service is
+	// saturated on its core, and what a profiler costs it shows in its
+	// throughput rather than in a fight over the other core.
 	cmd := exec.Command(exe, "-serve")
+	if pinCPUs {
+		cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	}
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
+	}
+	if err := pin(cmd.Process.Pid, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "overhead: not pinning (%v); results will be noisier\n", err)
 	}
 	line := make([]byte, 64)
 	n, err := stdout.Read(line)
@@ -286,7 +300,40 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+var pinCPUs = true
+
+// pin binds every thread of pid to one CPU.
+func pin(pid, cpu int) error {
+	if !pinCPUs {
+		return nil
+	}
+	if runtime.NumCPU() < 2 {
+		return errors.New("fewer than 2 CPUs")
+	}
+	var set unix.CPUSet
+	set.Set(cpu)
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return unix.SchedSetaffinity(pid, &set)
+	}
+	for _, t := range tasks {
+		var tid int
+		fmt.Sscan(t.Name(), &tid)
+		if err := unix.SchedSetaffinity(tid, &set); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func run(profcap string, rounds int, round time.Duration, conns int, only, out string) error {
+	// This process and its children (profcap, perf) on CPU 1.
+	if runtime.NumCPU() >= 2 {
+		runtime.LockOSThread()
+		if err := pin(os.Getpid(), 1); err != nil {
+			fmt.Fprintf(os.Stderr, "overhead: not pinning the load (%v)\n", err)
+		}
+	}
 	if _, err := os.Stat(profcap); err != nil {
 		return fmt.Errorf("profcap binary: %v (run make build first)", err)
 	}
@@ -294,6 +341,9 @@ func run(profcap string, rounds int, round time.Duration, conns int, only, out s
 	if err != nil {
 		return err
 	}
+	// Threads the service started after the first pin.
+	time.Sleep(200 * time.Millisecond)
+	_ = pin(s.pid(), 0)
 	defer s.cmd.Process.Kill()
 	tmp, err := os.MkdirTemp("", "profcap-overhead-")
 	if err != nil {
