@@ -39,6 +39,7 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/pprof/profile"
+	"github.com/profcap/profcap/formats/internal/jsonutil"
 )
 
 // Lib is one entry of the profile's libs list.
@@ -603,7 +604,7 @@ func (p *parser) readThread(i int) error {
 // they stream, ones that come before it are buffered until it arrives.
 func (p *parser) readSamples(th *thread) error {
 	var (
-		stacks        chunks
+		stacks        jsonutil.Int32s
 		haveStacks    bool
 		weights, cpus []float64 // buffered before the stack column was seen
 		weightCount   = -1      // length of the weight column, -1: none
@@ -613,7 +614,7 @@ func (p *parser) readSamples(th *thread) error {
 	)
 	base := p.path
 	add := func(i int, w, c float64, isCPU bool) {
-		s := stacks.at(i)
+		s := stacks.At(i)
 		if s < 0 {
 			return
 		}
@@ -662,8 +663,8 @@ func (p *parser) readSamples(th *thread) error {
 			n++
 			switch {
 			case haveStacks:
-				if i >= stacks.len() {
-					return p.errf("has more values than the stack column (%d)", stacks.len())
+				if i >= stacks.Len() {
+					return p.errf("has more values than the stack column (%d)", stacks.Len())
 				}
 				add(i, v, v, isCPU)
 			case i >= p.opt.MaxSamplesPerThread:
@@ -689,7 +690,7 @@ func (p *parser) readSamples(th *thread) error {
 					return p.errf("more than %d samples (the limit; see Options.MaxSamplesPerThread)", p.opt.MaxSamplesPerThread)
 				}
 				v, err := p.index()
-				stacks.add(v)
+				stacks.Add(v)
 				return err
 			}); err != nil {
 				return err
@@ -701,8 +702,8 @@ func (p *parser) readSamples(th *thread) error {
 			for i, c := range cpus {
 				add(i, 0, c, true)
 			}
-			if weightCount >= 0 && weightCount != stacks.len() || cpuCount >= 0 && cpuCount != stacks.len() {
-				return p.errf("has %d entries, but the weight or threadCPUDelta column has %d", stacks.len(), max(weightCount, cpuCount))
+			if weightCount >= 0 && weightCount != stacks.Len() || cpuCount >= 0 && cpuCount != stacks.Len() {
+				return p.errf("has %d entries, but the weight or threadCPUDelta column has %d", stacks.Len(), max(weightCount, cpuCount))
 			}
 			weights, cpus = nil, nil
 			return nil
@@ -732,7 +733,7 @@ func (p *parser) readSamples(th *thread) error {
 				switch v.Kind() {
 				case '0':
 					if i == 0 {
-						if t, ok := parseNumber(v); ok {
+						if t, ok := jsonutil.ParseNumber(v); ok {
 							seeTime(t)
 						}
 					}
@@ -743,7 +744,7 @@ func (p *parser) readSamples(th *thread) error {
 				}
 				return nil
 			})
-			if t, ok := parseNumber(last); ok && len(last) > 0 {
+			if t, ok := jsonutil.ParseNumber(last); ok && len(last) > 0 {
 				seeTime(t)
 			}
 			return err
@@ -767,7 +768,7 @@ func (p *parser) readSamples(th *thread) error {
 		}
 		return nil
 	}
-	n := stacks.len()
+	n := stacks.Len()
 	if length >= 0 && length != n {
 		return p.errf("length is %d but the stack column has %d entries", length, n)
 	}

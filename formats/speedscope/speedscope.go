@@ -26,6 +26,7 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/pprof/profile"
+	"github.com/profcap/profcap/formats/internal/jsonutil"
 )
 
 // Schema is the "$schema" value that identifies a speedscope file.
@@ -148,7 +149,7 @@ type prof struct {
 	stacks         [][]int32        // distinct stacks, root first
 	stackIDs       map[string]int32 // key → index into stacks
 	sums           []float64        // weight per distinct stack
-	samples        chunks           // per sample: stack id (until weights are seen)
+	samples        jsonutil.Int32s  // per sample: stack id (until weights are seen)
 	haveSamples    bool
 	pendingWeights []float64 // weights read before samples
 	weightCount    int
@@ -450,7 +451,7 @@ func (p *parser) readProfile(i int) error {
 				if i < len(pr.pendingWeights) {
 					pr.sums[id] += pr.pendingWeights[i]
 				} else if pr.weightCount < 0 {
-					pr.samples.add(id)
+					pr.samples.Add(id)
 				} else {
 					return p.errf("more samples than weights (%d)", len(pr.pendingWeights))
 				}
@@ -468,10 +469,10 @@ func (p *parser) readProfile(i int) error {
 				}
 				n++
 				if pr.haveSamples {
-					if i >= pr.samples.len() {
-						return p.errf("more weights than samples (%d)", pr.samples.len())
+					if i >= pr.samples.Len() {
+						return p.errf("more weights than samples (%d)", pr.samples.Len())
 					}
-					pr.sums[pr.samples.at(i)] += w
+					pr.sums[pr.samples.At(i)] += w
 					return nil
 				}
 				if i >= p.opt.MaxSamples {
@@ -481,10 +482,10 @@ func (p *parser) readProfile(i int) error {
 				return nil
 			})
 			if pr.haveSamples {
-				if err == nil && n != pr.samples.len() {
-					return p.errf("%d weights for %d samples", n, pr.samples.len())
+				if err == nil && n != pr.samples.Len() {
+					return p.errf("%d weights for %d samples", n, pr.samples.Len())
 				}
-				pr.samples = chunks{}
+				pr.samples = jsonutil.Int32s{}
 			}
 			pr.weightCount = n
 		case "events":
