@@ -122,21 +122,8 @@ func permissionProblem(kind Kind, pid int) string {
 
 // resolve finds the PID to profile and notes about it.
 func (p *Perf) resolve(t *targets.Target) (pid int, notes []string, err error) {
-	pid, err = t.ResolvePID()
-	if err != nil {
+	if pid, notes, err = resolveProcess(t, p.opt.NoFollow); err != nil {
 		return 0, nil, err
-	}
-	if pid == 0 {
-		return 0, nil, errors.New("target has no pid")
-	}
-	if !processExists(pid) {
-		return 0, nil, fmt.Errorf("no process with pid %d (the target is not running, or its pid file is stale)", pid)
-	}
-	if !p.opt.NoFollow {
-		var note string
-		if pid, note = followLauncher(pid); note != "" {
-			notes = append(notes, note)
-		}
 	}
 	if path, stripped, err := strippedBinary(pid); err == nil && stripped {
 		notes = append(notes, strippedNote(path))

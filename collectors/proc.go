@@ -3,12 +3,15 @@ package collectors
 import (
 	"bytes"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/profcap/profcap/targets"
 )
 
 // launchers are programs that start the process doing the work and wait
@@ -102,6 +105,30 @@ func followLauncher(pid int) (int, string) {
 		return pid, ""
 	}
 	return pid, fmt.Sprintf("pid %d runs the launcher %s; profiling its child %s (pid %d) instead", orig, origName, procName(pid), pid)
+}
+
+// resolveProcess finds the live process a PID-based collector profiles:
+// the target's PID, followed past a launcher unless noFollow, with notes
+// for the manifest.
+func resolveProcess(t *targets.Target, noFollow bool) (int, []string, error) {
+	pid, err := t.ResolvePID()
+	if err != nil {
+		return 0, nil, err
+	}
+	if pid == 0 {
+		return 0, nil, errors.New("target has no pid")
+	}
+	if !processExists(pid) {
+		return 0, nil, fmt.Errorf("no process with pid %d (the target is not running, or its pid file is stale)", pid)
+	}
+	var notes []string
+	if !noFollow {
+		var note string
+		if pid, note = followLauncher(pid); note != "" {
+			notes = append(notes, note)
+		}
+	}
+	return pid, notes, nil
 }
 
 // FollowLauncher returns the process that does the work for pid: pid

@@ -151,22 +151,9 @@ func (s *Spy) path() (string, error) {
 
 // resolve finds the PID and checks it runs this tool's interpreter.
 func (s *Spy) resolve(t *targets.Target) (int, []string, error) {
-	pid, err := t.ResolvePID()
+	pid, notes, err := resolveProcess(t, s.opt.NoFollow)
 	if err != nil {
 		return 0, nil, err
-	}
-	if pid == 0 {
-		return 0, nil, errors.New("target has no pid")
-	}
-	if !processExists(pid) {
-		return 0, nil, fmt.Errorf("no process with pid %d (the target is not running, or its pid file is stale)", pid)
-	}
-	var notes []string
-	if !s.opt.NoFollow {
-		var note string
-		if pid, note = followLauncher(pid); note != "" {
-			notes = append(notes, note)
-		}
 	}
 	if l := exeLanguage(pid); l != s.tool.lang {
 		if label := strings.ToLower(t.Labels["language"]); label != s.tool.lang || l != "" {

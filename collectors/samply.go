@@ -83,24 +83,7 @@ func (s *Samply) samplyPath() (string, error) {
 }
 
 func (s *Samply) resolve(t *targets.Target) (int, []string, error) {
-	pid, err := t.ResolvePID()
-	if err != nil {
-		return 0, nil, err
-	}
-	if pid == 0 {
-		return 0, nil, errors.New("target has no pid")
-	}
-	if !processExists(pid) {
-		return 0, nil, fmt.Errorf("no process with pid %d (the target is not running, or its pid file is stale)", pid)
-	}
-	var notes []string
-	if !s.opt.NoFollow {
-		var note string
-		if pid, note = followLauncher(pid); note != "" {
-			notes = append(notes, note)
-		}
-	}
-	return pid, notes, nil
+	return resolveProcess(t, s.opt.NoFollow)
 }
 
 func (s *Samply) Probe(ctx context.Context, t *targets.Target) []Availability {
