@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command overhead measures what profiling costs a saturated Go HTTP
 // service on this machine: throughput and p99 latency of a CPU-bound
 // service under a closed-loop load from this process, in alternating rounds
