@@ -138,7 +138,7 @@ func Parse(r io.Reader, opt Options) (*profile.Profile, error) {
 	if opt.MaxFrames <= 0 {
 		opt.MaxFrames = DefaultMaxFrames
 	}
-	p := &parser{d: jsontext.NewDecoder(r), opt: opt}
+	p := &parser{Walker: newWalker(r), opt: opt}
 	if err := p.top(); err != nil {
 		var fe *FormatError
 		if errors.As(err, &fe) {
@@ -146,14 +146,14 @@ func Parse(r io.Reader, opt Options) (*profile.Profile, error) {
 		}
 		var ge *gzipError
 		if errors.As(err, &ge) {
-			return nil, fmt.Errorf("firefox profile: reading gzip after byte %d: %w", p.d.InputOffset(), ge.err)
+			return nil, fmt.Errorf("firefox profile: reading gzip after byte %d: %w", p.D.InputOffset(), ge.err)
 		}
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, &FormatError{Offset: p.d.InputOffset(), Path: p.path, Msg: "input ends early (truncated file?)"}
+			return nil, &FormatError{Offset: p.D.InputOffset(), Path: p.Path, Msg: "input ends early (truncated file?)"}
 		}
 		var se *jsontext.SyntacticError
 		if errors.As(err, &se) {
-			return nil, &FormatError{Offset: se.ByteOffset, Path: p.path, Msg: "invalid JSON: " + se.Err.Error()}
+			return nil, &FormatError{Offset: se.ByteOffset, Path: p.Path, Msg: "invalid JSON: " + se.Err.Error()}
 		}
 		return nil, fmt.Errorf("firefox profile: %w", err)
 	}
@@ -223,9 +223,8 @@ type thread struct {
 }
 
 type parser struct {
-	d       *jsontext.Decoder
+	jsonutil.Walker
 	opt     Options
-	path    string
 	meta    meta
 	sawMeta bool
 	libs    []Lib
@@ -233,86 +232,9 @@ type parser struct {
 	threads []*thread
 }
 
-func (p *parser) errf(format string, args ...any) error {
-	return &FormatError{Offset: p.d.InputOffset(), Path: p.path, Msg: fmt.Sprintf(format, args...)}
-}
-
-func (p *parser) at(path string) func() {
-	old := p.path
-	p.path = path
-	return func() { p.path = old }
-}
-
-// kindName names a token kind for messages.
-func kindName(k jsontext.Kind) string {
-	switch k {
-	case 'n':
-		return "null"
-	case 'f', 't':
-		return "a boolean"
-	case '"':
-		return "a string"
-	case '0':
-		return "a number"
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	}
-	return "nothing"
-}
-
-// object reads an object, calling field for each member; field must consume
-// the member's value (skip unknown ones with p.d.SkipValue).
-func (p *parser) object(field func(name string) error) error {
-	tok, err := p.d.ReadToken()
-	if err != nil {
-		return err
-	}
-	if tok.Kind() != '{' {
-		return p.errf("want an object, got %s", kindName(tok.Kind()))
-	}
-	for p.d.PeekKind() != '}' {
-		tok, err := p.d.ReadToken()
-		if err != nil {
-			return err
-		}
-		if err := field(tok.String()); err != nil {
-			return err
-		}
-	}
-	_, err = p.d.ReadToken()
-	return err
-}
-
-// array reads an array, calling elem for each element (which must consume it).
-func (p *parser) array(elem func(i int) error) error {
-	tok, err := p.d.ReadToken()
-	if err != nil {
-		return err
-	}
-	if tok.Kind() != '[' {
-		return p.errf("want an array, got %s", kindName(tok.Kind()))
-	}
-	for i := 0; p.d.PeekKind() != ']'; i++ {
-		if p.d.PeekKind() == 0 {
-			// Let ReadToken report the syntax error or EOF.
-			if _, err := p.d.ReadToken(); err != nil {
-				return err
-			}
-			return p.errf("malformed array")
-		}
-		if err := elem(i); err != nil {
-			return err
-		}
-	}
-	_, err = p.d.ReadToken()
-	return err
-}
-
 // number reads a number (null gives def).
 func (p *parser) number(def float64) (float64, error) {
-	f, kind, err := p.readNumber()
+	f, kind, err := p.ReadNumber()
 	if err != nil {
 		return 0, err
 	}
@@ -322,12 +244,12 @@ func (p *parser) number(def float64) (float64, error) {
 	case 'n':
 		return def, nil
 	}
-	return 0, p.errf("want a number, got %s", kindName(kind))
+	return 0, p.Errf("want a number, got %s", jsonutil.KindName(kind))
 }
 
 // index reads a table index: a non-negative integer, or null (-1).
 func (p *parser) index() (int32, error) {
-	f, kind, err := p.readNumber()
+	f, kind, err := p.ReadNumber()
 	if err != nil {
 		return 0, err
 	}
@@ -339,16 +261,16 @@ func (p *parser) index() (int32, error) {
 			return -1, nil
 		}
 		if f < 0 || f != math.Trunc(f) || f >= math.MaxInt32 {
-			return 0, p.errf("want an index, got %v", f)
+			return 0, p.Errf("want an index, got %v", f)
 		}
 		return int32(f), nil
 	}
-	return 0, p.errf("want an index or null, got %s", kindName(kind))
+	return 0, p.Errf("want an index or null, got %s", jsonutil.KindName(kind))
 }
 
 // str reads a string or null ("").
 func (p *parser) str() (string, error) {
-	tok, err := p.d.ReadToken()
+	tok, err := p.D.ReadToken()
 	if err != nil {
 		return "", err
 	}
@@ -360,18 +282,18 @@ func (p *parser) str() (string, error) {
 	case '0':
 		return tok.String(), nil // tid and pid are numbers in old files
 	}
-	return "", p.errf("want a string, got %s", kindName(tok.Kind()))
+	return "", p.Errf("want a string, got %s", jsonutil.KindName(tok.Kind()))
 }
 
 func (p *parser) indexColumn() ([]int32, error) {
-	if p.d.PeekKind() == 'n' {
-		_, err := p.d.ReadToken()
+	if p.D.PeekKind() == 'n' {
+		_, err := p.D.ReadToken()
 		return nil, err
 	}
 	col := []int32{}
-	err := p.array(func(i int) error {
+	err := p.Array(func(i int) error {
 		if i >= p.opt.MaxSamplesPerThread {
-			return p.errf("more than %d rows (the limit; see Options.MaxSamplesPerThread)", p.opt.MaxSamplesPerThread)
+			return p.Errf("more than %d rows (the limit; see Options.MaxSamplesPerThread)", p.opt.MaxSamplesPerThread)
 		}
 		v, err := p.index()
 		col = append(col, v)
@@ -382,13 +304,13 @@ func (p *parser) indexColumn() ([]int32, error) {
 
 func (p *parser) addrColumn() ([]int64, error) {
 	col := []int64{}
-	err := p.array(func(i int) error {
+	err := p.Array(func(i int) error {
 		if i >= p.opt.MaxSamplesPerThread {
-			return p.errf("more than %d rows", p.opt.MaxSamplesPerThread)
+			return p.Errf("more than %d rows", p.opt.MaxSamplesPerThread)
 		}
 		v, err := p.number(-1)
 		if v < -1 || v > 1<<63-1024 || v != math.Trunc(v) {
-			return p.errf("bad address %v", v)
+			return p.Errf("bad address %v", v)
 		}
 		col = append(col, int64(v))
 		return err
@@ -398,9 +320,9 @@ func (p *parser) addrColumn() ([]int64, error) {
 
 func (p *parser) stringColumn() ([]string, error) {
 	col := []string{}
-	err := p.array(func(i int) error {
+	err := p.Array(func(i int) error {
 		if i >= p.opt.MaxSamplesPerThread {
-			return p.errf("more than %d strings", p.opt.MaxSamplesPerThread)
+			return p.Errf("more than %d strings", p.opt.MaxSamplesPerThread)
 		}
 		s, err := p.str()
 		col = append(col, s)
@@ -410,55 +332,55 @@ func (p *parser) stringColumn() ([]string, error) {
 }
 
 func (p *parser) top() error {
-	defer p.at("")()
-	err := p.object(func(name string) error {
+	defer p.At("")()
+	err := p.Object(func(name string) error {
 		switch name {
 		case "meta":
-			defer p.at("meta")()
+			defer p.At("meta")()
 			return p.readMeta()
 		case "libs":
-			defer p.at("libs")()
-			v, err := p.d.ReadValue()
+			defer p.At("libs")()
+			v, err := p.D.ReadValue()
 			if err != nil {
 				return err
 			}
 			if err := unmarshalLibs(v, &p.libs); err != nil {
-				return p.errf("%v", err)
+				return p.Errf("%v", err)
 			}
 			return nil
 		case "shared":
-			defer p.at("shared")()
+			defer p.At("shared")()
 			p.shared = &tables{}
 			return p.readTables(p.shared, "shared")
 		case "threads":
-			return p.array(func(i int) error {
-				defer p.at(fmt.Sprintf("threads[%d]", i))()
+			return p.Array(func(i int) error {
+				defer p.At(fmt.Sprintf("threads[%d]", i))()
 				return p.readThread(i)
 			})
 		}
-		return p.d.SkipValue()
+		return p.D.SkipValue()
 	})
 	if err != nil {
 		return err
 	}
-	if p.d.PeekKind() != 0 {
-		return p.errf("data after the profile object")
+	if p.D.PeekKind() != 0 {
+		return p.Errf("data after the profile object")
 	}
-	if _, err := p.d.ReadToken(); err != io.EOF {
+	if _, err := p.D.ReadToken(); err != io.EOF {
 		if err == nil {
-			return p.errf("data after the profile object")
+			return p.Errf("data after the profile object")
 		}
 		return err
 	}
 	if !p.sawMeta {
-		return p.errf("no \"meta\" object: not a processed Firefox Profiler profile")
+		return p.Errf("no \"meta\" object: not a processed Firefox Profiler profile")
 	}
 	return nil
 }
 
 func (p *parser) readMeta() error {
 	p.sawMeta = true
-	return p.object(func(name string) error {
+	return p.Object(func(name string) error {
 		var err error
 		switch name {
 		case "interval":
@@ -470,22 +392,22 @@ func (p *parser) readMeta() error {
 		case "product":
 			p.meta.Product, err = p.str()
 		case "symbolicated":
-			tok, e := p.d.ReadToken()
+			tok, e := p.D.ReadToken()
 			if e != nil {
 				return e
 			}
 			b := tok.Kind() == 't'
 			p.meta.Symbolicated = &b
 		case "sampleUnits":
-			return p.object(func(name string) error {
+			return p.Object(func(name string) error {
 				if name != "threadCPUDelta" {
-					return p.d.SkipValue()
+					return p.D.SkipValue()
 				}
 				p.meta.CPUDeltaUnits, err = p.str()
 				return err
 			})
 		default:
-			return p.d.SkipValue()
+			return p.D.SkipValue()
 		}
 		return err
 	})
@@ -494,7 +416,7 @@ func (p *parser) readMeta() error {
 // readTables reads the table members of obj (a thread or profile.shared);
 // members that are not tables go to other.
 func (p *parser) readTables(t *tables, where string) error {
-	return p.object(func(name string) error {
+	return p.Object(func(name string) error {
 		return p.tableMember(t, name, where, nil)
 	})
 }
@@ -502,10 +424,10 @@ func (p *parser) readTables(t *tables, where string) error {
 // tableMember reads one member of an object holding tables. It returns
 // errNotTable (without consuming) for other members when other is nil.
 func (p *parser) tableMember(t *tables, name, where string, other func(string) error) error {
-	defer p.at(where + "." + name)()
+	defer p.At(where + "." + name)()
 	switch name {
 	case "stringArray", "stringTable":
-		if p.d.PeekKind() != '[' {
+		if p.D.PeekKind() != '[' {
 			// The Gecko format's stringTable is an object; not ours.
 			if name == "stringTable" && other != nil {
 				return other(name)
@@ -536,15 +458,15 @@ func (p *parser) tableMember(t *tables, name, where string, other func(string) e
 	if other != nil {
 		return other(name)
 	}
-	return p.d.SkipValue()
+	return p.D.SkipValue()
 }
 
 // columns reads a columnar table {length, col: [...]} keeping the wanted
 // index columns (and address columns).
 func (p *parser) columns(want map[string]*[]int32, seen func(string) error, addrs map[string]*[]int64) error {
-	base := p.path
-	return p.object(func(name string) error {
-		defer p.at(base + "." + name)()
+	base := p.Path
+	return p.Object(func(name string) error {
+		defer p.At(base + "." + name)()
 		if dst, ok := want[name]; ok {
 			if seen != nil {
 				if err := seen(name); err != nil {
@@ -560,7 +482,7 @@ func (p *parser) columns(want map[string]*[]int32, seen func(string) error, addr
 			*dst = col
 			return err
 		}
-		return p.d.SkipValue()
+		return p.D.SkipValue()
 	})
 }
 
@@ -568,10 +490,10 @@ func (p *parser) readThread(i int) error {
 	th := &thread{index: i, sums: map[int32]*agg{}, weightType: "samples"}
 	p.threads = append(p.threads, th)
 	own := &tables{}
-	base := p.path
-	err := p.object(func(name string) error {
+	base := p.Path
+	err := p.Object(func(name string) error {
 		return p.tableMember(own, name, base, func(name string) error {
-			defer p.at(base + "." + name)()
+			defer p.At(base + "." + name)()
 			var err error
 			switch name {
 			case "name":
@@ -585,7 +507,7 @@ func (p *parser) readThread(i int) error {
 			case "samples":
 				return p.readSamples(th)
 			default:
-				return p.d.SkipValue()
+				return p.D.SkipValue()
 			}
 			return err
 		})
@@ -612,7 +534,7 @@ func (p *parser) readSamples(th *thread) error {
 		length        = -1
 		lastT         float64
 	)
-	base := p.path
+	base := p.Path
 	add := func(i int, w, c float64, isCPU bool) {
 		s := stacks.At(i)
 		if s < 0 {
@@ -640,12 +562,12 @@ func (p *parser) readSamples(th *thread) error {
 	}
 	// valueColumn streams a numeric column into add (or a buffer).
 	valueColumn := func(isCPU bool, buf *[]float64, count *int) error {
-		if p.d.PeekKind() == 'n' {
-			_, err := p.d.ReadToken()
+		if p.D.PeekKind() == 'n' {
+			_, err := p.D.ReadToken()
 			return err
 		}
 		n := 0
-		err := p.array(func(i int) error {
+		err := p.Array(func(i int) error {
 			def := 1.0
 			if isCPU {
 				def = 0
@@ -655,7 +577,7 @@ func (p *parser) readSamples(th *thread) error {
 				return err
 			}
 			if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-				return p.errf("value %d is %v, want a non-negative number", i, v)
+				return p.Errf("value %d is %v, want a non-negative number", i, v)
 			}
 			if isCPU && i == 0 {
 				v = 0 // CPU used before the first sample: not part of it
@@ -664,11 +586,11 @@ func (p *parser) readSamples(th *thread) error {
 			switch {
 			case haveStacks:
 				if i >= stacks.Len() {
-					return p.errf("has more values than the stack column (%d)", stacks.Len())
+					return p.Errf("has more values than the stack column (%d)", stacks.Len())
 				}
 				add(i, v, v, isCPU)
 			case i >= p.opt.MaxSamplesPerThread:
-				return p.errf("more than %d samples (the limit; see Options.MaxSamplesPerThread)", p.opt.MaxSamplesPerThread)
+				return p.Errf("more than %d samples (the limit; see Options.MaxSamplesPerThread)", p.opt.MaxSamplesPerThread)
 			default:
 				*buf = append(*buf, v)
 			}
@@ -677,17 +599,17 @@ func (p *parser) readSamples(th *thread) error {
 		*count = n
 		return err
 	}
-	err := p.object(func(name string) error {
-		defer p.at(base + "." + name)()
+	err := p.Object(func(name string) error {
+		defer p.At(base + "." + name)()
 		switch name {
 		case "length":
 			v, err := p.number(-1)
 			length = int(v)
 			return err
 		case "stack":
-			if err := p.array(func(i int) error {
+			if err := p.Array(func(i int) error {
 				if i >= p.opt.MaxSamplesPerThread {
-					return p.errf("more than %d samples (the limit; see Options.MaxSamplesPerThread)", p.opt.MaxSamplesPerThread)
+					return p.Errf("more than %d samples (the limit; see Options.MaxSamplesPerThread)", p.opt.MaxSamplesPerThread)
 				}
 				v, err := p.index()
 				stacks.Add(v)
@@ -703,7 +625,7 @@ func (p *parser) readSamples(th *thread) error {
 				add(i, 0, c, true)
 			}
 			if weightCount >= 0 && weightCount != stacks.Len() || cpuCount >= 0 && cpuCount != stacks.Len() {
-				return p.errf("has %d entries, but the weight or threadCPUDelta column has %d", stacks.Len(), max(weightCount, cpuCount))
+				return p.Errf("has %d entries, but the weight or threadCPUDelta column has %d", stacks.Len(), max(weightCount, cpuCount))
 			}
 			weights, cpus = nil, nil
 			return nil
@@ -719,14 +641,14 @@ func (p *parser) readSamples(th *thread) error {
 			}
 			return err
 		case "schema", "data":
-			return p.errf("this is the Gecko profile format (samples.schema/data), not the processed format: open it in the Firefox Profiler and save it again")
+			return p.Errf("this is the Gecko profile format (samples.schema/data), not the processed format: open it in the Firefox Profiler and save it again")
 		case "time":
 			// Only the span is used (DurationNanos): samples are in time
 			// order, so the first and last values are parsed, the rest
 			// only checked to be numbers.
 			var last []byte
-			err := p.array(func(i int) error {
-				v, err := p.d.ReadValue()
+			err := p.Array(func(i int) error {
+				v, err := p.D.ReadValue()
 				if err != nil {
 					return err
 				}
@@ -740,7 +662,7 @@ func (p *parser) readSamples(th *thread) error {
 					last = append(last[:0], v...)
 				case 'n':
 				default:
-					return p.errf("value %d: want a number, got %s", i, kindName(v.Kind()))
+					return p.Errf("value %d: want a number, got %s", i, jsonutil.KindName(v.Kind()))
 				}
 				return nil
 			})
@@ -749,34 +671,34 @@ func (p *parser) readSamples(th *thread) error {
 			}
 			return err
 		case "timeDeltas":
-			return p.array(func(i int) error {
+			return p.Array(func(i int) error {
 				d, err := p.number(0)
 				lastT += d
 				seeTime(lastT)
 				return err
 			})
 		}
-		return p.d.SkipValue()
+		return p.D.SkipValue()
 	})
 	if err != nil {
 		return err
 	}
-	defer p.at(base + ".samples")()
+	defer p.At(base + ".samples")()
 	if !haveStacks {
 		if length > 0 || weightCount > 0 {
-			return p.errf("no stack column")
+			return p.Errf("no stack column")
 		}
 		return nil
 	}
 	n := stacks.Len()
 	if length >= 0 && length != n {
-		return p.errf("length is %d but the stack column has %d entries", length, n)
+		return p.Errf("length is %d but the stack column has %d entries", length, n)
 	}
 	if weightCount >= 0 && weightCount != n {
-		return p.errf("the weight column has %d entries, the stack column %d", weightCount, n)
+		return p.Errf("the weight column has %d entries, the stack column %d", weightCount, n)
 	}
 	if cpuCount >= 0 && cpuCount != n {
-		return p.errf("the threadCPUDelta column has %d entries, the stack column %d", cpuCount, n)
+		return p.Errf("the threadCPUDelta column has %d entries, the stack column %d", cpuCount, n)
 	}
 	if weightCount < 0 {
 		for i := 0; i < n; i++ {
@@ -1150,4 +1072,10 @@ func (b *builder) mapping(lib int32) *profile.Mapping {
 	b.maps[lib] = m
 	b.prof.Mapping = append(b.prof.Mapping, m)
 	return m
+}
+
+func newWalker(r io.Reader) jsonutil.Walker {
+	return jsonutil.Walker{D: jsontext.NewDecoder(r), NewError: func(off int64, path, msg string) error {
+		return &FormatError{Offset: off, Path: path, Msg: msg}
+	}}
 }

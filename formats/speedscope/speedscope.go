@@ -117,7 +117,7 @@ func Parse(r io.Reader, opt Options) (*profile.Profile, error) {
 	if opt.MaxFrames <= 0 {
 		opt.MaxFrames = DefaultMaxFrames
 	}
-	p := &parser{d: jsontext.NewDecoder(r), opt: opt, active: -1}
+	p := &parser{Walker: newWalker(r), opt: opt, active: -1}
 	if err := p.top(); err != nil {
 		var fe *FormatError
 		var ge *gzipError
@@ -126,11 +126,11 @@ func Parse(r io.Reader, opt Options) (*profile.Profile, error) {
 		case errors.As(err, &fe):
 			return nil, err
 		case errors.As(err, &ge):
-			return nil, fmt.Errorf("speedscope: reading gzip after byte %d: %w", p.d.InputOffset(), ge.err)
+			return nil, fmt.Errorf("speedscope: reading gzip after byte %d: %w", p.D.InputOffset(), ge.err)
 		case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-			return nil, &FormatError{Offset: p.d.InputOffset(), Path: p.path, Msg: "input ends early (truncated file?)"}
+			return nil, &FormatError{Offset: p.D.InputOffset(), Path: p.Path, Msg: "input ends early (truncated file?)"}
 		case errors.As(err, &se):
-			return nil, &FormatError{Offset: se.ByteOffset, Path: p.path, Msg: "invalid JSON: " + se.Err.Error()}
+			return nil, &FormatError{Offset: se.ByteOffset, Path: p.Path, Msg: "invalid JSON: " + se.Err.Error()}
 		}
 		return nil, fmt.Errorf("speedscope: %w", err)
 	}
@@ -160,9 +160,8 @@ type prof struct {
 }
 
 type parser struct {
-	d           *jsontext.Decoder
+	jsonutil.Walker
 	opt         Options
-	path        string
 	schema      string
 	sawSchema   bool
 	frames      []frame
@@ -174,96 +173,24 @@ type parser struct {
 	stackFrames int // frames of all distinct stacks, against MaxFrames
 }
 
-func (p *parser) errf(format string, args ...any) error {
-	return &FormatError{Offset: p.d.InputOffset(), Path: p.path, Msg: fmt.Sprintf(format, args...)}
-}
-
-func (p *parser) at(path string) func() {
-	old := p.path
-	p.path = path
-	return func() { p.path = old }
-}
-
-func kindName(k jsontext.Kind) string {
-	switch k {
-	case 'n':
-		return "null"
-	case 'f', 't':
-		return "a boolean"
-	case '"':
-		return "a string"
-	case '0':
-		return "a number"
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	}
-	return "nothing"
-}
-
-func (p *parser) object(field func(name string) error) error {
-	tok, err := p.d.ReadToken()
-	if err != nil {
-		return err
-	}
-	if tok.Kind() != '{' {
-		return p.errf("want an object, got %s", kindName(tok.Kind()))
-	}
-	for p.d.PeekKind() != '}' {
-		tok, err := p.d.ReadToken()
-		if err != nil {
-			return err
-		}
-		if err := field(tok.String()); err != nil {
-			return err
-		}
-	}
-	_, err = p.d.ReadToken()
-	return err
-}
-
-func (p *parser) array(elem func(i int) error) error {
-	tok, err := p.d.ReadToken()
-	if err != nil {
-		return err
-	}
-	if tok.Kind() != '[' {
-		return p.errf("want an array, got %s", kindName(tok.Kind()))
-	}
-	for i := 0; p.d.PeekKind() != ']'; i++ {
-		if p.d.PeekKind() == 0 {
-			if _, err := p.d.ReadToken(); err != nil {
-				return err
-			}
-			return p.errf("malformed array")
-		}
-		if err := elem(i); err != nil {
-			return err
-		}
-	}
-	_, err = p.d.ReadToken()
-	return err
-}
-
 func (p *parser) number() (float64, error) {
-	f, kind, err := p.readNumber()
+	f, kind, err := p.ReadNumber()
 	if err != nil {
 		return 0, err
 	}
 	if kind != '0' {
-		return 0, p.errf("want a number, got %s", kindName(kind))
+		return 0, p.Errf("want a number, got %s", jsonutil.KindName(kind))
 	}
 	return f, nil
 }
 
 func (p *parser) str() (string, error) {
-	tok, err := p.d.ReadToken()
+	tok, err := p.D.ReadToken()
 	if err != nil {
 		return "", err
 	}
 	if tok.Kind() != '"' {
-		return "", p.errf("want a string, got %s", kindName(tok.Kind()))
+		return "", p.Errf("want a string, got %s", jsonutil.KindName(tok.Kind()))
 	}
 	return tok.String(), nil
 }
@@ -274,7 +201,7 @@ func (p *parser) frameIndex() (int32, error) {
 		return 0, err
 	}
 	if v < 0 || v != math.Trunc(v) || v >= math.MaxInt32 {
-		return 0, p.errf("frame index %v is not a non-negative integer", v)
+		return 0, p.Errf("frame index %v is not a non-negative integer", v)
 	}
 	if int32(v) > p.maxFrameID {
 		p.maxFrameID = int32(v)
@@ -283,95 +210,95 @@ func (p *parser) frameIndex() (int32, error) {
 }
 
 func (p *parser) top() error {
-	err := p.object(func(name string) error {
-		defer p.at(name)()
+	err := p.Object(func(name string) error {
+		defer p.At(name)()
 		var err error
 		switch name {
 		case "$schema":
 			p.sawSchema = true
 			p.schema, err = p.str()
 		case "name":
-			if p.d.PeekKind() == '"' {
+			if p.D.PeekKind() == '"' {
 				p.name, err = p.str()
 			} else {
-				err = p.d.SkipValue()
+				err = p.D.SkipValue()
 			}
 		case "activeProfileIndex":
-			if p.d.PeekKind() == '0' {
+			if p.D.PeekKind() == '0' {
 				var v float64
 				v, err = p.number()
 				p.active = int(v)
 			} else {
-				err = p.d.SkipValue()
+				err = p.D.SkipValue()
 			}
 		case "shared":
-			return p.object(func(name string) error {
+			return p.Object(func(name string) error {
 				if name != "frames" {
-					return p.d.SkipValue()
+					return p.D.SkipValue()
 				}
-				defer p.at("shared.frames")()
+				defer p.At("shared.frames")()
 				p.sawFrames = true
-				return p.array(func(i int) error {
+				return p.Array(func(i int) error {
 					if i >= p.opt.MaxSamples {
-						return p.errf("more than %d frames", p.opt.MaxSamples)
+						return p.Errf("more than %d frames", p.opt.MaxSamples)
 					}
-					defer p.at(fmt.Sprintf("shared.frames[%d]", i))()
+					defer p.At(fmt.Sprintf("shared.frames[%d]", i))()
 					return p.readFrame()
 				})
 			})
 		case "profiles":
-			return p.array(func(i int) error {
-				defer p.at(fmt.Sprintf("profiles[%d]", i))()
+			return p.Array(func(i int) error {
+				defer p.At(fmt.Sprintf("profiles[%d]", i))()
 				return p.readProfile(i)
 			})
 		default:
-			err = p.d.SkipValue()
+			err = p.D.SkipValue()
 		}
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if _, err := p.d.ReadToken(); err != io.EOF {
+	if _, err := p.D.ReadToken(); err != io.EOF {
 		if err == nil {
-			return p.errf("data after the file's object")
+			return p.Errf("data after the file's object")
 		}
 		return err
 	}
 	if !p.sawSchema || p.schema != Schema {
-		return p.errf("no \"$schema\": %q: not a speedscope file", Schema)
+		return p.Errf("no \"$schema\": %q: not a speedscope file", Schema)
 	}
 	if !p.sawFrames {
-		return p.errf("no shared.frames")
+		return p.Errf("no shared.frames")
 	}
 	return nil
 }
 
 func (p *parser) readFrame() error {
 	var f frame
-	err := p.object(func(name string) error {
+	err := p.Object(func(name string) error {
 		var err error
 		switch name {
 		case "name":
 			f.name, err = p.str()
 		case "file":
-			if p.d.PeekKind() == '"' {
+			if p.D.PeekKind() == '"' {
 				f.file, err = p.str()
 			} else {
-				err = p.d.SkipValue()
+				err = p.D.SkipValue()
 			}
 		case "line":
-			if p.d.PeekKind() == '0' {
+			if p.D.PeekKind() == '0' {
 				var v float64
 				v, err = p.number()
 				if v > 0 && v < math.MaxInt32 {
 					f.line = int64(v)
 				}
 			} else {
-				err = p.d.SkipValue()
+				err = p.D.SkipValue()
 			}
 		default:
-			err = p.d.SkipValue()
+			err = p.D.SkipValue()
 		}
 		return err
 	})
@@ -385,7 +312,7 @@ func (p *parser) intern(pr *prof, stack []int32) (int32, error) {
 		return id, nil
 	}
 	if p.stackFrames += len(stack); p.stackFrames > p.opt.MaxFrames {
-		return 0, p.errf("the distinct stacks hold more than %d frames in all (the limit; see Options.MaxFrames)", p.opt.MaxFrames)
+		return 0, p.Errf("the distinct stacks hold more than %d frames in all (the limit; see Options.MaxFrames)", p.opt.MaxFrames)
 	}
 	return pr.add(stack), nil
 }
@@ -412,12 +339,12 @@ func (pr *prof) add(stack []int32) int32 {
 }
 
 func (p *parser) readProfile(i int) error {
-	pr := &prof{index: i, stackIDs: map[string]int32{}, offset: p.d.InputOffset(), weightCount: -1}
+	pr := &prof{index: i, stackIDs: map[string]int32{}, offset: p.D.InputOffset(), weightCount: -1}
 	p.profiles = append(p.profiles, pr)
-	base := p.path
+	base := p.Path
 	var stack []int32
-	err := p.object(func(name string) error {
-		defer p.at(base + "." + name)()
+	err := p.Object(func(name string) error {
+		defer p.At(base + "." + name)()
 		var err error
 		switch name {
 		case "type":
@@ -428,14 +355,14 @@ func (p *parser) readProfile(i int) error {
 			pr.unit, err = p.str()
 		case "samples":
 			pr.haveSamples = true
-			err = p.array(func(i int) error {
+			err = p.Array(func(i int) error {
 				if i >= p.opt.MaxSamples {
-					return p.errf("more than %d samples (the limit; see Options.MaxSamples)", p.opt.MaxSamples)
+					return p.Errf("more than %d samples (the limit; see Options.MaxSamples)", p.opt.MaxSamples)
 				}
 				stack = stack[:0]
-				if err := p.array(func(j int) error {
+				if err := p.Array(func(j int) error {
 					if j >= MaxDepth {
-						return p.errf("sample %d is deeper than %d frames", i, MaxDepth)
+						return p.Errf("sample %d is deeper than %d frames", i, MaxDepth)
 					}
 					f, err := p.frameIndex()
 					stack = append(stack, f)
@@ -453,37 +380,37 @@ func (p *parser) readProfile(i int) error {
 				} else if pr.weightCount < 0 {
 					pr.samples.Add(id)
 				} else {
-					return p.errf("more samples than weights (%d)", len(pr.pendingWeights))
+					return p.Errf("more samples than weights (%d)", len(pr.pendingWeights))
 				}
 				return nil
 			})
 		case "weights":
 			n := 0
-			err = p.array(func(i int) error {
+			err = p.Array(func(i int) error {
 				w, err := p.number()
 				if err != nil {
 					return err
 				}
 				if w < 0 || math.IsNaN(w) || math.IsInf(w, 0) {
-					return p.errf("weight %d is %v, want a non-negative number", i, w)
+					return p.Errf("weight %d is %v, want a non-negative number", i, w)
 				}
 				n++
 				if pr.haveSamples {
 					if i >= pr.samples.Len() {
-						return p.errf("more weights than samples (%d)", pr.samples.Len())
+						return p.Errf("more weights than samples (%d)", pr.samples.Len())
 					}
 					pr.sums[pr.samples.At(i)] += w
 					return nil
 				}
 				if i >= p.opt.MaxSamples {
-					return p.errf("more than %d weights", p.opt.MaxSamples)
+					return p.Errf("more than %d weights", p.opt.MaxSamples)
 				}
 				pr.pendingWeights = append(pr.pendingWeights, w)
 				return nil
 			})
 			if pr.haveSamples {
 				if err == nil && n != pr.samples.Len() {
-					return p.errf("%d weights for %d samples", n, pr.samples.Len())
+					return p.Errf("%d weights for %d samples", n, pr.samples.Len())
 				}
 				pr.samples = jsonutil.Int32s{}
 			}
@@ -492,34 +419,34 @@ func (p *parser) readProfile(i int) error {
 			pr.haveEvents = true
 			err = p.readEvents(pr)
 		default:
-			err = p.d.SkipValue()
+			err = p.D.SkipValue()
 		}
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	defer p.at(base)()
+	defer p.At(base)()
 	switch pr.typ {
 	case "sampled":
 		if !pr.haveSamples {
-			return p.errf("sampled profile without samples")
+			return p.Errf("sampled profile without samples")
 		}
 		if pr.weightCount < 0 && pr.sampleCount > 0 {
-			return p.errf("sampled profile without weights")
+			return p.Errf("sampled profile without weights")
 		}
 		if pr.weightCount != pr.sampleCount {
-			return p.errf("%d weights for %d samples", pr.weightCount, pr.sampleCount)
+			return p.Errf("%d weights for %d samples", pr.weightCount, pr.sampleCount)
 		}
 		pr.pendingWeights = nil
 	case "evented":
 		if !pr.haveEvents {
-			return p.errf("evented profile without events")
+			return p.Errf("evented profile without events")
 		}
 	case "":
-		return p.errf("profile without a type")
+		return p.Errf("profile without a type")
 	default:
-		return p.errf("unknown profile type %q (want sampled or evented)", pr.typ)
+		return p.Errf("unknown profile type %q (want sampled or evented)", pr.typ)
 	}
 	return nil
 }
@@ -529,17 +456,17 @@ func (p *parser) readProfile(i int) error {
 func (p *parser) readEvents(pr *prof) error {
 	var open []int32
 	last := math.Inf(-1)
-	base := p.path
-	err := p.array(func(i int) error {
+	base := p.Path
+	err := p.Array(func(i int) error {
 		if i >= p.opt.MaxSamples {
-			return p.errf("more than %d events (the limit; see Options.MaxSamples)", p.opt.MaxSamples)
+			return p.Errf("more than %d events (the limit; see Options.MaxSamples)", p.opt.MaxSamples)
 		}
-		defer p.at(fmt.Sprintf("%s[%d]", base, i))()
+		defer p.At(fmt.Sprintf("%s[%d]", base, i))()
 		var typ string
 		var at float64
 		fr := int32(-1)
 		sawAt := false
-		if err := p.object(func(name string) error {
+		if err := p.Object(func(name string) error {
 			var err error
 			switch name {
 			case "type":
@@ -550,7 +477,7 @@ func (p *parser) readEvents(pr *prof) error {
 			case "frame":
 				fr, err = p.frameIndex()
 			default:
-				err = p.d.SkipValue()
+				err = p.D.SkipValue()
 			}
 			return err
 		}); err != nil {
@@ -558,13 +485,13 @@ func (p *parser) readEvents(pr *prof) error {
 		}
 		switch {
 		case !sawAt:
-			return p.errf("event without \"at\"")
+			return p.Errf("event without \"at\"")
 		case fr < 0:
-			return p.errf("event without \"frame\"")
+			return p.Errf("event without \"frame\"")
 		case math.IsNaN(at) || math.IsInf(at, 0):
-			return p.errf("event at %v", at)
+			return p.Errf("event at %v", at)
 		case at < last:
-			return p.errf("event at %v comes before the previous one (at %v): events must be in time order", at, last)
+			return p.Errf("event at %v comes before the previous one (at %v): events must be in time order", at, last)
 		}
 		if len(open) > 0 && at > last {
 			id, err := p.intern(pr, open)
@@ -577,19 +504,19 @@ func (p *parser) readEvents(pr *prof) error {
 		switch typ {
 		case "O":
 			if len(open) >= MaxDepth {
-				return p.errf("more than %d frames open", MaxDepth)
+				return p.Errf("more than %d frames open", MaxDepth)
 			}
 			open = append(open, fr)
 		case "C":
 			if len(open) == 0 {
-				return p.errf("closes frame %d but no frame is open", fr)
+				return p.Errf("closes frame %d but no frame is open", fr)
 			}
 			if top := open[len(open)-1]; top != fr {
-				return p.errf("closes frame %d but frame %d is the innermost open one", fr, top)
+				return p.Errf("closes frame %d but frame %d is the innermost open one", fr, top)
 			}
 			open = open[:len(open)-1]
 		default:
-			return p.errf("event type %q (want O or C)", typ)
+			return p.Errf("event type %q (want O or C)", typ)
 		}
 		return nil
 	})
@@ -597,7 +524,7 @@ func (p *parser) readEvents(pr *prof) error {
 		return err
 	}
 	if len(open) > 0 {
-		return p.errf("%d frames still open after the last event (innermost: %d)", len(open), open[len(open)-1])
+		return p.Errf("%d frames still open after the last event (innermost: %d)", len(open), open[len(open)-1])
 	}
 	return nil
 }
@@ -709,4 +636,10 @@ func (p *parser) build() (*profile.Profile, error) {
 		return nil, fmt.Errorf("speedscope: building profile: %w", err)
 	}
 	return out, nil
+}
+
+func newWalker(r io.Reader) jsonutil.Walker {
+	return jsonutil.Walker{D: jsontext.NewDecoder(r), NewError: func(off int64, path, msg string) error {
+		return &FormatError{Offset: off, Path: path, Msg: msg}
+	}}
 }
