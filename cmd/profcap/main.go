@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sort"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -122,6 +121,13 @@ func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
 	if len(args) > 0 {
 		return usageError("version takes no arguments")
 	}
+	fmt.Fprintf(stdout, "profcap %s\n", versionInfo())
+	return nil
+}
+
+// versionInfo is profcap's version (set at build time, else from the build
+// info), the Go version and the platform, as written into manifests.
+func versionInfo() string {
 	v := version
 	if v == "" {
 		v = "devel"
@@ -136,19 +142,17 @@ func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
 			}
 		}
 	}
-	fmt.Fprintf(stdout, "profcap %s %s %s/%s\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	return nil
+	return fmt.Sprintf("%s %s %s/%s", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
-// signalContext returns a context cancelled on the first SIGINT or SIGTERM,
-// and a channel that receives every such signal after the first.
+// notifySignals returns a channel that receives every SIGINT and SIGTERM
+// (record ends the window on the first and abandons what is in flight on
+// the second), and a function that stops the delivery.
 func notifySignals() (ch chan os.Signal, stop func()) {
 	ch = make(chan os.Signal, 4)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	return ch, func() { signal.Stop(ch) }
 }
-
-var _ = strings.TrimSpace
 
 // parseArgs parses args with fs, the same way for every command: --help
 // prints help on stdout (done is true), and a bad flag is a usage error

@@ -118,7 +118,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		DryRun:      *dryRun,
 		Concurrency: *concurrency,
 		Timeout:     *timeout,
-		UserAgent:   "profcap/" + strings.Fields(versionString() + " devel")[0],
+		UserAgent:   "profcap/" + strings.Fields(versionInfo() + " devel")[0],
 	}
 	if *caFile != "" || *insecure {
 		t := &targets.Target{Name: "pyroscope", TLS: &targets.TLS{CAFile: *caFile, InsecureSkipVerify: *insecure}}

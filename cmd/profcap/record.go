@@ -273,7 +273,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Stop:       stop,
 		Events:     p.event,
 		Render:     report.Write,
-		Version:    versionString(),
+		Version:    versionInfo(),
 		Baseline:   *baseline,
 	})
 	if err != nil {
@@ -368,12 +368,6 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size like 256MiB", s)
 	}
 	return n * mult, nil
-}
-
-func versionString() string {
-	var b strings.Builder
-	_ = runVersion(context.Background(), nil, &b, io.Discard)
-	return strings.TrimSpace(strings.TrimPrefix(b.String(), "profcap "))
 }
 
 func humanSize(n int64) string {

@@ -49,6 +49,7 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	results := make([][]collectors.Availability, len(ts))
 	if !*noProbe {
 		var wg sync.WaitGroup
+		var mu sync.Mutex
 		for i := range ts {
 			for _, c := range cs {
 				if len(c.Kinds(&ts[i])) == 0 {
@@ -107,8 +108,6 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	return tw.Flush()
 }
-
-var mu sync.Mutex
 
 func kindOrder(k collectors.Kind) int {
 	for i, kk := range collectors.AllKinds {
