@@ -426,14 +426,32 @@
     return null;
   };
 
+  function initOne(el) {
+    if (el.pcfGraph) return;
+    try { el.pcfGraph = new Graph(el); } catch (err) {
+      el.textContent = 'flame graph failed: ' + err.message;
+      if (window.console) console.error(err);
+    }
+  }
+
+  // A graph inside a closed <details> (the report's per-target graphs) is
+  // built when its section is first opened: a report of many targets then
+  // opens as fast as one of a few.
   function initAll() {
     var els = document.querySelectorAll('div.pcf[data-pcf]');
     for (var i = 0; i < els.length; i++) {
-      if (els[i].pcfGraph) continue;
-      try { els[i].pcfGraph = new Graph(els[i]); } catch (err) {
-        els[i].textContent = 'flame graph failed: ' + err.message;
-        if (window.console) console.error(err);
-      }
+      var el = els[i], closed = el.closest && el.closest('details:not([open])');
+      if (!closed) { initOne(el); continue; }
+      if (closed.pcfWaiting) continue;
+      closed.pcfWaiting = true;
+      closed.addEventListener('toggle', function (ev) {
+        var d = ev.currentTarget;
+        if (!d.open) return;
+        var inner = d.querySelectorAll('div.pcf[data-pcf]');
+        for (var k = 0; k < inner.length; k++) {
+          if (!inner[k].closest('details:not([open])')) initOne(inner[k]);
+        }
+      });
     }
   }
   window.profcapFlame = {init: initAll};
