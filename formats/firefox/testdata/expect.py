@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+# Run with: python3 expect.py
 """Independent reference for the golden files: walks each thread's samples
 the way the Firefox Profiler's call tree does (stack -> prefix chain ->
 frame -> func -> name; weight null = 1; null stacks skipped) and prints

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+# Run with: python3 upgrade.py
 """Derive later-format variants of the real v49 samply profile, so the reader
 is tested on every layout change without a samply HEAD build at hand.
 
