@@ -43,6 +43,7 @@ type kindSection struct {
 	ByTotal    []row
 	Warnings   []string
 	Error      string
+	SelfNote   string // how "self" was counted, when not at the leaf
 }
 
 type targetGraph struct {
@@ -116,6 +117,12 @@ func section(dir string, m *bundle.Manifest, mg bundle.Merged) kindSection {
 		ks.Merged = g
 	}
 	bySelf, byTotal, total := Top(p, idx, TopN)
+	if mg.Kind == string(collectors.OffCPU) {
+		// Every off-CPU stack ends in the scheduler: rank by the code that
+		// blocked instead.
+		bySelf, _, _ = Top(UserLeaves(p), idx, TopN)
+		ks.SelfNote = "innermost user-space frame (kernel frames skipped)"
+	}
 	ks.Total = pprofutil.FormatValue(total, st.Unit)
 	for _, f := range bySelf {
 		ks.BySelf = append(ks.BySelf, row{Name: f.Name, Self: pprofutil.FormatValue(f.Self, st.Unit), Total: pprofutil.FormatValue(f.Total, st.Unit), SelfPct: f.SelfPct, TotalPct: f.TotalPct})

@@ -143,3 +143,26 @@ func TestRoleOf(t *testing.T) {
 		t.Errorf("role label ignored: %s", got)
 	}
 }
+
+func TestUserLeavesSkipsKernelFrames(t *testing.T) {
+	kmap := &profile.Mapping{ID: 1, File: "[kernel.kallsyms]"}
+	umap := &profile.Mapping{ID: 2, File: "/usr/bin/app"}
+	fn := func(id uint64, name string) *profile.Function { return &profile.Function{ID: id, Name: name} }
+	sched, nap, main := fn(1, "__schedule"), fn(2, "do_nap"), fn(3, "main")
+	loc := func(id uint64, m *profile.Mapping, f *profile.Function, addr uint64) *profile.Location {
+		return &profile.Location{ID: id, Mapping: m, Address: addr, Line: []profile.Line{{Function: f}}}
+	}
+	l1, l2, l3 := loc(1, kmap, sched, 0xffffffff81000000), loc(2, umap, nap, 0x401000), loc(3, umap, main, 0x400500)
+	p := &profile.Profile{
+		SampleType: []*profile.ValueType{{Type: "offcpu", Unit: "nanoseconds"}},
+		Sample:     []*profile.Sample{{Location: []*profile.Location{l1, l2, l3}, Value: []int64{5e9}}, {Location: []*profile.Location{l1}, Value: []int64{1e9}}},
+		Location:   []*profile.Location{l1, l2, l3}, Function: []*profile.Function{sched, nap, main}, Mapping: []*profile.Mapping{kmap, umap},
+	}
+	bySelf, _, total := Top(UserLeaves(p), 0, 5)
+	if total != 6e9 || bySelf[0].Name != "do_nap" || bySelf[0].Self != 5e9 {
+		t.Errorf("top %+v total %d, want do_nap 5s of 6s", bySelf, total)
+	}
+	if len(p.Sample[0].Location) != 3 {
+		t.Errorf("UserLeaves changed its input")
+	}
+}

@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/google/pprof/profile"
 )
@@ -105,4 +106,28 @@ func baseName(p string) string {
 		}
 	}
 	return p
+}
+
+// isKernel reports whether a location is in the kernel (perf's
+// [kernel.kallsyms] mapping, or a kernel-half address).
+func isKernel(loc *profile.Location) bool {
+	if loc.Mapping != nil && strings.HasPrefix(loc.Mapping.File, "[kernel") {
+		return true
+	}
+	return loc.Address >= 0xffff800000000000
+}
+
+// UserLeaves returns a copy of p whose stacks start at their innermost
+// user-space frame: for off-CPU profiles, where every stack ends in the
+// scheduler, "top by self" then names the code that blocked.
+func UserLeaves(p *profile.Profile) *profile.Profile {
+	q := p.Copy()
+	for _, s := range q.Sample {
+		i := 0
+		for i < len(s.Location)-1 && isKernel(s.Location[i]) {
+			i++
+		}
+		s.Location = s.Location[i:]
+	}
+	return q
 }

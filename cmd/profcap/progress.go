@@ -282,9 +282,12 @@ func (p *printer) summary(o *capture.Outcome) {
 			if err != nil {
 				continue
 			}
-			_, byTotal, total := report.Top(pr, idx, 50)
-			bySelf, _, _ := report.Top(pr, idx, 5)
-			_ = byTotal
+			_, _, total := report.Top(pr, idx, 0)
+			top := pr
+			if mg.Kind == string(collectors.OffCPU) {
+				top = report.UserLeaves(pr) // not "__schedule 100%"
+			}
+			bySelf, _, _ := report.Top(top, idx, 5)
 			var parts []string
 			for _, f := range bySelf {
 				parts = append(parts, fmt.Sprintf("%s %.0f%%", shortFunc(f.Name), f.SelfPct))
