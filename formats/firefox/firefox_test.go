@@ -91,7 +91,7 @@ func parseFile(t testing.TB, name string, opt Options) *profile.Profile {
 // TestGolden checks the real files against goldens that testdata/expect.py,
 // an independent walk of the same tables (the Firefox Profiler's call-tree
 // logic), wrote. The layouts of later versions, derived from the v49 file by
-// testdata/upgrade.py, must give exactly the v49 stacks.
+// the script in testdata/README.md, must give exactly the v49 stacks.
 func TestGolden(t *testing.T) {
 	for _, tc := range []struct{ file, golden string }{
 		{"samply-ls-linux-profile.json", "samply-ls-linux-profile.folded"},
