@@ -448,32 +448,14 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 		}
 		close(allDone)
 	}()
-	targetGone := make(chan struct{})
-	stopWatch := make(chan struct{})
-	var exitedAt time.Time
-	go func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopWatch:
-				return
-			case <-tick.C:
-				if !processExists(pid) {
-					exitedAt = time.Now()
-					close(targetGone)
-					return
-				}
-			}
-		}
-	}()
+	watch := watchExit(pid, nil)
 	select {
 	case <-w.Done():
-	case <-targetGone:
+	case <-watch.Gone:
 	case <-allDone:
 	case <-ctx.Done():
 	}
-	close(stopWatch)
+	watch.Stop()
 	// Sampling ends when perf gets SIGINT; what it does after (writing
 	// perf.data) is not part of the window.
 	end := time.Now()
@@ -486,8 +468,8 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 	wg.Wait()
 	exited := ""
 	select {
-	case <-targetGone:
-		exited = fmt.Sprintf("the target (pid %d) exited after %s, before the window ended; the profile covers the time until then", pid, exitedAt.Sub(start).Round(time.Millisecond))
+	case <-watch.Gone:
+		exited = fmt.Sprintf("the target (pid %d) exited after %s, before the window ended; the profile covers the time until then", pid, watch.At.Sub(start).Round(time.Millisecond))
 	default:
 		if !processExists(pid) {
 			exited = fmt.Sprintf("the target (pid %d) exited during the window; the profile covers the time until then", pid)

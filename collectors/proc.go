@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/profcap/profcap/targets"
 )
@@ -130,6 +131,42 @@ func resolveProcess(t *targets.Target, noFollow bool) (int, []string, error) {
 	}
 	return pid, notes, nil
 }
+
+// exitWatch polls a process every 100 ms while a tool records it.
+type exitWatch struct {
+	Gone chan struct{} // closed when the process has exited
+	At   time.Time     // when that was seen; read after Gone is closed
+	stop chan struct{}
+}
+
+// watchExit starts watching pid. tick, if not nil, is called on every poll
+// with its number (1, 2, …) while the process lives.
+func watchExit(pid int, tick func(n int)) *exitWatch {
+	e := &exitWatch{Gone: make(chan struct{}), stop: make(chan struct{})}
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for n := 1; ; n++ {
+			select {
+			case <-e.stop:
+				return
+			case <-t.C:
+				if !processExists(pid) {
+					e.At = time.Now()
+					close(e.Gone)
+					return
+				}
+				if tick != nil {
+					tick(n)
+				}
+			}
+		}
+	}()
+	return e
+}
+
+// Stop ends the watch; call it once.
+func (e *exitWatch) Stop() { close(e.stop) }
 
 // FollowLauncher returns the process that does the work for pid: pid
 // itself, or the child a known launcher (uv run, sh -c, …) started, with a

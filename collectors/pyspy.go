@@ -265,30 +265,14 @@ func (s *Spy) collect(ctx context.Context, w *Window, t *targets.Target, kinds [
 	done := make(chan struct{})
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(done) }()
-	targetGone := make(chan struct{})
-	stopWatch := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopWatch:
-				return
-			case <-tick.C:
-				if !processExists(pid) {
-					close(targetGone)
-					return
-				}
-			}
-		}
-	}()
+	watch := watchExit(pid, nil)
 	select {
 	case <-w.Done():
-	case <-targetGone:
+	case <-watch.Gone:
 	case <-done:
 	case <-ctx.Done():
 	}
-	close(stopWatch)
+	watch.Stop()
 	end := time.Now()
 	select {
 	case <-done:
@@ -309,7 +293,7 @@ func (s *Spy) collect(ctx context.Context, w *Window, t *targets.Target, kinds [
 	}
 	exited := ""
 	select {
-	case <-targetGone:
+	case <-watch.Gone:
 		exited = fmt.Sprintf("the target (pid %d) exited before the window ended; the profile covers the time until then", pid)
 	default:
 	}

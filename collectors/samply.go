@@ -182,35 +182,24 @@ func (s *Samply) collect(ctx context.Context, w *Window, t *targets.Target, kind
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(done) }()
 
-	targetGone := make(chan struct{})
-	stopWatch := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for n := 1; ; n++ {
-			select {
-			case <-stopWatch:
-				return
-			case <-tick.C:
-				if !processExists(pid) {
-					close(targetGone)
-					return
-				}
-				if sym != nil && n%20 == 0 {
-					sym.AddMaps() // libraries loaded during the window, every 2 s
-				}
+	var tick func(int)
+	if sym != nil {
+		tick = func(n int) {
+			if n%20 == 0 {
+				sym.AddMaps() // libraries loaded during the window, every 2 s
 			}
 		}
-	}()
+	}
+	watch := watchExit(pid, tick)
 	exitedEarly := false
 	select {
 	case <-w.Done():
-	case <-targetGone:
+	case <-watch.Gone:
 	case <-done:
 		exitedEarly = true
 	case <-ctx.Done():
 	}
-	close(stopWatch)
+	watch.Stop()
 	end := time.Now()
 	if sym != nil {
 		sym.AddMaps()
@@ -235,7 +224,7 @@ func (s *Samply) collect(ctx context.Context, w *Window, t *targets.Target, kind
 	}
 	exited := ""
 	select {
-	case <-targetGone:
+	case <-watch.Gone:
 		exited = fmt.Sprintf("the target (pid %d) exited before the window ended; the profile covers the time until then", pid)
 	default:
 	}

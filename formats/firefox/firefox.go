@@ -85,24 +85,10 @@ const DefaultMaxSamples = 1 << 24
 
 // FormatError is a problem with the content of the file, with the byte
 // offset where it was found and the JSON path it concerns.
-type FormatError struct {
-	Offset int64  // byte offset in the (decompressed) JSON
-	Path   string // e.g. "threads[2].samples.stack"
-	Msg    string
-}
+type FormatError = jsonutil.FormatError
 
-func (e *FormatError) Error() string {
-	if e.Path != "" && e.Offset <= 0 { // found while assembling, after reading
-		return fmt.Sprintf("firefox profile: %s: %s", e.Path, e.Msg)
-	}
-	if e.Path == "" {
-		return fmt.Sprintf("firefox profile: at byte %d: %s", e.Offset, e.Msg)
-	}
-	return fmt.Sprintf("firefox profile: %s (at byte %d): %s", e.Path, e.Offset, e.Msg)
-}
-
-// Pos returns the byte offset of the error.
-func (e *FormatError) Pos() int64 { return e.Offset }
+// formatName starts every error message of this reader.
+const formatName = "firefox profile"
 
 // ParseFile reads the processed profile in path (gzipped or not).
 func ParseFile(name string, opt Options) (*profile.Profile, error) {
@@ -149,11 +135,11 @@ func Parse(r io.Reader, opt Options) (*profile.Profile, error) {
 			return nil, fmt.Errorf("firefox profile: reading gzip after byte %d: %w", p.D.InputOffset(), ge.err)
 		}
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, &FormatError{Offset: p.D.InputOffset(), Path: p.Path, Msg: "input ends early (truncated file?)"}
+			return nil, &FormatError{Format: formatName, Offset: p.D.InputOffset(), Path: p.Path, Msg: "input ends early (truncated file?)"}
 		}
 		var se *jsontext.SyntacticError
 		if errors.As(err, &se) {
-			return nil, &FormatError{Offset: se.ByteOffset, Path: p.Path, Msg: "invalid JSON: " + se.Err.Error()}
+			return nil, &FormatError{Format: formatName, Offset: se.ByteOffset, Path: p.Path, Msg: "invalid JSON: " + se.Err.Error()}
 		}
 		return nil, fmt.Errorf("firefox profile: %w", err)
 	}
@@ -770,7 +756,7 @@ func (p *parser) build() (*profile.Profile, error) {
 	}
 	st, ok := weightSampleType(wt)
 	if !ok {
-		return nil, &FormatError{Msg: fmt.Sprintf("unknown samples.weightType %q (want samples, tracing-ms or bytes)", wt)}
+		return nil, &FormatError{Format: formatName, Msg: fmt.Sprintf("unknown samples.weightType %q (want samples, tracing-ms or bytes)", wt)}
 	}
 	cpuScale := 0.0
 	switch p.meta.CPUDeltaUnits {
@@ -825,7 +811,7 @@ func (p *parser) build() (*profile.Profile, error) {
 			t = p.shared
 		}
 		if t == nil || !t.haveStack {
-			return nil, &FormatError{Path: fmt.Sprintf("threads[%d]", th.index), Msg: "samples but no stackTable (neither in the thread nor in profile.shared)"}
+			return nil, &FormatError{Format: formatName, Path: fmt.Sprintf("threads[%d]", th.index), Msg: "samples but no stackTable (neither in the thread nor in profile.shared)"}
 		}
 		if t.strings == nil {
 			// v56–v59: tables per thread, strings shared.
@@ -916,13 +902,13 @@ func (b *builder) stack(th *thread, t *tables, s int32) ([]*profile.Location, er
 	var locs []*profile.Location
 	for steps := 0; s >= 0; steps++ {
 		if steps >= MaxDepth {
-			return nil, &FormatError{Path: where, Msg: fmt.Sprintf("stack deeper than %d frames", MaxDepth)}
+			return nil, &FormatError{Format: formatName, Path: where, Msg: fmt.Sprintf("stack deeper than %d frames", MaxDepth)}
 		}
 		if b.frames++; b.frames > b.p.opt.MaxFrames {
-			return nil, &FormatError{Path: where, Msg: fmt.Sprintf("the distinct stacks hold more than %d frames in all (the limit; see Options.MaxFrames)", b.p.opt.MaxFrames)}
+			return nil, &FormatError{Format: formatName, Path: where, Msg: fmt.Sprintf("the distinct stacks hold more than %d frames in all (the limit; see Options.MaxFrames)", b.p.opt.MaxFrames)}
 		}
 		if int(s) >= len(t.stackFrame) {
-			return nil, &FormatError{Path: where, Msg: fmt.Sprintf("stack index %d is outside the stackTable (%d rows)", s, len(t.stackFrame))}
+			return nil, &FormatError{Format: formatName, Path: where, Msg: fmt.Sprintf("stack index %d is outside the stackTable (%d rows)", s, len(t.stackFrame))}
 		}
 		loc, err := b.frame(t, t.stackFrame[s], where)
 		if err != nil {
@@ -932,14 +918,14 @@ func (b *builder) stack(th *thread, t *tables, s int32) ([]*profile.Location, er
 		parent := col32(t.stackPrefix, int(s))
 		if t.prefixIsOffset && parent > 0 {
 			if parent > s {
-				return nil, &FormatError{Path: where, Msg: fmt.Sprintf("stackTable.prefixOffset[%d] = %d points before the table", s, parent)}
+				return nil, &FormatError{Format: formatName, Path: where, Msg: fmt.Sprintf("stackTable.prefixOffset[%d] = %d points before the table", s, parent)}
 			}
 			parent = s - parent
 		} else if t.prefixIsOffset {
 			parent = -1
 		} else if parent >= s {
 			// Parents come before children; anything else could loop.
-			return nil, &FormatError{Path: where, Msg: fmt.Sprintf("stackTable.prefix[%d] = %d does not come before its child", s, parent)}
+			return nil, &FormatError{Format: formatName, Path: where, Msg: fmt.Sprintf("stackTable.prefix[%d] = %d does not come before its child", s, parent)}
 		}
 		s = parent
 	}
@@ -961,21 +947,21 @@ func (b *builder) frame(t *tables, f int32, where string) (*profile.Location, er
 		b.frameLo[t] = cache
 	}
 	if f < 0 || int(f) >= len(t.frameFunc) {
-		return nil, &FormatError{Path: where, Msg: fmt.Sprintf("frame index %d is outside the frameTable (%d rows)", f, len(t.frameFunc))}
+		return nil, &FormatError{Format: formatName, Path: where, Msg: fmt.Sprintf("frame index %d is outside the frameTable (%d rows)", f, len(t.frameFunc))}
 	}
 	if l := cache[f]; l != nil {
 		return l, nil
 	}
 	fn := t.frameFunc[f]
 	if fn < 0 || int(fn) >= len(t.funcName) {
-		return nil, &FormatError{Path: where, Msg: fmt.Sprintf("frameTable.func[%d] = %d is outside the funcTable (%d rows)", f, fn, len(t.funcName))}
+		return nil, &FormatError{Format: formatName, Path: where, Msg: fmt.Sprintf("frameTable.func[%d] = %d is outside the funcTable (%d rows)", f, fn, len(t.funcName))}
 	}
 	str := func(i int32, what string) (string, error) {
 		if i < 0 {
 			return "", nil
 		}
 		if int(i) >= len(t.strings) {
-			return "", &FormatError{Path: where, Msg: fmt.Sprintf("%s string index %d is outside the string array (%d strings)", what, i, len(t.strings))}
+			return "", &FormatError{Format: formatName, Path: where, Msg: fmt.Sprintf("%s string index %d is outside the string array (%d strings)", what, i, len(t.strings))}
 		}
 		return t.strings[i], nil
 	}
@@ -1076,6 +1062,6 @@ func (b *builder) mapping(lib int32) *profile.Mapping {
 
 func newWalker(r io.Reader) jsonutil.Walker {
 	return jsonutil.Walker{D: jsontext.NewDecoder(r), NewError: func(off int64, path, msg string) error {
-		return &FormatError{Offset: off, Path: path, Msg: msg}
+		return &FormatError{Format: formatName, Offset: off, Path: path, Msg: msg}
 	}}
 }

@@ -161,23 +161,10 @@ func ParseOffCPU(r io.Reader, opt OffCPUOptions) (*profile.Profile, error) {
 		b.add(values, [][2]string{{"thread", iv.comm}, {"state", st}}, num)
 	}
 	for {
-		ev, err := rd.Next()
+		ev, h, err := rd.nextSample()
 		if err == io.EOF {
-			if n, ok := rd.Truncated(); ok {
-				return nil, &SyntaxError{Line: n, Msg: "input ends in the middle of a line (truncated?)"}
-			}
 			break
 		}
-		if err != nil {
-			return nil, err
-		}
-		if ev.Header == nil {
-			if onlyBlank(ev.Lines) {
-				continue
-			}
-			return nil, syntaxErr(ev.Line, ev.Lines[0].Text, "frame line without an event header before it")
-		}
-		h, err := ParseHeader(ev.Line, ev.Header)
 		if err != nil {
 			return nil, err
 		}

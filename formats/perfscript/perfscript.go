@@ -500,23 +500,10 @@ func Parse(r io.Reader, opt Options) (*profile.Profile, error) {
 	var first, last int64 = -1, -1
 	values := make([]int64, 2)
 	for {
-		ev, err := rd.Next()
+		ev, h, err := rd.nextSample()
 		if err == io.EOF {
-			if n, ok := rd.Truncated(); ok {
-				return nil, &SyntaxError{Line: n, Msg: "input ends in the middle of a line (truncated?)"}
-			}
 			break
 		}
-		if err != nil {
-			return nil, err
-		}
-		if ev.Header == nil {
-			if onlyBlank(ev.Lines) {
-				continue
-			}
-			return nil, syntaxErr(ev.Line, ev.Lines[0].Text, "frame line without an event header before it")
-		}
-		h, err := ParseHeader(ev.Line, ev.Header)
 		if err != nil {
 			return nil, err
 		}

@@ -206,3 +206,29 @@ func trimLeft(b []byte) []byte {
 }
 
 var _ = bytes.IndexByte
+
+// nextSample returns the next event that has a header, parsed: blank
+// events are skipped; io.EOF at a clean end; a *SyntaxError for input cut
+// in the middle of a line or frame lines with no header before them.
+func (r *Reader) nextSample() (*Event, Header, error) {
+	for {
+		ev, err := r.Next()
+		if err == io.EOF {
+			if n, ok := r.Truncated(); ok {
+				return nil, Header{}, &SyntaxError{Line: n, Msg: "input ends in the middle of a line (truncated?)"}
+			}
+			return nil, Header{}, io.EOF
+		}
+		if err != nil {
+			return nil, Header{}, err
+		}
+		if ev.Header == nil {
+			if onlyBlank(ev.Lines) {
+				continue
+			}
+			return nil, Header{}, syntaxErr(ev.Line, ev.Lines[0].Text, "frame line without an event header before it")
+		}
+		h, err := ParseHeader(ev.Line, ev.Header)
+		return ev, h, err
+	}
+}

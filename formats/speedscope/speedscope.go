@@ -51,26 +51,12 @@ const MaxDepth = 1 << 13
 // DefaultMaxSamples is 16 Mi samples or events per profile.
 const DefaultMaxSamples = 1 << 24
 
-// FormatError is a problem with the content, with the byte offset where it
-// was found and the JSON path it concerns.
-type FormatError struct {
-	Offset int64
-	Path   string
-	Msg    string
-}
+// FormatError is a problem with the content of the file, with the byte
+// offset where it was found and the JSON path it concerns.
+type FormatError = jsonutil.FormatError
 
-func (e *FormatError) Error() string {
-	if e.Path != "" && e.Offset <= 0 { // found while assembling, after reading
-		return fmt.Sprintf("speedscope: %s: %s", e.Path, e.Msg)
-	}
-	if e.Path == "" {
-		return fmt.Sprintf("speedscope: at byte %d: %s", e.Offset, e.Msg)
-	}
-	return fmt.Sprintf("speedscope: %s (at byte %d): %s", e.Path, e.Offset, e.Msg)
-}
-
-// Pos returns the byte offset of the error.
-func (e *FormatError) Pos() int64 { return e.Offset }
+// formatName starts every error message of this reader.
+const formatName = "speedscope"
 
 // ParseFile reads the speedscope file in name (gzipped or not).
 func ParseFile(name string, opt Options) (*profile.Profile, error) {
@@ -128,9 +114,9 @@ func Parse(r io.Reader, opt Options) (*profile.Profile, error) {
 		case errors.As(err, &ge):
 			return nil, fmt.Errorf("speedscope: reading gzip after byte %d: %w", p.D.InputOffset(), ge.err)
 		case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-			return nil, &FormatError{Offset: p.D.InputOffset(), Path: p.Path, Msg: "input ends early (truncated file?)"}
+			return nil, &FormatError{Format: formatName, Offset: p.D.InputOffset(), Path: p.Path, Msg: "input ends early (truncated file?)"}
 		case errors.As(err, &se):
-			return nil, &FormatError{Offset: se.ByteOffset, Path: p.Path, Msg: "invalid JSON: " + se.Err.Error()}
+			return nil, &FormatError{Format: formatName, Offset: se.ByteOffset, Path: p.Path, Msg: "invalid JSON: " + se.Err.Error()}
 		}
 		return nil, fmt.Errorf("speedscope: %w", err)
 	}
@@ -558,14 +544,14 @@ func (p *parser) build() (*profile.Profile, error) {
 			for _, st := range pr.stacks {
 				for _, f := range st {
 					if int(f) >= len(p.frames) {
-						return nil, &FormatError{Offset: pr.offset, Path: fmt.Sprintf("profiles[%d]", pr.index), Msg: fmt.Sprintf("frame index %d is outside shared.frames (%d frames)", f, len(p.frames))}
+						return nil, &FormatError{Format: formatName, Offset: pr.offset, Path: fmt.Sprintf("profiles[%d]", pr.index), Msg: fmt.Sprintf("frame index %d is outside shared.frames (%d frames)", f, len(p.frames))}
 					}
 				}
 			}
 		}
 	}
 	if len(p.profiles) == 0 {
-		return nil, &FormatError{Msg: "no profiles"}
+		return nil, &FormatError{Format: formatName, Msg: "no profiles"}
 	}
 	active := p.active
 	if active < 0 || active >= len(p.profiles) {
@@ -573,7 +559,7 @@ func (p *parser) build() (*profile.Profile, error) {
 	}
 	st, err := unitType(p.profiles[active].unit)
 	if err != nil {
-		return nil, &FormatError{Offset: p.profiles[active].offset, Path: fmt.Sprintf("profiles[%d].unit", active), Msg: err.Error()}
+		return nil, &FormatError{Format: formatName, Offset: p.profiles[active].offset, Path: fmt.Sprintf("profiles[%d].unit", active), Msg: err.Error()}
 	}
 	out := &profile.Profile{
 		SampleType: []*profile.ValueType{{Type: st.typ, Unit: st.unit}},
@@ -610,7 +596,7 @@ func (p *parser) build() (*profile.Profile, error) {
 	for _, pr := range p.profiles {
 		pst, err := unitType(pr.unit)
 		if err != nil {
-			return nil, &FormatError{Offset: pr.offset, Path: fmt.Sprintf("profiles[%d].unit", pr.index), Msg: err.Error()}
+			return nil, &FormatError{Format: formatName, Offset: pr.offset, Path: fmt.Sprintf("profiles[%d].unit", pr.index), Msg: err.Error()}
 		}
 		if pst.typ != st.typ {
 			skipped = append(skipped, fmt.Sprintf("%q (%s)", pr.name, pr.unit))
@@ -640,6 +626,6 @@ func (p *parser) build() (*profile.Profile, error) {
 
 func newWalker(r io.Reader) jsonutil.Walker {
 	return jsonutil.Walker{D: jsontext.NewDecoder(r), NewError: func(off int64, path, msg string) error {
-		return &FormatError{Offset: off, Path: path, Msg: msg}
+		return &FormatError{Format: formatName, Offset: off, Path: path, Msg: msg}
 	}}
 }

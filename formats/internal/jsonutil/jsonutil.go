@@ -164,3 +164,25 @@ func (p *Walker) ReadNumber() (f float64, kind jsontext.Kind, err error) {
 	}
 	return f, kind, nil
 }
+
+// FormatError is a problem with the content of a file, with the byte offset
+// where it was found and the JSON path it concerns.
+type FormatError struct {
+	Format string // names the reader, e.g. "speedscope"
+	Offset int64  // byte offset in the (decompressed) JSON
+	Path   string // e.g. "threads[2].samples.stack"
+	Msg    string
+}
+
+func (e *FormatError) Error() string {
+	if e.Path != "" && e.Offset <= 0 { // found while assembling, after reading
+		return fmt.Sprintf("%s: %s: %s", e.Format, e.Path, e.Msg)
+	}
+	if e.Path == "" {
+		return fmt.Sprintf("%s: at byte %d: %s", e.Format, e.Offset, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s (at byte %d): %s", e.Format, e.Path, e.Offset, e.Msg)
+}
+
+// Pos returns the byte offset of the error.
+func (e *FormatError) Pos() int64 { return e.Offset }
