@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/google/pprof/profile"
 )
@@ -27,7 +26,7 @@ type Manifest struct {
 	Schema   string    `json:"schema"`
 	ID       string    `json:"id"`
 	Created  string    `json:"created"` // RFC 3339
-	Status   string    `json:"status"`  // ok, partial, failed, capturing
+	Status   Status    `json:"status"`  // ok, partial, failed, capturing
 	Reason   string    `json:"reason,omitempty"`
 	Window   Window    `json:"window"`
 	Workload *Workload `json:"workload"`
@@ -59,7 +58,7 @@ type Workload struct {
 type Target struct {
 	Name     string            `json:"name"`
 	Labels   map[string]string `json:"labels"`
-	Status   string            `json:"status"` // ok, partial, failed
+	Status   Status            `json:"status"` // ok, partial, failed, capturing
 	PID      int               `json:"pid,omitempty"`
 	CPU      *CPUUse           `json:"cpu,omitempty"`
 	Notes    []string          `json:"notes,omitempty"`
@@ -78,9 +77,9 @@ type CPUUse struct {
 
 // Profile is one captured (or failed) profile.
 type Profile struct {
-	Kind      string `json:"kind"`
+	Kind      Kind   `json:"kind"`
 	Collector string `json:"collector"`
-	Status    string `json:"status"` // ok, partial, failed, unsupported
+	Status    Status `json:"status"` // ok, partial, failed, unsupported, pending
 	Path      string `json:"path,omitempty"`
 	Samples   int    `json:"samples"`
 	Error     string `json:"error"`
@@ -95,13 +94,10 @@ type Profile struct {
 
 // Merged is one kind merged across targets.
 type Merged struct {
-	Kind    string   `json:"kind"`
+	Kind    Kind     `json:"kind"`
 	Path    string   `json:"path"`
 	Targets []string `json:"targets"`
 }
-
-// TimeFormat is the format of window times.
-const TimeFormat = time.RFC3339Nano
 
 // Read reads the manifest of the bundle in dir.
 func Read(dir string) (*Manifest, error) {
@@ -150,8 +146,8 @@ func Inside(p string) bool {
 }
 
 // Kinds returns the kinds that have a merged profile, in manifest order.
-func (m *Manifest) Kinds() []string {
-	var ks []string
+func (m *Manifest) Kinds() []Kind {
+	var ks []Kind
 	for _, mg := range m.Merged {
 		ks = append(ks, mg.Kind)
 	}
@@ -159,7 +155,7 @@ func (m *Manifest) Kinds() []string {
 }
 
 // MergedPath returns the merged profile of kind, relative to the bundle.
-func (m *Manifest) MergedPath(kind string) (string, bool) {
+func (m *Manifest) MergedPath(kind Kind) (string, bool) {
 	for _, mg := range m.Merged {
 		if mg.Kind == kind {
 			return mg.Path, true

@@ -28,7 +28,7 @@ type Options struct {
 	Targets []targets.Target
 	// Kinds limits the capture to these kinds (--profiles, or a preset's
 	// list). Empty means every kind each target offers.
-	Kinds []collectors.Kind
+	Kinds []bundle.Kind
 	// Explicit says Kinds was asked for by name (--profiles): then a kind a
 	// target cannot give is a failure, not merely unsupported.
 	Explicit bool
@@ -80,9 +80,9 @@ type Event struct {
 	Type      EventType
 	Time      time.Time
 	Target    string
-	Kind      collectors.Kind
+	Kind      bundle.Kind
 	Collector string
-	Status    collectors.Status
+	Status    bundle.Status
 	Samples   int
 	Bytes     int64
 	Err       error
@@ -103,7 +103,7 @@ func (o *Outcome) ExitCode() int {
 	switch {
 	case o.Captured == 0:
 		return 1
-	case o.Failed > 0 || o.Manifest.Status != "ok":
+	case o.Failed > 0 || o.Manifest.Status != bundle.StatusOK:
 		return 3
 	}
 	return 0
@@ -112,7 +112,7 @@ func (o *Outcome) ExitCode() int {
 type job struct {
 	target    *targets.Target
 	collector collectors.Collector
-	kinds     []collectors.Kind
+	kinds     []bundle.Kind
 }
 
 // Plan decides which collector takes which kind of each target: for each
@@ -120,13 +120,13 @@ type job struct {
 // its preflight check, else the first that offers it (its error then says
 // what is missing). With explicit set, kinds in want that no collector
 // offers come back in missing, per target; otherwise they are skipped.
-func Plan(ts []targets.Target, cs []collectors.Collector, want []collectors.Kind, explicit bool, prefer string) (jobs []job, missing map[string][]collectors.Kind) {
-	missing = map[string][]collectors.Kind{}
-	wanted := func(k collectors.Kind) bool { return len(want) == 0 || slices.Contains(want, k) }
+func Plan(ts []targets.Target, cs []collectors.Collector, want []bundle.Kind, explicit bool, prefer string) (jobs []job, missing map[string][]bundle.Kind) {
+	missing = map[string][]bundle.Kind{}
+	wanted := func(k bundle.Kind) bool { return len(want) == 0 || slices.Contains(want, k) }
 	for i := range ts {
 		t := &ts[i]
-		chosen := map[collectors.Kind]collectors.Collector{}
-		for _, k := range collectors.AllKinds {
+		chosen := map[bundle.Kind]collectors.Collector{}
+		for _, k := range bundle.AllKinds {
 			if !wanted(k) {
 				continue
 			}
@@ -158,8 +158,8 @@ func Plan(ts []targets.Target, cs []collectors.Collector, want []collectors.Kind
 			}
 		}
 		for _, c := range cs {
-			var ks []collectors.Kind
-			for _, k := range collectors.AllKinds {
+			var ks []bundle.Kind
+			for _, k := range bundle.AllKinds {
 				if chosen[k] == c {
 					ks = append(ks, k)
 				}
@@ -212,14 +212,14 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 		Schema:  bundle.Schema,
 		ID:      NewID(now, opt.Targets[0].Name),
 		Created: now.UTC().Format(time.RFC3339),
-		Status:  "capturing",
+		Status:  bundle.StatusCapturing,
 		Window:  bundle.Window{RequestedSeconds: opt.Duration.Seconds()},
 		Merged:  []bundle.Merged{},
 		Profcap: opt.Version,
 	}
 	byName := map[string]*bundle.Target{}
 	for _, t := range opt.Targets {
-		bt := &bundle.Target{Name: t.Name, Labels: t.Labels, Status: "capturing", Profiles: []*bundle.Profile{}}
+		bt := &bundle.Target{Name: t.Name, Labels: t.Labels, Status: bundle.StatusCapturing, Profiles: []*bundle.Profile{}}
 		if bt.Labels == nil {
 			bt.Labels = map[string]string{}
 		}
@@ -227,7 +227,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 			bt.PID = pid
 		}
 		for _, k := range missing[t.Name] {
-			bt.Profiles = append(bt.Profiles, &bundle.Profile{Kind: string(k), Status: string(collectors.StatusUnsupported),
+			bt.Profiles = append(bt.Profiles, &bundle.Profile{Kind: k, Status: bundle.StatusUnsupported,
 				Error: fmt.Sprintf("no collector can capture %s from this target (%s)", k, describe(&t))})
 		}
 		m.Targets = append(m.Targets, bt)
@@ -236,7 +236,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 	for _, j := range jobs {
 		bt := byName[j.target.Name]
 		for _, k := range j.kinds {
-			bt.Profiles = append(bt.Profiles, &bundle.Profile{Kind: string(k), Collector: j.collector.Name(), Status: "pending"})
+			bt.Profiles = append(bt.Profiles, &bundle.Profile{Kind: k, Collector: j.collector.Name(), Status: bundle.StatusPending})
 			emitEvent(Event{Type: EventPlanned, Target: j.target.Name, Kind: k, Collector: j.collector.Name()})
 		}
 	}
@@ -247,7 +247,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 
 	// Results land on disk as they arrive; nothing keeps them in memory.
 	record := func(t *targets.Target, r collectors.Result) {
-		entry := &bundle.Profile{Kind: string(r.Kind), Collector: r.Collector, Status: string(r.Status), Note: r.Note}
+		entry := &bundle.Profile{Kind: r.Kind, Collector: r.Collector, Status: r.Status, Note: r.Note}
 		if !r.Start.IsZero() {
 			entry.Start = r.Start.UTC().Format(bundle.TimeFormat)
 		}
@@ -257,18 +257,18 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 		if r.Err != nil {
 			entry.Error = r.Err.Error()
 		}
-		if r.Profile != nil && (r.Status == collectors.StatusOK || r.Status == collectors.StatusPartial) {
+		if r.Profile != nil && (r.Status == bundle.StatusOK || r.Status == bundle.StatusPartial) {
 			rel := "targets/" + targets.SafeName(t.Name) + "/" + string(r.Kind) + ".pb.gz"
 			if err := r.Profile.CheckValid(); err != nil {
-				entry.Status, entry.Error = string(collectors.StatusFailed), fmt.Sprintf("collector returned an invalid profile: %v", err)
+				entry.Status, entry.Error = bundle.StatusFailed, fmt.Sprintf("collector returned an invalid profile: %v", err)
 			} else if n, err := w.WriteProfile(rel, r.Profile); err != nil {
-				entry.Status, entry.Error = string(collectors.StatusFailed), fmt.Sprintf("writing profile: %v", err)
+				entry.Status, entry.Error = bundle.StatusFailed, fmt.Sprintf("writing profile: %v", err)
 			} else {
 				entry.Path, entry.Bytes, entry.Samples = rel, n, len(r.Profile.Sample)
 				entry.Period = describePeriod(r.Profile)
 			}
-		} else if r.Status == collectors.StatusOK {
-			entry.Status, entry.Error = string(collectors.StatusFailed), "collector returned no profile"
+		} else if r.Status == bundle.StatusOK {
+			entry.Status, entry.Error = bundle.StatusFailed, "collector returned no profile"
 		}
 		_ = w.Update(func(m *bundle.Manifest) {
 			for _, bt := range m.Targets {
@@ -276,7 +276,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 					continue
 				}
 				for i, p := range bt.Profiles {
-					if p.Kind == entry.Kind && p.Status == "pending" {
+					if p.Kind == entry.Kind && p.Status == bundle.StatusPending {
 						bt.Profiles[i] = entry
 						return
 					}
@@ -289,7 +289,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 			perr = errors.New(entry.Error)
 		}
 		emitEvent(Event{Type: EventResult, Target: t.Name, Kind: r.Kind, Collector: r.Collector,
-			Status: collectors.Status(entry.Status), Samples: entry.Samples, Bytes: entry.Bytes, Err: perr, Msg: entry.Note})
+			Status: bundle.Status(entry.Status), Samples: entry.Samples, Bytes: entry.Bytes, Err: perr, Msg: entry.Note})
 	}
 
 	cpu := newCPUMeter(opt.Targets, opt.Baseline)
@@ -309,7 +309,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 		wg.Add(1)
 		go func(j job) {
 			defer wg.Done()
-			delivered := map[collectors.Kind]bool{}
+			delivered := map[bundle.Kind]bool{}
 			var mu sync.Mutex
 			emit := func(r collectors.Result) {
 				mu.Lock()
@@ -336,7 +336,7 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 					if abortCtx.Err() != nil {
 						err = fmt.Errorf("abandoned: %v", context.Cause(abortCtx))
 					}
-					record(j.target, collectors.Result{Kind: k, Collector: j.collector.Name(), Status: collectors.StatusFailed, Err: err})
+					record(j.target, collectors.Result{Kind: k, Collector: j.collector.Name(), Status: bundle.StatusFailed, Err: err})
 				}
 			}
 		}(j)
@@ -423,8 +423,8 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 		}
 		for _, bt := range m.Targets {
 			for _, p := range bt.Profiles {
-				if p.Status == "pending" {
-					p.Status, p.Error = string(collectors.StatusFailed), "no result: the capture was stopped"
+				if p.Status == bundle.StatusPending {
+					p.Status, p.Error = bundle.StatusFailed, "no result: the capture was stopped"
 				}
 			}
 		}
@@ -475,10 +475,10 @@ func finalStatus(m *bundle.Manifest, explicit bool, reason string, out *Outcome)
 	for _, bt := range m.Targets {
 		ok, bad := 0, 0
 		for _, p := range bt.Profiles {
-			switch collectors.Status(p.Status) {
-			case collectors.StatusOK:
+			switch bundle.Status(p.Status) {
+			case bundle.StatusOK:
 				ok++
-			case collectors.StatusUnsupported:
+			case bundle.StatusUnsupported:
 				out.Unsupported++
 				// A kind the user asked for by name and did not get is a
 				// failure; one that was merely on offer is not.
@@ -493,15 +493,15 @@ func finalStatus(m *bundle.Manifest, explicit bool, reason string, out *Outcome)
 		out.Failed += bad
 		switch {
 		case bad == 0 && ok > 0:
-			bt.Status = "ok"
+			bt.Status = bundle.StatusOK
 		case ok == 0:
-			bt.Status = "failed"
+			bt.Status = bundle.StatusFailed
 		default:
-			bt.Status = "partial"
+			bt.Status = bundle.StatusPartial
 		}
 		for _, p := range bt.Profiles {
-			if p.Status == string(collectors.StatusPartial) {
-				bt.Status = "partial"
+			if p.Status == bundle.StatusPartial {
+				bt.Status = bundle.StatusPartial
 				out.Captured++ // kept, but not complete
 				break
 			}
@@ -509,11 +509,11 @@ func finalStatus(m *bundle.Manifest, explicit bool, reason string, out *Outcome)
 	}
 	switch {
 	case out.Captured == 0:
-		m.Status = "failed"
+		m.Status = bundle.StatusFailed
 	case out.Failed > 0 || reason != "":
-		m.Status = "partial"
+		m.Status = bundle.StatusPartial
 	default:
-		m.Status = "ok"
+		m.Status = bundle.StatusOK
 	}
 	m.Reason = reason
 }
@@ -523,8 +523,8 @@ func finalStatus(m *bundle.Manifest, explicit bool, reason string, out *Outcome)
 // (Snapshots taken at the window's end start at its end, so kinds are not
 // compared with each other.)
 func startSkew(m *bundle.Manifest) float64 {
-	first := map[string]time.Time{}
-	last := map[string]time.Time{}
+	first := map[bundle.Kind]time.Time{}
+	last := map[bundle.Kind]time.Time{}
 	skew := 0.0
 	for _, bt := range m.Targets {
 		for _, p := range bt.Profiles {

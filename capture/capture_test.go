@@ -35,7 +35,7 @@ func profileOf(m *bundle.Manifest, target, kind string) *bundle.Profile {
 	for _, t := range m.Targets {
 		if t.Name == target {
 			for _, p := range t.Profiles {
-				if p.Kind == kind {
+				if p.Kind == bundle.Kind(kind) {
 					return p
 				}
 			}
@@ -182,7 +182,7 @@ func TestCaptureWorkloadEndsTheWindow(t *testing.T) {
 	start := time.Now()
 	out, err := Run(context.Background(), Options{
 		Targets:  []targets.Target{{Name: "a", Pprof: a.URL()}},
-		Kinds:    []collectors.Kind{collectors.CPU, collectors.Heap},
+		Kinds:    []bundle.Kind{bundle.CPU, bundle.Heap},
 		Duration: 30 * time.Second, Slice: 2 * time.Second, Out: dir,
 		Workload:   []string{"sh", "-c", "sleep 1; exit 7"},
 		Collectors: []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{})},
@@ -211,11 +211,11 @@ func TestCaptureWorkloadEndsTheWindow(t *testing.T) {
 
 func TestPlanPicksOneCollectorPerKind(t *testing.T) {
 	ts := []targets.Target{{Name: "go", Pprof: "http://x/debug/pprof"}, {Name: "native", PID: 1}}
-	jobs, missing := Plan(ts, []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{})}, []collectors.Kind{collectors.CPU}, true, "")
+	jobs, missing := Plan(ts, []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{})}, []bundle.Kind{bundle.CPU}, true, "")
 	if len(jobs) != 1 || jobs[0].target.Name != "go" || len(jobs[0].kinds) != 1 {
 		t.Errorf("jobs %+v", jobs)
 	}
-	if len(missing["native"]) != 1 || missing["native"][0] != collectors.CPU {
+	if len(missing["native"]) != 1 || missing["native"][0] != bundle.CPU {
 		t.Errorf("missing %v", missing)
 	}
 }
@@ -227,7 +227,7 @@ func TestCaptureMeasuresLocalCPUUse(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "bundle")
 	out, err := Run(context.Background(), Options{
 		Targets:  []targets.Target{{Name: "a", Pprof: a.URL(), PID: a.Cmd.Process.Pid}},
-		Kinds:    []collectors.Kind{collectors.Heap},
+		Kinds:    []bundle.Kind{bundle.Heap},
 		Duration: time.Second, Slice: time.Second, Out: dir, Baseline: 500 * time.Millisecond,
 		Collectors: []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{})},
 	})
@@ -246,18 +246,18 @@ func TestCaptureMeasuresLocalCPUUse(t *testing.T) {
 // fakeCollector offers kinds and fails its preflight when broken.
 type fakeCollector struct {
 	name   string
-	kinds  []collectors.Kind
+	kinds  []bundle.Kind
 	broken bool
 }
 
-func (f *fakeCollector) Name() string                            { return f.name }
-func (f *fakeCollector) Kinds(*targets.Target) []collectors.Kind { return f.kinds }
+func (f *fakeCollector) Name() string                        { return f.name }
+func (f *fakeCollector) Kinds(*targets.Target) []bundle.Kind { return f.kinds }
 func (f *fakeCollector) Probe(context.Context, *targets.Target) []collectors.Availability {
 	return nil
 }
-func (f *fakeCollector) Collect(context.Context, *collectors.Window, *targets.Target, []collectors.Kind, collectors.Emit) {
+func (f *fakeCollector) Collect(context.Context, *collectors.Window, *targets.Target, []bundle.Kind, collectors.Emit) {
 }
-func (f *fakeCollector) Preflight(*targets.Target, collectors.Kind) error {
+func (f *fakeCollector) Preflight(*targets.Target, bundle.Kind) error {
 	if f.broken {
 		return errors.New("not here")
 	}
@@ -266,11 +266,11 @@ func (f *fakeCollector) Preflight(*targets.Target, collectors.Kind) error {
 
 func TestPlanPrefersUsableThenForced(t *testing.T) {
 	ts := []targets.Target{{Name: "svc", PID: 1}}
-	perf := &fakeCollector{name: "perf", kinds: []collectors.Kind{collectors.CPU, collectors.OffCPU}}
-	samply := &fakeCollector{name: "samply", kinds: []collectors.Kind{collectors.CPU}}
-	pick := func(prefer string) map[collectors.Kind]string {
+	perf := &fakeCollector{name: "perf", kinds: []bundle.Kind{bundle.CPU, bundle.OffCPU}}
+	samply := &fakeCollector{name: "samply", kinds: []bundle.Kind{bundle.CPU}}
+	pick := func(prefer string) map[bundle.Kind]string {
 		jobs, _ := Plan(ts, []collectors.Collector{perf, samply}, nil, false, prefer)
-		got := map[collectors.Kind]string{}
+		got := map[bundle.Kind]string{}
 		for _, j := range jobs {
 			for _, k := range j.kinds {
 				got[k] = j.collector.Name()
@@ -278,15 +278,15 @@ func TestPlanPrefersUsableThenForced(t *testing.T) {
 		}
 		return got
 	}
-	if got := pick(""); got[collectors.CPU] != "perf" || got[collectors.OffCPU] != "perf" {
+	if got := pick(""); got[bundle.CPU] != "perf" || got[bundle.OffCPU] != "perf" {
 		t.Errorf("usable perf: %v", got)
 	}
 	perf.broken = true
-	if got := pick(""); got[collectors.CPU] != "samply" || got[collectors.OffCPU] != "perf" {
+	if got := pick(""); got[bundle.CPU] != "samply" || got[bundle.OffCPU] != "perf" {
 		t.Errorf("perf unusable: %v, want cpu from samply and offcpu still from perf (its error says why)", got)
 	}
 	perf.broken = false
-	if got := pick("samply"); got[collectors.CPU] != "samply" || got[collectors.OffCPU] != "perf" {
+	if got := pick("samply"); got[bundle.CPU] != "samply" || got[bundle.OffCPU] != "perf" {
 		t.Errorf("--collector samply: %v", got)
 	}
 }

@@ -38,7 +38,7 @@ func TestFaultsCostOnlyTheFaultyTarget(t *testing.T) {
 	start := time.Now()
 	out, err := Run(context.Background(), Options{
 		Targets: ts, Duration: window, Slice: time.Second, Out: dir,
-		Kinds: []collectors.Kind{collectors.CPU, collectors.Heap, collectors.Goroutine},
+		Kinds: []bundle.Kind{bundle.CPU, bundle.Heap, bundle.Goroutine},
 		Collectors: []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{
 			MaxProfileSize: 4 << 20, SnapshotTimeout: 3 * time.Second})},
 		Grace: 10 * time.Second,
@@ -73,7 +73,7 @@ func TestFaultsCostOnlyTheFaultyTarget(t *testing.T) {
 				t.Errorf("%s %s: missing from the manifest", target, kind)
 				continue
 			}
-			if p.Status != st || !strings.Contains(p.Error, msg) {
+			if string(p.Status) != st || !strings.Contains(p.Error, msg) {
 				t.Errorf("%s %s: status %q error %q; want %q with %q", target, kind, p.Status, p.Error, st, msg)
 			}
 		}

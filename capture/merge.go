@@ -8,7 +8,6 @@ import (
 	"github.com/google/pprof/profile"
 
 	"github.com/profcap/profcap/bundle"
-	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/internal/pprofutil"
 )
 
@@ -17,7 +16,7 @@ import (
 // memory holds one merge and one input, never every profile at once.
 func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 	m := w.Manifest()
-	for _, k := range collectors.AllKinds {
+	for _, k := range bundle.AllKinds {
 		if ctx.Err() != nil {
 			return
 		}
@@ -25,7 +24,7 @@ func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 		var names []string
 		for _, bt := range m.Targets {
 			for _, p := range bt.Profiles {
-				if p.Kind != string(k) || p.Path == "" {
+				if p.Kind != k || p.Path == "" {
 					continue
 				}
 				pr, err := bundle.LoadProfile(w.Dir(), p.Path)
@@ -33,7 +32,7 @@ func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 					emit(Event{Type: EventNote, Kind: k, Msg: fmt.Sprintf("merging %s: %v", k, err)})
 					continue
 				}
-				LabelSamples(pr, "target", bt.Name)
+				pprofutil.LabelSamples(pr, "target", bt.Name)
 				if acc == nil {
 					acc = pr
 				} else if mg, err := pprofutil.Merge(acc, pr); err != nil {
@@ -62,18 +61,8 @@ func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 			continue
 		}
 		_ = w.Update(func(m *bundle.Manifest) {
-			m.Merged = append(m.Merged, bundle.Merged{Kind: string(k), Path: rel, Targets: names})
+			m.Merged = append(m.Merged, bundle.Merged{Kind: k, Path: rel, Targets: names})
 		})
 		emit(Event{Type: EventMerged, Kind: k, Samples: len(acc.Sample), Msg: rel})
-	}
-}
-
-// LabelSamples sets the string label key=value on every sample of p.
-func LabelSamples(p *profile.Profile, key, value string) {
-	for _, s := range p.Sample {
-		if s.Label == nil {
-			s.Label = map[string][]string{}
-		}
-		s.Label[key] = []string{value}
 	}
 }

@@ -46,7 +46,7 @@ func TestScale32Targets(t *testing.T) {
 	start := time.Now()
 	out, err := Run(context.Background(), Options{
 		Targets: ts, Duration: window, Slice: 2 * time.Second, Out: dir,
-		Kinds:      []collectors.Kind{collectors.CPU, collectors.Heap, collectors.Goroutine, collectors.Allocs},
+		Kinds:      []bundle.Kind{bundle.CPU, bundle.Heap, bundle.Goroutine, bundle.Allocs},
 		Collectors: []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{})},
 	})
 	if err != nil {
@@ -156,7 +156,7 @@ func BenchmarkCaptureTargets(b *testing.B) {
 				start := time.Now()
 				out, err := Run(context.Background(), Options{
 					Targets: ts, Duration: window, Slice: 2 * time.Second, Out: filepath.Join(b.TempDir(), "bundle"),
-					Kinds:      []collectors.Kind{collectors.CPU, collectors.Heap, collectors.Goroutine, collectors.Allocs},
+					Kinds:      []bundle.Kind{bundle.CPU, bundle.Heap, bundle.Goroutine, bundle.Allocs},
 					Collectors: []collectors.Collector{collectors.NewPprof(collectors.PprofOptions{})},
 				})
 				if err != nil || out.Failed != 0 {

@@ -18,6 +18,7 @@ import (
 	"github.com/google/pprof/profile"
 	"golang.org/x/sys/unix"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/formats/perfscript"
 	"github.com/profcap/profcap/targets"
 )
@@ -70,9 +71,9 @@ func ValidCallGraph(s string) bool { return s == "" || s == "fp" || s == "dwarf"
 
 func (p *Perf) Name() string { return "perf" }
 
-func (p *Perf) Kinds(t *targets.Target) []Kind {
+func (p *Perf) Kinds(t *targets.Target) []bundle.Kind {
 	if t.HasPID() {
-		return []Kind{CPU, OffCPU}
+		return []bundle.Kind{bundle.CPU, bundle.OffCPU}
 	}
 	return nil
 }
@@ -93,21 +94,21 @@ func (p *Perf) perfPath() (string, error) {
 }
 
 // permissionProblem says why this process may not record kind, or "".
-func permissionProblem(kind Kind, pid int) string {
+func permissionProblem(kind bundle.Kind, pid int) string {
 	if os.Geteuid() == 0 || hasCap(capSysAdmin) {
 		return ""
 	}
 	paranoid := perfParanoid()
 	perfmon := hasCap(capPerfmon)
 	switch kind {
-	case CPU:
+	case bundle.CPU:
 		if perfmon || paranoid <= 1 {
 			break
 		}
 		if paranoid >= 3 {
 			return fmt.Sprintf("kernel.perf_event_paranoid is %d, which forbids perf for non-root users: run profcap as root, give it CAP_PERFMON, or lower the sysctl (sysctl -w kernel.perf_event_paranoid=1)", paranoid)
 		}
-	case OffCPU:
+	case bundle.OffCPU:
 		if paranoid > -1 && !perfmon {
 			return fmt.Sprintf("off-CPU profiling records the sched:sched_switch tracepoint, which kernel.perf_event_paranoid=%d forbids for non-root users: run profcap as root (or with CAP_PERFMON and read access to /sys/kernel/tracing), or lower the sysctl (sysctl -w kernel.perf_event_paranoid=-1)", paranoid)
 		}
@@ -137,8 +138,8 @@ func (p *Perf) Probe(ctx context.Context, t *targets.Target) []Availability {
 	}
 	avail := func(ok bool, reason string) []Availability {
 		return []Availability{
-			{Kind: CPU, Collector: p.Name(), Available: ok, Reason: reason},
-			{Kind: OffCPU, Collector: p.Name(), Available: ok, Reason: reason},
+			{Kind: bundle.CPU, Collector: p.Name(), Available: ok, Reason: reason},
+			{Kind: bundle.OffCPU, Collector: p.Name(), Available: ok, Reason: reason},
 		}
 	}
 	if _, err := p.perfPath(); err != nil {
@@ -149,7 +150,7 @@ func (p *Perf) Probe(ctx context.Context, t *targets.Target) []Availability {
 		return avail(false, err.Error())
 	}
 	var out []Availability
-	for _, k := range []Kind{CPU, OffCPU} {
+	for _, k := range []bundle.Kind{bundle.CPU, bundle.OffCPU} {
 		a := Availability{Kind: k, Collector: p.Name(), Available: true}
 		if why := permissionProblem(k, pid); why != "" {
 			a.Available, a.Reason = false, why
@@ -163,7 +164,7 @@ func (p *Perf) Probe(ctx context.Context, t *targets.Target) []Availability {
 
 // recording is one running `perf record`.
 type recording struct {
-	kind   Kind
+	kind   bundle.Kind
 	file   string
 	cmd    *exec.Cmd
 	stderr *tailBuffer
@@ -244,15 +245,15 @@ func (b *tailBuffer) String() string {
 	return strings.TrimSpace(string(b.buf))
 }
 
-func (p *Perf) recordArgs(kind Kind, pid int, file string) []string {
+func (p *Perf) recordArgs(kind bundle.Kind, pid int, file string) []string {
 	// -B: no build-id pass over the samples at exit (perf script runs at
 	// once on this machine), which makes stopping a system-wide recording
 	// seconds faster.
 	args := []string{"record", "-q", "-B", "-o", file, "--call-graph", p.opt.CallGraph}
 	switch kind {
-	case CPU:
+	case bundle.CPU:
 		args = append(args, "-F", strconv.Itoa(p.opt.Frequency), "-p", strconv.Itoa(pid))
-	case OffCPU:
+	case bundle.OffCPU:
 		// Per process, no -a: the sched_switch tracepoint gives each
 		// switch-out with its state and stack, --switch-events the
 		// thread's own switch-in (PERF_RECORD_SWITCH IN). A system-wide
@@ -266,7 +267,7 @@ func (p *Perf) recordArgs(kind Kind, pid int, file string) []string {
 	return args
 }
 
-func (p *Perf) startRecord(ctx context.Context, perf string, kind Kind, pid int, dir string) (*recording, error) {
+func (p *Perf) startRecord(ctx context.Context, perf string, kind bundle.Kind, pid int, dir string) (*recording, error) {
 	r := &recording{kind: kind, file: filepath.Join(dir, string(kind)+".data"), stderr: &tailBuffer{}, done: make(chan struct{})}
 	r.args = p.recordArgs(kind, pid, r.file)
 	// perf starts with its events disabled (-D -1) and enables them when
@@ -317,13 +318,13 @@ func (r *recording) stop() {
 }
 
 // perfError turns what perf printed into one message with the fix.
-func perfError(kind Kind, pid int, stderr string, err error) error {
+func perfError(kind bundle.Kind, pid int, stderr string, err error) error {
 	low := strings.ToLower(stderr)
 	switch {
 	case strings.Contains(low, "perf_event_paranoid") || strings.Contains(low, "access to performance monitoring") ||
 		strings.Contains(low, "permission denied") || strings.Contains(low, "operation not permitted"):
 		return fmt.Errorf("perf has no permission to record %s of pid %d (kernel.perf_event_paranoid=%d): run profcap as root, give it CAP_PERFMON, or lower the sysctl (sysctl -w kernel.perf_event_paranoid=%d)",
-			kind, pid, perfParanoid(), map[Kind]int{CPU: 1, OffCPU: -1}[kind])
+			kind, pid, perfParanoid(), map[bundle.Kind]int{bundle.CPU: 1, bundle.OffCPU: -1}[kind])
 	case strings.Contains(low, "no such process") || strings.Contains(low, "couldn't find") && strings.Contains(low, "pid"):
 		return fmt.Errorf("pid %d exited before perf could attach", pid)
 	case strings.Contains(low, "sched:sched_switch") || strings.Contains(low, "tracepoint") || strings.Contains(low, "tracefs") || strings.Contains(low, "debugfs"):
@@ -363,27 +364,27 @@ func monotonicNow() int64 {
 	return ts.Nano()
 }
 
-func (p *Perf) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit) {
+func (p *Perf) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
 	pprof.Do(ctx, pprof.Labels("component", "collector/perf"), func(ctx context.Context) {
 		p.collect(ctx, w, t, kinds, emit)
 	})
 }
 
-func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit) {
-	var want []Kind
+func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
+	var want []bundle.Kind
 	for _, k := range kinds {
-		if k == CPU || k == OffCPU {
+		if k == bundle.CPU || k == bundle.OffCPU {
 			want = append(want, k)
 			continue
 		}
-		emit(Result{Kind: k, Collector: p.Name(), Status: StatusUnsupported, Err: fmt.Errorf("perf does not capture %s profiles", k)})
+		emit(Result{Kind: k, Collector: p.Name(), Status: bundle.StatusUnsupported, Err: fmt.Errorf("perf does not capture %s profiles", k)})
 	}
 	if len(want) == 0 {
 		return
 	}
 	failAll := func(err error, note string) {
 		for _, k := range want {
-			emit(Result{Kind: k, Collector: p.Name(), Status: StatusFailed, Err: err, Note: note})
+			emit(Result{Kind: k, Collector: p.Name(), Status: bundle.StatusFailed, Err: err, Note: note})
 		}
 	}
 	perf, err := p.perfPath()
@@ -391,7 +392,7 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 		// This machine cannot take perf profiles at all: unsupported (a
 		// failure only where the kind was asked for by name), with the fix.
 		for _, k := range want {
-			emit(Result{Kind: k, Collector: p.Name(), Status: StatusUnsupported, Err: err})
+			emit(Result{Kind: k, Collector: p.Name(), Status: bundle.StatusUnsupported, Err: err})
 		}
 		return
 	}
@@ -413,12 +414,12 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 		if why := permissionProblem(k, pid); why != "" {
 			// Not allowed here (perf_event_paranoid, capabilities): like a
 			// missing tool, unsupported with the fix in the message.
-			emit(Result{Kind: k, Collector: p.Name(), Status: StatusUnsupported, Err: errors.New(why)})
+			emit(Result{Kind: k, Collector: p.Name(), Status: bundle.StatusUnsupported, Err: errors.New(why)})
 			continue
 		}
 		r, err := p.startRecord(ctx, perf, k, pid, dir)
 		if err != nil {
-			emit(Result{Kind: k, Collector: p.Name(), Status: StatusFailed, Err: err})
+			emit(Result{Kind: k, Collector: p.Name(), Status: bundle.StatusFailed, Err: err})
 			continue
 		}
 		recs = append(recs, r)
@@ -485,7 +486,7 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 		}
 		res := Result{Kind: r.kind, Collector: p.Name(), Start: rstart, End: end}
 		if ctx.Err() != nil {
-			res.Status, res.Err = StatusFailed, fmt.Errorf("perf %s capture abandoned: %w", r.kind, ctx.Err())
+			res.Status, res.Err = bundle.StatusFailed, fmt.Errorf("perf %s capture abandoned: %w", r.kind, ctx.Err())
 			emit(res)
 			continue
 		}
@@ -495,7 +496,7 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 		// exits. Anything else is perf failing.
 		failed := r.err != nil && !stoppedByInterrupt(r.err)
 		if statErr != nil || st.Size() == 0 || failed && exited == "" {
-			res.Status, res.Err = StatusFailed, perfError(r.kind, pid, r.stderr.String(), r.err)
+			res.Status, res.Err = bundle.StatusFailed, perfError(r.kind, pid, r.stderr.String(), r.err)
 			if exited != "" && statErr == nil {
 				res.Err = errors.New(exited)
 			}
@@ -504,7 +505,7 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 		}
 		prof, err := p.script(ctx, perf, r, pid, endMono)
 		if err != nil {
-			res.Status, res.Err = StatusFailed, err
+			res.Status, res.Err = bundle.StatusFailed, err
 			emit(res)
 			continue
 		}
@@ -512,10 +513,10 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 		prof.DurationNanos = end.Sub(rstart).Nanoseconds()
 		prof.Comments = append(prof.Comments, "perf "+strings.Join(r.args, " "))
 		res.Profile = prof
-		res.Status = StatusOK
+		res.Status = bundle.StatusOK
 		resNotes := append([]string(nil), notes...)
 		if exited != "" {
-			res.Status = StatusPartial
+			res.Status = bundle.StatusPartial
 			res.Err = errors.New(exited)
 		}
 		if r.enableErr != nil {
@@ -532,11 +533,11 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 // script streams `perf script` output of one recording into the parser.
 func (p *Perf) script(ctx context.Context, perf string, r *recording, pid int, endMono int64) (*profile.Profile, error) {
 	fields := "comm,pid,tid,time,period,event,ip,sym,symoff,dso"
-	if r.kind == OffCPU {
+	if r.kind == bundle.OffCPU {
 		fields = "comm,pid,tid,cpu,time,event,trace,ip,sym,symoff,dso"
 	}
 	args := []string{"script", "-i", r.file, "--ns", "-F", fields}
-	if r.kind == OffCPU {
+	if r.kind == bundle.OffCPU {
 		args = append(args, "--show-switch-events")
 	}
 	cmd := exec.CommandContext(ctx, perf, args...)
@@ -552,9 +553,9 @@ func (p *Perf) script(ctx context.Context, perf string, r *recording, pid int, e
 	var prof *profile.Profile
 	var perr error
 	switch r.kind {
-	case CPU:
+	case bundle.CPU:
 		prof, perr = perfscript.Parse(out, perfscript.Options{Frequency: p.opt.Frequency, PID: pid})
-	case OffCPU:
+	case bundle.OffCPU:
 		prof, perr = perfscript.ParseOffCPU(out, perfscript.OffCPUOptions{PID: pid, ExcludeRunnable: p.opt.ExcludeRunnable, EndTime: endMono})
 	}
 	if perr != nil {
@@ -575,7 +576,7 @@ var _ Preflighter = (*Perf)(nil)
 
 // Preflight implements Preflighter: perf is installed, the target's PID
 // resolves and exists, and this user may profile it for kind k.
-func (p *Perf) Preflight(t *targets.Target, k Kind) error {
+func (p *Perf) Preflight(t *targets.Target, k bundle.Kind) error {
 	if _, err := p.perfPath(); err != nil {
 		return err
 	}

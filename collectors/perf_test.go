@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/formats/perfscript"
 	"github.com/profcap/profcap/internal/testsvc"
 	"github.com/profcap/profcap/targets"
@@ -55,10 +56,10 @@ func needPerf(t *testing.T) {
 
 // collect runs Collect and returns the results by kind, checking that
 // there is exactly one per requested kind.
-func perfCollect(t *testing.T, c *Perf, w *Window, tg *targets.Target, kinds ...Kind) map[Kind]Result {
+func perfCollect(t *testing.T, c *Perf, w *Window, tg *targets.Target, kinds ...bundle.Kind) map[bundle.Kind]Result {
 	t.Helper()
 	var mu sync.Mutex
-	got := map[Kind]Result{}
+	got := map[bundle.Kind]Result{}
 	n := 0
 	c.Collect(context.Background(), w, tg, kinds, func(r Result) {
 		mu.Lock()
@@ -96,7 +97,7 @@ func TestPerfCPUAndOffCPU(t *testing.T) {
 	tg := &targets.Target{Name: "demo", PIDFile: pidFile}
 
 	c := NewPerf(PerfOptions{})
-	if k := c.Kinds(tg); len(k) != 2 || k[0] != CPU || k[1] != OffCPU {
+	if k := c.Kinds(tg); len(k) != 2 || k[0] != bundle.CPU || k[1] != bundle.OffCPU {
 		t.Fatalf("Kinds = %v", k)
 	}
 	for _, a := range c.Probe(context.Background(), tg) {
@@ -105,10 +106,10 @@ func TestPerfCPUAndOffCPU(t *testing.T) {
 		}
 	}
 	w := NewWindow(4*time.Second, 0)
-	res := perfCollect(t, c, w, tg, CPU, OffCPU)
+	res := perfCollect(t, c, w, tg, bundle.CPU, bundle.OffCPU)
 
-	cpu := res[CPU]
-	if cpu.Status != StatusOK || cpu.Profile == nil {
+	cpu := res[bundle.CPU]
+	if cpu.Status != bundle.StatusOK || cpu.Profile == nil {
 		t.Fatalf("cpu: %s: %v", cpu.Status, cpu.Err)
 	}
 	if err := cpu.Profile.CheckValid(); err != nil {
@@ -132,8 +133,8 @@ func TestPerfCPUAndOffCPU(t *testing.T) {
 		t.Errorf("cpu: threads %v, want burner", threadsSeen)
 	}
 
-	off := res[OffCPU]
-	if off.Status != StatusOK || off.Profile == nil {
+	off := res[bundle.OffCPU]
+	if off.Status != bundle.StatusOK || off.Profile == nil {
 		t.Fatalf("offcpu: %s: %v", off.Status, off.Err)
 	}
 	if err := off.Profile.CheckValid(); err != nil {
@@ -231,8 +232,8 @@ func TestPerfTargetExitsStripped(t *testing.T) {
 		}
 	}
 	w := NewWindow(6*time.Second, 0)
-	r := perfCollect(t, c, w, tg, CPU)[CPU]
-	if r.Status != StatusPartial || r.Err == nil || !strings.Contains(r.Err.Error(), "exited") {
+	r := perfCollect(t, c, w, tg, bundle.CPU)[bundle.CPU]
+	if r.Status != bundle.StatusPartial || r.Err == nil || !strings.Contains(r.Err.Error(), "exited") {
 		t.Fatalf("status %s, err %v: want partial, target exited", r.Status, r.Err)
 	}
 	if !strings.Contains(r.Note, "stripped") || !strings.Contains(r.Note, "symbols") {
@@ -259,8 +260,8 @@ func TestPerfTargetExitsStripped(t *testing.T) {
 func TestPerfMissing(t *testing.T) {
 	c := NewPerf(PerfOptions{PerfPath: "/nonexistent/perf-not-here"})
 	tg := &targets.Target{Name: "self", PID: os.Getpid()}
-	for k, r := range perfCollect(t, c, NewWindow(time.Second, 0), tg, CPU, OffCPU) {
-		if r.Status != StatusUnsupported || !errors.Is(r.Err, ErrPerfMissing) || !strings.Contains(r.Err.Error(), "install linux-perf") {
+	for k, r := range perfCollect(t, c, NewWindow(time.Second, 0), tg, bundle.CPU, bundle.OffCPU) {
+		if r.Status != bundle.StatusUnsupported || !errors.Is(r.Err, ErrPerfMissing) || !strings.Contains(r.Err.Error(), "install linux-perf") {
 			t.Errorf("%s: %s %v: want unsupported with the install advice", k, r.Status, r.Err)
 		}
 	}
@@ -278,14 +279,14 @@ func TestPerfNoProcess(t *testing.T) {
 	}
 	c := NewPerf(PerfOptions{PerfPath: "/bin/true"}) // never started: fails before
 	tg := &targets.Target{Name: "gone", PID: cmd.Process.Pid}
-	for k, r := range perfCollect(t, c, NewWindow(time.Second, 0), tg, CPU, OffCPU, Heap) {
+	for k, r := range perfCollect(t, c, NewWindow(time.Second, 0), tg, bundle.CPU, bundle.OffCPU, bundle.Heap) {
 		switch k {
-		case Heap:
-			if r.Status != StatusUnsupported {
+		case bundle.Heap:
+			if r.Status != bundle.StatusUnsupported {
 				t.Errorf("heap: %s", r.Status)
 			}
 		default:
-			if r.Status != StatusFailed || !strings.Contains(r.Err.Error(), "no process with pid") {
+			if r.Status != bundle.StatusFailed || !strings.Contains(r.Err.Error(), "no process with pid") {
 				t.Errorf("%s: %s %v", k, r.Status, r.Err)
 			}
 		}
@@ -302,9 +303,9 @@ func TestPerfCancelled(t *testing.T) {
 	c := NewPerf(PerfOptions{})
 	tg := &targets.Target{Name: "self", PID: os.Getpid()}
 	n := 0
-	c.Collect(ctx, NewWindow(time.Second, 0), tg, []Kind{CPU, OffCPU}, func(r Result) {
+	c.Collect(ctx, NewWindow(time.Second, 0), tg, []bundle.Kind{bundle.CPU, bundle.OffCPU}, func(r Result) {
 		n++
-		if r.Status != StatusFailed {
+		if r.Status != bundle.StatusFailed {
 			t.Errorf("%s: %s after cancellation", r.Kind, r.Status)
 		}
 	})
@@ -350,7 +351,7 @@ func TestPerfErrorMessages(t *testing.T) {
 		{"event syntax error: 'sched:sched_switch'\n  \\___ unknown tracepoint", "tracefs"},
 		{"something else broke", "something else broke"},
 	} {
-		err := perfError(CPU, 42, tc.stderr, errors.New("exit status 255"))
+		err := perfError(bundle.CPU, 42, tc.stderr, errors.New("exit status 255"))
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("perfError(%q) = %v, want it to mention %q", tc.stderr, err, tc.want)
 		}
@@ -360,13 +361,13 @@ func TestPerfErrorMessages(t *testing.T) {
 // TestOffCPUArgs checks how the off-CPU recording is asked of perf.
 func TestOffCPUArgs(t *testing.T) {
 	c := NewPerf(PerfOptions{CallGraph: "dwarf"})
-	args := strings.Join(c.recordArgs(OffCPU, os.Getpid(), "x.data"), " ")
+	args := strings.Join(c.recordArgs(bundle.OffCPU, os.Getpid(), "x.data"), " ")
 	for _, want := range []string{"sched:sched_switch", "--switch-events", "--call-graph dwarf", fmt.Sprintf("-p %d", os.Getpid()), "CLOCK_MONOTONIC"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("offcpu args %q lack %q", args, want)
 		}
 	}
-	args = strings.Join(c.recordArgs(CPU, 7, "x.data"), " ")
+	args = strings.Join(c.recordArgs(bundle.CPU, 7, "x.data"), " ")
 	if !strings.Contains(args, "-F 99") || !strings.Contains(args, "-p 7") {
 		t.Errorf("cpu args %q", args)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/internal/pprofutil"
 	"github.com/profcap/profcap/targets"
 )
@@ -88,10 +89,10 @@ func (c *Pprof) client(t *targets.Target) (*http.Client, error) {
 func (c *Pprof) Name() string { return "pprof" }
 
 // pprofKinds are the kinds a pprof base URL may serve, with how each is taken.
-var pprofKinds = []Kind{CPU, Wall, Heap, Allocs, Goroutine, Mutex, Block}
+var pprofKinds = []bundle.Kind{bundle.CPU, bundle.Wall, bundle.Heap, bundle.Allocs, bundle.Goroutine, bundle.Mutex, bundle.Block}
 
 // Kinds implements Collector.
-func (c *Pprof) Kinds(t *targets.Target) []Kind {
+func (c *Pprof) Kinds(t *targets.Target) []bundle.Kind {
 	if t.Pprof == "" {
 		return nil
 	}
@@ -99,12 +100,12 @@ func (c *Pprof) Kinds(t *targets.Target) []Kind {
 }
 
 // endpoint returns the URL path for a kind below the base URL.
-func endpoint(base string, k Kind) string {
+func endpoint(base string, k bundle.Kind) string {
 	base = strings.TrimRight(base, "/")
 	switch k {
-	case CPU:
+	case bundle.CPU:
 		return base + "/profile"
-	case Wall:
+	case bundle.Wall:
 		return fgprofURL(base)
 	default:
 		return base + "/" + string(k)
@@ -140,7 +141,7 @@ func (c *Pprof) Probe(ctx context.Context, t *targets.Target) []Availability {
 	for _, k := range pprofKinds {
 		a := Availability{Kind: k, Collector: c.Name()}
 		switch {
-		case k == Wall:
+		case k == bundle.Wall:
 			_, st, err := c.get(ctx, t, fgprofURL(t.Pprof)+"?seconds=0&format=pprof", 4096)
 			switch {
 			case err != nil:
@@ -152,7 +153,7 @@ func (c *Pprof) Probe(ctx context.Context, t *targets.Target) []Availability {
 			}
 		case hasIndex:
 			name := string(k)
-			if k == CPU {
+			if k == bundle.CPU {
 				name = "profile"
 			}
 			a.Available = bytes.Contains(index, []byte(">"+name+"<")) || bytes.Contains(index, []byte("href=\""+name+"?")) || bytes.Contains(index, []byte("href='"+name+"?"))
@@ -162,7 +163,7 @@ func (c *Pprof) Probe(ctx context.Context, t *targets.Target) []Availability {
 		default:
 			// No Go-style index (pprof-rs, jemalloc_pprof): try a snapshot
 			// endpoint directly; duration endpoints are tried when capturing.
-			if k == CPU {
+			if k == bundle.CPU {
 				a.Available, a.Reason = true, "no index page; tried when capturing"
 				break
 			}
@@ -182,7 +183,7 @@ func (c *Pprof) Probe(ctx context.Context, t *targets.Target) []Availability {
 }
 
 // Collect implements Collector.
-func (c *Pprof) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit) {
+func (c *Pprof) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
 	// One quick request first: a target that is down fails every kind now,
 	// not at the end of the window.
 	const check = 5 * time.Second
@@ -196,25 +197,25 @@ func (c *Pprof) Collect(ctx context.Context, w *Window, t *targets.Target, kinds
 		}
 		now := time.Now()
 		for _, k := range kinds {
-			emit(Result{Kind: k, Collector: c.Name(), Status: StatusFailed, Err: err, Start: now, End: now})
+			emit(Result{Kind: k, Collector: c.Name(), Status: bundle.StatusFailed, Err: err, Start: now, End: now})
 		}
 		return
 	}
 	var wg sync.WaitGroup
 	for _, k := range kinds {
 		wg.Add(1)
-		go func(k Kind) {
+		go func(k bundle.Kind) {
 			defer wg.Done()
 			var r Result
 			switch k {
-			case CPU, Wall:
+			case bundle.CPU, bundle.Wall:
 				r = c.sliced(ctx, w, t, k)
-			case Heap, Goroutine:
+			case bundle.Heap, bundle.Goroutine:
 				r = c.atEnd(ctx, w, t, k)
-			case Allocs, Mutex, Block:
+			case bundle.Allocs, bundle.Mutex, bundle.Block:
 				r = c.delta(ctx, w, t, k)
 			default:
-				r = Result{Status: StatusUnsupported, Err: fmt.Errorf("the pprof collector does not capture %s profiles", k)}
+				r = Result{Status: bundle.StatusUnsupported, Err: fmt.Errorf("the pprof collector does not capture %s profiles", k)}
 			}
 			r.Kind, r.Collector = k, c.Name()
 			emit(r)
@@ -226,7 +227,7 @@ func (c *Pprof) Collect(ctx context.Context, w *Window, t *targets.Target, kinds
 // sliced captures a duration profile (cpu, wall) as consecutive requests of
 // at most w.Slice each, merged. A window that ends early loses only the
 // request in flight, which the server cannot be asked to cut short.
-func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k Kind) Result {
+func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k bundle.Kind) Result {
 	var parts []*profile.Profile
 	var start, end time.Time
 	var lastErr error
@@ -250,7 +251,7 @@ func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k Kind
 			sec = 1
 		}
 		u := endpoint(t.Pprof, k) + fmt.Sprintf("?seconds=%d", sec)
-		if k == Wall {
+		if k == bundle.Wall {
 			u += "&format=pprof"
 		}
 		// The request may outlive the slice by the server's encoding time;
@@ -292,17 +293,17 @@ func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k Kind
 		if r := w.EndedEarly(); r != "" {
 			err = fmt.Errorf("the window ended (%s) before the first %ds slice was complete", r, sliceSec)
 		}
-		return Result{Status: StatusFailed, Err: err, Start: w.Start, End: time.Now()}
+		return Result{Status: bundle.StatusFailed, Err: err, Start: w.Start, End: time.Now()}
 	}
 	merged, err := pprofutil.Merge(parts...)
 	if err != nil {
-		return Result{Status: StatusFailed, Err: fmt.Errorf("merging %d slices: %w", len(parts), err), Start: start, End: end}
+		return Result{Status: bundle.StatusFailed, Err: fmt.Errorf("merging %d slices: %w", len(parts), err), Start: start, End: end}
 	}
 	merged.TimeNanos = start.UnixNano()
 	merged.DurationNanos = end.Sub(start).Nanoseconds()
-	r := Result{Profile: merged, Status: StatusOK, Start: start, End: end}
+	r := Result{Profile: merged, Status: bundle.StatusOK, Start: start, End: end}
 	if lastErr != nil {
-		r.Status, r.Err = StatusPartial, fmt.Errorf("after %d slices: %w", len(parts), lastErr)
+		r.Status, r.Err = bundle.StatusPartial, fmt.Errorf("after %d slices: %w", len(parts), lastErr)
 	} else if reason := w.EndedEarly(); reason != "" && end.Before(w.Deadline) {
 		r.Note = fmt.Sprintf("window ended early (%s); %d slices kept", reason, len(parts))
 	}
@@ -310,11 +311,11 @@ func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k Kind
 }
 
 // atEnd takes an instant profile when the window ends.
-func (c *Pprof) atEnd(ctx context.Context, w *Window, t *targets.Target, k Kind) Result {
+func (c *Pprof) atEnd(ctx context.Context, w *Window, t *targets.Target, k bundle.Kind) Result {
 	select {
 	case <-w.Done():
 	case <-ctx.Done():
-		return Result{Status: StatusFailed, Err: ctx.Err(), Start: w.Start, End: time.Now()}
+		return Result{Status: bundle.StatusFailed, Err: ctx.Err(), Start: w.Start, End: time.Now()}
 	}
 	t0 := time.Now()
 	p, err := c.fetch(ctx, t, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
@@ -322,14 +323,14 @@ func (c *Pprof) atEnd(ctx context.Context, w *Window, t *targets.Target, k Kind)
 		return failure(err, t0)
 	}
 	end := time.Now()
-	return Result{Profile: p, Status: StatusOK, Start: t0, End: end}
+	return Result{Profile: p, Status: bundle.StatusOK, Start: t0, End: end}
 }
 
 // delta takes a cumulative profile (allocs, mutex, block) at the window's
 // start and end and keeps the difference: what happened inside the window.
 // Doing the subtraction here, as net/http/pprof does for ?seconds=N, means a
 // window that ends early still has its delta.
-func (c *Pprof) delta(ctx context.Context, w *Window, t *targets.Target, k Kind) Result {
+func (c *Pprof) delta(ctx context.Context, w *Window, t *targets.Target, k bundle.Kind) Result {
 	t0 := time.Now()
 	p0, err := c.fetch(ctx, t, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
 	if err != nil {
@@ -338,53 +339,30 @@ func (c *Pprof) delta(ctx context.Context, w *Window, t *targets.Target, k Kind)
 	select {
 	case <-w.Done():
 	case <-ctx.Done():
-		return Result{Status: StatusFailed, Err: ctx.Err(), Start: t0, End: time.Now()}
+		return Result{Status: bundle.StatusFailed, Err: ctx.Err(), Start: t0, End: time.Now()}
 	}
 	p1, err := c.fetch(ctx, t, endpoint(t.Pprof, k), c.opt.SnapshotTimeout)
 	if err != nil {
 		return failure(fmt.Errorf("at the window's end: %w", err), t0)
 	}
 	end := time.Now()
-	d, err := Delta(p0, p1)
+	d, err := pprofutil.Delta(p0, p1)
 	if err != nil {
-		return Result{Status: StatusFailed, Err: err, Start: t0, End: end}
+		return Result{Status: bundle.StatusFailed, Err: err, Start: t0, End: end}
 	}
 	d.TimeNanos = t0.UnixNano()
 	d.DurationNanos = end.Sub(t0).Nanoseconds()
-	r := Result{Profile: d, Status: StatusOK, Start: t0, End: end}
-	if len(d.Sample) == 0 && (k == Mutex || k == Block) {
-		r.Note = fmt.Sprintf("no %s events in the window; if the service never calls runtime.Set%sProfile%s, %s profiling is off", k, map[Kind]string{Mutex: "Mutex", Block: "Block"}[k], map[Kind]string{Mutex: "Fraction", Block: "Rate"}[k], k)
+	r := Result{Profile: d, Status: bundle.StatusOK, Start: t0, End: end}
+	if len(d.Sample) == 0 && (k == bundle.Mutex || k == bundle.Block) {
+		r.Note = fmt.Sprintf("no %s events in the window; if the service never calls runtime.Set%sProfile%s, %s profiling is off", k, map[bundle.Kind]string{bundle.Mutex: "Mutex", bundle.Block: "Block"}[k], map[bundle.Kind]string{bundle.Mutex: "Fraction", bundle.Block: "Rate"}[k], k)
 	}
 	return r
 }
 
-// Delta returns after − before for two cumulative profiles of one process,
-// dropping stacks that did not change.
-func Delta(before, after *profile.Profile) (*profile.Profile, error) {
-	b := before.Copy()
-	b.Scale(-1)
-	d, err := pprofutil.Merge(after, b)
-	if err != nil {
-		return nil, fmt.Errorf("subtracting the start snapshot: %w", err)
-	}
-	keep := d.Sample[:0]
-	for _, s := range d.Sample {
-		for _, v := range s.Value {
-			if v != 0 {
-				keep = append(keep, s)
-				break
-			}
-		}
-	}
-	d.Sample = keep
-	d = d.Compact()
-	return d, nil
-}
-
 func failure(err error, t0 time.Time) Result {
-	st := StatusFailed
+	st := bundle.StatusFailed
 	if errors.Is(err, errUnsupported) {
-		st = StatusUnsupported
+		st = bundle.StatusUnsupported
 	}
 	return Result{Status: st, Err: err, Start: t0, End: time.Now()}
 }

@@ -12,16 +12,17 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/internal/testsvc"
 	"github.com/profcap/profcap/targets"
 )
 
 // collect runs c over a fresh window and returns the results by kind.
-func collect(t *testing.T, c Collector, tg *targets.Target, d time.Duration, kinds []Kind) map[Kind]Result {
+func collect(t *testing.T, c Collector, tg *targets.Target, d time.Duration, kinds []bundle.Kind) map[bundle.Kind]Result {
 	t.Helper()
 	w := NewWindow(d, 2*time.Second)
 	var mu sync.Mutex
-	got := map[Kind]Result{}
+	got := map[bundle.Kind]Result{}
 	c.Collect(context.Background(), w, tg, kinds, func(r Result) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -76,7 +77,7 @@ func TestPprofCollectsEveryKind(t *testing.T) {
 	got := collect(t, c, tg, 3*time.Second, kinds)
 	for _, k := range kinds {
 		r := got[k]
-		if r.Status != StatusOK || r.Profile == nil {
+		if r.Status != bundle.StatusOK || r.Profile == nil {
 			t.Fatalf("%s: status %s, err %v", k, r.Status, r.Err)
 		}
 		if err := r.Profile.CheckValid(); err != nil {
@@ -86,7 +87,7 @@ func TestPprofCollectsEveryKind(t *testing.T) {
 			t.Errorf("%s: end %v before start %v", k, r.End, r.Start)
 		}
 	}
-	cpu := got[CPU].Profile
+	cpu := got[bundle.CPU].Profile
 	if top := topFunction(cpu, 1); !strings.Contains(top, "hotLoopForProfcapTests") {
 		t.Errorf("cpu: top function %q, want the service's hot loop", top)
 	}
@@ -97,16 +98,16 @@ func TestPprofCollectsEveryKind(t *testing.T) {
 	if d := time.Duration(cpu.DurationNanos); d < 2500*time.Millisecond || d > 4*time.Second {
 		t.Errorf("cpu profile covers %v, want about 3s", d)
 	}
-	if !hasFunction(got[Allocs].Profile, "allocateForProfcapTests") {
+	if !hasFunction(got[bundle.Allocs].Profile, "allocateForProfcapTests") {
 		t.Errorf("allocs delta lacks allocateForProfcapTests")
 	}
-	if len(got[Mutex].Profile.Sample) == 0 {
+	if len(got[bundle.Mutex].Profile.Sample) == 0 {
 		t.Errorf("mutex delta has no samples; the service contends all the time")
 	}
-	if len(got[Goroutine].Profile.Sample) == 0 {
+	if len(got[bundle.Goroutine].Profile.Sample) == 0 {
 		t.Errorf("goroutine profile is empty")
 	}
-	if !hasFunction(got[Wall].Profile, "hotLoopForProfcapTests") {
+	if !hasFunction(got[bundle.Wall].Profile, "hotLoopForProfcapTests") {
 		t.Errorf("fgprof wall profile lacks the hot loop")
 	}
 }
@@ -121,9 +122,9 @@ func TestPprofMissingEndpointsAreUnsupported(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	tg := &targets.Target{Name: "svc", Pprof: srv.URL + "/debug/pprof"}
-	got := collect(t, NewPprof(PprofOptions{}), tg, time.Second, []Kind{Wall, Mutex, Heap})
+	got := collect(t, NewPprof(PprofOptions{}), tg, time.Second, []bundle.Kind{bundle.Wall, bundle.Mutex, bundle.Heap})
 	for k, r := range got {
-		if r.Status != StatusUnsupported {
+		if r.Status != bundle.StatusUnsupported {
 			t.Errorf("%s: status %s (%v), want unsupported", k, r.Status, r.Err)
 		}
 	}
@@ -138,12 +139,12 @@ func TestPprofTargetDown(t *testing.T) {
 	ln.Close()
 	tg := &targets.Target{Name: "down", Pprof: "http://" + addr + "/debug/pprof"}
 	start := time.Now()
-	got := collect(t, NewPprof(PprofOptions{}), tg, 30*time.Second, []Kind{CPU, Heap})
+	got := collect(t, NewPprof(PprofOptions{}), tg, 30*time.Second, []bundle.Kind{bundle.CPU, bundle.Heap})
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("a target that is down took %v to fail", d)
 	}
 	for k, r := range got {
-		if r.Status != StatusFailed || r.Err == nil || !strings.Contains(r.Err.Error(), "connection refused") {
+		if r.Status != bundle.StatusFailed || r.Err == nil || !strings.Contains(r.Err.Error(), "connection refused") {
 			t.Errorf("%s: status %s, err %v; want failed with connection refused", k, r.Status, r.Err)
 		}
 	}
@@ -167,9 +168,9 @@ func TestPprofGarbageOversizedAndHanging(t *testing.T) {
 	}
 	for _, tc := range cases {
 		tg := &targets.Target{Name: "bad", Pprof: tc.url + "/debug/pprof"}
-		got := collect(t, c, tg, time.Second, []Kind{Heap})
-		r := got[Heap]
-		if r.Status != StatusFailed || r.Err == nil || !strings.Contains(r.Err.Error(), tc.want) {
+		got := collect(t, c, tg, time.Second, []bundle.Kind{bundle.Heap})
+		r := got[bundle.Heap]
+		if r.Status != bundle.StatusFailed || r.Err == nil || !strings.Contains(r.Err.Error(), tc.want) {
 			t.Errorf("%s: status %s, err %v; want failed with %q", tc.url, r.Status, r.Err, tc.want)
 		}
 	}
@@ -188,15 +189,15 @@ func TestPprofWindowEndedEarlyKeepsFinishedSlices(t *testing.T) {
 	var got []Result
 	var mu sync.Mutex
 	start := time.Now()
-	c.Collect(context.Background(), w, tg, []Kind{CPU, Allocs}, func(r Result) { mu.Lock(); got = append(got, r); mu.Unlock() })
+	c.Collect(context.Background(), w, tg, []bundle.Kind{bundle.CPU, bundle.Allocs}, func(r Result) { mu.Lock(); got = append(got, r); mu.Unlock() })
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("collect returned %v after start; the window ended at 2.5s", d)
 	}
 	for _, r := range got {
-		if r.Status != StatusOK {
+		if r.Status != bundle.StatusOK {
 			t.Errorf("%s: %s %v", r.Kind, r.Status, r.Err)
 		}
-		if r.Kind == CPU {
+		if r.Kind == bundle.CPU {
 			if d := time.Duration(r.Profile.DurationNanos); d < 1500*time.Millisecond || d > 2500*time.Millisecond {
 				t.Errorf("cpu kept %v of slices, want the two finished 1s slices", d)
 			}
@@ -204,24 +205,3 @@ func TestPprofWindowEndedEarlyKeepsFinishedSlices(t *testing.T) {
 	}
 }
 
-func TestDelta(t *testing.T) {
-	fn := &profile.Function{ID: 1, Name: "f"}
-	gn := &profile.Function{ID: 2, Name: "g"}
-	mk := func(f, g int64) *profile.Profile {
-		lf := &profile.Location{ID: 1, Line: []profile.Line{{Function: fn}}}
-		lg := &profile.Location{ID: 2, Line: []profile.Line{{Function: gn}}}
-		return &profile.Profile{
-			SampleType: []*profile.ValueType{{Type: "contentions", Unit: "count"}},
-			Sample:     []*profile.Sample{{Location: []*profile.Location{lf}, Value: []int64{f}}, {Location: []*profile.Location{lg}, Value: []int64{g}}},
-			Location:   []*profile.Location{lf, lg},
-			Function:   []*profile.Function{fn, gn},
-		}
-	}
-	d, err := Delta(mk(10, 5), mk(15, 5))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(d.Sample) != 1 || d.Sample[0].Value[0] != 5 || d.Sample[0].Location[0].Line[0].Function.Name != "f" {
-		t.Errorf("delta = %v, want f:5 only", d)
-	}
-}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/formats/folded"
 	"github.com/profcap/profcap/targets"
 )
@@ -114,13 +115,13 @@ func exeLanguage(pid int) string {
 
 // Kinds is CPU for targets with a PID whose language label names this
 // tool's language or, without a label, whose executable is its interpreter.
-func (s *Spy) Kinds(t *targets.Target) []Kind {
+func (s *Spy) Kinds(t *targets.Target) []bundle.Kind {
 	if !t.HasPID() {
 		return nil
 	}
 	if l := strings.ToLower(t.Labels["language"]); l != "" {
 		if l == s.tool.lang {
-			return []Kind{CPU}
+			return []bundle.Kind{bundle.CPU}
 		}
 		return nil
 	}
@@ -132,7 +133,7 @@ func (s *Spy) Kinds(t *targets.Target) []Kind {
 		pid, _ = followLauncher(pid)
 	}
 	if exeLanguage(pid) == s.tool.lang {
-		return []Kind{CPU}
+		return []bundle.Kind{bundle.CPU}
 	}
 	return nil
 }
@@ -189,7 +190,7 @@ func (s *Spy) Probe(ctx context.Context, t *targets.Target) []Availability {
 	if !t.HasPID() {
 		return nil
 	}
-	a := Availability{Kind: CPU, Collector: s.Name()}
+	a := Availability{Kind: bundle.CPU, Collector: s.Name()}
 	if _, err := s.path(); err != nil {
 		a.Reason = err.Error()
 		return []Availability{a}
@@ -208,25 +209,27 @@ func (s *Spy) Probe(ctx context.Context, t *targets.Target) []Availability {
 	return []Availability{a}
 }
 
-func (s *Spy) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit) {
+func (s *Spy) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
 	pprof.Do(ctx, pprof.Labels("component", "collector/"+s.tool.name), func(ctx context.Context) {
 		s.collect(ctx, w, t, kinds, emit)
 	})
 }
 
-func (s *Spy) collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit) {
+func (s *Spy) collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
 	want := false
 	for _, k := range kinds {
-		if k == CPU {
+		if k == bundle.CPU {
 			want = true
 			continue
 		}
-		emit(Result{Kind: k, Collector: s.Name(), Status: StatusUnsupported, Err: fmt.Errorf("%s does not capture %s profiles", s.tool.name, k)})
+		emit(Result{Kind: k, Collector: s.Name(), Status: bundle.StatusUnsupported, Err: fmt.Errorf("%s does not capture %s profiles", s.tool.name, k)})
 	}
 	if !want {
 		return
 	}
-	fail := func(err error) { emit(Result{Kind: CPU, Collector: s.Name(), Status: StatusFailed, Err: err}) }
+	fail := func(err error) {
+		emit(Result{Kind: bundle.CPU, Collector: s.Name(), Status: bundle.StatusFailed, Err: err})
+	}
 	bin, err := s.path()
 	if err != nil {
 		fail(err)
@@ -285,9 +288,9 @@ func (s *Spy) collect(ctx context.Context, w *Window, t *targets.Target, kinds [
 			<-done
 		}
 	}
-	res := Result{Kind: CPU, Collector: s.Name(), Start: start, End: end}
+	res := Result{Kind: bundle.CPU, Collector: s.Name(), Start: start, End: end}
 	if ctx.Err() != nil {
-		res.Status, res.Err = StatusFailed, fmt.Errorf("%s capture abandoned: %w", s.tool.name, ctx.Err())
+		res.Status, res.Err = bundle.StatusFailed, fmt.Errorf("%s capture abandoned: %w", s.tool.name, ctx.Err())
 		emit(res)
 		return
 	}
@@ -299,7 +302,7 @@ func (s *Spy) collect(ctx context.Context, w *Window, t *targets.Target, kinds [
 	}
 	f, err := os.Open(file)
 	if err != nil {
-		res.Status, res.Err = StatusFailed, s.toolError(pid, out.String(), waitErr)
+		res.Status, res.Err = bundle.StatusFailed, s.toolError(pid, out.String(), waitErr)
 		if exited != "" {
 			res.Err = fmt.Errorf("%s (%w)", exited, res.Err)
 		}
@@ -309,7 +312,7 @@ func (s *Spy) collect(ctx context.Context, w *Window, t *targets.Target, kinds [
 	p, err := folded.Parse(f)
 	f.Close()
 	if err != nil {
-		res.Status, res.Err = StatusFailed, fmt.Errorf("reading %s output: %w", s.tool.name, err)
+		res.Status, res.Err = bundle.StatusFailed, fmt.Errorf("reading %s output: %w", s.tool.name, err)
 		emit(res)
 		return
 	}
@@ -317,9 +320,9 @@ func (s *Spy) collect(ctx context.Context, w *Window, t *targets.Target, kinds [
 	p.TimeNanos = start.UnixNano()
 	p.DurationNanos = end.Sub(start).Nanoseconds()
 	p.Comments = append(p.Comments, s.tool.name+" "+strings.Join(args, " "))
-	res.Profile, res.Status = p, StatusOK
+	res.Profile, res.Status = p, bundle.StatusOK
 	if exited != "" {
-		res.Status, res.Err = StatusPartial, errors.New(exited)
+		res.Status, res.Err = bundle.StatusPartial, errors.New(exited)
 	}
 	if len(p.Sample) == 0 {
 		notes = append(notes, "no samples: the interpreter ran no "+s.tool.display+" code on a CPU during the window")
@@ -363,8 +366,8 @@ var _ Preflighter = (*Spy)(nil)
 // Preflight implements Preflighter: the tool is installed, the PID runs
 // its interpreter (or is labelled with its language), and this user may
 // read the process's memory.
-func (s *Spy) Preflight(t *targets.Target, k Kind) error {
-	if k != CPU {
+func (s *Spy) Preflight(t *targets.Target, k bundle.Kind) error {
+	if k != bundle.CPU {
 		return fmt.Errorf("%s does not capture %s profiles", s.tool.name, k)
 	}
 	if _, err := s.path(); err != nil {

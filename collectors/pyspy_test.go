@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -83,7 +84,7 @@ func TestPySpyCollect(t *testing.T) {
 	pid := target.Process.Pid
 	tg := &targets.Target{Name: "api", PID: pid} // no label: detected from /proc/PID/exe
 	s := NewPySpy(SpyOptions{})
-	if k := s.Kinds(tg); len(k) != 1 || k[0] != CPU {
+	if k := s.Kinds(tg); len(k) != 1 || k[0] != bundle.CPU {
 		t.Fatalf("Kinds %v", k)
 	}
 	if k := NewRbspy(SpyOptions{}).Kinds(tg); k != nil {
@@ -92,11 +93,11 @@ func TestPySpyCollect(t *testing.T) {
 	if av := s.Probe(context.Background(), tg); len(av) != 1 || !av[0].Available {
 		t.Fatalf("Probe %+v", av)
 	}
-	if err := s.Preflight(tg, CPU); err != nil {
+	if err := s.Preflight(tg, bundle.CPU); err != nil {
 		t.Errorf("Preflight: %v", err)
 	}
-	res := collectSamply(t, s, NewWindow(600*time.Millisecond, 0), tg, CPU)
-	if len(res) != 1 || res[0].Status != StatusOK {
+	res := collectSamply(t, s, NewWindow(600*time.Millisecond, 0), tg, bundle.CPU)
+	if len(res) != 1 || res[0].Status != bundle.StatusOK {
 		t.Fatalf("%+v", res)
 	}
 	p := res[0].Profile
@@ -138,16 +139,16 @@ func TestRbspyCollectLabelled(t *testing.T) {
 	if k := NewPySpy(SpyOptions{}).Kinds(tg); k != nil {
 		t.Errorf("py-spy Kinds for a ruby target: %v", k)
 	}
-	res := collectSamply(t, s, NewWindow(400*time.Millisecond, 0), tg, CPU, Heap)
+	res := collectSamply(t, s, NewWindow(400*time.Millisecond, 0), tg, bundle.CPU, bundle.Heap)
 	var cpu Result
 	for _, r := range res {
-		if r.Kind == CPU {
+		if r.Kind == bundle.CPU {
 			cpu = r
-		} else if r.Status != StatusUnsupported {
+		} else if r.Status != bundle.StatusUnsupported {
 			t.Errorf("%s: %+v", r.Kind, r)
 		}
 	}
-	if cpu.Status != StatusOK || cpu.Profile.Period != 20_000_000 || len(cpu.Profile.Sample) != 2 {
+	if cpu.Status != bundle.StatusOK || cpu.Profile.Period != 20_000_000 || len(cpu.Profile.Sample) != 2 {
 		t.Fatalf("%+v", cpu)
 	}
 	// An unlabelled non-ruby process is refused with the reason.
@@ -158,7 +159,7 @@ func TestRbspyCollectLabelled(t *testing.T) {
 	if av := s.Probe(context.Background(), tg); len(av) != 1 || av[0].Available || !strings.Contains(av[0].Reason, "not a Ruby interpreter") {
 		t.Errorf("Probe %+v", av)
 	}
-	if err := s.Preflight(tg, CPU); err == nil || !strings.Contains(err.Error(), "not a Ruby interpreter") {
+	if err := s.Preflight(tg, bundle.CPU); err == nil || !strings.Contains(err.Error(), "not a Ruby interpreter") {
 		t.Errorf("Preflight %v", err)
 	}
 }
@@ -177,8 +178,8 @@ func TestSpyMissing(t *testing.T) {
 		if len(av) != 1 || av[0].Available || !strings.Contains(av[0].Reason, tc.want) {
 			t.Errorf("%s Probe %+v", tc.c.Name(), av)
 		}
-		res := collectSamply(t, tc.c, NewWindow(time.Second, 0), tg, CPU)
-		if len(res) != 1 || res[0].Status != StatusFailed || !strings.Contains(res[0].Err.Error(), tc.want) {
+		res := collectSamply(t, tc.c, NewWindow(time.Second, 0), tg, bundle.CPU)
+		if len(res) != 1 || res[0].Status != bundle.StatusFailed || !strings.Contains(res[0].Err.Error(), tc.want) {
 			t.Errorf("%s Collect %+v", tc.c.Name(), res)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/formats/firefox"
 	"github.com/profcap/profcap/targets"
 )
@@ -60,9 +61,9 @@ func NewSamply(opt SamplyOptions) *Samply {
 
 func (s *Samply) Name() string { return "samply" }
 
-func (s *Samply) Kinds(t *targets.Target) []Kind {
+func (s *Samply) Kinds(t *targets.Target) []bundle.Kind {
 	if t.HasPID() {
-		return []Kind{CPU}
+		return []bundle.Kind{bundle.CPU}
 	}
 	return nil
 }
@@ -90,7 +91,7 @@ func (s *Samply) Probe(ctx context.Context, t *targets.Target) []Availability {
 	if !t.HasPID() {
 		return nil
 	}
-	a := Availability{Kind: CPU, Collector: s.Name()}
+	a := Availability{Kind: bundle.CPU, Collector: s.Name()}
 	if _, err := s.samplyPath(); err != nil {
 		a.Reason = err.Error()
 		return []Availability{a}
@@ -101,7 +102,7 @@ func (s *Samply) Probe(ctx context.Context, t *targets.Target) []Availability {
 		return []Availability{a}
 	}
 	// samply records through perf_event_open, as perf does.
-	if why := permissionProblem(CPU, pid); why != "" {
+	if why := permissionProblem(bundle.CPU, pid); why != "" {
 		a.Reason = why
 		return []Availability{a}
 	}
@@ -110,7 +111,7 @@ func (s *Samply) Probe(ctx context.Context, t *targets.Target) []Availability {
 	return []Availability{a}
 }
 
-func (s *Samply) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit) {
+func (s *Samply) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
 	pprof.Do(ctx, pprof.Labels("component", "collector/samply"), func(ctx context.Context) {
 		s.collect(ctx, w, t, kinds, emit)
 	})
@@ -124,19 +125,21 @@ func (s *Samply) recordArgs(pid int, file string, d time.Duration) []string {
 	return []string{"record", "--save-only", "-o", file, "-r", strconv.Itoa(s.opt.Rate), "-d", strconv.Itoa(secs), "-p", strconv.Itoa(pid)}
 }
 
-func (s *Samply) collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit) {
+func (s *Samply) collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
 	want := false
 	for _, k := range kinds {
-		if k == CPU {
+		if k == bundle.CPU {
 			want = true
 			continue
 		}
-		emit(Result{Kind: k, Collector: s.Name(), Status: StatusUnsupported, Err: fmt.Errorf("samply does not capture %s profiles", k)})
+		emit(Result{Kind: k, Collector: s.Name(), Status: bundle.StatusUnsupported, Err: fmt.Errorf("samply does not capture %s profiles", k)})
 	}
 	if !want {
 		return
 	}
-	fail := func(err error) { emit(Result{Kind: CPU, Collector: s.Name(), Status: StatusFailed, Err: err}) }
+	fail := func(err error) {
+		emit(Result{Kind: bundle.CPU, Collector: s.Name(), Status: bundle.StatusFailed, Err: err})
+	}
 	samply, err := s.samplyPath()
 	if err != nil {
 		fail(err)
@@ -147,7 +150,7 @@ func (s *Samply) collect(ctx context.Context, w *Window, t *targets.Target, kind
 		fail(err)
 		return
 	}
-	if why := permissionProblem(CPU, pid); why != "" {
+	if why := permissionProblem(bundle.CPU, pid); why != "" {
 		fail(errors.New(why))
 		return
 	}
@@ -216,9 +219,9 @@ func (s *Samply) collect(ctx context.Context, w *Window, t *targets.Target, kind
 			<-done
 		}
 	}
-	res := Result{Kind: CPU, Collector: s.Name(), Start: start, End: end}
+	res := Result{Kind: bundle.CPU, Collector: s.Name(), Start: start, End: end}
 	if ctx.Err() != nil {
-		res.Status, res.Err = StatusFailed, fmt.Errorf("samply capture abandoned: %w", ctx.Err())
+		res.Status, res.Err = bundle.StatusFailed, fmt.Errorf("samply capture abandoned: %w", ctx.Err())
 		emit(res)
 		return
 	}
@@ -229,7 +232,7 @@ func (s *Samply) collect(ctx context.Context, w *Window, t *targets.Target, kind
 	default:
 	}
 	if st, err := os.Stat(file); err != nil || st.Size() == 0 {
-		res.Status, res.Err = StatusFailed, samplyError(pid, out.String(), waitErr)
+		res.Status, res.Err = bundle.StatusFailed, samplyError(pid, out.String(), waitErr)
 		if exited != "" {
 			res.Err = fmt.Errorf("%s (%w)", exited, res.Err)
 		}
@@ -242,14 +245,14 @@ func (s *Samply) collect(ctx context.Context, w *Window, t *targets.Target, kind
 	}
 	prof, err := firefox.ParseFile(file, opt)
 	if err != nil {
-		res.Status, res.Err = StatusFailed, fmt.Errorf("reading samply's profile: %w", err)
+		res.Status, res.Err = bundle.StatusFailed, fmt.Errorf("reading samply's profile: %w", err)
 		emit(res)
 		return
 	}
 	prof.TimeNanos = start.UnixNano()
 	prof.DurationNanos = end.Sub(start).Nanoseconds()
 	prof.Comments = append(prof.Comments, "samply "+strings.Join(args, " "))
-	res.Profile, res.Status = prof, StatusOK
+	res.Profile, res.Status = prof, bundle.StatusOK
 	if sym != nil {
 		if n := sym.Notes(); n != "" {
 			notes = append(notes, n)
@@ -259,9 +262,9 @@ func (s *Samply) collect(ctx context.Context, w *Window, t *targets.Target, kind
 	}
 	switch {
 	case exited != "":
-		res.Status, res.Err = StatusPartial, errors.New(exited)
+		res.Status, res.Err = bundle.StatusPartial, errors.New(exited)
 	case exitedEarly && end.Before(w.Deadline.Add(-time.Second)) && w.EndedEarly() == "":
-		res.Status, res.Err = StatusPartial, fmt.Errorf("samply stopped %s before the window ended: %s", w.Deadline.Sub(end).Round(time.Millisecond), lastLine(out.String()))
+		res.Status, res.Err = bundle.StatusPartial, fmt.Errorf("samply stopped %s before the window ended: %s", w.Deadline.Sub(end).Round(time.Millisecond), lastLine(out.String()))
 	}
 	if len(prof.Sample) == 0 {
 		notes = append(notes, "no samples: the target did not run on a CPU during the window")
@@ -294,8 +297,8 @@ var _ Preflighter = (*Samply)(nil)
 // resolves to a live process, and this user may profile it. A capture that
 // lists samply after perf thus takes samply for cpu where perf is missing
 // or not permitted.
-func (s *Samply) Preflight(t *targets.Target, k Kind) error {
-	if k != CPU {
+func (s *Samply) Preflight(t *targets.Target, k bundle.Kind) error {
+	if k != bundle.CPU {
 		return fmt.Errorf("samply does not capture %s profiles", k)
 	}
 	if _, err := s.samplyPath(); err != nil {
@@ -305,7 +308,7 @@ func (s *Samply) Preflight(t *targets.Target, k Kind) error {
 	if err != nil {
 		return err
 	}
-	if why := permissionProblem(CPU, pid); why != "" {
+	if why := permissionProblem(bundle.CPU, pid); why != "" {
 		return errors.New(why)
 	}
 	return nil

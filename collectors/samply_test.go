@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -81,13 +82,13 @@ func sleeper(t *testing.T, d time.Duration) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if why := permissionProblem(CPU, cmd.Process.Pid); why != "" {
+	if why := permissionProblem(bundle.CPU, cmd.Process.Pid); why != "" {
 		t.Skip(why)
 	}
 	return cmd
 }
 
-func collectSamply(t *testing.T, c Collector, w *Window, tg *targets.Target, kinds ...Kind) []Result {
+func collectSamply(t *testing.T, c Collector, w *Window, tg *targets.Target, kinds ...bundle.Kind) []Result {
 	t.Helper()
 	var mu sync.Mutex
 	var res []Result
@@ -105,34 +106,34 @@ func TestSamplyCollect(t *testing.T) {
 	pid := target.Process.Pid
 	tg := &targets.Target{Name: "app", PID: pid}
 	s := NewSamply(SamplyOptions{})
-	if k := s.Kinds(tg); len(k) != 1 || k[0] != CPU {
+	if k := s.Kinds(tg); len(k) != 1 || k[0] != bundle.CPU {
 		t.Fatalf("Kinds %v", k)
 	}
 	av := s.Probe(context.Background(), tg)
 	if len(av) != 1 || !av[0].Available || !strings.Contains(av[0].Reason, "pid "+strconv.Itoa(pid)) {
 		t.Fatalf("Probe %+v", av)
 	}
-	if err := s.Preflight(tg, CPU); err != nil {
+	if err := s.Preflight(tg, bundle.CPU); err != nil {
 		t.Errorf("Preflight cpu: %v", err)
 	}
-	if err := s.Preflight(tg, OffCPU); err == nil {
+	if err := s.Preflight(tg, bundle.OffCPU); err == nil {
 		t.Error("Preflight offcpu: want an error")
 	}
 	w := NewWindow(700*time.Millisecond, 0)
-	res := collectSamply(t, s, w, tg, CPU, Heap)
+	res := collectSamply(t, s, w, tg, bundle.CPU, bundle.Heap)
 	if len(res) != 2 {
 		t.Fatalf("%d results", len(res))
 	}
 	var cpu Result
 	for _, r := range res {
-		if r.Kind == Heap && r.Status != StatusUnsupported {
+		if r.Kind == bundle.Heap && r.Status != bundle.StatusUnsupported {
 			t.Errorf("heap: %+v", r)
 		}
-		if r.Kind == CPU {
+		if r.Kind == bundle.CPU {
 			cpu = r
 		}
 	}
-	if cpu.Status != StatusOK || cpu.Profile == nil {
+	if cpu.Status != bundle.StatusOK || cpu.Profile == nil {
 		t.Fatalf("cpu: %s %v", cpu.Status, cpu.Err)
 	}
 	args, _ := os.ReadFile(log)
@@ -163,8 +164,8 @@ func TestSamplyTargetExits(t *testing.T) {
 	target := sleeper(t, 300*time.Millisecond)
 	go target.Wait() // reap it so it does not linger as a zombie
 	tg := &targets.Target{Name: "app", PID: target.Process.Pid}
-	res := collectSamply(t, NewSamply(SamplyOptions{}), NewWindow(20*time.Second, 0), tg, CPU)
-	if len(res) != 1 || res[0].Status != StatusPartial || !strings.Contains(res[0].Err.Error(), "exited") {
+	res := collectSamply(t, NewSamply(SamplyOptions{}), NewWindow(20*time.Second, 0), tg, bundle.CPU)
+	if len(res) != 1 || res[0].Status != bundle.StatusPartial || !strings.Contains(res[0].Err.Error(), "exited") {
 		t.Fatalf("%+v", res)
 	}
 }
@@ -178,8 +179,8 @@ func TestSamplyFailures(t *testing.T) {
 			installFakeSamply(t, tc.mode)
 			target := sleeper(t, 30*time.Second)
 			tg := &targets.Target{Name: "app", PID: target.Process.Pid}
-			res := collectSamply(t, NewSamply(SamplyOptions{}), NewWindow(5*time.Second, 0), tg, CPU)
-			if len(res) != 1 || res[0].Status != StatusFailed || !strings.Contains(res[0].Err.Error(), tc.want) {
+			res := collectSamply(t, NewSamply(SamplyOptions{}), NewWindow(5*time.Second, 0), tg, bundle.CPU)
+			if len(res) != 1 || res[0].Status != bundle.StatusFailed || !strings.Contains(res[0].Err.Error(), tc.want) {
 				t.Fatalf("%+v", res)
 			}
 		})
@@ -194,10 +195,10 @@ func TestSamplyMissing(t *testing.T) {
 	if len(av) != 1 || av[0].Available || !strings.Contains(av[0].Reason, "cargo install --locked samply") {
 		t.Fatalf("Probe %+v", av)
 	}
-	if err := s.Preflight(tg, CPU); !errors.Is(err, ErrSamplyMissing) {
+	if err := s.Preflight(tg, bundle.CPU); !errors.Is(err, ErrSamplyMissing) {
 		t.Errorf("Preflight %v", err)
 	}
-	res := collectSamply(t, s, NewWindow(time.Second, 0), tg, CPU)
+	res := collectSamply(t, s, NewWindow(time.Second, 0), tg, bundle.CPU)
 	if len(res) != 1 || !errors.Is(res[0].Err, ErrSamplyMissing) {
 		t.Fatalf("%+v", res)
 	}

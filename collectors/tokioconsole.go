@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/profcap/profcap/bundle"
 	pb "github.com/profcap/profcap/internal/consolepb"
 	"github.com/profcap/profcap/targets"
 )
@@ -49,11 +50,11 @@ func NewTokioConsole(opts TokioConsoleOptions) *TokioConsole {
 func (c *TokioConsole) Name() string { return "tokio-console" }
 
 // Kinds implements Collector: async, for a target with a console address.
-func (c *TokioConsole) Kinds(t *targets.Target) []Kind {
+func (c *TokioConsole) Kinds(t *targets.Target) []bundle.Kind {
 	if t == nil || t.TokioConsole == "" {
 		return nil
 	}
-	return []Kind{Async}
+	return []bundle.Kind{bundle.Async}
 }
 
 // maxRecvMsgSize: the first update carries the whole state; the subscriber
@@ -105,7 +106,7 @@ func explain(addr string, err error) error {
 // Probe implements Collector: it opens WatchUpdates and waits for the first
 // (full) update.
 func (c *TokioConsole) Probe(ctx context.Context, t *targets.Target) []Availability {
-	av := Availability{Kind: Async, Collector: c.Name()}
+	av := Availability{Kind: bundle.Async, Collector: c.Name()}
 	if t == nil || t.TokioConsole == "" {
 		av.Reason = "no tokio_console address configured"
 		return []Availability{av}
@@ -151,15 +152,15 @@ func firstUpdate(ctx context.Context, cl pb.InstrumentClient) (*pb.Update, error
 // of the subscriber: the first one received at or after w.Start and the last
 // one received before the window ends, on the subscriber's clock (Result.Start
 // and End are those two `now`s).
-func (c *TokioConsole) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []Kind, emit Emit) {
+func (c *TokioConsole) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
 	for _, k := range kinds {
-		if k != Async {
-			emit(Result{Kind: k, Collector: c.Name(), Status: StatusUnsupported,
+		if k != bundle.Async {
+			emit(Result{Kind: k, Collector: c.Name(), Status: bundle.StatusUnsupported,
 				Err: fmt.Errorf("tokio-console offers only the async kind, not %s", k)})
 		}
 	}
 	for _, k := range kinds {
-		if k == Async {
+		if k == bundle.Async {
 			pprof.Do(ctx, pprof.Labels("component", c.Name()), func(ctx context.Context) {
 				emit(c.capture(ctx, w, t))
 			})
@@ -175,9 +176,9 @@ type consoleMsg struct {
 }
 
 func (c *TokioConsole) capture(ctx context.Context, w *Window, t *targets.Target) Result {
-	res := Result{Kind: Async, Collector: c.Name(), Status: StatusFailed}
+	res := Result{Kind: bundle.Async, Collector: c.Name(), Status: bundle.StatusFailed}
 	if t == nil || t.TokioConsole == "" {
-		res.Status = StatusUnsupported
+		res.Status = bundle.StatusUnsupported
 		res.Err = errors.New("no tokio_console address configured")
 		return res
 	}
@@ -265,10 +266,10 @@ loop:
 	}
 	res.Profile = prof
 	res.Start, res.End = cw.Start, cw.End
-	res.Status = StatusOK
+	res.Status = bundle.StatusOK
 	switch {
 	case streamErr != nil:
-		res.Status = StatusPartial
+		res.Status = bundle.StatusPartial
 		if errors.Is(streamErr, io.EOF) || status.Code(streamErr) != codes.Unknown {
 			res.Err = fmt.Errorf("tokio-console at %s: stream closed mid-window after %d updates; the profile covers %v of the window: %w",
 				addr, st.updates, cw.End.Sub(cw.Start).Round(time.Millisecond), streamErr)
@@ -276,7 +277,7 @@ loop:
 			res.Err = fmt.Errorf("tokio-console at %s: %w", addr, streamErr)
 		}
 	case st.afterMk == 0:
-		res.Status = StatusPartial
+		res.Status = bundle.StatusPartial
 		res.Err = fmt.Errorf("tokio-console at %s: only one update in the window: the publish interval (TOKIO_CONSOLE_PUBLISH_INTERVAL) is longer than the window, or the console is paused by another client", addr)
 	}
 	res.Note = consoleNote(cw)
@@ -303,7 +304,7 @@ func consoleNote(cw consoleWindow) string {
 		fmt.Fprintf(&b, "; %d warnings:", len(cw.Warnings))
 		for _, w := range cw.Warnings {
 			b.WriteString("\n  ")
-			b.WriteString(strings.TrimPrefix(w, WarningPrefix))
+			b.WriteString(strings.TrimPrefix(w, bundle.WarningPrefix))
 		}
 	}
 	return b.String()

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/internal/consoleapi"
 	pb "github.com/profcap/profcap/internal/consolepb"
 	"github.com/profcap/profcap/targets"
@@ -153,10 +154,10 @@ func checkTruth(t *testing.T, p *profile.Profile, r Result, name string, tr *tru
 	}
 }
 
-func collectOne(t *testing.T, ctx context.Context, c *TokioConsole, w *Window, tg *targets.Target, kinds ...Kind) map[Kind]Result {
+func collectOne(t *testing.T, ctx context.Context, c *TokioConsole, w *Window, tg *targets.Target, kinds ...bundle.Kind) map[bundle.Kind]Result {
 	t.Helper()
 	var mu sync.Mutex
-	got := map[Kind]Result{}
+	got := map[bundle.Kind]Result{}
 	n := 0
 	c.Collect(ctx, w, tg, kinds, func(r Result) {
 		mu.Lock()
@@ -255,12 +256,12 @@ func TestTokioConsoleWindow(t *testing.T) {
 			shortMu.Unlock()
 		}
 	}()
-	res := collectOne(t, context.Background(), c, w, tg, Async, CPU)
-	if r := res[CPU]; r.Status != StatusUnsupported {
+	res := collectOne(t, context.Background(), c, w, tg, bundle.Async, bundle.CPU)
+	if r := res[bundle.CPU]; r.Status != bundle.StatusUnsupported {
 		t.Errorf("cpu: status %s, want unsupported", r.Status)
 	}
-	r := res[Async]
-	if r.Status != StatusOK {
+	r := res[bundle.Async]
+	if r.Status != bundle.StatusOK {
 		t.Fatalf("status %s: %v", r.Status, r.Err)
 	}
 	p := r.Profile
@@ -345,7 +346,7 @@ func TestTokioConsoleWindow(t *testing.T) {
 		if !found {
 			t.Errorf("no comment starting %q in %q", wnt, p.Comments)
 		}
-		if !strings.Contains(r.Note, strings.TrimPrefix(wnt, WarningPrefix)) {
+		if !strings.Contains(r.Note, strings.TrimPrefix(wnt, bundle.WarningPrefix)) {
 			t.Errorf("note lacks %q", wnt)
 		}
 	}
@@ -402,8 +403,8 @@ func TestTokioConsoleServerGoesAway(t *testing.T) {
 		time.Sleep(400 * time.Millisecond)
 		srv.Stop()
 	}()
-	r := collectOne(t, context.Background(), NewTokioConsole(TokioConsoleOptions{}), w, tg, Async)[Async]
-	if r.Status != StatusPartial {
+	r := collectOne(t, context.Background(), NewTokioConsole(TokioConsoleOptions{}), w, tg, bundle.Async)[bundle.Async]
+	if r.Status != bundle.StatusPartial {
 		t.Fatalf("status %s, want partial (err %v)", r.Status, r.Err)
 	}
 	if r.Err == nil || !strings.Contains(r.Err.Error(), "stream closed mid-window") {
@@ -436,12 +437,12 @@ func TestTokioConsoleConnectionRefused(t *testing.T) {
 	start := time.Now()
 	av := c.Probe(context.Background(), tg)
 	t.Logf("probe answered in %v: %s", time.Since(start), av[0].Reason)
-	if len(av) != 1 || av[0].Available || av[0].Kind != Async || !strings.Contains(av[0].Reason, "connection refused") {
+	if len(av) != 1 || av[0].Available || av[0].Kind != bundle.Async || !strings.Contains(av[0].Reason, "connection refused") {
 		t.Errorf("probe: %+v", av)
 	}
 	w := NewWindow(5*time.Second, 0)
-	r := collectOne(t, context.Background(), c, w, tg, Async)[Async]
-	if r.Status != StatusFailed || r.Err == nil || !strings.Contains(r.Err.Error(), "connection refused") {
+	r := collectOne(t, context.Background(), c, w, tg, bundle.Async)[bundle.Async]
+	if r.Status != bundle.StatusFailed || r.Err == nil || !strings.Contains(r.Err.Error(), "connection refused") {
 		t.Errorf("collect: %s %v", r.Status, r.Err)
 	}
 }
@@ -482,8 +483,8 @@ func TestTokioConsoleAbandon(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		cancel()
 	}()
-	r := collectOne(t, ctx, NewTokioConsole(TokioConsoleOptions{}), w, tg, Async)[Async]
-	if r.Status != StatusFailed || !errors.Is(r.Err, context.Canceled) {
+	r := collectOne(t, ctx, NewTokioConsole(TokioConsoleOptions{}), w, tg, bundle.Async)[bundle.Async]
+	if r.Status != bundle.StatusFailed || !errors.Is(r.Err, context.Canceled) {
 		t.Errorf("%s %v", r.Status, r.Err)
 	}
 }
@@ -495,8 +496,8 @@ func TestTokioConsolePaused(t *testing.T) {
 	srv, tg := startConsole(t, 20*time.Millisecond)
 	srv.Pause()
 	w := NewWindow(300*time.Millisecond, 0)
-	r := collectOne(t, context.Background(), NewTokioConsole(TokioConsoleOptions{}), w, tg, Async)[Async]
-	if r.Status != StatusPartial || r.Err == nil || !strings.Contains(r.Err.Error(), "paused") {
+	r := collectOne(t, context.Background(), NewTokioConsole(TokioConsoleOptions{}), w, tg, bundle.Async)[bundle.Async]
+	if r.Status != bundle.StatusPartial || r.Err == nil || !strings.Contains(r.Err.Error(), "paused") {
 		t.Errorf("%s %v", r.Status, r.Err)
 	}
 }
@@ -509,7 +510,7 @@ func TestTokioConsoleKinds(t *testing.T) {
 	if k := c.Kinds(&targets.Target{Name: "a", Pprof: "http://x"}); len(k) != 0 {
 		t.Errorf("kinds without console: %v", k)
 	}
-	if k := c.Kinds(&targets.Target{Name: "a", TokioConsole: "127.0.0.1:6669"}); len(k) != 1 || k[0] != Async {
+	if k := c.Kinds(&targets.Target{Name: "a", TokioConsole: "127.0.0.1:6669"}); len(k) != 1 || k[0] != bundle.Async {
 		t.Errorf("kinds: %v", k)
 	}
 }

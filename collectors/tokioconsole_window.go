@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/profcap/profcap/bundle"
 	pb "github.com/profcap/profcap/internal/consolepb"
 )
 
@@ -25,10 +26,6 @@ const (
 	neverYieldedAfter = time.Second // never-yielded lint: one poll at least this long
 	largeFutureBytes  = 1024        // large-future lint: size.bytes at least this
 )
-
-// WarningPrefix starts every profile comment that is a lint warning:
-// "warning: LINT: task NAME at LOCATION: MESSAGE".
-const WarningPrefix = "warning: "
 
 // consoleState is what a watcher knows after applying a series of Updates.
 type consoleState struct {
@@ -396,7 +393,7 @@ func (s *consoleState) window() consoleWindow {
 	}
 	sort.Strings(cw.Warnings)
 	if cw.Dropped > 0 {
-		cw.Warnings = append(cw.Warnings, fmt.Sprintf("%sdropped-events: the subscriber lost %d events during the window: stats may be incomplete (raise TOKIO_CONSOLE_BUFFER_CAPACITY)", WarningPrefix, cw.Dropped))
+		cw.Warnings = append(cw.Warnings, fmt.Sprintf("%sdropped-events: the subscriber lost %d events during the window: stats may be incomplete (raise TOKIO_CONSOLE_BUFFER_CAPACITY)", bundle.WarningPrefix, cw.Dropped))
 	}
 	return cw
 }
@@ -405,7 +402,7 @@ func (s *consoleState) window() consoleWindow {
 func lints(wt windowTask, live bool) []string {
 	d := wt.desc
 	w := func(lint, format string, args ...any) string {
-		return fmt.Sprintf("%s%s: task %s at %s: %s", WarningPrefix, lint, d.name, d.loc, fmt.Sprintf(format, args...))
+		return fmt.Sprintf("%s%s: task %s at %s: %s", bundle.WarningPrefix, lint, d.name, d.loc, fmt.Sprintf(format, args...))
 	}
 	var out []string
 	if !isBlocking(d.kind) {

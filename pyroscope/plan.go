@@ -95,17 +95,6 @@ func MetricName(kind string) string {
 	return sanitizeName(kind)
 }
 
-// IsDelta reports whether profiles of kind already cover a window (the
-// server must not compute deltas again). Heap and goroutine profiles are
-// instants.
-func IsDelta(kind string) bool {
-	switch kind {
-	case "heap", "goroutine":
-		return false
-	}
-	return true
-}
-
 // idNamespace is the UUID namespace of profcap profile ids (a random v4
 // UUID fixed once; changing it would make every bundle push again).
 var idNamespace = [16]byte{0x4f, 0x1c, 0x8e, 0x52, 0x9a, 0x3d, 0x4b, 0x07, 0x86, 0x21, 0xd5, 0x60, 0x2e, 0xb9, 0x73, 0xaa}
@@ -137,7 +126,7 @@ func Plan(m *bundle.Manifest) ([]Item, error) {
 	var items []Item
 	for _, t := range m.Targets {
 		for _, p := range t.Profiles {
-			if p.Status != "ok" && p.Status != "partial" {
+			if p.Status != bundle.StatusOK && p.Status != bundle.StatusPartial {
 				continue
 			}
 			if p.Path == "" || !bundle.Inside(p.Path) {
@@ -159,13 +148,13 @@ func Plan(m *bundle.Manifest) ([]Item, error) {
 			}
 			it := Item{
 				Target: t.Name,
-				Kind:   p.Kind,
-				Name:   MetricName(p.Kind),
+				Kind:   string(p.Kind),
+				Name:   MetricName(string(p.Kind)),
 				Start:  start,
 				End:    end,
-				ID:     ProfileID(m.ID, t.Name, p.Kind),
+				ID:     ProfileID(m.ID, t.Name, string(p.Kind)),
 				Path:   path.Clean(p.Path),
-				Delta:  IsDelta(p.Kind),
+				Delta:  p.Kind.IsDelta(),
 			}
 			it.Labels = seriesLabels(m.ID, t, it)
 			items = append(items, it)

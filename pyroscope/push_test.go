@@ -78,7 +78,7 @@ func TestPushLabelsTimeRangeAndPprof(t *testing.T) {
 		var mp *bundle.Profile
 		for _, t := range m.Targets {
 			for _, p := range t.Profiles {
-				if t.Name == tgt && p.Kind == kind {
+				if t.Name == tgt && string(p.Kind) == kind {
 					mt, mp = t, p
 				}
 			}

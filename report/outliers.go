@@ -10,7 +10,6 @@ import (
 	"github.com/google/pprof/profile"
 
 	"github.com/profcap/profcap/bundle"
-	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/flame"
 	"github.com/profcap/profcap/internal/pprofutil"
 )
@@ -28,7 +27,7 @@ type outlier struct {
 
 type outlierGroup struct {
 	Role string
-	Kind string
+	Kind bundle.Kind
 	Rows []outlier
 }
 
@@ -45,7 +44,7 @@ func roleOf(t *bundle.Target) string {
 
 // outlierKinds are compared per instance; instant snapshots (heap,
 // goroutine) say less about a window and are left out to keep the page light.
-var outlierKinds = map[string]bool{string(collectors.CPU): true, string(collectors.Wall): true, string(collectors.OffCPU): true, string(collectors.Async): true}
+var outlierKinds = map[bundle.Kind]bool{bundle.CPU: true, bundle.Wall: true, bundle.OffCPU: true, bundle.Async: true}
 
 // outliers builds, for every role with at least two instances and every
 // time kind, each instance diffed against the merge of its peers.
@@ -77,7 +76,7 @@ func outliers(dir string, m *bundle.Manifest) []outlierGroup {
 	return out
 }
 
-func outlierGroupFor(dir, role, kind string, members []*bundle.Target) outlierGroup {
+func outlierGroupFor(dir, role string, kind bundle.Kind, members []*bundle.Target) outlierGroup {
 	g := outlierGroup{Role: role, Kind: kind}
 	type inst struct {
 		name string
@@ -111,7 +110,7 @@ func outlierGroupFor(dir, role, kind string, members []*bundle.Target) outlierGr
 	}
 	for _, in := range insts {
 		row := outlier{Target: in.name}
-		peers, err := collectors.Delta(in.p, all) // everyone but this instance
+		peers, err := pprofutil.Delta(in.p, all) // everyone but this instance
 		if err != nil {
 			row.Error = err.Error()
 			g.Rows = append(g.Rows, row)

@@ -16,7 +16,6 @@ import (
 	"github.com/google/pprof/profile"
 
 	"github.com/profcap/profcap/bundle"
-	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/flame"
 	"github.com/profcap/profcap/internal/pprofutil"
 )
@@ -33,7 +32,7 @@ var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 }).Parse(pageTemplate))
 
 type kindSection struct {
-	Kind       string
+	Kind       bundle.Kind
 	Unit       string
 	SampleType string
 	Total      string
@@ -84,7 +83,7 @@ func Render(w io.Writer, dir string, m *bundle.Manifest) error {
 	pg := page{M: m, Head: flame.PageHead()}
 	for _, t := range m.Targets {
 		for _, p := range t.Profiles {
-			if p.Status == "failed" || p.Status == "partial" {
+			if p.Status == bundle.StatusFailed || p.Status == bundle.StatusPartial {
 				pg.Problems++
 			}
 		}
@@ -111,13 +110,13 @@ func section(dir string, m *bundle.Manifest, mg bundle.Merged) kindSection {
 	st := p.SampleType[idx]
 	ks.SampleType, ks.Unit = st.Type, st.Unit
 	opt := flame.Options{Title: fmt.Sprintf("%s — all targets", mg.Kind)}
-	if g, err := graph("merged-"+mg.Kind, p, opt); err != nil {
+	if g, err := graph("merged-"+string(mg.Kind), p, opt); err != nil {
 		ks.Error = err.Error()
 	} else {
 		ks.Merged = g
 	}
 	bySelf, byTotal, total := Top(p, idx, TopN)
-	if mg.Kind == string(collectors.OffCPU) {
+	if mg.Kind == bundle.OffCPU {
 		// Every off-CPU stack ends in the scheduler: rank by the code that
 		// blocked instead.
 		bySelf, _, _ = Top(UserLeaves(p), idx, TopN)
@@ -173,8 +172,8 @@ func graph(id string, p *profile.Profile, opt flame.Options) (template.HTML, err
 func warnings(p *profile.Profile) []string {
 	var ws []string
 	for _, c := range p.Comments {
-		if strings.HasPrefix(c, collectors.WarningPrefix) {
-			ws = append(ws, strings.TrimPrefix(c, collectors.WarningPrefix))
+		if strings.HasPrefix(c, bundle.WarningPrefix) {
+			ws = append(ws, strings.TrimPrefix(c, bundle.WarningPrefix))
 		}
 	}
 	return ws

@@ -45,17 +45,17 @@ func TestDemoClusterEndToEnd(t *testing.T) {
 		t.Errorf("status %s with %d targets\n%s", m.Status, len(m.Targets), out)
 	}
 	for _, tg := range m.Targets {
-		got := map[string]string{}
+		got := map[bundle.Kind]bundle.Status{}
 		for _, p := range tg.Profiles {
 			got[p.Kind] = p.Status
 		}
-		for _, k := range []string{"cpu", "heap", "allocs", "goroutine", "wall", "async"} {
+		for _, k := range []bundle.Kind{"cpu", "heap", "allocs", "goroutine", "wall", "async"} {
 			if got[k] != "ok" {
 				t.Errorf("%s %s: %q", tg.Name, k, got[k])
 			}
 		}
 	}
-	for _, k := range []string{"cpu", "heap", "allocs", "goroutine", "wall", "async"} {
+	for _, k := range []bundle.Kind{"cpu", "heap", "allocs", "goroutine", "wall", "async"} {
 		mg, ok := m.MergedPath(k)
 		if !ok {
 			t.Errorf("no merged %s", k)

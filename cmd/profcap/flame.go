@@ -347,7 +347,7 @@ func loadFlameInputs(ctx context.Context, inputs []string, inf formats.Format, k
 			return nil, err
 		}
 		for _, mg := range m.Merged {
-			if len(kinds) > 0 && !slices.Contains(kinds, mg.Kind) {
+			if len(kinds) > 0 && !slices.Contains(kinds, string(mg.Kind)) {
 				continue
 			}
 			if err := ctx.Err(); err != nil {
@@ -357,11 +357,12 @@ func loadFlameInputs(ctx context.Context, inputs []string, inf formats.Format, k
 			if err != nil {
 				return nil, err
 			}
-			if _, ok := byKind[mg.Kind]; !ok {
-				order = append(order, mg.Kind)
+			k := string(mg.Kind)
+			if _, ok := byKind[k]; !ok {
+				order = append(order, k)
 			}
-			byKind[mg.Kind] = append(byKind[mg.Kind], p)
-			from[mg.Kind] = append(from[mg.Kind], filepath.Join(dir, mg.Path))
+			byKind[k] = append(byKind[k], p)
+			from[k] = append(from[k], filepath.Join(dir, mg.Path))
 		}
 	}
 	if len(order) == 0 {

@@ -38,7 +38,7 @@ func TestRecordPIDNativeProcess(t *testing.T) {
 	}
 	got := map[string]string{}
 	for _, p := range m.Targets[0].Profiles {
-		got[p.Kind] = p.Status
+		got[string(p.Kind)] = string(p.Status)
 		if p.Path == "" {
 			continue
 		}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/capture"
-	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/internal/pprofutil"
 	"github.com/profcap/profcap/report"
 	"github.com/profcap/profcap/targets"
@@ -42,8 +41,8 @@ type printer struct {
 	deadline time.Time
 	width    int
 	order    []string
-	state    map[string]map[collectors.Kind]string
-	kinds    map[string][]collectors.Kind
+	state    map[string]map[bundle.Kind]string
+	kinds    map[string][]bundle.Kind
 	bytes    int64
 	drawn    int // lines drawn last time (live mode)
 	stop     chan struct{}
@@ -51,7 +50,7 @@ type printer struct {
 }
 
 func newPrinter(stdout, stderr io.Writer, quiet, jsonOut bool) *printer {
-	p := &printer{w: stderr, out: stdout, width: 8, state: map[string]map[collectors.Kind]string{}, kinds: map[string][]collectors.Kind{}}
+	p := &printer{w: stderr, out: stdout, width: 8, state: map[string]map[bundle.Kind]string{}, kinds: map[string][]bundle.Kind{}}
 	switch {
 	case jsonOut:
 		p.mode = progressJSON
@@ -72,7 +71,7 @@ func (p *printer) header(ts []targets.Target, d time.Duration, dir string) {
 	for _, t := range ts {
 		p.width = max(p.width, len(t.Name))
 		p.order = append(p.order, t.Name)
-		p.state[t.Name] = map[collectors.Kind]string{}
+		p.state[t.Name] = map[bundle.Kind]string{}
 	}
 	p.deadline = time.Now().Add(d)
 	switch p.mode {
@@ -114,11 +113,11 @@ func (p *printer) event(e capture.Event) {
 		if ks := p.state[e.Target]; ks != nil {
 			st := "done"
 			switch e.Status {
-			case collectors.StatusFailed:
+			case bundle.StatusFailed:
 				st = "failed"
-			case collectors.StatusUnsupported:
+			case bundle.StatusUnsupported:
 				st = "n/a"
-			case collectors.StatusPartial:
+			case bundle.StatusPartial:
 				st = "partial"
 			}
 			ks[e.Kind] = st
@@ -130,7 +129,7 @@ func (p *printer) event(e capture.Event) {
 	case progressPlain:
 		p.plain(e)
 	case progressQuiet:
-		if e.Type == capture.EventResult && e.Status == collectors.StatusFailed {
+		if e.Type == capture.EventResult && e.Status == bundle.StatusFailed {
 			fmt.Fprintf(p.w, "%s %s: %v\n", e.Target, e.Kind, e.Err)
 		}
 	case progressLive:
@@ -284,7 +283,7 @@ func (p *printer) summary(o *capture.Outcome) {
 			}
 			_, _, total := report.Top(pr, idx, 0)
 			top := pr
-			if mg.Kind == string(collectors.OffCPU) {
+			if mg.Kind == bundle.OffCPU {
 				top = report.UserLeaves(pr) // not "__schedule 100%"
 			}
 			bySelf, _, _ := report.Top(top, idx, 5)
@@ -300,8 +299,8 @@ func (p *printer) summary(o *capture.Outcome) {
 	for _, t := range m.Targets {
 		for _, pr := range t.Profiles {
 			// A kind no collector could take was asked for by name.
-			if pr.Status == "failed" || pr.Status == "partial" || (pr.Status == "unsupported" && pr.Collector == "") {
-				fails = append(fails, failure{t.Name, pr.Kind, pr.Error})
+			if pr.Status == bundle.StatusFailed || pr.Status == bundle.StatusPartial || (pr.Status == bundle.StatusUnsupported && pr.Collector == "") {
+				fails = append(fails, failure{t.Name, string(pr.Kind), pr.Error})
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/pyroscope"
@@ -207,7 +208,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		want, explicit = nil, true
 	}
 	for _, k := range *kinds {
-		kk, ok := collectors.ParseKind(strings.TrimSpace(k))
+		kk, ok := bundle.ParseKind(strings.TrimSpace(k))
 		if !ok {
 			return usageError("--profiles: unknown kind %q (known: %s)", k, kindList())
 		}
@@ -308,18 +309,18 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // not given, and perf's sampling rate. The figures behind them are in
 // docs/overhead.md (make bench-overhead).
 type preset struct {
-	kinds         []collectors.Kind
+	kinds         []bundle.Kind
 	perfFrequency int
 }
 
 var presets = map[string]preset{
 	// low: on-CPU at half perf's default rate and the live heap, nothing
 	// that samples every goroutine or traces the scheduler.
-	"low": {kinds: []collectors.Kind{collectors.CPU, collectors.Heap}, perfFrequency: 49},
+	"low": {kinds: []bundle.Kind{bundle.CPU, bundle.Heap}, perfFrequency: 49},
 	// default: everything but fgprof's wall clock, which samples every
 	// goroutine 99 times a second and costs a saturated service the most.
-	"default": {kinds: []collectors.Kind{collectors.CPU, collectors.OffCPU, collectors.Async, collectors.Heap,
-		collectors.Allocs, collectors.Goroutine, collectors.Mutex, collectors.Block}},
+	"default": {kinds: []bundle.Kind{bundle.CPU, bundle.OffCPU, bundle.Async, bundle.Heap,
+		bundle.Allocs, bundle.Goroutine, bundle.Mutex, bundle.Block}},
 	"full": {kinds: nil},
 }
 
@@ -344,7 +345,7 @@ func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []coll
 
 func kindList() string {
 	var ks []string
-	for _, k := range collectors.AllKinds {
+	for _, k := range bundle.AllKinds {
 		ks = append(ks, string(k))
 	}
 	return strings.Join(ks, ",")

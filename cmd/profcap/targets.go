@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/targets"
 )
@@ -109,13 +110,13 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return tw.Flush()
 }
 
-func kindOrder(k collectors.Kind) int {
-	for i, kk := range collectors.AllKinds {
+func kindOrder(k bundle.Kind) int {
+	for i, kk := range bundle.AllKinds {
 		if kk == k {
 			return i
 		}
 	}
-	return len(collectors.AllKinds)
+	return len(bundle.AllKinds)
 }
 
 func describeTarget(t *targets.Target) string {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/internal/testsvc"
 )
 
@@ -115,7 +116,7 @@ targets:
 		t.Errorf("stderr:\n%s", stderr)
 	}
 	m := mustManifest(t, out)
-	want := map[string]string{"mtls": "ok", "no-client-cert": "failed", "unknown-ca": "failed"}
+	want := map[string]bundle.Status{"mtls": "ok", "no-client-cert": "failed", "unknown-ca": "failed"}
 	for _, tg := range m.Targets {
 		if tg.Status != want[tg.Name] {
 			t.Errorf("%s: %s (%v), want %s", tg.Name, tg.Status, tg.Profiles[0].Error, want[tg.Name])

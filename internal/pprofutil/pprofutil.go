@@ -32,3 +32,36 @@ func Merge(ps ...*profile.Profile) (merged *profile.Profile, err error) {
 	}()
 	return profile.Merge(ps)
 }
+
+// Delta returns after − before for two cumulative profiles of one process,
+// dropping stacks that did not change.
+func Delta(before, after *profile.Profile) (*profile.Profile, error) {
+	b := before.Copy()
+	b.Scale(-1)
+	d, err := Merge(after, b)
+	if err != nil {
+		return nil, fmt.Errorf("subtracting the start snapshot: %w", err)
+	}
+	keep := d.Sample[:0]
+	for _, s := range d.Sample {
+		for _, v := range s.Value {
+			if v != 0 {
+				keep = append(keep, s)
+				break
+			}
+		}
+	}
+	d.Sample = keep
+	d = d.Compact()
+	return d, nil
+}
+
+// LabelSamples sets the string label key=value on every sample of p.
+func LabelSamples(p *profile.Profile, key, value string) {
+	for _, s := range p.Sample {
+		if s.Label == nil {
+			s.Label = map[string][]string{}
+		}
+		s.Label[key] = []string{value}
+	}
+}

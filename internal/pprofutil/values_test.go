@@ -57,3 +57,25 @@ func TestMergeNeverPanics(t *testing.T) {
 		t.Errorf("merging nil succeeded")
 	}
 }
+
+func TestDelta(t *testing.T) {
+	fn := &profile.Function{ID: 1, Name: "f"}
+	gn := &profile.Function{ID: 2, Name: "g"}
+	mk := func(f, g int64) *profile.Profile {
+		lf := &profile.Location{ID: 1, Line: []profile.Line{{Function: fn}}}
+		lg := &profile.Location{ID: 2, Line: []profile.Line{{Function: gn}}}
+		return &profile.Profile{
+			SampleType: []*profile.ValueType{{Type: "contentions", Unit: "count"}},
+			Sample:     []*profile.Sample{{Location: []*profile.Location{lf}, Value: []int64{f}}, {Location: []*profile.Location{lg}, Value: []int64{g}}},
+			Location:   []*profile.Location{lf, lg},
+			Function:   []*profile.Function{fn, gn},
+		}
+	}
+	d, err := Delta(mk(10, 5), mk(15, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Sample) != 1 || d.Sample[0].Value[0] != 5 || d.Sample[0].Location[0].Line[0].Function.Name != "f" {
+		t.Errorf("delta = %v, want f:5 only", d)
+	}
+}

@@ -63,7 +63,7 @@ func WriteBundle(t testing.TB) string {
 	for _, tg := range targets {
 		bt := &bundle.Target{Name: tg.name, Labels: tg.labels, Status: "ok"}
 		for _, p := range tg.profs {
-			bp := &bundle.Profile{Kind: p.kind, Collector: "pprof", Status: p.status}
+			bp := &bundle.Profile{Kind: bundle.Kind(p.kind), Collector: "pprof", Status: bundle.Status(p.status)}
 			if p.status == "failed" {
 				bp.Error = "endpoint returned 404"
 				bt.Status = "partial"
