@@ -261,6 +261,19 @@ func (m *Manifest) StartSkew() float64 {
 	return skew
 }
 
+// Interrupt records that the capture was stopped after its final statuses
+// were set (during the merges or the report): the bundle becomes partial
+// with reason. The manifest is written now.
+func (w *Writer) Interrupt(reason string) {
+	_ = w.Update(func(m *Manifest) {
+		m.Reason = reason
+		if m.Status == StatusOK {
+			m.Status = StatusPartial
+		}
+	})
+	_ = w.Sync()
+}
+
 // AddMerged records the merge of one kind across targets.
 func (w *Writer) AddMerged(mg Merged) {
 	_ = w.Update(func(m *Manifest) { m.Merged = append(m.Merged, mg) })

@@ -39,6 +39,9 @@ type Options struct {
 	// before they are abandoned (default 15s).
 	Grace time.Duration
 	Out   string
+	// OutUnique says Out is a default name: if it is taken, a numbered
+	// name beside it is used (Outcome.Dir says which).
+	OutUnique bool
 	// Workload, if set, runs as the workload: the window ends when it exits.
 	Workload                       []string
 	WorkloadStdout, WorkloadStderr io.Writer
@@ -191,6 +194,9 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 	if opt.Grace <= 0 {
 		opt.Grace = 15 * time.Second
 	}
+	if err := checkNames(opt.Targets); err != nil {
+		return nil, err
+	}
 	r := &run{opt: opt, events: opt.Events}
 	if r.events == nil {
 		r.events = func(Event) {}
@@ -222,6 +228,9 @@ type run struct {
 	allDone chan struct{} // every collector returned
 	wl      *bundle.Workload
 	wlDone  chan struct{}
+	// interruptedLate says the first Ctrl-C came after the window, while
+	// collectors were still delivering.
+	interruptedLate bool
 }
 
 // emit reports progress, one call at a time.
@@ -256,11 +265,33 @@ func (r *run) plan() error {
 			r.emit(Event{Type: EventPlanned, Target: j.target.Name, Kind: k, Collector: j.collector.Name()})
 		}
 	}
-	w, err := bundle.Create(r.opt.Out, m)
+	create := bundle.Create
+	if r.opt.OutUnique {
+		create = bundle.CreateUnique
+	}
+	w, err := create(r.opt.Out, m)
 	if err != nil {
 		return err
 	}
 	r.w = w
+	return nil
+}
+
+// checkNames refuses targets whose names differ but would share a
+// directory in the bundle (names differing only in characters the file
+// name form drops, such as "a" and "a.").
+func checkNames(ts []targets.Target) error {
+	byDir := map[string]string{}
+	for _, t := range ts {
+		d := targets.SafeName(t.Name)
+		if other, dup := byDir[d]; dup {
+			if other == t.Name {
+				return fmt.Errorf("target %q is named twice", t.Name)
+			}
+			return fmt.Errorf("targets %q and %q would share the bundle directory targets/%s: rename one", other, t.Name, d)
+		}
+		byDir[d] = t.Name
+	}
 	return nil
 }
 
@@ -367,25 +398,38 @@ func (r *run) wait(ctx context.Context, abort context.CancelFunc) string {
 			r.win.End(collectors.ReasonInterrupted)
 			r.emit(Event{Type: EventNote, Msg: "interrupted: ending the window now and keeping what was captured (press Ctrl-C again to stop at once)"})
 		case <-r.win.Done():
-			// Give collectors the grace period to deliver, then abandon.
+			// Give collectors the grace period to deliver, then abandon. A
+			// Ctrl-C now lets them finish what they are writing but skips
+			// the merges and the report; a second one stops at once.
 			r.emit(Event{Type: EventWindowEnd})
-			select {
-			case <-r.allDone:
-			case <-time.After(r.opt.Grace):
-				abort()
-				r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("collectors still running %s after the window: abandoning them", r.opt.Grace)})
+			grace := time.After(r.opt.Grace)
+			for {
 				select {
 				case <-r.allDone:
-				case <-time.After(5 * time.Second):
-				}
-			case <-ctx.Done():
-				reason = "interrupted twice"
-				select {
-				case <-r.allDone:
-				case <-time.After(2 * time.Second):
+					return reason
+				case <-stop:
+					stop = nil
+					reason = collectors.ReasonInterrupted
+					r.interruptedLate = true
+					r.emit(Event{Type: EventNote, Msg: "interrupted: keeping what the collectors are writing, then stopping without merges or the report (press Ctrl-C again to stop at once)"})
+				case <-grace:
+					abort()
+					r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("collectors still running %s after the window: abandoning them", r.opt.Grace)})
+					select {
+					case <-r.allDone:
+					case <-time.After(5 * time.Second):
+					}
+					return reason
+				case <-ctx.Done():
+					reason = "interrupted twice"
+					abort()
+					select {
+					case <-r.allDone:
+					case <-time.After(2 * time.Second):
+					}
+					return reason
 				}
 			}
-			return reason
 		case <-ctx.Done():
 			reason = "interrupted twice"
 			r.win.End(collectors.ReasonInterrupted)
@@ -420,20 +464,64 @@ func (r *run) finish(ctx context.Context, reason string) (*Outcome, error) {
 	if err != nil {
 		return nil, fmt.Errorf("writing the manifest: %w", err)
 	}
-	if ctx.Err() == nil {
-		mergeAll(ctx, r.w, r.emit)
-		if r.opt.Render != nil {
-			if err := r.opt.Render(r.opt.Out, r.w.Manifest()); err != nil {
-				r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("writing the report: %v", err)})
-			} else if err := r.w.SetReport("report.html"); err != nil {
-				return nil, fmt.Errorf("writing the manifest: %w", err)
-			}
-		}
+	if full := r.w.DiskFull(); full != "" {
+		r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("the disk is full: writing %s failed; the bundle in %s keeps what was written before, with final statuses; no merges or report", full, r.w.Dir())})
+	} else if ctx.Err() == nil && !r.interruptedLate {
+		r.post(ctx)
 	}
-	if err := r.w.Sync(); err != nil {
+	if err := r.w.Close(); err != nil {
 		return nil, fmt.Errorf("writing the manifest: %w", err)
 	}
-	return &Outcome{Dir: r.opt.Out, Manifest: r.w.Manifest(), Counts: counts}, nil
+	return &Outcome{Dir: r.w.Dir(), Manifest: r.w.Manifest(), Counts: counts}, nil
+}
+
+// post merges and renders after the window. A Ctrl-C (the first, if it
+// comes now) stops the work that is left: the manifest then says the
+// capture was interrupted and lists what was merged.
+func (r *run) post(ctx context.Context) {
+	post, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := r.opt.Stop
+	if r.win.EndedEarly() == collectors.ReasonInterrupted {
+		stop = nil // that Ctrl-C ended the window; only a new one counts
+	}
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return ctx.Err() != nil
+		}
+	}
+	if stop != nil {
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-post.Done():
+			}
+		}()
+	}
+	mergeAll(post, r.w, r.emit)
+	if r.opt.Render != nil && post.Err() == nil {
+		done := make(chan error, 1)
+		m := r.w.Manifest()
+		go func() { done <- r.opt.Render(r.w.Dir(), m) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("writing the report: %v", err)})
+			} else if err := r.w.SetReport("report.html"); err != nil {
+				r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("writing the manifest: %v", err)})
+			}
+		case <-post.Done():
+		}
+	}
+	if stopped() {
+		n := len(r.w.Manifest().Merged)
+		r.w.Interrupt(fmt.Sprintf("%s after the window: %d kinds merged, no report", collectors.ReasonInterrupted, n))
+		r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("interrupted: stopped after the window with %d kinds merged and no report", n)})
+	}
 }
 
 func describe(t *targets.Target) string {

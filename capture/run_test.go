@@ -2,8 +2,11 @@ package capture
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/internal/testreq"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -28,9 +32,11 @@ type cannedCollector struct {
 	calls  atomic.Int32
 }
 
-func (f *cannedCollector) Name() string                                                     { return "fake" }
-func (f *cannedCollector) Kinds(*targets.Target) []bundle.Kind                              { return f.kinds }
-func (f *cannedCollector) Probe(context.Context, *targets.Target) []collectors.Availability { return nil }
+func (f *cannedCollector) Name() string                        { return "fake" }
+func (f *cannedCollector) Kinds(*targets.Target) []bundle.Kind { return f.kinds }
+func (f *cannedCollector) Probe(context.Context, *targets.Target) []collectors.Availability {
+	return nil
+}
 func (f *cannedCollector) Collect(ctx context.Context, w *collectors.Window, t *targets.Target, kinds []bundle.Kind, emit collectors.Emit) {
 	f.calls.Add(1)
 	var wg sync.WaitGroup
@@ -326,5 +332,166 @@ func TestRunFakeWorkloadEndsWindow(t *testing.T) {
 	}
 	if out.ExitCode() != 0 || !slices.Equal(m.Workload.Command, []string{"sh", "-c", "exit 7"}) {
 		t.Errorf("exit %d command %v", out.ExitCode(), m.Workload.Command)
+	}
+}
+
+func okCollector(kinds ...bundle.Kind) *cannedCollector {
+	return &cannedCollector{kinds: kinds, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		emit(ok(k, tg.Name+"-"+string(k)))
+	}}
+}
+
+// Captures started together with the same default --out never share a
+// bundle: each claims its own directory.
+func TestRunUniqueDefaultOut(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "profcap-same-second")
+	type res struct {
+		out *Outcome
+		err error
+	}
+	results := make(chan res, 4)
+	for range 4 {
+		go func() {
+			out, err := Run(context.Background(), Options{
+				Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{okCollector(bundle.CPU)},
+				Duration: 50 * time.Millisecond, Out: base, OutUnique: true,
+			})
+			results <- res{out, err}
+		}()
+	}
+	dirs := map[string]bool{}
+	for range 4 {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.out.ExitCode() != 0 {
+			t.Errorf("%s: exit %d", r.out.Dir, r.out.ExitCode())
+		}
+		dirs[r.out.Dir] = true
+		m, err := bundle.Read(r.out.Dir)
+		if err != nil || m.Status != bundle.StatusOK || len(m.Targets) != 1 {
+			t.Errorf("%s: %v %+v", r.out.Dir, err, m)
+		}
+	}
+	if len(dirs) != 4 {
+		t.Errorf("four captures wrote %d bundles: %v", len(dirs), dirs)
+	}
+	// An explicit --out that is taken is refused, never shared.
+	_, err := Run(context.Background(), Options{Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{okCollector(bundle.CPU)},
+		Duration: 10 * time.Millisecond, Out: base})
+	if err == nil || !strings.Contains(err.Error(), "exists and is not empty") {
+		t.Errorf("explicit taken --out: %v", err)
+	}
+}
+
+func TestRunRefusesNamesSharingADirectory(t *testing.T) {
+	_, err := Run(context.Background(), Options{
+		Targets:    []targets.Target{{Name: "a"}, {Name: "a."}},
+		Collectors: []collectors.Collector{okCollector(bundle.CPU)}, Duration: 10 * time.Millisecond,
+		Out: filepath.Join(t.TempDir(), "b"),
+	})
+	if err == nil || !strings.Contains(err.Error(), `"a" and "a."`) {
+		t.Errorf("targets a and a.: %v", err)
+	}
+}
+
+// A Ctrl-C after the window, during the merges or the report, stops the
+// work left; the manifest says so and the capture is partial.
+func TestRunInterruptAfterWindow(t *testing.T) {
+	stop := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out, m := runFake(t, ctx, Options{
+		Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{okCollector(bundle.CPU, bundle.Heap)},
+		Duration: 50 * time.Millisecond, Stop: stop,
+		Render: func(dir string, m *bundle.Manifest) error {
+			close(stop) // first Ctrl-C while the report is written
+			cancel()    // and the second
+			time.Sleep(time.Second)
+			return nil
+		},
+	})
+	if m.Status != bundle.StatusPartial || !strings.Contains(m.Reason, "interrupted after the window") || m.Report != "" {
+		t.Errorf("status %s reason %q report %q", m.Status, m.Reason, m.Report)
+	}
+	if out.ExitCode() != 3 {
+		t.Errorf("exit %d, want 3", out.ExitCode())
+	}
+	if p := m.Target("x").Profile(bundle.CPU); p.Status != bundle.StatusOK || p.Path == "" {
+		t.Errorf("profiles captured in the window stay: %+v", p)
+	}
+}
+
+// A full disk: the capture says so, the manifest on disk has final
+// statuses only, and every profile it calls ok is there.
+func TestRunDiskFull(t *testing.T) {
+	testreq.Root(t, "mounts a 48 KiB tmpfs")
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", dir).CombinedOutput(); err != nil {
+		testreq.Missing(t, "mount tmpfs: %v %s", err, out)
+	}
+	defer exec.Command("umount", dir).Run()
+	// Each profile is about 12 KiB compressed (names that do not compress).
+	big := func(name string) *profile.Profile {
+		p := cannedProfile(name, 1, 1)
+		rnd := make([]byte, 9000)
+		_, _ = rand.Read(rnd)
+		p.Function[0].Name = name + hex.EncodeToString(rnd)
+		return p
+	}
+	kinds := []bundle.Kind{bundle.CPU, bundle.Wall, bundle.OffCPU, bundle.Heap, bundle.Allocs, bundle.Goroutine, bundle.Mutex, bundle.Block}
+	fc := &cannedCollector{kinds: kinds, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		r := ok(k, "")
+		r.Profile = big(tg.Name + string(k))
+		emit(r)
+	}}
+	var notes []string
+	var mu sync.Mutex
+	out, err := Run(context.Background(), Options{
+		Targets: []targets.Target{{Name: "a"}, {Name: "b"}}, Collectors: []collectors.Collector{fc},
+		Duration: 50 * time.Millisecond, Out: filepath.Join(dir, "bundle"),
+		Events: func(e Event) {
+			if e.Type == EventNote {
+				mu.Lock()
+				notes = append(notes, e.Msg)
+				mu.Unlock()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(notes, func(s string) bool { return strings.Contains(s, "the disk is full") }) {
+		t.Errorf("no disk-full note in %q", notes)
+	}
+	m, err := bundle.Read(out.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.ExitCode() != 3 || m.Status != bundle.StatusPartial {
+		t.Errorf("exit %d status %s, want 3 and partial", out.ExitCode(), m.Status)
+	}
+	okCount := 0
+	for _, bt := range m.Targets {
+		for _, p := range bt.Profiles {
+			if !p.Status.Final() {
+				t.Errorf("%s %s: %s on disk after the capture", bt.Name, p.Kind, p.Status)
+			}
+			if p.Status == bundle.StatusOK {
+				okCount++
+				if _, err := bundle.LoadProfile(out.Dir, p.Path); err != nil {
+					t.Errorf("%s %s is ok in the manifest but: %v", bt.Name, p.Kind, err)
+				}
+			} else if !strings.Contains(p.Error, "no space left") {
+				t.Errorf("%s %s: %s %q", bt.Name, p.Kind, p.Status, p.Error)
+			}
+		}
+	}
+	if okCount == 0 || okCount == 16 {
+		t.Errorf("%d of 16 profiles ok: the test should fill the disk part way", okCount)
+	}
+	if _, err := os.Stat(filepath.Join(out.Dir, bundle.ReserveFile)); err == nil {
+		t.Error("the reserve file was left in the bundle")
 	}
 }
