@@ -3,7 +3,6 @@ package bundle
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -97,7 +96,7 @@ func (w *Writer) Sync() error {
 	w.dirty = false
 	w.mu.Unlock()
 	if err == nil {
-		err = writeAtomic(filepath.Join(w.dir, ManifestFile), func(f io.Writer) error {
+		err = WriteAtomic(filepath.Join(w.dir, ManifestFile), func(f io.Writer) error {
 			_, err := f.Write(buf.Bytes())
 			return err
 		})
@@ -148,21 +147,26 @@ func (w *Writer) WriteFileFunc(rel string, fn func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
 		return err
 	}
-	return writeAtomic(path, fn)
+	return WriteAtomic(path, fn)
 }
 
-// writeAtomic writes fn's output to a temporary file beside path, with the
-// bundle's file mode, and renames it into place: readers see the old file
-// or the new one, never a part.
-func writeAtomic(path string, fn func(io.Writer) error) error {
+// WriteAtomic writes fn's output to a temporary file beside path, with the
+// bundle's file mode, flushes it to stable storage and renames it into
+// place: readers (and a later run after a crash) see the old file or the
+// new one, never a part. Every file profcap writes into a bundle (and the
+// push state beside it) goes through here.
+func WriteAtomic(path string, fn func(io.Writer) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
-		return err
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	tmp := f.Name()
 	err = fn(f)
 	if err == nil {
 		err = f.Chmod(FileMode)
+	}
+	if err == nil {
+		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -172,7 +176,7 @@ func writeAtomic(path string, fn func(io.Writer) error) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return errors.Join(fmt.Errorf("writing %s", path), err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }

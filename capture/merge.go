@@ -60,9 +60,7 @@ func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 			emit(Event{Type: EventNote, Kind: k, Msg: fmt.Sprintf("writing %s: %v", rel, err)})
 			continue
 		}
-		_ = w.Update(func(m *bundle.Manifest) {
-			m.Merged = append(m.Merged, bundle.Merged{Kind: k, Path: rel, Targets: names})
-		})
+		w.AddMerged(bundle.Merged{Kind: k, Path: rel, Targets: names})
 		emit(Event{Type: EventMerged, Kind: k, Samples: len(acc.Sample), Msg: rel})
 	}
 }

@@ -1,0 +1,330 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/targets"
+)
+
+// cannedCollector emits canned results: for each kind, what behave says.
+// It starts no process and touches no network, so these tests check Run's
+// own logic: planning, recording, statuses, interrupts, merging.
+type cannedCollector struct {
+	kinds  []bundle.Kind
+	behave func(ctx context.Context, w *collectors.Window, t *targets.Target, k bundle.Kind, emit collectors.Emit)
+	calls  atomic.Int32
+}
+
+func (f *cannedCollector) Name() string                                                     { return "fake" }
+func (f *cannedCollector) Kinds(*targets.Target) []bundle.Kind                              { return f.kinds }
+func (f *cannedCollector) Probe(context.Context, *targets.Target) []collectors.Availability { return nil }
+func (f *cannedCollector) Collect(ctx context.Context, w *collectors.Window, t *targets.Target, kinds []bundle.Kind, emit collectors.Emit) {
+	f.calls.Add(1)
+	var wg sync.WaitGroup
+	for _, k := range kinds { // kinds run side by side, as in real collectors
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.behave(ctx, w, t, k, emit)
+		}()
+	}
+	wg.Wait()
+}
+
+var _ collectors.Collector = (*cannedCollector)(nil)
+
+// cannedProfile is a one-function profile with n samples of value v.
+func cannedProfile(fn string, n int, v int64) *profile.Profile {
+	f := &profile.Function{ID: 1, Name: fn}
+	l := &profile.Location{ID: 1, Line: []profile.Line{{Function: f}}}
+	p := &profile.Profile{
+		SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}},
+		PeriodType: &profile.ValueType{Type: "cpu", Unit: "nanoseconds"},
+		Period:     10_000_000,
+		Function:   []*profile.Function{f},
+		Location:   []*profile.Location{l},
+	}
+	for range n {
+		p.Sample = append(p.Sample, &profile.Sample{Location: []*profile.Location{l}, Value: []int64{v}})
+	}
+	return p
+}
+
+func ok(k bundle.Kind, fn string) collectors.Result {
+	now := time.Now()
+	return collectors.Result{Kind: k, Collector: "fake", Status: bundle.StatusOK, Profile: cannedProfile(fn, 3, 1), Start: now, End: now}
+}
+
+func runFake(t *testing.T, ctx context.Context, opt Options) (*Outcome, *bundle.Manifest) {
+	t.Helper()
+	if opt.Out == "" {
+		opt.Out = filepath.Join(t.TempDir(), "bundle")
+	}
+	if opt.Duration == 0 {
+		opt.Duration = 200 * time.Millisecond
+	}
+	out, err := Run(ctx, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := bundle.Read(opt.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bt := range m.Targets {
+		for _, p := range bt.Profiles {
+			if !p.Status.Final() {
+				t.Errorf("%s %s: status %q left in the final manifest", bt.Name, p.Kind, p.Status)
+			}
+		}
+		if !bt.Status.Final() {
+			t.Errorf("%s: status %q left in the final manifest", bt.Name, bt.Status)
+		}
+	}
+	return out, m
+}
+
+func TestRunFakeSuccess(t *testing.T) {
+	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU, bundle.Heap}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		if k == bundle.CPU {
+			<-w.Done() // a window kind delivers at the window's end
+		}
+		emit(ok(k, tg.Name+"-work"))
+		emit(ok(bundle.Goroutine, "not asked for")) // dropped by the capture
+	}}
+	rendered := 0
+	out, m := runFake(t, context.Background(), Options{
+		Targets:    []targets.Target{{Name: "a", Labels: map[string]string{"role": "w"}}, {Name: "b"}},
+		Collectors: []collectors.Collector{fc},
+		Kinds:      []bundle.Kind{bundle.CPU, bundle.Heap},
+		Render: func(dir string, m *bundle.Manifest) error {
+			rendered++
+			return os.WriteFile(filepath.Join(dir, "report.html"), []byte("<html>"), 0o640)
+		},
+	})
+	if out.ExitCode() != 0 || m.Status != bundle.StatusOK || out.Captured != 4 || out.Failed != 0 {
+		t.Fatalf("exit %d status %s counts %+v", out.ExitCode(), m.Status, out.Counts)
+	}
+	if fc.calls.Load() != 2 || rendered != 1 || m.Report != "report.html" {
+		t.Errorf("collector calls %d, renders %d, report %q", fc.calls.Load(), rendered, m.Report)
+	}
+	for _, name := range []string{"a", "b"} {
+		bt := m.Target(name)
+		if bt == nil || bt.Status != bundle.StatusOK || len(bt.Profiles) != 2 {
+			t.Fatalf("%s: %+v", name, bt)
+		}
+		if bt.Profile(bundle.Goroutine) != nil {
+			t.Errorf("%s: a kind the capture did not ask for was recorded", name)
+		}
+		p := bt.Profile(bundle.CPU)
+		if p.Path != bundle.ProfilePath(name, bundle.CPU) || p.Samples != 3 || p.Period != "10ms (100 Hz)" || p.Collector != "fake" {
+			t.Errorf("%s cpu entry %+v", name, p)
+		}
+		if _, err := bundle.LoadProfile(out.Dir, p.Path); err != nil {
+			t.Error(err)
+		}
+	}
+	if m.Window.Start == "" || m.Window.End == "" || m.Window.EndedEarly != "" {
+		t.Errorf("window %+v", m.Window)
+	}
+	// The merge holds both targets, labelled.
+	rel, found := m.MergedPath(bundle.CPU)
+	if !found {
+		t.Fatal("no merged cpu")
+	}
+	mp, err := bundle.LoadProfile(out.Dir, rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int64{}
+	for _, s := range mp.Sample {
+		seen[s.Label["target"][0]] += s.Value[0]
+	}
+	if seen["a"] != 3 || seen["b"] != 3 {
+		t.Errorf("merged cpu by target %v, want 3 each", seen)
+	}
+	if got := time.Duration(mp.DurationNanos); got < 150*time.Millisecond || got > 5*time.Second {
+		t.Errorf("merged duration %v, want about the window", got)
+	}
+}
+
+func TestRunFakeFailureAndPartial(t *testing.T) {
+	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU, bundle.Heap, bundle.Allocs, bundle.Mutex}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		switch k {
+		case bundle.CPU:
+			r := ok(k, "spin")
+			r.Status, r.Err = bundle.StatusPartial, errors.New("target exited mid-window")
+			emit(r)
+		case bundle.Heap:
+			emit(collectors.Result{Kind: k, Collector: "fake", Status: bundle.StatusFailed, Err: errors.New("connection refused")})
+		case bundle.Allocs:
+			// delivers nothing
+		case bundle.Mutex:
+			r := ok(k, "lock")
+			r.Profile.Sample[0].Value = nil // invalid: fewer values than sample types
+			emit(r)
+		}
+	}}
+	out, m := runFake(t, context.Background(), Options{
+		Targets: []targets.Target{{Name: "svc"}}, Collectors: []collectors.Collector{fc},
+	})
+	bt := m.Target("svc")
+	want := map[bundle.Kind]struct {
+		st  bundle.Status
+		err string
+	}{
+		bundle.CPU:    {bundle.StatusPartial, "target exited mid-window"},
+		bundle.Heap:   {bundle.StatusFailed, "connection refused"},
+		bundle.Allocs: {bundle.StatusFailed, "the collector delivered no result"},
+		bundle.Mutex:  {bundle.StatusFailed, "invalid profile"},
+	}
+	for k, w := range want {
+		p := bt.Profile(k)
+		if p == nil || p.Status != w.st || !strings.Contains(p.Error, w.err) {
+			t.Errorf("%s: %+v, want %s with %q", k, p, w.st, w.err)
+		}
+	}
+	if p := bt.Profile(bundle.CPU); p.Path == "" {
+		t.Error("a partial profile's data must be kept")
+	}
+	if bt.Status != bundle.StatusPartial || m.Status != bundle.StatusPartial || out.ExitCode() != 3 {
+		t.Errorf("target %s bundle %s exit %d", bt.Status, m.Status, out.ExitCode())
+	}
+	if out.Captured != 1 || out.Failed != 4 {
+		t.Errorf("counts %+v", out.Counts)
+	}
+}
+
+func TestRunFakeNothingCaptured(t *testing.T) {
+	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		emit(collectors.Result{Kind: k, Collector: "fake", Status: bundle.StatusFailed, Err: errors.New("down")})
+	}}
+	out, m := runFake(t, context.Background(), Options{Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{fc}})
+	if out.ExitCode() != 1 || m.Status != bundle.StatusFailed || len(m.Merged) != 0 {
+		t.Errorf("exit %d status %s merged %v", out.ExitCode(), m.Status, m.Merged)
+	}
+}
+
+func TestRunFakeExplicitKindNobodyOffers(t *testing.T) {
+	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		emit(ok(k, "f"))
+	}}
+	out, m := runFake(t, context.Background(), Options{
+		Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{fc},
+		Kinds: []bundle.Kind{bundle.CPU, bundle.Async}, Explicit: true,
+	})
+	p := m.Target("x").Profile(bundle.Async)
+	if p == nil || p.Status != bundle.StatusUnsupported || !strings.Contains(p.Error, "no collector can capture async") {
+		t.Fatalf("async: %+v", p)
+	}
+	if out.ExitCode() != 3 || out.Failed != 1 || out.Unsupported != 1 {
+		t.Errorf("exit %d counts %+v: a kind asked for by name and not got is a failure", out.ExitCode(), out.Counts)
+	}
+}
+
+func TestRunFakeInterrupt(t *testing.T) {
+	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU, bundle.Heap}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		if k == bundle.CPU {
+			<-w.Done()
+			r := ok(k, "busy")
+			if w.Interrupted() {
+				r.Status = bundle.StatusPartial
+			}
+			emit(r)
+			return
+		}
+		emit(ok(k, "heap")) // an end-of-window snapshot, still taken
+	}}
+	stop := make(chan struct{})
+	time.AfterFunc(150*time.Millisecond, func() { close(stop) })
+	start := time.Now()
+	out, m := runFake(t, context.Background(), Options{
+		Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{fc},
+		Duration: time.Minute, Stop: stop,
+	})
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("an interrupted 1-minute capture took %v", took)
+	}
+	if m.Reason != collectors.ReasonInterrupted || m.Window.EndedEarly != collectors.ReasonInterrupted {
+		t.Errorf("reason %q ended early %q", m.Reason, m.Window.EndedEarly)
+	}
+	if p := m.Target("x").Profile(bundle.CPU); p.Status != bundle.StatusPartial || p.Path == "" {
+		t.Errorf("cpu after an interrupt: %+v, want partial with its data", p)
+	}
+	if m.Status != bundle.StatusPartial || out.ExitCode() != 3 {
+		t.Errorf("status %s exit %d", m.Status, out.ExitCode())
+	}
+	if len(m.Merged) == 0 {
+		t.Error("a first interrupt keeps the merges")
+	}
+}
+
+func TestRunFakeSecondInterrupt(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU, bundle.Heap}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		if k == bundle.Heap {
+			emit(ok(k, "heap"))
+			return
+		}
+		select { // a collector that ignores the window and the context
+		case <-release:
+		case <-time.After(time.Minute):
+		}
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := make(chan struct{})
+	time.AfterFunc(100*time.Millisecond, func() { close(stop) })
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start := time.Now()
+	out, m := runFake(t, ctx, Options{
+		Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{fc},
+		Kinds: []bundle.Kind{bundle.CPU, bundle.Heap}, Duration: time.Minute, Stop: stop,
+	})
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("a second interrupt took %v to stop", took)
+	}
+	if m.Reason != "interrupted twice" || m.Status != bundle.StatusPartial || out.ExitCode() != 3 {
+		t.Errorf("reason %q status %s exit %d", m.Reason, m.Status, out.ExitCode())
+	}
+	p := m.Target("x").Profile(bundle.CPU)
+	if p.Status != bundle.StatusFailed || !strings.Contains(p.Error, "the capture was stopped") {
+		t.Errorf("cpu of a hung collector: %+v", p)
+	}
+	if h := m.Target("x").Profile(bundle.Heap); h.Status != bundle.StatusOK || h.Path == "" {
+		t.Errorf("a profile captured before the interrupts must be kept: %+v", h)
+	}
+	if len(m.Merged) != 0 || m.Report != "" {
+		t.Errorf("a second interrupt skips merges and the report: %v %q", m.Merged, m.Report)
+	}
+}
+
+func TestRunFakeWorkloadEndsWindow(t *testing.T) {
+	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		<-w.Done()
+		emit(ok(k, "f"))
+	}}
+	out, m := runFake(t, context.Background(), Options{
+		Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{fc},
+		Duration: time.Minute, Workload: []string{"sh", "-c", "exit 7"},
+	})
+	if m.Workload == nil || m.Workload.ExitCode != 7 || m.Window.EndedEarly != "workload exited" {
+		t.Fatalf("workload %+v window %+v", m.Workload, m.Window)
+	}
+	if out.ExitCode() != 0 || !slices.Equal(m.Workload.Command, []string{"sh", "-c", "exit 7"}) {
+		t.Errorf("exit %d command %v", out.ExitCode(), m.Workload.Command)
+	}
+}
