@@ -14,12 +14,14 @@ import (
 	"os/exec"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/internal/pprofutil"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -61,6 +63,8 @@ type Options struct {
 	Render func(dir string, m *bundle.Manifest) error
 	// Version is written into the manifest.
 	Version string
+	// Limits bound every profile kept (zero: pprofutil.DefaultLimits).
+	Limits pprofutil.Limits
 	// Baseline is how long to measure each local target's CPU use before
 	// the window starts (0: not measured).
 	Baseline time.Duration
@@ -194,6 +198,9 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 	if opt.Grace <= 0 {
 		opt.Grace = 15 * time.Second
 	}
+	if opt.Limits == (pprofutil.Limits{}) {
+		opt.Limits = pprofutil.DefaultLimits
+	}
 	if err := checkNames(opt.Targets); err != nil {
 		return nil, err
 	}
@@ -298,6 +305,13 @@ func checkNames(ts []targets.Target) error {
 // record hands one result to the bundle (results land on disk as they
 // arrive; nothing keeps them in memory) and reports it.
 func (r *run) record(t *targets.Target, res collectors.Result) {
+	if res.Profile != nil {
+		// A profile from outside is cut to the limits before it is kept.
+		if notes := pprofutil.Bound(res.Profile, r.opt.Limits); len(notes) > 0 {
+			res.Note = strings.Join(append([]string{res.Note}, notes...), "; ")
+			res.Note = strings.TrimPrefix(res.Note, "; ")
+		}
+	}
 	e := r.w.Record(bundle.ProfilePath(targets.SafeName(t.Name), res.Kind), bundle.Result{
 		Target: t.Name, Kind: res.Kind, Collector: res.Collector, Status: res.Status, Profile: res.Profile,
 		Start: res.Start, End: res.End, Err: res.Err, Note: res.Note,

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/internal/pprofutil"
 	"github.com/profcap/profcap/internal/testreq"
 	"github.com/profcap/profcap/targets"
 )
@@ -493,5 +495,39 @@ func TestRunDiskFull(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out.Dir, bundle.ReserveFile)); err == nil {
 		t.Error("the reserve file was left in the bundle")
+	}
+}
+
+func TestRunBoundsProfiles(t *testing.T) {
+	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		r := ok(k, "")
+		p := cannedProfile("leaf", 0, 0)
+		for i := range 300 { // 300 distinct two-frame stacks
+			f := &profile.Function{ID: uint64(i + 2), Name: fmt.Sprintf("caller%d", i)}
+			l := &profile.Location{ID: uint64(i + 2), Line: []profile.Line{{Function: f}}}
+			p.Function, p.Location = append(p.Function, f), append(p.Location, l)
+			p.Sample = append(p.Sample, &profile.Sample{Location: []*profile.Location{p.Location[0], l}, Value: []int64{1}})
+		}
+		r.Profile = p
+		emit(r)
+	}}
+	out, m := runFake(t, context.Background(), Options{
+		Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{fc},
+		Limits: pprofutil.Limits{MaxDepth: 64, MaxSamples: 100},
+	})
+	e := m.Target("x").Profile(bundle.CPU)
+	if e.Status != bundle.StatusOK || e.Samples != 100 || !strings.Contains(e.Note, "201 lighter stacks") {
+		t.Fatalf("entry %+v", e)
+	}
+	p, err := bundle.LoadProfile(out.Dir, e.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, s := range p.Sample {
+		sum += s.Value[0]
+	}
+	if sum != 300 {
+		t.Errorf("total %d after the cut, want 300", sum)
 	}
 }
