@@ -584,3 +584,50 @@ func FuzzRender(f *testing.F) {
 		}
 	})
 }
+
+// A profile with far more distinct stacks than a graph can show builds a
+// tree within MaxNodes, with the same total, the heavy paths intact and
+// the pruning said.
+func TestTreeBoundedByMaxNodes(t *testing.T) {
+	p := &profile.Profile{SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}}}
+	fid := uint64(0)
+	loc := func(name string) *profile.Location {
+		fid++
+		f := &profile.Function{ID: fid, Name: name}
+		l := &profile.Location{ID: fid, Line: []profile.Line{{Function: f}}}
+		p.Function, p.Location = append(p.Function, f), append(p.Location, l)
+		return l
+	}
+	hot := []*profile.Location{loc("hot_leaf"), loc("hot_mid"), loc("main")}
+	p.Sample = append(p.Sample, &profile.Sample{Location: hot, Value: []int64{1_000_000}})
+	var total int64 = 1_000_000
+	for i := range 20_000 { // 20,000 distinct 5-deep stacks of weight 1
+		var st []*profile.Location
+		for d := range 5 {
+			st = append(st, loc(fmt.Sprintf("cold_%d_%d", i, d)))
+		}
+		st = append(st, hot[2])
+		p.Sample = append(p.Sample, &profile.Sample{Location: st, Value: []int64{1}})
+		total++
+	}
+	tr, err := NewTree(p, Options{MaxNodes: 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Nodes > 5000 || tr.PrunedBelow == 0 {
+		t.Errorf("%d nodes, pruned below %g: want at most 5000 and a pruning share", tr.Nodes, tr.PrunedBelow)
+	}
+	if tr.Total(0) != total {
+		t.Errorf("total %d, want %d", tr.Total(0), total)
+	}
+	if n := find(tr.Root, "main", "hot_mid", "hot_leaf"); n == nil || n.Total[0] != 1_000_000 {
+		t.Errorf("the hot path lost its value: %+v", n)
+	}
+	full, err := NewTree(p, Options{MaxNodes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.Nodes < 100_000 || full.PrunedBelow != 0 {
+		t.Errorf("unbounded tree: %d nodes, pruned %g", full.Nodes, full.PrunedBelow)
+	}
+}
