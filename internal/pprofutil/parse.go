@@ -40,6 +40,12 @@ func FormatBytes(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
+// parsing admits one parse at a time: the memory a capture needs for
+// profiles is then that of the largest one, not of every target's at once
+// (parsing is CPU-bound: running several side by side is no faster on the
+// machines profcap runs on while it captures).
+var parsing = make(chan struct{}, 1)
+
 // Parse parses a pprof profile, gzipped or not, refusing one that
 // decompresses to more than maxInflated bytes (0: DefaultMaxInflated)
 // before it holds more than that in memory.
@@ -47,28 +53,59 @@ func Parse(data []byte, maxInflated int64) (*profile.Profile, error) {
 	if maxInflated <= 0 {
 		maxInflated = DefaultMaxInflated
 	}
+	parsing <- struct{}{}
+	defer func() { <-parsing }()
 	if len(data) >= 2 && data[0] == 0x1f && data[1] == 0x8b {
-		zr, err := gzip.NewReader(bytes.NewReader(data))
+		raw, err := inflate(data, maxInflated)
 		if err != nil {
-			return nil, fmt.Errorf("decompressing profile: %w", err)
+			return nil, err
 		}
-		var buf bytes.Buffer
-		n, err := io.Copy(&buf, io.LimitReader(zr, maxInflated+1))
-		if err != nil {
-			return nil, fmt.Errorf("decompressing profile: %w", err)
-		}
-		if n > maxInflated {
-			return nil, &TooLargeError{What: "decompressed profile", Limit: maxInflated}
-		}
-		data = buf.Bytes()
+		data = raw
 	} else if int64(len(data)) > maxInflated {
 		return nil, &TooLargeError{What: "profile", Limit: maxInflated}
 	}
-	p, err := profile.ParseUncompressed(data)
+	return profile.ParseUncompressed(data)
+}
+
+// inflate decompresses gzip data in 1 MiB chunks (no doubling buffer, so
+// a stream that passes the limit costs the limit, not twice it) and joins
+// them once the size is known.
+func inflate(data []byte, limit int64) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("decompressing profile: %w", err)
 	}
-	return p, nil
+	const chunk = 1 << 20
+	var chunks [][]byte
+	var n int64
+	for {
+		c := make([]byte, chunk)
+		m, err := io.ReadFull(zr, c)
+		n += int64(m)
+		if n > limit {
+			return nil, &TooLargeError{What: "decompressed profile", Limit: limit}
+		}
+		chunks = append(chunks, c[:m])
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("decompressing profile: %w", err)
+		}
+	}
+	// ErrUnexpectedEOF above is a short last chunk, or a cut stream: ask
+	// the reader, which checks the gzip trailer.
+	if _, err := zr.Read(make([]byte, 1)); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("decompressing profile: %w", err)
+	}
+	if len(chunks) == 1 {
+		return chunks[0], nil
+	}
+	out := make([]byte, 0, n)
+	for _, c := range chunks {
+		out = append(out, c...)
+	}
+	return out, nil
 }
 
 // IsTooLarge reports whether err says a limit was passed.

@@ -48,6 +48,9 @@ func TestParseRefusesBombs(t *testing.T) {
 	if _, err := Parse(raw.Bytes(), 2); !IsTooLarge(err) {
 		t.Errorf("uncompressed over the limit: %v", err)
 	}
+	if _, err := Parse(gz.Bytes()[:gz.Len()-6], 0); err == nil || !strings.Contains(err.Error(), "decompressing") {
+		t.Errorf("a cut gzip stream: %v", err)
+	}
 	if _, err := Parse([]byte("<html>not a profile</html>"), 0); err == nil {
 		t.Error("garbage parsed")
 	}
