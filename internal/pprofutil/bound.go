@@ -59,12 +59,6 @@ func Bound(p *profile.Profile, l Limits) []string {
 			if idx, err := SampleIndex(p, ""); err == nil {
 				si = idx
 			}
-			abs := func(v int64) int64 {
-				if v < 0 {
-					return -v
-				}
-				return v
-			}
 			slices.SortStableFunc(p.Sample, func(a, b *profile.Sample) int {
 				return cmp.Compare(abs(b.Value[si]), abs(a.Value[si]))
 			})
@@ -143,4 +137,11 @@ func sumIdentical(ss []*profile.Sample) []*profile.Sample {
 		out = append(out, s)
 	}
 	return out
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }

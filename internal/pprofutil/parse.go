@@ -50,6 +50,16 @@ var parsing = make(chan struct{}, 1)
 // decompresses to more than maxInflated bytes (0: DefaultMaxInflated)
 // before it holds more than that in memory.
 func Parse(data []byte, maxInflated int64) (*profile.Profile, error) {
+	p, _, err := ParseLimited(data, maxInflated, Limits{})
+	return p, err
+}
+
+// ParseLimited is Parse for a profile from outside that may be larger
+// than profcap keeps: one with more samples than l.MaxSamples is cut on
+// the wire, before it is parsed, so its cost is that of the cut profile
+// (Bound then cuts what is left the same way). The notes say what was cut
+// and are also in the profile's comments.
+func ParseLimited(data []byte, maxInflated int64, l Limits) (*profile.Profile, []string, error) {
 	if maxInflated <= 0 {
 		maxInflated = DefaultMaxInflated
 	}
@@ -58,13 +68,24 @@ func Parse(data []byte, maxInflated int64) (*profile.Profile, error) {
 	if len(data) >= 2 && data[0] == 0x1f && data[1] == 0x8b {
 		raw, err := inflate(data, maxInflated)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		data = raw
 	} else if int64(len(data)) > maxInflated {
-		return nil, &TooLargeError{What: "profile", Limit: maxInflated}
+		return nil, nil, &TooLargeError{What: "profile", Limit: maxInflated}
 	}
-	return profile.ParseUncompressed(data)
+	data, notes, err := cutWire(data, l)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := profile.ParseUncompressed(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, n := range notes {
+		p.Comments = append(p.Comments, "warning: "+n)
+	}
+	return p, notes, nil
 }
 
 // inflate decompresses gzip data in 1 MiB chunks (no doubling buffer, so

@@ -66,3 +66,78 @@ func FuzzParse(f *testing.F) {
 		_, _ = Parse(data, 1<<20)
 	})
 }
+
+// A profile with more samples than the limit is cut on the wire: the
+// heaviest kept with their labels, the rest summed, totals unchanged,
+// deep stacks cut, and the result valid.
+func TestParseLimitedCutsOnTheWire(t *testing.T) {
+	p := &profile.Profile{
+		SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}},
+		PeriodType: &profile.ValueType{Type: "cpu", Unit: "nanoseconds"}, Period: 1,
+	}
+	for i := range 50 {
+		f := &profile.Function{ID: uint64(i + 1), Name: "f" + strings.Repeat("x", i)}
+		p.Function = append(p.Function, f)
+		p.Location = append(p.Location, &profile.Location{ID: uint64(i + 1), Line: []profile.Line{{Function: f}}})
+	}
+	var total [2]int64
+	for i := range 1000 {
+		st := []*profile.Location{p.Location[i%50], p.Location[(i/50)%50]}
+		if i == 999 {
+			st = p.Location // 50 deep, and the heaviest
+		}
+		v := []int64{int64(i + 1), int64(i+1) * 10}
+		total[0] += v[0]
+		total[1] += v[1]
+		p.Sample = append(p.Sample, &profile.Sample{Location: st, Value: v, Label: map[string][]string{"task": {strings.Repeat("t", i%3+1)}}})
+	}
+	var gz bytes.Buffer
+	if err := p.Write(&gz); err != nil {
+		t.Fatal(err)
+	}
+	q, notes, err := ParseLimited(gz.Bytes(), 0, Limits{MaxSamples: 100, MaxDepth: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.CheckValid(); err != nil {
+		t.Fatal(err)
+	}
+	if len(q.Sample) != 100 || len(notes) != 2 {
+		t.Fatalf("%d samples, notes %q", len(q.Sample), notes)
+	}
+	var got [2]int64
+	var heaviest *profile.Sample
+	for _, s := range q.Sample {
+		got[0] += s.Value[0]
+		got[1] += s.Value[1]
+		if len(s.Location) > 10 {
+			t.Errorf("a %d-frame stack survived", len(s.Location))
+		}
+		if heaviest == nil || s.Value[1] > heaviest.Value[1] && len(s.Location) > 1 {
+			heaviest = s
+		}
+	}
+	if got != total {
+		t.Errorf("totals %v after the cut, want %v", got, total)
+	}
+	if !strings.Contains(q.Comments[0], "warning: 1000 samples were more than 100: the 901 lighter") {
+		t.Errorf("comments %q", q.Comments)
+	}
+	// The kept samples are the heaviest, with their labels.
+	for _, s := range q.Sample {
+		if len(s.Location) == 1 && strings.HasPrefix(s.Location[0].Line[0].Function.Name, "[901 lighter") {
+			continue
+		}
+		if s.Value[0] < 901 {
+			t.Errorf("a light sample (%d) was kept", s.Value[0])
+		}
+		if len(s.Label["task"]) != 1 {
+			t.Errorf("labels lost: %v", s.Label)
+		}
+	}
+	// Under the limits, nothing changes.
+	r, notes, err := ParseLimited(gz.Bytes(), 0, Limits{MaxSamples: 5000, MaxDepth: 100})
+	if err != nil || notes != nil || len(r.Sample) != 1000 {
+		t.Errorf("no cut expected: %v %q %d", err, notes, len(r.Sample))
+	}
+}
