@@ -26,7 +26,6 @@ Examples:
 
 func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("targets", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var tf targetFlags
 	tf.register(fs)
 	noProbe := fs.Bool("no-probe", false, "only list the targets; do not contact them")
@@ -38,12 +37,9 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() > 0 {
 		return usageError("unexpected arguments %q", fs.Args())
 	}
-	ts, source, err := tf.resolve(fs, false)
+	ts, source, err := targets.Resolve(tf.selection(false))
 	if err != nil {
 		return err
-	}
-	if len(ts) == 0 {
-		return usageError("no targets: no %s or .pids/ here; give --config FILE, --url or --pid", targets.DefaultConfig)
 	}
 	fmt.Fprintf(stdout, "%d target(s) from %s\n", len(ts), source)
 	cs := defaultCollectors(0, collectors.PerfOptions{})
