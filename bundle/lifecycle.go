@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
+
+	"github.com/profcap/profcap/internal/secret"
 )
 
 // The manifest's lifecycle: a capture plans its profiles (NewManifest,
@@ -92,7 +94,9 @@ func ProfilePath(dirName string, k Kind) string {
 // profile that is invalid or cannot be written makes the entry failed, with
 // the reason. It returns a copy of the entry as recorded.
 func (w *Writer) Record(rel string, r Result) Profile {
-	e := &Profile{Kind: r.Kind, Collector: r.Collector, Status: r.Status, Note: r.Note}
+	// Errors and notes quote what targets said and the URLs asked: no
+	// password from a URL reaches the manifest.
+	e := &Profile{Kind: r.Kind, Collector: r.Collector, Status: r.Status, Note: secret.RedactText(r.Note)}
 	if !r.Start.IsZero() {
 		e.Start = r.Start.UTC().Format(TimeFormat)
 	}
@@ -100,7 +104,7 @@ func (w *Writer) Record(rel string, r Result) Profile {
 		e.End = r.End.UTC().Format(TimeFormat)
 	}
 	if r.Err != nil {
-		e.Error = r.Err.Error()
+		e.Error = secret.RedactText(r.Err.Error())
 	}
 	switch {
 	case r.Profile != nil && r.Status.Kept():

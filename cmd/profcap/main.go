@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/profcap/profcap/formats"
+	"github.com/profcap/profcap/internal/termsafe"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -67,7 +68,7 @@ func realMain() int {
 		return 0
 	}
 	if err.Error() != "" && !errors.Is(err, errSilent) {
-		fmt.Fprintf(os.Stderr, "profcap: %v\n", err)
+		fmt.Fprintf(os.Stderr, "profcap: %s\n", termsafe.Lines(err.Error()))
 	}
 	return exitCode(err)
 }

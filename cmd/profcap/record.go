@@ -152,7 +152,9 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	dir := *out
 	if dir == "" {
-		dir = "profcap-" + time.Now().UTC().Format("20060102T150405Z") + "-" + targets.SafeName(ts[0].Name)
+		// Milliseconds, and a number added if the name is still taken:
+		// captures started together never share a bundle.
+		dir = "profcap-" + time.Now().UTC().Format("20060102T150405.000Z") + "-" + targets.SafeName(ts[0].Name)
 	}
 
 	// First SIGINT/SIGTERM ends the window and keeps everything; the second
@@ -189,6 +191,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Duration:   *duration,
 		Slice:      *slice,
 		Out:        dir,
+		OutUnique:  *out == "",
 		Workload:   workload,
 		Collectors: cs,
 		Prefer:     *force,

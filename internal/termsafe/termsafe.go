@@ -112,3 +112,25 @@ func slowUnsafe(s string) bool {
 	}
 	return false
 }
+
+// JSON escapes, inside encoded JSON, the characters encoding/json leaves
+// raw that a terminal acts on (DEL, C1 controls, bidirectional overrides)
+// as \uXXXX, which is the same JSON value. encoding/json already escapes
+// C0 controls; invalid UTF-8 it has replaced.
+func JSON(b []byte) []byte {
+	if !unsafe(string(b)) {
+		return b
+	}
+	var out strings.Builder
+	s := string(b)
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if needs(r) {
+			fmt.Fprintf(&out, `\u%04x`, r)
+		} else {
+			out.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return []byte(out.String())
+}

@@ -57,3 +57,11 @@ func FuzzString(f *testing.F) {
 		}
 	})
 }
+
+func TestJSON(t *testing.T) {
+	in := []byte(`{"name":"a` + "\u009b\u202e\x7f" + `b","n":1}`)
+	got := string(JSON(in))
+	if got != `{"name":"a\u009b\u202e\u007fb","n":1}` {
+		t.Errorf("JSON: %s", got)
+	}
+}
