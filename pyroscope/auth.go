@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+
+	"github.com/profcap/profcap/internal/secret"
 )
 
 // Environment variables DefaultCredentialSource reads.
@@ -100,14 +102,14 @@ func DefaultCredentialSource() CredentialSource {
 func (s CredentialSource) Resolve() (Credentials, error) {
 	var c Credentials
 	var err error
-	if c.Token, err = secret(s.TokenEnv, s.TokenFile, "bearer token"); err != nil {
+	if c.Token, err = secret.Read("bearer token", s.TokenEnv, s.TokenFile, false); err != nil {
 		return Credentials{}, err
 	}
 	c.Username = s.Username
 	if c.Username == "" && s.UsernameEnv != "" {
 		c.Username = strings.TrimSpace(os.Getenv(s.UsernameEnv))
 	}
-	if c.Password, err = secret(s.PasswordEnv, s.PasswordFile, "password"); err != nil {
+	if c.Password, err = secret.Read("password", s.PasswordEnv, s.PasswordFile, false); err != nil {
 		return Credentials{}, err
 	}
 	c.Tenant = s.Tenant
@@ -118,24 +120,4 @@ func (s CredentialSource) Resolve() (Credentials, error) {
 		return Credentials{}, err
 	}
 	return c, nil
-}
-
-// secret reads a secret from a file (which wins when both are named) or an
-// environment variable; an unset variable gives "".
-func secret(env, file, what string) (string, error) {
-	if file != "" {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("%s: %v", what, err)
-		}
-		v := strings.TrimSpace(string(data))
-		if v == "" {
-			return "", fmt.Errorf("%s: %s is empty", what, file)
-		}
-		return v, nil
-	}
-	if env == "" {
-		return "", nil
-	}
-	return strings.TrimSpace(os.Getenv(env)), nil
 }

@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"strings"
+
+	"github.com/profcap/profcap/internal/secret"
 )
 
 // Auth says how to authenticate to a target's HTTP endpoints. Secrets are
@@ -62,26 +63,6 @@ func (t *TLS) validate() error {
 	return nil
 }
 
-// secret reads a secret from an environment variable or a file.
-func secret(env, file, what string) (string, error) {
-	if env != "" {
-		v, ok := os.LookupEnv(env)
-		if !ok || v == "" {
-			return "", fmt.Errorf("%s: environment variable %s is not set", what, env)
-		}
-		return v, nil
-	}
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("%s: %v", what, err)
-	}
-	v := strings.TrimSpace(string(data))
-	if v == "" {
-		return "", fmt.Errorf("%s: %s is empty", what, file)
-	}
-	return v, nil
-}
-
 // Secrets is the resolved credential material of a target. Its String
 // method never prints them.
 type Secrets struct {
@@ -98,13 +79,13 @@ func (t *Target) ResolveAuth() (Secrets, error) {
 	}
 	switch {
 	case a.BearerTokenEnv != "" || a.BearerTokenFile != "":
-		tok, err := secret(a.BearerTokenEnv, a.BearerTokenFile, "bearer token")
+		tok, err := secret.Read("bearer token", a.BearerTokenEnv, a.BearerTokenFile, true)
 		if err != nil {
 			return Secrets{}, err
 		}
 		return Secrets{header: "Bearer " + tok}, nil
 	case a.Username != "":
-		pw, err := secret(a.PasswordEnv, a.PasswordFile, "password")
+		pw, err := secret.Read("password", a.PasswordEnv, a.PasswordFile, true)
 		if err != nil {
 			return Secrets{}, err
 		}
