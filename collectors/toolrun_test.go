@@ -3,6 +3,7 @@ package collectors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,23 +17,26 @@ import (
 	"github.com/profcap/profcap/internal/testreq"
 )
 
-// TestMain doubles as the profcap that dies in TestToolDiesWithProfcap:
-// with $PROFCAP_TEST_ORPHAN set to a directory, the test binary runs a tool
-// (sh writing its pid there, then sleeping) for a minute and is killed
-// meanwhile.
+// TestMain doubles as the profcap that dies in TestToolDiesWithProfcap.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv("PROFCAP_TEST_ORPHAN"); dir != "" {
-		tool := &Tool{Name: "sh"}
-		_, err := tool.Run(context.Background(), NewWindow(time.Minute, 0), RunOptions{
-			Args: []string{"-c", `echo $$ > "$0/pid.tmp" && mv "$0/pid.tmp" "$0/pid" && exec sleep 60`, dir},
-		})
-		if err != nil {
-			os.Stderr.WriteString(err.Error() + "\n")
-			os.Exit(2)
-		}
-		os.Exit(0)
+		os.Exit(orphanTool(dir))
 	}
 	os.Exit(m.Run())
+}
+
+// orphanTool runs a tool (sh writing its pid into dir, then sleeping) for a
+// minute; TestToolDiesWithProfcap kills this process meanwhile.
+func orphanTool(dir string) int {
+	tool := &Tool{Name: "sh"}
+	_, err := tool.Run(context.Background(), NewWindow(time.Minute, 0), RunOptions{
+		Args: []string{"-c", `echo $$ > "$0/pid.tmp" && mv "$0/pid.tmp" "$0/pid" && exec sleep 60`, dir},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	return 0
 }
 
 // fakeTool is a stand-in for a profiler, driven by $FAKE_MODE:

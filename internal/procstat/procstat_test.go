@@ -1,51 +1,13 @@
 package procstat
 
 import (
-	"bufio"
 	"bytes"
-	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
-
-// TestMain doubles as the spinner of TestCPUTimeOfSpinningChild: with
-// $PROFCAP_TEST_SPIN set to a duration, the test binary burns that much
-// CPU, prints the CPU time it used as the kernel counts it for getrusage
-// (nanoseconds), and waits for its standard input to close.
-func TestMain(m *testing.M) {
-	if s := os.Getenv("PROFCAP_TEST_SPIN"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			os.Exit(2)
-		}
-		x := 0
-		for used := time.Duration(0); used < d; used = rusage() {
-			for i := 0; i < 1_000_000; i++ {
-				x += i ^ x
-			}
-		}
-		fmt.Println(int64(rusage()), x&1)
-		io.Copy(io.Discard, os.Stdin)
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
-
-// rusage is this process's user+system CPU time from getrusage(2): the
-// kernel's own account, read by another interface than /proc/PID/stat.
-func rusage() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 func TestParseStat(t *testing.T) {
 	line := []byte("4242 (uv run (py)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 0 0")
@@ -57,57 +19,6 @@ func TestParseStat(t *testing.T) {
 		if _, err := parseStat([]byte(bad)); err == nil {
 			t.Errorf("parseStat(%q) accepted", bad)
 		}
-	}
-}
-
-// TestCPUTimeOfSpinningChild checks CPUTime against a child that burns a
-// known amount of CPU and reports it from getrusage: /proc/PID/stat counts
-// in ticks of 10 ms, so the two agree within a few ticks. The child is
-// measured while it waits, so the tests' own CPU use cannot be mistaken for
-// it.
-func TestCPUTimeOfSpinningChild(t *testing.T) {
-	const spin = 400 * time.Millisecond
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "PROFCAP_TEST_SPIN="+spin.String())
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { stdin.Close(); cmd.Wait() }()
-	before, err := CPUTime(cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("the spinner said nothing: %v", err)
-	}
-	f := strings.Fields(line)
-	ns, err := strconv.ParseInt(f[0], 10, 64)
-	if err != nil {
-		t.Fatalf("spinner: %q", line)
-	}
-	truth := time.Duration(ns)
-	got, err := CPUTime(cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("CPUTime %v at start, %v after spinning; getrusage says %v", before, got, truth)
-	if truth < spin {
-		t.Fatalf("the spinner reports %v, less than the %v it burns", truth, spin)
-	}
-	if diff := got - truth; diff < -30*time.Millisecond || diff > 30*time.Millisecond {
-		t.Errorf("CPUTime = %v, want the child's %v within 30ms (3 ticks)", got, truth)
-	}
-	if before > truth/2 {
-		t.Errorf("CPUTime at the child's start = %v, more than half of what it burnt in all", before)
 	}
 }
 
