@@ -3,11 +3,14 @@ package bundle
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/pprof/profile"
@@ -33,20 +36,85 @@ type Writer struct {
 	dirty   bool
 	timer   *time.Timer
 	err     error
-	flushMu sync.Mutex // orders manifest writes
+	full    string     // the first file a full disk refused
+	flushMu sync.Mutex // orders manifest writes; guards reserved
+	// reserved says ReserveFile is on disk.
+	reserved bool
 }
 
 // ManifestDelay is the longest a manifest change waits to be written.
 const ManifestDelay = 100 * time.Millisecond
 
-// Create makes dir (which must not exist, or be empty) and writes m into it.
+// Create makes a bundle in dir, which must not exist or be empty, and
+// writes m into it. The directory is claimed by creating its manifest with
+// O_EXCL, so two captures given the same directory never share it: the
+// second fails.
 func Create(dir string, m *Manifest) (*Writer, error) {
-	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
-		return nil, fmt.Errorf("output directory %s exists and is not empty", dir)
-	}
 	if err := os.MkdirAll(dir, DirMode); err != nil {
 		return nil, fmt.Errorf("creating bundle directory: %w", err)
 	}
+	if err := claim(dir); err != nil {
+		return nil, err
+	}
+	return start(dir, m)
+}
+
+// CreateUnique is Create for a default name: when base is taken (it
+// exists and is not empty, or another capture claimed it first) it tries
+// base-2, base-3, … and uses the first it can claim.
+func CreateUnique(base string, m *Manifest) (*Writer, error) {
+	if err := os.MkdirAll(filepath.Dir(base), DirMode); err != nil {
+		return nil, fmt.Errorf("creating bundle directory: %w", err)
+	}
+	for i := 1; i <= 1000; i++ {
+		dir := base
+		if i > 1 {
+			dir = fmt.Sprintf("%s-%d", base, i)
+		}
+		if err := os.Mkdir(dir, DirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("creating bundle directory: %w", err)
+		}
+		err := claim(dir)
+		if errors.Is(err, errTaken) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return start(dir, m)
+	}
+	return nil, fmt.Errorf("creating bundle directory: %s and 999 numbered names after it are taken", base)
+}
+
+var errTaken = errors.New("taken")
+
+// claim creates dir's manifest exclusively; errTaken (wrapped) when the
+// directory already holds one or anything else.
+func claim(dir string) error {
+	f, err := os.OpenFile(filepath.Join(dir, ManifestFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, FileMode)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("output directory %s exists and is not empty: %w", dir, errTaken)
+	}
+	if err != nil {
+		return fmt.Errorf("creating bundle manifest: %w", err)
+	}
+	f.Close()
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 1 {
+		os.Remove(filepath.Join(dir, ManifestFile))
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("output directory %s exists and is not empty: %w", dir, errTaken)
+	}
+	return nil
+}
+
+// ReserveFile holds disk space for the last manifest writes: when the
+// disk fills during a capture, it is removed so the manifest can still be
+// rewritten with the final statuses of what is on disk.
+const ReserveFile = ".reserve"
+
+func start(dir string, m *Manifest) (*Writer, error) {
 	if m.Schema == "" {
 		m.Schema = Schema
 	}
@@ -54,7 +122,73 @@ func Create(dir string, m *Manifest) (*Writer, error) {
 	if err := w.Sync(); err != nil {
 		return nil, err
 	}
+	if err := w.reserve(); err != nil {
+		return nil, err
+	}
 	return w, nil
+}
+
+// reserve writes ReserveFile: room for one more copy of the final
+// manifest (about 500 bytes a profile; the rewrite's temporary file is
+// the copy that needs it while the old manifest stays until the rename).
+func (w *Writer) reserve() error {
+	w.mu.Lock()
+	n := 4096
+	for _, t := range w.m.Targets {
+		n += 512 + 512*len(t.Profiles)
+	}
+	w.mu.Unlock()
+	n = (n + 4095) &^ 4095 // whole pages
+	err := WriteAtomic(filepath.Join(w.dir, ReserveFile), func(f io.Writer) error {
+		_, err := f.Write(make([]byte, n))
+		return err
+	})
+	if err != nil {
+		os.Remove(filepath.Join(w.dir, ManifestFile))
+		return fmt.Errorf("reserving %d KiB for the manifest in %s: %w", n>>10, w.dir, err)
+	}
+	w.reserved = true
+	return nil
+}
+
+// release frees the reserve (once).
+func (w *Writer) release() {
+	if w.reserved {
+		w.reserved = false
+		os.Remove(filepath.Join(w.dir, ReserveFile))
+	}
+}
+
+// DiskFull reports the first write that failed because the disk (or the
+// quota) was full: the file's path inside the bundle, or "".
+func (w *Writer) DiskFull() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.full
+}
+
+func (w *Writer) noteFull(rel string, err error) {
+	if !isNoSpace(err) {
+		return
+	}
+	w.mu.Lock()
+	if w.full == "" {
+		w.full = rel
+	}
+	w.mu.Unlock()
+}
+
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// Close writes the manifest a last time and frees the reserve.
+func (w *Writer) Close() error {
+	err := w.Sync()
+	w.flushMu.Lock()
+	w.release()
+	w.flushMu.Unlock()
+	return err
 }
 
 // Dir is the bundle directory.
@@ -96,10 +230,19 @@ func (w *Writer) Sync() error {
 	w.dirty = false
 	w.mu.Unlock()
 	if err == nil {
-		err = WriteAtomic(filepath.Join(w.dir, ManifestFile), func(f io.Writer) error {
-			_, err := f.Write(buf.Bytes())
-			return err
-		})
+		write := func() error {
+			return WriteAtomic(filepath.Join(w.dir, ManifestFile), func(f io.Writer) error {
+				_, err := f.Write(buf.Bytes())
+				return err
+			})
+		}
+		err = write()
+		if isNoSpace(err) && w.reserved {
+			// The disk is full: free the reserve kept for this moment.
+			w.noteFull(ManifestFile, err)
+			w.release()
+			err = write()
+		}
 	}
 	w.mu.Lock()
 	if err != nil {
@@ -144,10 +287,12 @@ func (w *Writer) WriteFileFunc(rel string, fn func(io.Writer) error) error {
 		return fmt.Errorf("path %q leaves the bundle", rel)
 	}
 	path := filepath.Join(w.dir, filepath.FromSlash(rel))
-	if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
-		return err
+	err := os.MkdirAll(filepath.Dir(path), DirMode)
+	if err == nil {
+		err = WriteAtomic(path, fn)
 	}
-	return WriteAtomic(path, fn)
+	w.noteFull(rel, err)
+	return err
 }
 
 // WriteAtomic writes fn's output to a temporary file beside path, with the

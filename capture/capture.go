@@ -14,12 +14,14 @@ import (
 	"os/exec"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/internal/pprofutil"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -39,6 +41,9 @@ type Options struct {
 	// before they are abandoned (default 15s).
 	Grace time.Duration
 	Out   string
+	// OutUnique says Out is a default name: if it is taken, a numbered
+	// name beside it is used (Outcome.Dir says which).
+	OutUnique bool
 	// Workload, if set, runs as the workload: the window ends when it exits.
 	Workload                       []string
 	WorkloadStdout, WorkloadStderr io.Writer
@@ -58,6 +63,8 @@ type Options struct {
 	Render func(dir string, m *bundle.Manifest) error
 	// Version is written into the manifest.
 	Version string
+	// Limits bound every profile kept (zero: pprofutil.DefaultLimits).
+	Limits pprofutil.Limits
 	// Baseline is how long to measure each local target's CPU use before
 	// the window starts (0: not measured).
 	Baseline time.Duration
@@ -93,8 +100,7 @@ type Event struct {
 type Outcome struct {
 	Dir      string
 	Manifest *bundle.Manifest
-	// Captured and Failed count profiles; Unsupported those a target lacks.
-	Captured, Failed, Unsupported int
+	bundle.Counts
 }
 
 // ExitCode maps the outcome onto profcap record's exit status:
@@ -179,9 +185,9 @@ func NewID(now time.Time, first string) string {
 	return fmt.Sprintf("%s-%s-%s", now.UTC().Format("20060102T150405Z"), targets.SafeName(first), hex.EncodeToString(b[:]))
 }
 
-// Run captures, merges and renders. The returned error is for failures of
-// profcap itself (the bundle cannot be written); failed profiles are in the
-// outcome.
+// Run captures, merges and renders: plan → start → wait → finish. The
+// returned error is for failures of profcap itself (the bundle cannot be
+// written); failed profiles are in the outcome.
 func Run(ctx context.Context, opt Options) (*Outcome, error) {
 	if len(opt.Targets) == 0 {
 		return nil, errors.New("no targets")
@@ -192,265 +198,344 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 	if opt.Grace <= 0 {
 		opt.Grace = 15 * time.Second
 	}
-	events := opt.Events
-	if events == nil {
-		events = func(Event) {}
+	if opt.Limits == (pprofutil.Limits{}) {
+		opt.Limits = pprofutil.DefaultLimits
 	}
-	var evMu sync.Mutex
-	emitEvent := func(e Event) {
-		if e.Time.IsZero() {
-			e.Time = time.Now()
-		}
-		evMu.Lock()
-		defer evMu.Unlock()
-		events(e)
-	}
-
-	jobs, missing := Plan(opt.Targets, opt.Collectors, opt.Kinds, opt.Explicit, opt.Prefer)
-	now := time.Now()
-	m := &bundle.Manifest{
-		Schema:  bundle.Schema,
-		ID:      NewID(now, opt.Targets[0].Name),
-		Created: now.UTC().Format(time.RFC3339),
-		Status:  bundle.StatusCapturing,
-		Window:  bundle.Window{RequestedSeconds: opt.Duration.Seconds()},
-		Merged:  []bundle.Merged{},
-		Profcap: opt.Version,
-	}
-	byName := map[string]*bundle.Target{}
-	for _, t := range opt.Targets {
-		bt := &bundle.Target{Name: t.Name, Labels: t.Labels, Status: bundle.StatusCapturing, Profiles: []*bundle.Profile{}}
-		if bt.Labels == nil {
-			bt.Labels = map[string]string{}
-		}
-		if pid, err := t.ResolvePID(); err == nil {
-			bt.PID = pid
-		}
-		for _, k := range missing[t.Name] {
-			bt.Profiles = append(bt.Profiles, &bundle.Profile{Kind: k, Status: bundle.StatusUnsupported,
-				Error: fmt.Sprintf("no collector can capture %s from this target (%s)", k, describe(&t))})
-		}
-		m.Targets = append(m.Targets, bt)
-		byName[t.Name] = bt
-	}
-	for _, j := range jobs {
-		bt := byName[j.target.Name]
-		for _, k := range j.kinds {
-			bt.Profiles = append(bt.Profiles, &bundle.Profile{Kind: k, Collector: j.collector.Name(), Status: bundle.StatusPending})
-			emitEvent(Event{Type: EventPlanned, Target: j.target.Name, Kind: k, Collector: j.collector.Name()})
-		}
-	}
-	w, err := bundle.Create(opt.Out, m)
-	if err != nil {
+	if err := checkNames(opt.Targets); err != nil {
 		return nil, err
 	}
-
-	// Results land on disk as they arrive; nothing keeps them in memory.
-	record := func(t *targets.Target, r collectors.Result) {
-		entry := &bundle.Profile{Kind: r.Kind, Collector: r.Collector, Status: r.Status, Note: r.Note}
-		if !r.Start.IsZero() {
-			entry.Start = r.Start.UTC().Format(bundle.TimeFormat)
-		}
-		if !r.End.IsZero() {
-			entry.End = r.End.UTC().Format(bundle.TimeFormat)
-		}
-		if r.Err != nil {
-			entry.Error = r.Err.Error()
-		}
-		if r.Profile != nil && (r.Status == bundle.StatusOK || r.Status == bundle.StatusPartial) {
-			rel := "targets/" + targets.SafeName(t.Name) + "/" + string(r.Kind) + ".pb.gz"
-			if err := r.Profile.CheckValid(); err != nil {
-				entry.Status, entry.Error = bundle.StatusFailed, fmt.Sprintf("collector returned an invalid profile: %v", err)
-			} else if n, err := w.WriteProfile(rel, r.Profile); err != nil {
-				entry.Status, entry.Error = bundle.StatusFailed, fmt.Sprintf("writing profile: %v", err)
-			} else {
-				entry.Path, entry.Bytes, entry.Samples = rel, n, len(r.Profile.Sample)
-				entry.Period = describePeriod(r.Profile)
-			}
-		} else if r.Status == bundle.StatusOK {
-			entry.Status, entry.Error = bundle.StatusFailed, "collector returned no profile"
-		}
-		_ = w.Update(func(m *bundle.Manifest) {
-			for _, bt := range m.Targets {
-				if bt.Name != t.Name {
-					continue
-				}
-				for i, p := range bt.Profiles {
-					if p.Kind == entry.Kind && p.Status == bundle.StatusPending {
-						bt.Profiles[i] = entry
-						return
-					}
-				}
-				bt.Profiles = append(bt.Profiles, entry)
-			}
-		})
-		var perr error
-		if entry.Error != "" {
-			perr = errors.New(entry.Error)
-		}
-		emitEvent(Event{Type: EventResult, Target: t.Name, Kind: r.Kind, Collector: r.Collector,
-			Status: bundle.Status(entry.Status), Samples: entry.Samples, Bytes: entry.Bytes, Err: perr, Msg: entry.Note})
+	r := &run{opt: opt, events: opt.Events}
+	if r.events == nil {
+		r.events = func(Event) {}
 	}
-
-	cpu := newCPUMeter(opt.Targets, opt.Baseline)
-	cpu.baseline(ctx)
-	win := collectors.NewWindow(opt.Duration, opt.Slice)
-	cpu.windowStart()
-	_ = w.Update(func(m *bundle.Manifest) { m.Window.Start = win.Start.UTC().Format(bundle.TimeFormat) })
-	emitEvent(Event{Type: EventStarted, Time: win.Start})
-
+	if err := r.plan(); err != nil {
+		return nil, err
+	}
 	// abort ends everything in flight: the caller's context, or collectors
 	// that overrun the deadline by more than the grace period.
 	abortCtx, abort := context.WithCancel(ctx)
 	defer abort()
+	r.start(ctx, abortCtx)
+	reason := r.wait(ctx, abort)
+	return r.finish(ctx, reason)
+}
 
-	var wg sync.WaitGroup
+// run is one capture in progress.
+type run struct {
+	opt    Options
+	events func(Event)
+	evMu   sync.Mutex
+
+	jobs []job
+	w    *bundle.Writer
+	cpu  *cpuMeter
+	win  *collectors.Window
+
+	wg      sync.WaitGroup
+	allDone chan struct{} // every collector returned
+	wl      *bundle.Workload
+	wlDone  chan struct{}
+	// interruptedLate says the first Ctrl-C came after the window, while
+	// collectors were still delivering.
+	interruptedLate bool
+}
+
+// emit reports progress, one call at a time.
+func (r *run) emit(e Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	r.evMu.Lock()
+	defer r.evMu.Unlock()
+	r.events(e)
+}
+
+// plan decides which collector takes which kind and creates the bundle with
+// every planned profile pending.
+func (r *run) plan() error {
+	jobs, missing := Plan(r.opt.Targets, r.opt.Collectors, r.opt.Kinds, r.opt.Explicit, r.opt.Prefer)
+	r.jobs = jobs
+	now := time.Now()
+	m := bundle.NewManifest(NewID(now, r.opt.Targets[0].Name), now, r.opt.Duration, r.opt.Version)
+	for i := range r.opt.Targets {
+		t := &r.opt.Targets[i]
+		pid, _ := t.ResolvePID()
+		bt := m.AddTarget(t.Name, t.Labels, pid)
+		for _, k := range missing[t.Name] {
+			bt.Unavailable(k, fmt.Sprintf("no collector can capture %s from this target (%s)", k, describe(t)))
+		}
+	}
 	for _, j := range jobs {
-		wg.Add(1)
+		bt := m.Target(j.target.Name)
+		for _, k := range j.kinds {
+			bt.Plan(k, j.collector.Name())
+			r.emit(Event{Type: EventPlanned, Target: j.target.Name, Kind: k, Collector: j.collector.Name()})
+		}
+	}
+	create := bundle.Create
+	if r.opt.OutUnique {
+		create = bundle.CreateUnique
+	}
+	w, err := create(r.opt.Out, m)
+	if err != nil {
+		return err
+	}
+	r.w = w
+	return nil
+}
+
+// checkNames refuses targets whose names differ but would share a
+// directory in the bundle (names differing only in characters the file
+// name form drops, such as "a" and "a.").
+func checkNames(ts []targets.Target) error {
+	byDir := map[string]string{}
+	for _, t := range ts {
+		d := targets.SafeName(t.Name)
+		if other, dup := byDir[d]; dup {
+			if other == t.Name {
+				return fmt.Errorf("target %q is named twice", t.Name)
+			}
+			return fmt.Errorf("targets %q and %q would share the bundle directory targets/%s: rename one", other, t.Name, d)
+		}
+		byDir[d] = t.Name
+	}
+	return nil
+}
+
+// record hands one result to the bundle (results land on disk as they
+// arrive; nothing keeps them in memory) and reports it.
+func (r *run) record(t *targets.Target, res collectors.Result) {
+	if res.Profile != nil {
+		// A profile from outside is cut to the limits before it is kept.
+		if notes := pprofutil.Bound(res.Profile, r.opt.Limits); len(notes) > 0 {
+			res.Note = strings.Join(append([]string{res.Note}, notes...), "; ")
+			res.Note = strings.TrimPrefix(res.Note, "; ")
+		}
+	}
+	e := r.w.Record(bundle.ProfilePath(targets.SafeName(t.Name), res.Kind), bundle.Result{
+		Target: t.Name, Kind: res.Kind, Collector: res.Collector, Status: res.Status, Profile: res.Profile,
+		Start: res.Start, End: res.End, Err: res.Err, Note: res.Note,
+	})
+	var err error
+	if e.Error != "" {
+		err = errors.New(e.Error)
+	}
+	r.emit(Event{Type: EventResult, Target: t.Name, Kind: res.Kind, Collector: res.Collector,
+		Status: e.Status, Samples: e.Samples, Bytes: e.Bytes, Err: err, Msg: e.Note})
+}
+
+// start measures the baseline, opens the window and starts every
+// collector and the workload.
+func (r *run) start(ctx, abortCtx context.Context) {
+	r.cpu = newCPUMeter(r.opt.Targets, r.opt.Baseline)
+	r.cpu.baseline(ctx)
+	r.win = collectors.NewWindow(r.opt.Duration, r.opt.Slice)
+	r.cpu.windowStart()
+	r.w.StartWindow(r.win.Start)
+	r.emit(Event{Type: EventStarted, Time: r.win.Start})
+
+	for _, j := range r.jobs {
+		r.wg.Add(1)
 		go func(j job) {
-			defer wg.Done()
-			delivered := map[bundle.Kind]bool{}
-			var mu sync.Mutex
-			emit := func(r collectors.Result) {
-				mu.Lock()
-				dup := delivered[r.Kind]
-				delivered[r.Kind] = true
-				mu.Unlock()
-				if !dup {
-					record(j.target, r)
-				}
-			}
-			// Label the collector's goroutines so profcap's own profile
-			// shows which part is busy.
-			pprof.Do(abortCtx, pprof.Labels("collector", j.collector.Name(), "target", j.target.Name), func(ctx context.Context) {
-				j.collector.Collect(ctx, win, j.target, j.kinds, emit)
-			})
-			// A collector must deliver every kind; say so if it did not.
-			for _, k := range j.kinds {
-				mu.Lock()
-				done := delivered[k]
-				delivered[k] = true
-				mu.Unlock()
-				if !done {
-					err := errors.New("the collector delivered no result")
-					if abortCtx.Err() != nil {
-						err = fmt.Errorf("abandoned: %v", context.Cause(abortCtx))
-					}
-					record(j.target, collectors.Result{Kind: k, Collector: j.collector.Name(), Status: bundle.StatusFailed, Err: err})
-				}
-			}
+			defer r.wg.Done()
+			r.collect(abortCtx, j)
 		}(j)
 	}
+	r.allDone = make(chan struct{})
+	go func() { r.wg.Wait(); close(r.allDone) }()
 
 	// The workload, if any, runs inside the window.
-	var wl *bundle.Workload
-	wlDone := make(chan struct{})
-	if len(opt.Workload) > 0 {
-		wl = &bundle.Workload{Command: opt.Workload}
-		go func() {
-			defer close(wlDone)
-			runWorkload(abortCtx, win, opt, wl)
-			win.End("workload exited")
-		}()
-	} else {
-		close(wlDone)
+	r.wlDone = make(chan struct{})
+	if len(r.opt.Workload) == 0 {
+		close(r.wlDone)
+		return
 	}
+	r.wl = &bundle.Workload{Command: r.opt.Workload}
+	go func() {
+		defer close(r.wlDone)
+		runWorkload(abortCtx, r.win, r.opt, r.wl)
+		r.win.End("workload exited")
+	}()
+}
 
-	allDone := make(chan struct{})
-	go func() { wg.Wait(); close(allDone) }()
+// collect runs one collector for one target. It keeps the first result of
+// each kind the job asked for, drops kinds it did not ask for, and fails
+// every asked kind the collector did not deliver.
+func (r *run) collect(ctx context.Context, j job) {
+	delivered := map[bundle.Kind]bool{}
+	var mu sync.Mutex
+	take := func(k bundle.Kind) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if delivered[k] || !slices.Contains(j.kinds, k) {
+			return false
+		}
+		delivered[k] = true
+		return true
+	}
+	emit := func(res collectors.Result) {
+		if take(res.Kind) {
+			r.record(j.target, res)
+		}
+	}
+	// Label the collector's goroutines so profcap's own profile shows which
+	// part is busy.
+	pprof.Do(ctx, pprof.Labels("collector", j.collector.Name(), "target", j.target.Name), func(ctx context.Context) {
+		j.collector.Collect(ctx, r.win, j.target, j.kinds, emit)
+	})
+	for _, k := range j.kinds {
+		if !take(k) {
+			continue
+		}
+		err := errors.New("the collector delivered no result")
+		if ctx.Err() != nil {
+			err = fmt.Errorf("abandoned: %v", context.Cause(ctx))
+		}
+		r.record(j.target, collectors.Result{Kind: k, Collector: j.collector.Name(), Status: bundle.StatusFailed, Err: err})
+	}
+}
 
+// wait returns when every collector has finished, or the window has ended
+// and its grace period passed, or the user stopped the capture; the reason
+// is "" for a complete capture.
+func (r *run) wait(ctx context.Context, abort context.CancelFunc) string {
 	reason := ""
-	stop := opt.Stop
-	for waiting := true; waiting; {
+	stop := r.opt.Stop
+	for {
 		select {
-		case <-allDone:
-			waiting = false
-			win.End("every collector finished")
+		case <-r.allDone:
+			r.win.End("every collector finished")
+			return reason
 		case <-stop:
 			stop = nil
 			reason = collectors.ReasonInterrupted
-			win.End(collectors.ReasonInterrupted)
-			emitEvent(Event{Type: EventNote, Msg: "interrupted: ending the window now and keeping what was captured (press Ctrl-C again to stop at once)"})
-		case <-win.Done():
-			// Give collectors the grace period to deliver, then abandon.
-			emitEvent(Event{Type: EventWindowEnd})
-			select {
-			case <-allDone:
-			case <-time.After(opt.Grace):
-				abort()
-				emitEvent(Event{Type: EventNote, Msg: fmt.Sprintf("collectors still running %s after the window: abandoning them", opt.Grace)})
+			r.win.End(collectors.ReasonInterrupted)
+			r.emit(Event{Type: EventNote, Msg: "interrupted: ending the window now and keeping what was captured (press Ctrl-C again to stop at once)"})
+		case <-r.win.Done():
+			// Give collectors the grace period to deliver, then abandon. A
+			// Ctrl-C now lets them finish what they are writing but skips
+			// the merges and the report; a second one stops at once.
+			r.emit(Event{Type: EventWindowEnd})
+			grace := time.After(r.opt.Grace)
+			for {
 				select {
-				case <-allDone:
-				case <-time.After(5 * time.Second):
-				}
-			case <-ctx.Done():
-				reason = "interrupted twice"
-				select {
-				case <-allDone:
-				case <-time.After(2 * time.Second):
+				case <-r.allDone:
+					return reason
+				case <-stop:
+					stop = nil
+					reason = collectors.ReasonInterrupted
+					r.interruptedLate = true
+					r.emit(Event{Type: EventNote, Msg: "interrupted: keeping what the collectors are writing, then stopping without merges or the report (press Ctrl-C again to stop at once)"})
+				case <-grace:
+					abort()
+					r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("collectors still running %s after the window: abandoning them", r.opt.Grace)})
+					select {
+					case <-r.allDone:
+					case <-time.After(5 * time.Second):
+					}
+					return reason
+				case <-ctx.Done():
+					reason = "interrupted twice"
+					abort()
+					select {
+					case <-r.allDone:
+					case <-time.After(2 * time.Second):
+					}
+					return reason
 				}
 			}
-			waiting = false
 		case <-ctx.Done():
 			reason = "interrupted twice"
-			win.End(collectors.ReasonInterrupted)
+			r.win.End(collectors.ReasonInterrupted)
 		}
 	}
-	end := time.Now()
-	cpu.windowEnd()
-	if wl != nil {
-		select {
-		case <-wlDone:
-		case <-time.After(10 * time.Second):
-			wl.Error = "workload did not exit within 10s of the window's end"
-		}
-	}
+}
 
-	out := &Outcome{Dir: opt.Out}
+// finish closes the window in the manifest, then merges and renders (never
+// while targets are sampled; a second interrupt skips them).
+func (r *run) finish(ctx context.Context, reason string) (*Outcome, error) {
+	end := time.Now()
+	r.cpu.windowEnd()
+	if r.wl != nil {
+		select {
+		case <-r.wlDone:
+		case <-time.After(10 * time.Second):
+			r.wl.Error = "workload did not exit within 10s of the window's end"
+		}
+	}
 	if reason == "" && ctx.Err() != nil {
 		reason = "interrupted twice"
 	}
-	early := win.EndedEarly()
-	_ = w.Update(func(m *bundle.Manifest) {
-		m.Window.End = end.UTC().Format(bundle.TimeFormat)
-		if early != "" && early != "every collector finished" {
-			m.Window.EndedEarly = early
-		}
-		m.Workload = wl
-		m.Skew = startSkew(m)
-		for _, bt := range m.Targets {
-			bt.CPU = cpu.use(bt.Name)
-		}
-		for _, bt := range m.Targets {
-			for _, p := range bt.Profiles {
-				if p.Status == bundle.StatusPending {
-					p.Status, p.Error = bundle.StatusFailed, "no result: the capture was stopped"
-				}
-			}
-		}
-		finalStatus(m, opt.Explicit, reason, out)
-	})
-	if err := w.Sync(); err != nil {
+	early := r.win.EndedEarly()
+	if early == "every collector finished" {
+		early = ""
+	}
+	cpu := map[string]*bundle.CPUUse{}
+	for _, t := range r.opt.Targets {
+		cpu[t.Name] = r.cpu.use(t.Name)
+	}
+	counts, err := r.w.Finish(bundle.Ending{End: end, EndedEarly: early, Workload: r.wl, CPU: cpu, Explicit: r.opt.Explicit, Reason: reason})
+	if err != nil {
 		return nil, fmt.Errorf("writing the manifest: %w", err)
 	}
-	// The merges and the report come after the window, never while targets
-	// are sampled; a second interrupt skips them.
-	if ctx.Err() == nil {
-		mergeAll(ctx, w, emitEvent)
-		if opt.Render != nil {
-			if err := opt.Render(opt.Out, w.Manifest()); err != nil {
-				emitEvent(Event{Type: EventNote, Msg: fmt.Sprintf("writing the report: %v", err)})
-			} else {
-				_ = w.Update(func(m *bundle.Manifest) { m.Report = "report.html" })
-				_ = w.Sync()
-			}
-		}
+	if full := r.w.DiskFull(); full != "" {
+		r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("the disk is full: writing %s failed; the bundle in %s keeps what was written before, with final statuses; no merges or report", full, r.w.Dir())})
+	} else if ctx.Err() == nil && !r.interruptedLate {
+		r.post(ctx)
 	}
-	if err := w.Sync(); err != nil {
+	if err := r.w.Close(); err != nil {
 		return nil, fmt.Errorf("writing the manifest: %w", err)
 	}
-	out.Manifest = w.Manifest()
-	return out, nil
+	return &Outcome{Dir: r.w.Dir(), Manifest: r.w.Manifest(), Counts: counts}, nil
+}
+
+// post merges and renders after the window. A Ctrl-C (the first, if it
+// comes now) stops the work that is left: the manifest then says the
+// capture was interrupted and lists what was merged.
+func (r *run) post(ctx context.Context) {
+	post, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := r.opt.Stop
+	if r.win.EndedEarly() == collectors.ReasonInterrupted {
+		stop = nil // that Ctrl-C ended the window; only a new one counts
+	}
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return ctx.Err() != nil
+		}
+	}
+	if stop != nil {
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-post.Done():
+			}
+		}()
+	}
+	mergeAll(post, r.w, r.emit)
+	if r.opt.Render != nil && post.Err() == nil {
+		done := make(chan error, 1)
+		m := r.w.Manifest()
+		go func() { done <- r.opt.Render(r.w.Dir(), m) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("writing the report: %v", err)})
+			} else if err := r.w.SetReport("report.html"); err != nil {
+				r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("writing the manifest: %v", err)})
+			}
+		case <-post.Done():
+		}
+	}
+	if stopped() {
+		n := len(r.w.Manifest().Merged)
+		r.w.Interrupt(fmt.Sprintf("%s after the window: %d kinds merged, no report", collectors.ReasonInterrupted, n))
+		r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("interrupted: stopped after the window with %d kinds merged and no report", n)})
+	}
 }
 
 func describe(t *targets.Target) string {
@@ -468,83 +553,6 @@ func describe(t *targets.Target) string {
 		return "it has nothing to attach to"
 	}
 	return fmt.Sprintf("it has: %v", have)
-}
-
-// finalStatus sets every target's status and the bundle's.
-func finalStatus(m *bundle.Manifest, explicit bool, reason string, out *Outcome) {
-	for _, bt := range m.Targets {
-		ok, bad := 0, 0
-		for _, p := range bt.Profiles {
-			switch bundle.Status(p.Status) {
-			case bundle.StatusOK:
-				ok++
-			case bundle.StatusUnsupported:
-				out.Unsupported++
-				// A kind the user asked for by name and did not get is a
-				// failure; one that was merely on offer is not.
-				if explicit {
-					bad++
-				}
-			default:
-				bad++
-			}
-		}
-		out.Captured += ok
-		out.Failed += bad
-		switch {
-		case bad == 0 && ok > 0:
-			bt.Status = bundle.StatusOK
-		case ok == 0:
-			bt.Status = bundle.StatusFailed
-		default:
-			bt.Status = bundle.StatusPartial
-		}
-		for _, p := range bt.Profiles {
-			if p.Status == bundle.StatusPartial {
-				bt.Status = bundle.StatusPartial
-				out.Captured++ // kept, but not complete
-				break
-			}
-		}
-	}
-	switch {
-	case out.Captured == 0:
-		m.Status = bundle.StatusFailed
-	case out.Failed > 0 || reason != "":
-		m.Status = bundle.StatusPartial
-	default:
-		m.Status = bundle.StatusOK
-	}
-	m.Reason = reason
-}
-
-// startSkew is the largest difference between the start times of the same
-// kind across targets: how far apart the "same" window really was.
-// (Snapshots taken at the window's end start at its end, so kinds are not
-// compared with each other.)
-func startSkew(m *bundle.Manifest) float64 {
-	first := map[bundle.Kind]time.Time{}
-	last := map[bundle.Kind]time.Time{}
-	skew := 0.0
-	for _, bt := range m.Targets {
-		for _, p := range bt.Profiles {
-			if p.Path == "" || p.Start == "" {
-				continue
-			}
-			t, err := time.Parse(bundle.TimeFormat, p.Start)
-			if err != nil {
-				continue
-			}
-			if f, ok := first[p.Kind]; !ok || t.Before(f) {
-				first[p.Kind] = t
-			}
-			if l, ok := last[p.Kind]; !ok || t.After(l) {
-				last[p.Kind] = t
-			}
-			skew = max(skew, last[p.Kind].Sub(first[p.Kind]).Seconds())
-		}
-	}
-	return skew
 }
 
 // runWorkload runs the workload command inside the window; it is stopped

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/pprof/profile"
-
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/internal/procstat"
@@ -95,19 +93,4 @@ func (m *cpuMeter) use(name string) *bundle.CPUUse {
 	}
 	u.WindowCores = cores(m.w0, m.w1, m.wt)
 	return u
-}
-
-// describePeriod says what sampling period a profile reports: the rate used.
-func describePeriod(p *profile.Profile) string {
-	if p.PeriodType == nil || p.Period <= 0 {
-		return ""
-	}
-	switch p.PeriodType.Unit {
-	case "nanoseconds":
-		d := time.Duration(p.Period).Round(time.Microsecond)
-		return fmt.Sprintf("%s (%.0f Hz)", d, 1e9/float64(p.Period))
-	case "bytes":
-		return fmt.Sprintf("one sample per %d KiB allocated", p.Period>>10)
-	}
-	return fmt.Sprintf("%d %s/%s", p.Period, p.PeriodType.Type, p.PeriodType.Unit)
 }

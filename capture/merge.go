@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/pprof/profile"
-
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/internal/pprofutil"
 )
@@ -20,9 +18,12 @@ func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 		if ctx.Err() != nil {
 			return
 		}
-		var acc *profile.Profile
+		var mg pprofutil.Merger
 		var names []string
 		for _, bt := range m.Targets {
+			if ctx.Err() != nil {
+				return
+			}
 			for _, p := range bt.Profiles {
 				if p.Kind != k || p.Path == "" {
 					continue
@@ -33,17 +34,18 @@ func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 					continue
 				}
 				pprofutil.LabelSamples(pr, "target", bt.Name)
-				if acc == nil {
-					acc = pr
-				} else if mg, err := pprofutil.Merge(acc, pr); err != nil {
+				if err := mg.Add(pr); err != nil {
 					emit(Event{Type: EventNote, Kind: k, Target: bt.Name,
 						Msg: fmt.Sprintf("%s of %s left out of the merge: %v", k, bt.Name, err)})
 					continue
-				} else {
-					acc = mg
 				}
 				names = append(names, bt.Name)
 			}
+		}
+		acc, err := mg.Result()
+		if err != nil {
+			emit(Event{Type: EventNote, Kind: k, Msg: fmt.Sprintf("merging %s: %v", k, err)})
+			continue
 		}
 		if acc == nil {
 			continue
@@ -60,9 +62,7 @@ func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 			emit(Event{Type: EventNote, Kind: k, Msg: fmt.Sprintf("writing %s: %v", rel, err)})
 			continue
 		}
-		_ = w.Update(func(m *bundle.Manifest) {
-			m.Merged = append(m.Merged, bundle.Merged{Kind: k, Path: rel, Targets: names})
-		})
+		w.AddMerged(bundle.Merged{Kind: k, Path: rel, Targets: names})
 		emit(Event{Type: EventMerged, Kind: k, Samples: len(acc.Sample), Msg: rel})
 	}
 }

@@ -204,4 +204,3 @@ func TestPprofWindowEndedEarlyKeepsFinishedSlices(t *testing.T) {
 		}
 	}
 }
-

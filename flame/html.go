@@ -124,21 +124,50 @@ func writeJSON(w *bytes.Buffer, t *Tree, opt Options) error {
 	return nil
 }
 
-var pageTmpl = template.Must(template.New("page").Parse(`<!DOCTYPE html>
+// shellTmpl is the frame of every HTML page profcap writes (flame graphs,
+// diffs, report.html): one self-contained document. Its
+// Content-Security-Policy forbids every fetch (network and file), so a page
+// opened from a bundle cannot leak what it shows and works offline; only
+// inline style and script run, and images only from data: URLs.
+var shellTmpl = template.Must(template.New("shell").Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
 <title>{{.Title}}</title>
-{{.Head}}</head>
-<body style="margin:8px 12px">
-{{.Graph}}</body>
+{{.Head}}{{with .Style}}<style>
+{{.}}
+</style>
+{{end}}</head>
+<body>
+{{.Body}}</body>
 </html>
 `))
 
-// WriteHTML writes a standalone page with one interactive graph. The page
-// loads nothing from the network (its Content-Security-Policy forbids it).
+// Page is one standalone page in profcap's page shell.
+type Page struct {
+	Title string
+	// Style is the page's own style sheet, after the graphs' (PageHead);
+	// it may be empty.
+	Style template.CSS
+	// Body is the content of <body>; any number of graphs made by Embed
+	// may be in it.
+	Body template.HTML
+}
+
+// WritePage writes p as a self-contained HTML document: the shell every
+// page profcap writes shares, with the style and script of the graphs
+// (PageHead) in its head. The page loads nothing from the network (its
+// Content-Security-Policy forbids it).
+func WritePage(w io.Writer, p Page) error {
+	return shellTmpl.Execute(w, struct {
+		Page
+		Head template.HTML
+	}{p, PageHead()})
+}
+
+// WriteHTML writes a standalone page with one interactive graph.
 func WriteHTML(w io.Writer, t *Tree, opt Options) error {
 	g, err := Embed("flame", t, opt)
 	if err != nil {
@@ -148,8 +177,49 @@ func WriteHTML(w io.Writer, t *Tree, opt Options) error {
 	if opt.Title != "" {
 		title = opt.Title
 	}
-	return pageTmpl.Execute(w, struct {
-		Title       string
-		Head, Graph template.HTML
-	}{title, PageHead(), g})
+	return WritePage(w, Page{Title: title, Style: "body{margin:8px 12px}", Body: g})
+}
+
+// A Section is one graph of a page that holds several (WriteHTMLPage).
+type Section struct {
+	// Name heads the section and names it in the page's links, e.g. the
+	// kind of profile.
+	Name    string
+	Tree    *Tree
+	Options Options
+}
+
+var sectionsTmpl = template.Must(template.New("sections").Parse(`<h1>{{.Title}}</h1>
+<nav>{{range .Graphs}}<a href="#{{.ID}}-sec">{{.Name}}</a>{{end}}</nav>
+{{range .Graphs}}<section id="{{.ID}}-sec"><h2>{{.Name}}</h2>
+{{.HTML}}</section>
+{{end}}`))
+
+const sectionsStyle = "body{margin:8px 12px;font-family:system-ui,sans-serif}h1{font-size:18px}h2{font-size:16px}nav a{margin-right:1em}"
+
+// WriteHTMLPage writes a standalone page titled title with one interactive
+// graph per section, under its own heading, and links to every section at
+// the top.
+func WriteHTMLPage(w io.Writer, title string, secs []Section) error {
+	type graph struct {
+		ID, Name string
+		HTML     template.HTML
+	}
+	gs := make([]graph, 0, len(secs))
+	for i, s := range secs {
+		id := fmt.Sprintf("g%d", i)
+		h, err := Embed(id, s.Tree, s.Options)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+		gs = append(gs, graph{ID: id, Name: s.Name, HTML: h})
+	}
+	var body bytes.Buffer
+	if err := sectionsTmpl.Execute(&body, struct {
+		Title  string
+		Graphs []graph
+	}{title, gs}); err != nil {
+		return err
+	}
+	return WritePage(w, Page{Title: title, Style: sectionsStyle, Body: template.HTML(body.String())})
 }

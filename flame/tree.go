@@ -25,7 +25,18 @@ type Options struct {
 	Icicle      bool    // draw the root at the top
 	MinWidth    float64 // frames narrower than this many pixels are not drawn (HTML default 1, SVG default 0.1)
 	GroupBy     string  // a sample label key (e.g. "target"): one root frame per value
+	// MaxNodes bounds the tree's memory whatever the input: when a build
+	// passes it, frames too narrow to be seen (below a share of the total
+	// that doubles until the tree fits) are dropped, their time staying in
+	// their parent. 0 means DefaultMaxNodes; -1 means no bound.
+	MaxNodes int
 }
+
+// DefaultMaxNodes keeps a tree to about 300 MB at worst (measured: 833k
+// nodes of a 250k-stack random profile took 523 MB of heap). A frame graph
+// cannot show more: at 2,000 px, half a million frames are far below one
+// pixel each.
+const DefaultMaxNodes = 500_000
 
 // ValueType is one pprof sample type.
 type ValueType struct {
@@ -75,6 +86,13 @@ type Tree struct {
 	Title       string
 	Nodes       int // number of nodes, root included
 	MaxDepth    int // deepest frame below the root
+	// PrunedBelow is the share of the total below which frames were
+	// dropped to bound the tree (0: nothing was dropped).
+	PrunedBelow float64
+
+	maxNodes int
+	live     int   // nodes allocated since the last compaction
+	grand    int64 // total of the selected sample type, for pruning
 
 	nodeSlab []Node
 	valSlab  []int64
@@ -101,13 +119,74 @@ func NewTree(p *profile.Profile, opt Options) (*Tree, error) {
 	}
 	nt := len(t.SampleTypes)
 	t.Root = &Node{Name: "all", Lang: LangGroup, Total: make([]int64, nt)}
+	t.maxNodes = opt.MaxNodes
+	if t.maxNodes == 0 {
+		t.maxNodes = DefaultMaxNodes
+	}
+	for _, s := range p.Sample {
+		t.grand += abs(s.Value[sel])
+	}
 	b := newBuilder(opt)
 	for _, s := range p.Sample {
 		frames := b.stack(s)
 		t.add(frames, s.Value, false)
+		if t.maxNodes > 0 && t.live > t.maxNodes {
+			t.prune()
+		}
 	}
 	t.finish()
 	return t, nil
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// prune copies the tree into new slabs without the frames narrower than a
+// share of the total, raising the share until the copy holds at most half
+// of maxNodes (so pruning runs O(log samples) times). The old slabs are
+// left to the garbage collector.
+func (t *Tree) prune() {
+	share := t.PrunedBelow
+	if share == 0 {
+		share = 1e-5
+	}
+	for {
+		min := int64(float64(t.grand) * share)
+		t.nodeSlab, t.valSlab, t.live = nil, nil, 0
+		t.Root = t.copyVisible(t.Root, min, true)
+		t.PrunedBelow = share
+		if t.live <= t.maxNodes/2 || share >= 1 {
+			return
+		}
+		share *= 4
+	}
+}
+
+func (t *Tree) copyVisible(n *Node, min int64, root bool) *Node {
+	c := n
+	if !root {
+		c = t.newNode(n.Name, n.Lang)
+		copy(c.Total, n.Total)
+	}
+	kids := n.Children
+	c.Children, c.index = nil, nil
+	for _, k := range kids {
+		if abs(k.Total[t.Selected]) < min {
+			continue // its time stays in c's total, as c's own
+		}
+		c.Children = append(c.Children, t.copyVisible(k, min, false))
+	}
+	if len(c.Children) >= indexAt {
+		c.index = make(map[string]*Node, len(c.Children))
+		for _, x := range c.Children {
+			c.index[x.Name] = x
+		}
+	}
+	return c
 }
 
 // NewDiffTree builds a tree in cur's shape whose nodes also carry base's
@@ -315,6 +394,7 @@ func (t *Tree) newNode(name string, lang Lang) *Node {
 	}
 	c := &t.nodeSlab[0]
 	t.nodeSlab = t.nodeSlab[1:]
+	t.live++
 	nt := len(t.SampleTypes)
 	if len(t.valSlab) < nt {
 		t.valSlab = make([]int64, 4096*nt)

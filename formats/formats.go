@@ -3,26 +3,36 @@
 // text, the processed Firefox Profiler format (what samply writes) and
 // speedscope JSON, each optionally gzipped. Every reader returns a
 // *profile.Profile; the format is given or sniffed from the first bytes.
+//
+// Load and LoadMerged read what a command is given as inputs: files,
+// standard input ("-") or bundle directories written by profcap record, and
+// merge them (files into one profile, bundles into one per kind) with the
+// one merge every command uses.
 package formats
 
 import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/google/pprof/profile"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/formats/firefox"
 	"github.com/profcap/profcap/formats/folded"
 	"github.com/profcap/profcap/formats/perfscript"
 	"github.com/profcap/profcap/formats/speedscope"
+	"github.com/profcap/profcap/internal/pprofutil"
 )
 
 // Format names an input format.
@@ -271,4 +281,263 @@ func Read(r io.Reader, f Format) (*profile.Profile, error) {
 		return nil, fmt.Errorf("invalid profile: %w", err)
 	}
 	return p, nil
+}
+
+// LoadOptions say how Load and LoadMerged read their inputs.
+type LoadOptions struct {
+	// Format is the format of file inputs; FormatAuto sniffs each file.
+	Format Format
+	// Kinds limits bundle inputs to these kinds (every kind when empty).
+	// With file inputs it is an error, ErrKindsWithoutBundles.
+	Kinds []bundle.Kind
+	// Label, when not empty, tags every sample of each input with
+	// Label=<the input's base name>, so that a merge can be split again
+	// (flame --group-by).
+	Label string
+	// Stdin is what the input "-" reads; os.Stdin when nil.
+	Stdin io.Reader
+}
+
+// Loaded is one profile read from one input, with where it came from.
+type Loaded struct {
+	Profile *profile.Profile
+	// Input is the input as given: a file, "-" or a bundle directory.
+	Input string
+	// Origin is the file the profile was read from: Input for a file, the
+	// merged profile's path inside a bundle.
+	Origin string
+	// Bundle is set when Input is a bundle directory; Kind is then the
+	// kind of the merged profile.
+	Bundle bool
+	Kind   bundle.Kind
+}
+
+// The inputs of one LoadMerged are either files or bundles.
+var (
+	ErrMixedInputs         = errors.New("give either profile files or bundle directories, not both")
+	ErrKindsWithoutBundles = errors.New("--kind only applies to bundle inputs")
+)
+
+// input is one classified input.
+type input struct {
+	name   string
+	bundle bool
+}
+
+func classify(name string) (input, error) {
+	if name == "-" {
+		return input{name: name}, nil // standard input
+	}
+	st, err := os.Stat(name)
+	if err != nil {
+		return input{}, err
+	}
+	switch {
+	case st.IsDir() && bundle.IsBundle(name):
+		return input{name: name, bundle: true}, nil
+	case st.IsDir():
+		return input{}, fmt.Errorf("%s is a directory but not a profcap bundle (no %s)", name, bundle.ManifestFile)
+	}
+	return input{name: name}, nil
+}
+
+// Load reads one input: a profile file in any format Read takes, or "-"
+// for opt.Stdin (one Loaded), or a bundle directory written by profcap
+// record (its merged profile of each kind in opt.Kinds, in manifest order;
+// possibly none).
+func Load(ctx context.Context, name string, opt LoadOptions) ([]Loaded, error) {
+	in, err := classify(name)
+	if err != nil {
+		return nil, err
+	}
+	if !in.bundle && len(opt.Kinds) > 0 {
+		return nil, ErrKindsWithoutBundles
+	}
+	return load(ctx, in, opt)
+}
+
+func load(ctx context.Context, in input, opt LoadOptions) ([]Loaded, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var ls []Loaded
+	if !in.bundle {
+		var p *profile.Profile
+		var err error
+		if in.name == "-" {
+			stdin := opt.Stdin
+			if stdin == nil {
+				stdin = os.Stdin
+			}
+			if p, err = Read(stdin, opt.Format); err != nil {
+				return nil, fmt.Errorf("standard input: %w", err)
+			}
+		} else if p, err = ReadFile(in.name, opt.Format); err != nil {
+			return nil, err
+		}
+		ls = append(ls, Loaded{Profile: p, Input: in.name, Origin: in.name})
+	} else {
+		m, err := bundle.Read(in.name)
+		if err != nil {
+			return nil, err
+		}
+		for _, mg := range m.Merged {
+			if len(opt.Kinds) > 0 && !slices.Contains(opt.Kinds, mg.Kind) {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			p, err := bundle.LoadProfile(in.name, mg.Path)
+			if err != nil {
+				return nil, err
+			}
+			ls = append(ls, Loaded{Profile: p, Input: in.name, Origin: filepath.Join(in.name, mg.Path), Bundle: true, Kind: mg.Kind})
+		}
+	}
+	if opt.Label != "" {
+		v := filepath.Base(filepath.Clean(in.name))
+		for _, l := range ls {
+			pprofutil.LabelSamples(l.Profile, opt.Label, v)
+		}
+	}
+	return ls, nil
+}
+
+// A Set is the profiles of one kind of every input, merged into one.
+type Set struct {
+	// Kind is the kind of the bundles' profiles; "" for file inputs.
+	Kind    bundle.Kind
+	Profile *profile.Profile
+	// Inputs are the inputs that gave a profile to the set, in the order
+	// given; Bundles is set when they are bundle directories.
+	Inputs  []string
+	Bundles bool
+}
+
+// Title names the set in titles and messages: the first input's base
+// name ("cpu.pb.gz and 2 more") and, for bundles, the kind first
+// ("heap — profcap-20260101T120000Z-api-1").
+func (s *Set) Title() string {
+	if len(s.Inputs) == 0 {
+		return string(s.Kind)
+	}
+	t := filepath.Base(filepath.Clean(s.Inputs[0]))
+	if s.Inputs[0] == "-" {
+		t = "-"
+	}
+	if s.Bundles {
+		t = string(s.Kind) + " — " + t
+	}
+	if len(s.Inputs) > 1 {
+		t += fmt.Sprintf(" and %d more", len(s.Inputs)-1)
+	}
+	return t
+}
+
+// LoadMerged reads every input (as Load does) and merges what it read:
+// every file into one Set, or, for bundle directories, one Set per kind, in
+// the order the kinds first appear. Files and bundles cannot be mixed
+// (ErrMixedInputs), and bundles must give at least one profile.
+func LoadMerged(ctx context.Context, names []string, opt LoadOptions) ([]Set, error) {
+	ins := make([]input, 0, len(names))
+	var files, bundles []string
+	for _, n := range names {
+		in, err := classify(n)
+		if err != nil {
+			return nil, err
+		}
+		ins = append(ins, in)
+		if in.bundle {
+			bundles = append(bundles, n)
+		} else {
+			files = append(files, n)
+		}
+	}
+	if len(files) > 0 && len(bundles) > 0 {
+		return nil, ErrMixedInputs
+	}
+	if len(opt.Kinds) > 0 && len(bundles) == 0 {
+		return nil, ErrKindsWithoutBundles
+	}
+	var order []bundle.Kind
+	byKind := map[bundle.Kind][]Loaded{}
+	for _, in := range ins {
+		ls, err := load(ctx, in, opt)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range ls {
+			if _, ok := byKind[l.Kind]; !ok {
+				order = append(order, l.Kind)
+			}
+			byKind[l.Kind] = append(byKind[l.Kind], l)
+		}
+	}
+	if len(order) == 0 {
+		if len(opt.Kinds) > 0 {
+			var ks []string
+			for _, k := range opt.Kinds {
+				ks = append(ks, string(k))
+			}
+			return nil, fmt.Errorf("%s: no merged profile of kind %s", strings.Join(bundles, ", "), strings.Join(ks, ", "))
+		}
+		return nil, fmt.Errorf("%s: bundle holds no merged profiles", strings.Join(bundles, ", "))
+	}
+	sets := make([]Set, 0, len(order))
+	for _, k := range order {
+		ls := byKind[k]
+		p, err := Merge(ls)
+		if err != nil {
+			return nil, err
+		}
+		s := Set{Kind: k, Profile: p, Bundles: len(bundles) > 0}
+		for _, l := range ls {
+			if !slices.Contains(s.Inputs, l.Input) {
+				s.Inputs = append(s.Inputs, l.Input)
+			}
+		}
+		sets = append(sets, s)
+	}
+	return sets, nil
+}
+
+// Merge merges loaded profiles of one kind into one with pprofutil.Merge.
+// Their sample types must be the same; their period types may differ (what
+// folded and perf script inputs call the period), and become the first
+// one's. One profile is returned as it is.
+func Merge(ls []Loaded) (*profile.Profile, error) {
+	if len(ls) == 0 {
+		return nil, errors.New("no profiles to merge")
+	}
+	first := ls[0].Profile
+	if len(ls) == 1 {
+		return first, nil
+	}
+	ps := []*profile.Profile{first}
+	var names []string
+	names = append(names, ls[0].Origin)
+	for _, l := range ls[1:] {
+		p := l.Profile
+		if !sameSampleTypes(first, p) {
+			return nil, fmt.Errorf("cannot merge %s (%s) with %s (%s): different sample types", ls[0].Origin, pprofutil.TypeList(first), l.Origin, pprofutil.TypeList(p))
+		}
+		// profile.Merge wants equal period types.
+		if p.PeriodType == nil || first.PeriodType == nil || *p.PeriodType != *first.PeriodType {
+			p.PeriodType, p.Period = first.PeriodType, first.Period
+		}
+		ps = append(ps, p)
+		names = append(names, l.Origin)
+	}
+	p, err := pprofutil.Merge(ps...)
+	if err != nil {
+		return nil, fmt.Errorf("merging %s: %w", strings.Join(names, ", "), err)
+	}
+	return p, nil
+}
+
+func sameSampleTypes(a, b *profile.Profile) bool {
+	return slices.EqualFunc(a.SampleType, b.SampleType, func(x, y *profile.ValueType) bool {
+		return x.Type == y.Type && x.Unit == y.Unit
+	})
 }

@@ -23,8 +23,14 @@ import (
 // TopN is how many functions the top tables list.
 const TopN = 20
 
+// report.tmpl is the page's body and report.css its style; the page shell
+// around them is flame's (flame.WritePage), the one every page shares.
+//
 //go:embed report.tmpl
 var pageTemplate string
+
+//go:embed report.css
+var pageStyle string
 
 var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"pct":   func(f float64) string { return fmt.Sprintf("%.1f%%", f) },
@@ -59,7 +65,6 @@ type row struct {
 
 type page struct {
 	M        *bundle.Manifest
-	Head     template.HTML
 	Kinds    []kindSection
 	Outliers []outlierGroup
 	Problems int
@@ -80,7 +85,7 @@ func Write(dir string, m *bundle.Manifest) error {
 
 // Render writes the report page for the bundle in dir to w.
 func Render(w io.Writer, dir string, m *bundle.Manifest) error {
-	pg := page{M: m, Head: flame.PageHead()}
+	pg := page{M: m}
 	for _, t := range m.Targets {
 		for _, p := range t.Profiles {
 			if p.Status == bundle.StatusFailed || p.Status == bundle.StatusPartial {
@@ -92,7 +97,15 @@ func Render(w io.Writer, dir string, m *bundle.Manifest) error {
 		pg.Kinds = append(pg.Kinds, section(dir, m, mg))
 	}
 	pg.Outliers = outliers(dir, m)
-	return tmpl.Execute(w, pg)
+	var body bytes.Buffer
+	if err := tmpl.Execute(&body, pg); err != nil {
+		return err
+	}
+	return flame.WritePage(w, flame.Page{
+		Title: "profcap capture " + m.ID,
+		Style: template.CSS(strings.TrimSpace(pageStyle)),
+		Body:  template.HTML(body.String()),
+	})
 }
 
 func section(dir string, m *bundle.Manifest, mg bundle.Merged) kindSection {

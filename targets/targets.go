@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -293,4 +294,137 @@ func names(ts []Target) string {
 		ns = append(ns[:12], fmt.Sprintf("and %d more", len(ns)-12))
 	}
 	return strings.Join(ns, ", ")
+}
+
+// Selection says which targets a command attaches to: what the --config,
+// --target, --all, --url and --pid flags of record and targets give.
+type Selection struct {
+	// Config is the targets file; DefaultConfig when empty.
+	Config string
+	// ConfigExplicit is set when the user named Config (--config): then a
+	// missing or broken file is an error, never a reason to look elsewhere.
+	ConfigExplicit bool
+	// Names are target names or shell patterns ('worker-*'); every one must
+	// match a target of the file or the .pids/ directory.
+	Names []string
+	// All picks every target of the file or the .pids/ directory.
+	All bool
+	// URLs and PIDs are ad-hoc targets: pprof base URLs and process ids.
+	URLs []string
+	PIDs []int
+	// Require makes an empty or ambiguous selection an error: a file of
+	// several targets needs Names or All, and no target at all is an error
+	// saying how to name one (record). Without it every target of the file
+	// is taken (targets lists them).
+	Require bool
+	// PidsDir is where NAME.pid files name targets when there is no targets
+	// file; ".pids" (of the working directory) when empty.
+	PidsDir string
+}
+
+// UsageError is a selection the user has to change (a bad --url or --pid, a
+// pattern that matches nothing, a missing --config file): a command-line
+// mistake, not a failure of the machine.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func usageErrorf(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// Resolve returns the selected targets and where they came from (the
+// targets file, ".pids/" or "flags"). With no targets file (and none named)
+// the .pids/ directory names them. Ad-hoc targets come after the picked
+// ones; a name used twice gets a -2, -3 ... suffix. Mistakes in the
+// selection are *UsageError; a targets file that cannot be read or parsed
+// is returned as is.
+func Resolve(sel Selection) ([]Target, string, error) {
+	config := sel.Config
+	if config == "" {
+		config = DefaultConfig
+	}
+	pidsDir := sel.PidsDir
+	if pidsDir == "" {
+		pidsDir = ".pids"
+	}
+	var adhoc []Target
+	for _, u := range sel.URLs {
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return nil, "", usageErrorf("--url %q: not an http(s) URL", u)
+		}
+		adhoc = append(adhoc, Target{Name: SafeName(pu.Host), Pprof: u, Source: "--url"})
+	}
+	for _, pid := range sel.PIDs {
+		if pid <= 0 {
+			return nil, "", usageErrorf("--pid %d: not a process id", pid)
+		}
+		adhoc = append(adhoc, Target{Name: fmt.Sprintf("pid-%d", pid), PID: pid, Source: "--pid"})
+	}
+
+	var pool []Target
+	source := ""
+	cfg, err := Load(config)
+	switch {
+	case err == nil:
+		pool, source = cfg.Targets, config
+	case errors.Is(err, os.ErrNotExist) && !sel.ConfigExplicit:
+		// No targets file: the reference cluster's .pids/ layout.
+		ts, perr := FromPidsDir(pidsDir)
+		if perr != nil {
+			return nil, "", perr
+		}
+		if ts != nil {
+			pool, source = ts, pidsDir+"/"
+		}
+	case errors.Is(err, os.ErrNotExist):
+		return nil, "", usageErrorf("targets file %s does not exist", config)
+	default:
+		// A broken default file does not stop ad-hoc targets.
+		if len(adhoc) == 0 || sel.ConfigExplicit {
+			return nil, "", err
+		}
+	}
+
+	var picked []Target
+	switch {
+	case sel.All:
+		picked = pool
+	case len(sel.Names) > 0:
+		if len(pool) == 0 {
+			return nil, "", usageErrorf("--target needs a targets file (%s) or a %s/ directory here; use --url or --pid for ad-hoc targets", config, pidsDir)
+		}
+		picked, err = Select(pool, sel.Names)
+		if err != nil {
+			return nil, "", &UsageError{Err: err}
+		}
+	case len(adhoc) == 0 && len(pool) == 1:
+		picked = pool
+	case len(adhoc) == 0 && len(pool) > 1 && sel.Require:
+		return nil, "", usageErrorf("%d targets in %s: pick some with --target NAME (globs allowed) or --all", len(pool), source)
+	case len(adhoc) == 0 && !sel.Require:
+		picked = pool
+	}
+	all := append(picked, adhoc...)
+	// Ad-hoc names must not collide with each other or with file targets.
+	seen := map[string]int{}
+	for i := range all {
+		n := all[i].Name
+		if seen[n] > 0 {
+			all[i].Name = fmt.Sprintf("%s-%d", n, seen[n]+1)
+		}
+		seen[n]++
+	}
+	if len(all) == 0 {
+		if sel.Require {
+			return nil, "", usageErrorf("no targets: give --target NAME with a %s or %s/ here, or --url URL, or --pid PID", DefaultConfig, pidsDir)
+		}
+		return nil, "", usageErrorf("no targets: no %s or %s/ here; give --config FILE, --url or --pid", DefaultConfig, pidsDir)
+	}
+	if source == "" {
+		source = "flags"
+	}
+	return all, source, nil
 }

@@ -33,7 +33,6 @@ script does; --strict makes them an error.
 
 func runCollapse(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("collapse", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var opt perfscript.CollapseOptions
 	fs.BoolVar(&opt.PID, "pid", false, "append the PID to the process name (comm-PID)")
 	fs.BoolVar(&opt.TID, "tid", false, "append PID and TID to the process name (comm-PID/TID)")

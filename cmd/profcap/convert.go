@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -89,7 +87,6 @@ func convertTo(out string) string {
 
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("convert", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var (
 		to, out, inputFormat string
 		kinds                []string
@@ -101,17 +98,12 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringSliceVar(&kinds, "kind", nil, "with bundles: the kind to convert (cpu, heap, ...)")
 	fs.StringVar(&opt.SampleIndex, "sample-index", "", "folded: the sample type to write (default: the profile's default)")
 	fs.StringVar(&opt.Title, "title", "", "speedscope: the file's name (default: the first input's name)")
-	help := func(w io.Writer) { fmt.Fprintf(w, "%s%s%s", convertUsage, fs.FlagUsages(), convertExamples) }
-	fs.Usage = func() { help(stderr) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			help(stdout)
-			return nil
-		}
-		return usageError("convert: %v", err)
+	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) {
+		fmt.Fprintf(w, "%s%s%s", convertUsage, fs.FlagUsages(), convertExamples)
+	}); done || err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
 		return usageError("convert: no INPUT given")
 	}
 	if out == "" {
@@ -126,11 +118,11 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if !slices.Contains([]string{"pprof", "folded", "speedscope"}, to) {
 		return usageError("convert: unknown --to %q (want pprof, folded or speedscope)", to)
 	}
-	inf, err := formats.ParseFormat(inputFormat)
+	lo, err := loadOptions(inputFormat, kinds)
 	if err != nil {
 		return usageError("convert: %v", err)
 	}
-	p, title, err := loadOneKind(ctx, "convert", fs.Args(), inf, kinds)
+	p, title, err := loadOneKind(ctx, "convert", fs.Args(), lo)
 	if err != nil {
 		return err
 	}
@@ -158,29 +150,24 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 // loadOneKind reads inputs (files merged, or one kind of bundles) into one
-// profile.
-func loadOneKind(ctx context.Context, cmd string, inputs []string, inf formats.Format, kinds []string) (*profile.Profile, string, error) {
-	sets, err := loadFlameInputs(ctx, inputs, inf, kinds)
+// profile and its title.
+func loadOneKind(ctx context.Context, cmd string, inputs []string, opt formats.LoadOptions) (*profile.Profile, string, error) {
+	sets, err := formats.LoadMerged(ctx, inputs, opt)
 	if err != nil {
-		var ee *exitError
-		if errors.As(err, &ee) {
-			return nil, "", usageError("%s: %v", cmd, ee.err)
-		}
 		return nil, "", fmt.Errorf("%s: %w", cmd, err)
 	}
 	if len(sets) > 1 {
 		var ks []string
 		for _, s := range sets {
-			ks = append(ks, s.kind)
+			ks = append(ks, string(s.Kind))
 		}
 		return nil, "", usageError("%s: the bundles hold %d kinds (%s); pick one with --kind", cmd, len(sets), strings.Join(ks, ", "))
 	}
-	return sets[0].prof, sets[0].title, nil
+	return sets[0].Profile, sets[0].Title(), nil
 }
 
 func runMerge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("merge", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var (
 		out, inputFormat, label string
 		kinds                   []string
@@ -189,17 +176,12 @@ func runMerge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, firefox or speedscope")
 	fs.StringSliceVar(&kinds, "kind", nil, "with bundles: the kind to merge (cpu, heap, ...)")
 	fs.StringVar(&label, "label", "", "tag each sample with this label key = the input's file name")
-	help := func(w io.Writer) { fmt.Fprintf(w, "%s%s%s", mergeUsage, fs.FlagUsages(), mergeExamples) }
-	fs.Usage = func() { help(stderr) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			help(stdout)
-			return nil
-		}
-		return usageError("merge: %v", err)
+	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) {
+		fmt.Fprintf(w, "%s%s%s", mergeUsage, fs.FlagUsages(), mergeExamples)
+	}); done || err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
 		return usageError("merge: no INPUT given")
 	}
 	if out == "" {
@@ -208,40 +190,16 @@ func runMerge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if label != "" && (strings.ContainsAny(label, " ;=") || label != strings.TrimSpace(label)) {
 		return usageError("merge: --label %q: want a label key such as host", label)
 	}
-	inf, err := formats.ParseFormat(inputFormat)
+	lo, err := loadOptions(inputFormat, kinds)
 	if err != nil {
 		return usageError("merge: %v", err)
 	}
-	var p *profile.Profile
-	if label == "" {
-		if p, _, err = loadOneKind(ctx, "merge", fs.Args(), inf, kinds); err != nil {
-			return err
-		}
-	} else {
-		// Load each input alone, tag it, then merge.
-		var ps []*profile.Profile
-		for _, in := range fs.Args() {
-			q, _, err := loadOneKind(ctx, "merge", []string{in}, inf, kinds)
-			if err != nil {
-				return err
-			}
-			q = q.Copy()
-			v := filepath.Base(filepath.Clean(in))
-			for _, s := range q.Sample {
-				if s.Label == nil {
-					s.Label = map[string][]string{}
-				} else {
-					s.Label = mapsClone(s.Label)
-				}
-				s.Label[label] = []string{v}
-			}
-			ps = append(ps, q)
-		}
-		if p, err = mergeProfiles(ps, fs.Args()); err != nil {
-			return fmt.Errorf("merge: %w", err)
-		}
+	lo.Label = label
+	p, _, err := loadOneKind(ctx, "merge", fs.Args(), lo)
+	if err != nil {
+		return err
 	}
-	p.Compact()
+	p = p.Compact()
 	if err := p.CheckValid(); err != nil {
 		return fmt.Errorf("merge: merged profile is invalid: %w", err)
 	}
@@ -249,12 +207,4 @@ func runMerge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("merge: %w", err)
 	}
 	return nil
-}
-
-func mapsClone(m map[string][]string) map[string][]string {
-	c := make(map[string][]string, len(m)+1)
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }

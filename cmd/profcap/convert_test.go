@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -19,16 +18,10 @@ func runSub(t *testing.T, fn func(context.Context, []string, io.Writer, io.Write
 	t.Helper()
 	var out, errb bytes.Buffer
 	err := fn(context.Background(), args, &out, &errb)
-	code := 0
 	if err != nil {
-		code = 1
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
 		errb.WriteString("profcap: " + err.Error() + "\n")
 	}
-	return out.String(), errb.String(), code
+	return out.String(), errb.String(), exitCode(err)
 }
 
 func fixture(name string) string { return filepath.Join("..", "..", "formats", "testdata", name) }

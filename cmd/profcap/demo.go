@@ -51,12 +51,10 @@ Flags:
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("demo", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	var (
 		opts  demo.Options
 		dir   = fs.String("dir", "demo-cluster", "cluster `directory`: .pids/, .logs/ and profcap.yaml go here")
 		stop  = fs.Bool("stop", false, "stop the cluster running in --dir")
-		help  = fs.BoolP("help", "h", false, "show this help")
 		grace = fs.Duration("grace", demo.DefaultStopGrace, "how long services get to exit after SIGTERM before SIGKILL")
 	)
 	fs.BoolVar(&opts.Detach, "detach", false, "start the cluster, print its targets and return; it runs until --stop")
@@ -65,13 +63,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Float64Var(&opts.Rate, "rate", demo.DefaultRate, "workflows each orchestrator starts per second")
 	fs.Float64Var(&opts.Work, "work", 1, "scale of the CPU work each step does")
 	fs.DurationVar(&opts.HealthTimeout, "timeout", demo.DefaultHealthTimeout, "how long to wait for every service to answer /health")
-	if err := fs.Parse(args); err != nil {
-		return usageError("demo: %v (see 'profcap demo --help')", err)
-	}
-	if *help {
-		fmt.Fprint(stdout, demoHelp)
-		fmt.Fprint(stdout, fs.FlagUsages())
-		return nil
+	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) { fmt.Fprint(w, demoHelp+fs.FlagUsages()) }); done || err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError("demo: unexpected argument %q (see 'profcap demo --help')", fs.Arg(0))
@@ -222,7 +215,6 @@ Flags:
 
 func runDemoService(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("demo-service", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	var (
 		cfg       demo.ServiceConfig
 		role      = fs.String("role", "", "orchestration or worker")
@@ -230,7 +222,6 @@ func runDemoService(ctx context.Context, args []string, stdout, stderr io.Writer
 		consoleFD = fs.Int("console-fd", 0, "serve the tokio-console gRPC API on the listening socket inherited on file descriptor `FD`")
 		console   = fs.String("console", "", "serve the tokio-console gRPC API on `HOST:PORT`")
 		parentPID = fs.Int("parent-pid", 0, "exit when the parent process is no longer `PID` (foreground clusters)")
-		help      = fs.BoolP("help", "h", false, "show this help")
 	)
 	fs.StringVar(&cfg.Name, "name", "", "service name, e.g. worker-rust-1")
 	fs.StringVar(&cfg.Language, "language", "go", "language label: rust, ruby, python or go (scales a worker's CPU work)")
@@ -239,13 +230,8 @@ func runDemoService(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.Float64Var(&cfg.Rate, "rate", demo.DefaultRate, "workflows started per second (orchestration only)")
 	fs.Float64Var(&cfg.Work, "work", 1, "scale of the CPU work of each step")
 	fs.String("cluster", "", "cluster `directory` (identifies the process to 'profcap demo --stop')")
-	if err := fs.Parse(args); err != nil {
-		return usageError("demo-service: %v (see 'profcap demo-service --help')", err)
-	}
-	if *help {
-		fmt.Fprint(stdout, demoServiceHelp)
-		fmt.Fprint(stdout, fs.FlagUsages())
-		return nil
+	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) { fmt.Fprint(w, demoServiceHelp+fs.FlagUsages()) }); done || err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError("demo-service: unexpected argument %q", fs.Arg(0))

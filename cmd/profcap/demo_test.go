@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -33,17 +32,6 @@ func demoBinary(t *testing.T) string {
 	return bin
 }
 
-func demoExitCode(err error) int {
-	if err == nil {
-		return 0
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	return 1
-}
-
 func TestDemoUsage(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -65,7 +53,7 @@ func TestDemoUsage(t *testing.T) {
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(ctx, tc.args, &stdout, &stderr)
-		if got := demoExitCode(err); got != tc.code {
+		if got := exitCode(err); got != tc.code {
 			t.Errorf("%q: exit %d (%v), want %d", tc.args, got, err, tc.code)
 			continue
 		}

@@ -4,19 +4,18 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"html/template"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
-	"github.com/google/pprof/profile"
 	"github.com/spf13/pflag"
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/flame"
 	"github.com/profcap/profcap/formats"
+	"github.com/profcap/profcap/internal/pprofutil"
 )
 
 const flameUsage = `Usage: profcap flame [flags] INPUT...
@@ -117,10 +116,9 @@ func (f *flameFlags) register(fs *pflag.FlagSet, diff bool) {
 }
 
 // parseFlameFlags parses args; done is true when --help was printed.
-func parseFlameFlags(name, usage, examples string, args []string, stdout, stderr io.Writer, diff bool) (f *flameFlags, fs *pflag.FlagSet, done bool, err error) {
+func parseFlameFlags(name, usage, examples string, args []string, stdout io.Writer, diff bool) (f *flameFlags, fs *pflag.FlagSet, done bool, err error) {
 	f = &flameFlags{}
 	fs = pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	f.register(fs, diff)
 	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) { fmt.Fprintf(w, "%s%s%s", usage, fs.FlagUsages(), examples) }); done || err != nil {
 		return nil, nil, done, err
@@ -160,98 +158,89 @@ func (f *flameFlags) outputFormat(name string, allowed []string) (string, error)
 
 var flameExt = map[string]string{"html": ".html", "svg": ".svg", "folded": ".folded", "speedscope": ".speedscope.json"}
 
-// flameGraph is one tree to write, named by its kind when it came from a bundle.
-type flameGraph struct {
-	kind string
-	tree *flame.Tree
-	opt  flame.Options
-}
-
 func runFlame(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, fs, done, err := parseFlameFlags("flame", flameUsage, flameExamples, args, stdout, stderr, false)
+	f, fs, done, err := parseFlameFlags("flame", flameUsage, flameExamples, args, stdout, false)
 	if done || err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
 		return usageError("flame: no INPUT given")
 	}
 	format, err := f.outputFormat("flame", []string{"html", "svg", "folded", "speedscope"})
 	if err != nil {
 		return err
 	}
-	inf, err := formats.ParseFormat(f.inputFormat)
+	lo, err := loadOptions(f.inputFormat, f.kinds)
 	if err != nil {
 		return usageError("flame: %v", err)
 	}
-	sets, err := loadFlameInputs(ctx, fs.Args(), inf, f.kinds)
+	sets, err := formats.LoadMerged(ctx, fs.Args(), lo)
 	if err != nil {
 		return fmt.Errorf("flame: %w", err)
 	}
-	var graphs []flameGraph
+	var graphs []flame.Section
 	for _, s := range sets {
 		opt := f.opt
 		if opt.Title == "" {
-			opt.Title = s.title
+			opt.Title = s.Title()
 		}
-		t, err := buildFlameTree(s, opt, len(sets) > 1, stderr, func(o flame.Options) (*flame.Tree, error) { return flame.NewTree(s.prof, o) })
+		t, err := buildFlameTree(s, opt, len(sets) > 1, stderr, func(o flame.Options) (*flame.Tree, error) { return flame.NewTree(s.Profile, o) })
 		if err != nil {
-			return fmt.Errorf("flame: %s: %w", s.title, err)
+			return fmt.Errorf("flame: %s: %w", s.Title(), err)
 		}
-		graphs = append(graphs, flameGraph{kind: s.kind, tree: t, opt: opt})
+		graphs = append(graphs, flame.Section{Name: string(s.Kind), Tree: t, Options: opt})
 	}
 	return writeFlameGraphs("flame", f, format, graphs, stdout, stderr)
 }
 
 func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, fs, done, err := parseFlameFlags("diff", diffUsage, diffExamples, args, stdout, stderr, true)
+	f, fs, done, err := parseFlameFlags("diff", diffUsage, diffExamples, args, stdout, true)
 	if done || err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
-		fs.Usage()
 		return usageError("diff: want BASE and NEW, got %d arguments", fs.NArg())
 	}
 	format, err := f.outputFormat("diff", []string{"html", "svg"})
 	if err != nil {
 		return err
 	}
-	inf, err := formats.ParseFormat(f.inputFormat)
+	lo, err := loadOptions(f.inputFormat, f.kinds)
 	if err != nil {
 		return usageError("diff: %v", err)
 	}
-	base, err := loadFlameInputs(ctx, fs.Args()[:1], inf, f.kinds)
+	base, err := formats.LoadMerged(ctx, fs.Args()[:1], lo)
 	if err != nil {
 		return fmt.Errorf("diff: base: %w", err)
 	}
-	cur, err := loadFlameInputs(ctx, fs.Args()[1:], inf, f.kinds)
+	cur, err := formats.LoadMerged(ctx, fs.Args()[1:], lo)
 	if err != nil {
 		return fmt.Errorf("diff: new: %w", err)
 	}
-	if base[0].bundle != cur[0].bundle {
+	if base[0].Bundles != cur[0].Bundles {
 		return usageError("diff: BASE and NEW must both be bundles or both be profiles")
 	}
-	var graphs []flameGraph
+	var graphs []flame.Section
 	for _, c := range cur {
-		i := slices.IndexFunc(base, func(b flameInput) bool { return b.kind == c.kind })
+		i := slices.IndexFunc(base, func(b formats.Set) bool { return b.Kind == c.Kind })
 		if i < 0 {
-			fmt.Fprintf(stderr, "profcap diff: %s: only in NEW, skipped\n", c.kind)
+			fmt.Fprintf(stderr, "profcap diff: %s: only in NEW, skipped\n", c.Kind)
 			continue
 		}
 		b := base[i]
 		opt := f.opt
 		if opt.Title == "" {
-			opt.Title = "diff " + b.title + " → " + c.title
+			opt.Title = "diff " + b.Title() + " → " + c.Title()
 		}
-		t, err := buildFlameTree(c, opt, len(cur) > 1, stderr, func(o flame.Options) (*flame.Tree, error) { return flame.NewDiffTree(b.prof, c.prof, o) })
+		t, err := buildFlameTree(c, opt, len(cur) > 1, stderr, func(o flame.Options) (*flame.Tree, error) { return flame.NewDiffTree(b.Profile, c.Profile, o) })
 		if err != nil {
-			return fmt.Errorf("diff: %s: %w", c.title, err)
+			return fmt.Errorf("diff: %s: %w", c.Title(), err)
 		}
-		graphs = append(graphs, flameGraph{kind: c.kind, tree: t, opt: opt})
+		graphs = append(graphs, flame.Section{Name: string(c.Kind), Tree: t, Options: opt})
 	}
 	for _, b := range base {
-		if !slices.ContainsFunc(cur, func(c flameInput) bool { return c.kind == b.kind }) {
-			fmt.Fprintf(stderr, "profcap diff: %s: only in BASE, skipped\n", b.kind)
+		if !slices.ContainsFunc(cur, func(c formats.Set) bool { return c.Kind == b.Kind }) {
+			fmt.Fprintf(stderr, "profcap diff: %s: only in BASE, skipped\n", b.Kind)
 		}
 	}
 	if len(graphs) == 0 {
@@ -262,183 +251,32 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // buildFlameTree builds a tree; with several kinds, a --sample-index that one kind
 // lacks falls back to that kind's default instead of failing the rest.
-func buildFlameTree(s flameInput, opt flame.Options, several bool, stderr io.Writer, build func(flame.Options) (*flame.Tree, error)) (*flame.Tree, error) {
-	t, err := build(opt)
-	if err != nil && several && opt.SampleIndex != "" && strings.Contains(err.Error(), "sample index") {
-		fmt.Fprintf(stderr, "profcap: %s: %v; showing its default\n", s.kind, err)
-		opt.SampleIndex = ""
-		t, err = build(opt)
+func buildFlameTree(s formats.Set, opt flame.Options, several bool, stderr io.Writer, build func(flame.Options) (*flame.Tree, error)) (*flame.Tree, error) {
+	if several && opt.SampleIndex != "" && len(s.Profile.SampleType) > 0 {
+		if _, err := pprofutil.SampleIndex(s.Profile, opt.SampleIndex); err != nil {
+			fmt.Fprintf(stderr, "profcap: %s: %v; showing its default\n", s.Kind, err)
+			opt.SampleIndex = ""
+		}
 	}
-	return t, err
+	return build(opt)
 }
 
-// flameInput is one merged profile: all file inputs, or one kind of the bundles.
-type flameInput struct {
-	kind   string // "" for file inputs
-	title  string
-	prof   *profile.Profile
-	bundle bool
-}
-
-// loadFlameInputs reads the inputs: either files (merged into one profile) or
-// bundle directories (merged per kind). Mixing them is an error.
-func loadFlameInputs(ctx context.Context, inputs []string, inf formats.Format, kinds []string) ([]flameInput, error) {
-	var files, bundles []string
-	for _, in := range inputs {
-		if in == "-" {
-			files = append(files, in) // standard input
-			continue
-		}
-		st, err := os.Stat(in)
-		if err != nil {
-			return nil, err
-		}
-		switch {
-		case st.IsDir() && bundle.IsBundle(in):
-			bundles = append(bundles, in)
-		case st.IsDir():
-			return nil, fmt.Errorf("%s is a directory but not a profcap bundle (no %s)", in, bundle.ManifestFile)
-		default:
-			files = append(files, in)
-		}
-	}
-	if len(files) > 0 && len(bundles) > 0 {
-		return nil, usageError("give either profile files or bundle directories, not both")
-	}
-	if len(kinds) > 0 && len(bundles) == 0 {
-		return nil, usageError("--kind only applies to bundle inputs")
-	}
-	if len(files) > 0 {
-		var ps []*profile.Profile
-		for _, fn := range files {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			var p *profile.Profile
-			var err error
-			if fn == "-" {
-				if p, err = formats.Read(os.Stdin, inf); err != nil {
-					err = fmt.Errorf("standard input: %w", err)
-				}
-			} else {
-				p, err = formats.ReadFile(fn, inf)
-			}
-			if err != nil {
-				return nil, err
-			}
-			ps = append(ps, p)
-		}
-		p, err := mergeProfiles(ps, files)
-		if err != nil {
-			return nil, err
-		}
-		title := filepath.Base(files[0])
-		if len(files) > 1 {
-			title += fmt.Sprintf(" and %d more", len(files)-1)
-		}
-		return []flameInput{{title: title, prof: p}}, nil
-	}
-	var order []string
-	byKind := map[string][]*profile.Profile{}
-	from := map[string][]string{}
-	for _, dir := range bundles {
-		m, err := bundle.Read(dir)
-		if err != nil {
-			return nil, err
-		}
-		for _, mg := range m.Merged {
-			if len(kinds) > 0 && !slices.Contains(kinds, string(mg.Kind)) {
-				continue
-			}
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			p, err := bundle.LoadProfile(dir, mg.Path)
-			if err != nil {
-				return nil, err
-			}
-			k := string(mg.Kind)
-			if _, ok := byKind[k]; !ok {
-				order = append(order, k)
-			}
-			byKind[k] = append(byKind[k], p)
-			from[k] = append(from[k], filepath.Join(dir, mg.Path))
-		}
-	}
-	if len(order) == 0 {
-		if len(kinds) > 0 {
-			return nil, fmt.Errorf("%s: no merged profile of kind %s", strings.Join(bundles, ", "), strings.Join(kinds, ", "))
-		}
-		return nil, fmt.Errorf("%s: bundle holds no merged profiles", strings.Join(bundles, ", "))
-	}
-	var sets []flameInput
-	for _, k := range order {
-		p, err := mergeProfiles(byKind[k], from[k])
-		if err != nil {
-			return nil, err
-		}
-		title := k + " — " + filepath.Base(filepath.Clean(bundles[0]))
-		if len(bundles) > 1 {
-			title += fmt.Sprintf(" and %d more", len(bundles)-1)
-		}
-		sets = append(sets, flameInput{kind: k, title: title, prof: p, bundle: true})
-	}
-	return sets, nil
-}
-
-func mergeProfiles(ps []*profile.Profile, names []string) (*profile.Profile, error) {
-	if len(ps) == 1 {
-		return ps[0], nil
-	}
-	for i, p := range ps[1:] {
-		if !sameSampleTypes(ps[0], p) {
-			return nil, fmt.Errorf("cannot merge %s (%s) with %s (%s): different sample types", names[0], sampleTypesOf(ps[0]), names[i+1], sampleTypesOf(p))
-		}
-		// Merge wants equal period types; folded and perf inputs may differ
-		// only in what they call the period.
-		if p.PeriodType == nil || ps[0].PeriodType == nil || *p.PeriodType != *ps[0].PeriodType {
-			p.PeriodType, p.Period = ps[0].PeriodType, ps[0].Period
-		}
-	}
-	p, err := profile.Merge(ps)
+// loadOptions maps the input flags onto the loader's options.
+func loadOptions(inputFormat string, kinds []string) (formats.LoadOptions, error) {
+	inf, err := formats.ParseFormat(inputFormat)
 	if err != nil {
-		return nil, fmt.Errorf("merging %s: %w", strings.Join(names, ", "), err)
+		return formats.LoadOptions{}, err
 	}
-	return p, nil
-}
-
-func sameSampleTypes(a, b *profile.Profile) bool {
-	return sampleTypesOf(a) == sampleTypesOf(b)
-}
-
-func sampleTypesOf(p *profile.Profile) string {
-	var s []string
-	for _, st := range p.SampleType {
-		s = append(s, st.Type+"/"+st.Unit)
+	opt := formats.LoadOptions{Format: inf}
+	for _, k := range kinds {
+		opt.Kinds = append(opt.Kinds, bundle.Kind(k))
 	}
-	return strings.Join(s, ",")
+	return opt, nil
 }
-
-var flamePageTmpl = template.Must(template.New("page").Parse(`<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
-<title>{{.Title}}</title>
-{{.Head}}<style>body{margin:8px 12px;font-family:system-ui,sans-serif}nav a{margin-right:1em}</style>
-</head>
-<body>
-<h1 style="font-size:18px">{{.Title}}</h1>
-<nav>{{range .Graphs}}<a href="#{{.ID}}-sec">{{.Kind}}</a>{{end}}</nav>
-{{range .Graphs}}<section id="{{.ID}}-sec"><h2 style="font-size:16px">{{.Kind}}</h2>
-{{.HTML}}</section>
-{{end}}</body>
-</html>
-`))
 
 // writeFlameGraphs writes one flame graph to a file or stdout, or several: html as one
 // page, other formats as one file each in the -o directory.
-func writeFlameGraphs(name string, f *flameFlags, format string, graphs []flameGraph, stdout, stderr io.Writer) (err error) {
+func writeFlameGraphs(name string, f *flameFlags, format string, graphs []flame.Section, stdout, stderr io.Writer) (err error) {
 	write := map[string]func(io.Writer, *flame.Tree, flame.Options) error{
 		"html": flame.WriteHTML, "svg": flame.WriteSVG, "folded": flame.WriteFolded, "speedscope": flame.WriteSpeedscope,
 	}[format]
@@ -452,9 +290,13 @@ func writeFlameGraphs(name string, f *flameFlags, format string, graphs []flameG
 		}
 		return writeFlameOutput(out, stdout, stderr, func(w io.Writer) error {
 			if len(graphs) == 1 {
-				return write(w, graphs[0].tree, graphs[0].opt)
+				return write(w, graphs[0].Tree, graphs[0].Options)
 			}
-			return writeFlamePage(w, f, graphs)
+			title := f.opt.Title
+			if title == "" {
+				title = "profcap flame graphs: " + flameKinds(graphs)
+			}
+			return flame.WriteHTMLPage(w, title, graphs)
 		})
 	}
 	if out == "" || out == "-" {
@@ -464,43 +306,18 @@ func writeFlameGraphs(name string, f *flameFlags, format string, graphs []flameG
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	for _, g := range graphs {
-		path := filepath.Join(out, flameFileName(g.kind)+flameExt[format])
-		if err := writeFlameOutput(path, stdout, stderr, func(w io.Writer) error { return write(w, g.tree, g.opt) }); err != nil {
+		path := filepath.Join(out, flameFileName(g.Name)+flameExt[format])
+		if err := writeFlameOutput(path, stdout, stderr, func(w io.Writer) error { return write(w, g.Tree, g.Options) }); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func writeFlamePage(w io.Writer, f *flameFlags, graphs []flameGraph) error {
-	type sec struct {
-		ID, Kind string
-		HTML     template.HTML
-	}
-	var secs []sec
-	for i, g := range graphs {
-		id := fmt.Sprintf("g%d", i)
-		h, err := flame.Embed(id, g.tree, g.opt)
-		if err != nil {
-			return err
-		}
-		secs = append(secs, sec{ID: id, Kind: g.kind, HTML: h})
-	}
-	title := f.opt.Title
-	if title == "" {
-		title = "profcap flame graphs: " + flameKinds(graphs)
-	}
-	return flamePageTmpl.Execute(w, struct {
-		Title  string
-		Head   template.HTML
-		Graphs []sec
-	}{title, flame.PageHead(), secs})
-}
-
-func flameKinds(graphs []flameGraph) string {
+func flameKinds(graphs []flame.Section) string {
 	var ks []string
 	for _, g := range graphs {
-		ks = append(ks, g.kind)
+		ks = append(ks, g.Name)
 	}
 	return strings.Join(ks, ", ")
 }

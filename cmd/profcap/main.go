@@ -15,6 +15,10 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/profcap/profcap/formats"
+	"github.com/profcap/profcap/internal/termsafe"
+	"github.com/profcap/profcap/targets"
 )
 
 // command is one subcommand. run gets the arguments after the subcommand name.
@@ -63,15 +67,27 @@ func realMain() int {
 	if err == nil {
 		return 0
 	}
-	code := 1
-	var ee *exitError
-	if errors.As(err, &ee) {
-		code = ee.code
-	}
 	if err.Error() != "" && !errors.Is(err, errSilent) {
-		fmt.Fprintf(os.Stderr, "profcap: %v\n", err)
+		fmt.Fprintf(os.Stderr, "profcap: %s\n", termsafe.Lines(err.Error()))
 	}
-	return code
+	return exitCode(err)
+}
+
+// exitCode is the exit status for what run returned: 0 for nil, the code
+// of an *exitError, 2 for a command-line mistake a package found (a target
+// selection, inputs that do not go together), else 1.
+func exitCode(err error) int {
+	var ee *exitError
+	var tu *targets.UsageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &tu), errors.Is(err, formats.ErrMixedInputs), errors.Is(err, formats.ErrKindsWithoutBundles):
+		return 2
+	}
+	return 1
 }
 
 // errSilent is wrapped by errors whose message was already printed.
@@ -118,7 +134,13 @@ func usage(w io.Writer) {
 var version = ""
 
 func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) > 0 {
+	fs := pflag.NewFlagSet("version", pflag.ContinueOnError)
+	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) {
+		fmt.Fprint(w, "Usage: profcap version\n\nPrint profcap's version, the Go version and the platform.\n")
+	}); done || err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
 		return usageError("version takes no arguments")
 	}
 	fmt.Fprintf(stdout, "profcap %s\n", versionInfo())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/internal/pprofutil"
+	"github.com/profcap/profcap/internal/secret"
+	"github.com/profcap/profcap/internal/termsafe"
 	"github.com/profcap/profcap/report"
 	"github.com/profcap/profcap/targets"
 )
@@ -69,14 +72,14 @@ func isTerminal(w io.Writer) bool {
 
 func (p *printer) header(ts []targets.Target, d time.Duration, dir string) {
 	for _, t := range ts {
-		p.width = max(p.width, len(t.Name))
+		p.width = max(p.width, len(termsafe.String(t.Name)))
 		p.order = append(p.order, t.Name)
 		p.state[t.Name] = map[bundle.Kind]string{}
 	}
 	p.deadline = time.Now().Add(d)
 	switch p.mode {
 	case progressPlain, progressLive:
-		fmt.Fprintf(p.w, "recording %d target(s) for %s into %s\n", len(ts), d, filepath.Clean(dir))
+		fmt.Fprintf(p.w, "recording %d target(s) for %s into %s\n", len(ts), d, termsafe.String(filepath.Clean(dir)))
 	case progressJSON:
 		p.json(map[string]any{"event": "start", "targets": len(ts), "seconds": d.Seconds(), "bundle": dir})
 	}
@@ -87,7 +90,7 @@ func (p *printer) json(v map[string]any) {
 		v["time"] = time.Now().UTC().Format(time.RFC3339Nano)
 	}
 	data, _ := json.Marshal(v)
-	fmt.Fprintf(p.out, "%s\n", data)
+	fmt.Fprintf(p.out, "%s\n", termsafe.JSON(data))
 }
 
 func (p *printer) event(e capture.Event) {
@@ -123,6 +126,9 @@ func (p *printer) event(e capture.Event) {
 			ks[e.Kind] = st
 		}
 	}
+	if p.mode != progressJSON {
+		e = safeEvent(e)
+	}
 	switch p.mode {
 	case progressJSON:
 		p.jsonEvent(e)
@@ -144,6 +150,16 @@ func (p *printer) event(e capture.Event) {
 	}
 }
 
+// safeEvent escapes what came from outside (target names, errors, notes
+// that quote a target) for a terminal.
+func safeEvent(e capture.Event) capture.Event {
+	e.Target, e.Msg = termsafe.String(e.Target), termsafe.String(secret.RedactText(e.Msg))
+	if e.Err != nil {
+		e.Err = errors.New(termsafe.String(secret.RedactText(e.Err.Error())))
+	}
+	return e
+}
+
 func (p *printer) jsonEvent(e capture.Event) {
 	v := map[string]any{"time": e.Time.UTC().Format(time.RFC3339Nano)}
 	switch e.Type {
@@ -157,10 +173,10 @@ func (p *printer) jsonEvent(e capture.Event) {
 		v["event"], v["target"], v["kind"], v["collector"], v["status"] = "profile", e.Target, e.Kind, e.Collector, e.Status
 		v["samples"], v["bytes"] = e.Samples, e.Bytes
 		if e.Err != nil {
-			v["error"] = e.Err.Error()
+			v["error"] = secret.RedactText(e.Err.Error())
 		}
 		if e.Msg != "" {
-			v["note"] = e.Msg
+			v["note"] = secret.RedactText(e.Msg)
 		}
 	case capture.EventMerged:
 		v["event"], v["kind"], v["path"], v["samples"] = "merged", e.Kind, e.Msg, e.Samples
@@ -231,7 +247,7 @@ func (p *printer) draw() {
 	}
 	fmt.Fprintf(&b, "window: %s left · %s received   (… capturing ✓ done ✗ failed ~ partial - not offered)\n", left, humanSize(p.bytes))
 	for _, name := range p.order {
-		fmt.Fprintf(&b, "  %-*s", p.width, name)
+		fmt.Fprintf(&b, "  %-*s", p.width, termsafe.String(name))
 		for _, k := range p.kinds[name] {
 			st := p.state[name][k]
 			fmt.Fprintf(&b, " %s%s%s\x1b[0m", stateColour[st], k, stateMark[st])
@@ -269,7 +285,7 @@ func (p *printer) summary(o *capture.Outcome) {
 	if p.mode != progressQuiet {
 		fmt.Fprintf(p.w, "captured %d profile(s), %d failed, %d unsupported; status %s", o.Captured, o.Failed, o.Unsupported, m.Status)
 		if m.Reason != "" {
-			fmt.Fprintf(p.w, " (%s)", m.Reason)
+			fmt.Fprintf(p.w, " (%s)", termsafe.String(m.Reason))
 		}
 		fmt.Fprintln(p.w)
 		for _, mg := range m.Merged {
@@ -289,7 +305,7 @@ func (p *printer) summary(o *capture.Outcome) {
 			bySelf, _, _ := report.Top(top, idx, 5)
 			var parts []string
 			for _, f := range bySelf {
-				parts = append(parts, fmt.Sprintf("%s %.0f%%", shortFunc(f.Name), f.SelfPct))
+				parts = append(parts, fmt.Sprintf("%s %.0f%%", termsafe.String(shortFunc(f.Name)), f.SelfPct))
 			}
 			fmt.Fprintf(p.w, "  %-9s %-10s top: %s\n", mg.Kind, pprofutil.FormatValue(total, pr.SampleType[idx].Unit), strings.Join(parts, ", "))
 		}
@@ -300,7 +316,7 @@ func (p *printer) summary(o *capture.Outcome) {
 		for _, pr := range t.Profiles {
 			// A kind no collector could take was asked for by name.
 			if pr.Status == bundle.StatusFailed || pr.Status == bundle.StatusPartial || (pr.Status == bundle.StatusUnsupported && pr.Collector == "") {
-				fails = append(fails, failure{t.Name, string(pr.Kind), pr.Error})
+				fails = append(fails, failure{termsafe.String(t.Name), string(pr.Kind), termsafe.String(pr.Error)})
 			}
 		}
 	}
@@ -312,7 +328,7 @@ func (p *printer) summary(o *capture.Outcome) {
 		}
 	}
 	if p.mode != progressQuiet && m.Report != "" {
-		fmt.Fprintf(p.w, "report: %s\n", filepath.Join(o.Dir, m.Report))
+		fmt.Fprintf(p.w, "report: %s\n", termsafe.String(filepath.Join(o.Dir, m.Report)))
 	}
 }
 

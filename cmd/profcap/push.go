@@ -42,7 +42,6 @@ what went where). --force sends everything again.
 
 func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("push", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	server := fs.String("server", os.Getenv(pyroscope.EnvServer), "Pyroscope base URL, e.g. http://127.0.0.1:4040 (default $"+pyroscope.EnvServer+")")
 	tokenEnv := fs.String("token-env", pyroscope.EnvToken, "environment variable holding a bearer token")
 	tokenFile := fs.String("token-file", "", "file holding a bearer token")

@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -38,105 +35,29 @@ Examples:
 
 // targetFlags are the flags that pick targets (record and targets share them).
 type targetFlags struct {
-	config  string
-	names   []string
-	all     bool
-	urls    []string
-	pids    []int
-	configd bool // --config was given explicitly
+	fs  *pflag.FlagSet
+	sel targets.Selection
 }
 
 func (tf *targetFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&tf.config, "config", targets.DefaultConfig, "targets file")
-	fs.StringArrayVar(&tf.names, "target", nil, "target name or shell pattern, e.g. 'worker-*' (repeatable)")
-	fs.BoolVar(&tf.all, "all", false, "every target of the targets file or .pids/")
-	fs.StringArrayVar(&tf.urls, "url", nil, "ad-hoc target: pprof base URL, e.g. http://127.0.0.1:6060/debug/pprof (repeatable)")
-	fs.IntSliceVar(&tf.pids, "pid", nil, "ad-hoc target: process id for perf/samply (repeatable)")
+	tf.fs = fs
+	fs.StringVar(&tf.sel.Config, "config", targets.DefaultConfig, "targets file")
+	fs.StringArrayVar(&tf.sel.Names, "target", nil, "target name or shell pattern, e.g. 'worker-*' (repeatable)")
+	fs.BoolVar(&tf.sel.All, "all", false, "every target of the targets file or .pids/")
+	fs.StringArrayVar(&tf.sel.URLs, "url", nil, "ad-hoc target: pprof base URL, e.g. http://127.0.0.1:6060/debug/pprof (repeatable)")
+	fs.IntSliceVar(&tf.sel.PIDs, "pid", nil, "ad-hoc target: process id for perf/samply (repeatable)")
 }
 
-// resolve returns the selected targets. With neither a targets file nor
-// ad-hoc flags, the .pids/ directory of the working directory names them.
-func (tf *targetFlags) resolve(fs *pflag.FlagSet, requireSelection bool) ([]targets.Target, string, error) {
-	tf.configd = fs.Changed("config")
-	var adhoc []targets.Target
-	for _, u := range tf.urls {
-		pu, err := url.Parse(u)
-		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			return nil, "", usageError("--url %q: not an http(s) URL", u)
-		}
-		adhoc = append(adhoc, targets.Target{Name: targets.SafeName(pu.Host), Pprof: u, Source: "--url"})
-	}
-	for _, pid := range tf.pids {
-		if pid <= 0 {
-			return nil, "", usageError("--pid %d: not a process id", pid)
-		}
-		adhoc = append(adhoc, targets.Target{Name: fmt.Sprintf("pid-%d", pid), PID: pid, Source: "--pid"})
-	}
-
-	var pool []targets.Target
-	source := ""
-	cfg, err := targets.Load(tf.config)
-	switch {
-	case err == nil:
-		pool, source = cfg.Targets, tf.config
-	case errors.Is(err, os.ErrNotExist) && !tf.configd:
-		// No targets file: the reference cluster's .pids/ layout.
-		ts, perr := targets.FromPidsDir(".pids")
-		if perr != nil {
-			return nil, "", perr
-		}
-		if ts != nil {
-			pool, source = ts, ".pids/"
-		}
-	case errors.Is(err, os.ErrNotExist):
-		return nil, "", usageError("targets file %s does not exist", tf.config)
-	default:
-		if len(adhoc) == 0 || tf.configd {
-			return nil, "", err
-		}
-	}
-
-	var picked []targets.Target
-	switch {
-	case tf.all:
-		picked = pool
-	case len(tf.names) > 0:
-		if len(pool) == 0 {
-			return nil, "", usageError("--target needs a targets file (%s) or a .pids/ directory here; use --url or --pid for ad-hoc targets", tf.config)
-		}
-		picked, err = targets.Select(pool, tf.names)
-		if err != nil {
-			return nil, "", usageError("%v", err)
-		}
-	case len(adhoc) == 0 && len(pool) == 1:
-		picked = pool
-	case len(adhoc) == 0 && len(pool) > 1 && requireSelection:
-		return nil, "", usageError("%d targets in %s: pick some with --target NAME (globs allowed) or --all", len(pool), source)
-	case len(adhoc) == 0 && !requireSelection:
-		picked = pool
-	}
-	all := append(picked, adhoc...)
-	// Ad-hoc names must not collide with each other or with file targets.
-	seen := map[string]int{}
-	for i := range all {
-		n := all[i].Name
-		if seen[n] > 0 {
-			all[i].Name = fmt.Sprintf("%s-%d", n, seen[n]+1)
-		}
-		seen[n]++
-	}
-	if len(all) == 0 && requireSelection {
-		return nil, "", usageError("no targets: give --target NAME with a %s or .pids/ here, or --url URL, or --pid PID", targets.DefaultConfig)
-	}
-	if source == "" {
-		source = "flags"
-	}
-	return all, source, nil
+// selection is what the parsed flags select; require as in targets.Selection.
+func (tf *targetFlags) selection(require bool) targets.Selection {
+	sel := tf.sel
+	sel.ConfigExplicit = tf.fs.Changed("config")
+	sel.Require = require
+	return sel
 }
 
 func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("record", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var tf targetFlags
 	tf.register(fs)
 	duration := fs.Duration("duration", 30*time.Second, "length of the capture window")
@@ -225,13 +146,15 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return usageError("--push: %v", err)
 		}
 	}
-	ts, _, err := tf.resolve(fs, true)
+	ts, _, err := targets.Resolve(tf.selection(true))
 	if err != nil {
 		return err
 	}
 	dir := *out
 	if dir == "" {
-		dir = "profcap-" + time.Now().UTC().Format("20060102T150405Z") + "-" + targets.SafeName(ts[0].Name)
+		// Milliseconds, and a number added if the name is still taken:
+		// captures started together never share a bundle.
+		dir = "profcap-" + time.Now().UTC().Format("20060102T150405.000Z") + "-" + targets.SafeName(ts[0].Name)
 	}
 
 	// First SIGINT/SIGTERM ends the window and keeps everything; the second
@@ -268,6 +191,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Duration:   *duration,
 		Slice:      *slice,
 		Out:        dir,
+		OutUnique:  *out == "",
 		Workload:   workload,
 		Collectors: cs,
 		Prefer:     *force,

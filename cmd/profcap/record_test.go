@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/internal/golden"
 	"github.com/profcap/profcap/internal/testsvc"
 )
 
@@ -47,7 +48,7 @@ func TestRecordURLCapturesEveryGoKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := strings.TrimPrefix(strings.TrimSuffix(svc.URL(), "/debug/pprof"), "http://")
-	golden(t, "record-url.manifest.json", normalize(string(data), dir, "DIR", strings.ReplaceAll(host, ":", "_"), "HOST"))
+	golden.Check(t, "testdata/record-url.manifest.json", normalize(string(data), dir, "DIR", strings.ReplaceAll(host, ":", "_"), "HOST"))
 
 	m, err := bundle.Read(dir)
 	if err != nil {
@@ -170,7 +171,7 @@ func TestRecordUsageErrors(t *testing.T) {
 		}
 		got.WriteString(strings.Join(args, " ") + "\n  exit " + itoa(code) + ": " + last + "\n")
 	}
-	golden(t, "record-usage.txt", strings.ReplaceAll(got.String(), dir, "DIR"))
+	golden.Check(t, "testdata/record-usage.txt", strings.ReplaceAll(got.String(), dir, "DIR"))
 }
 
 func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
@@ -187,7 +188,7 @@ func TestTargetsProbesEachTarget(t *testing.T) {
 	}
 	host := strings.TrimPrefix(strings.TrimSuffix(svc.URL(), "/debug/pprof"), "http://")
 	deadHost := strings.TrimPrefix(strings.TrimSuffix(dead, "/debug/pprof"), "http://")
-	golden(t, "targets.txt", normalize(stdout, cfg, "CONFIG", host, "UP", deadHost, "DOWN"))
+	golden.Check(t, "testdata/targets.txt", normalize(stdout, cfg, "CONFIG", host, "UP", deadHost, "DOWN"))
 }
 
 func TestRecordFromPidsDirNeedsNoConfig(t *testing.T) {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/internal/secret"
+	"github.com/profcap/profcap/internal/termsafe"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -26,7 +28,6 @@ Examples:
 
 func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("targets", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var tf targetFlags
 	tf.register(fs)
 	noProbe := fs.Bool("no-probe", false, "only list the targets; do not contact them")
@@ -38,12 +39,9 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() > 0 {
 		return usageError("unexpected arguments %q", fs.Args())
 	}
-	ts, source, err := tf.resolve(fs, false)
+	ts, source, err := targets.Resolve(tf.selection(false))
 	if err != nil {
 		return err
-	}
-	if len(ts) == 0 {
-		return usageError("no targets: no %s or .pids/ here; give --config FILE, --url or --pid", targets.DefaultConfig)
 	}
 	fmt.Fprintf(stdout, "%d target(s) from %s\n", len(ts), source)
 	cs := defaultCollectors(0, collectors.PerfOptions{})
@@ -70,7 +68,7 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	for i, t := range ts {
-		fmt.Fprintf(tw, "\n%s\t%s\n", t.Name, describeTarget(&t))
+		fmt.Fprintf(tw, "\n%s\t%s\n", termsafe.String(t.Name), termsafe.String(describeTarget(&t)))
 		if *noProbe {
 			continue
 		}
@@ -95,7 +93,7 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				same = same && !a.Available && a.Reason == as[0].Reason
 			}
 			if same {
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", "*", c, "unreachable", as[0].Reason)
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", "*", c, "unreachable", termsafe.String(secret.RedactText(as[0].Reason)))
 				rs = slices.DeleteFunc(rs, func(a collectors.Availability) bool { return a.Collector == c })
 			}
 		}
@@ -104,7 +102,7 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if !a.Available {
 				state = "unavailable"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a.Kind, a.Collector, state, a.Reason)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a.Kind, a.Collector, state, termsafe.String(secret.RedactText(a.Reason)))
 		}
 	}
 	return tw.Flush()
@@ -122,7 +120,7 @@ func kindOrder(k bundle.Kind) int {
 func describeTarget(t *targets.Target) string {
 	var parts []string
 	if t.Pprof != "" {
-		parts = append(parts, "pprof "+t.Pprof)
+		parts = append(parts, "pprof "+secret.RedactURL(t.Pprof))
 	}
 	if t.PID != 0 {
 		parts = append(parts, fmt.Sprintf("pid %d", t.PID))

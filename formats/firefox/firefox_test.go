@@ -3,8 +3,8 @@ package firefox
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,9 +15,10 @@ import (
 	"testing"
 
 	"github.com/google/pprof/profile"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/profcap/profcap/formats/internal/profiletest"
+	"github.com/profcap/profcap/internal/golden"
+)
 
 // render prints p as "process;thread (tid);root;...;leaf WEIGHT" lines,
 // sorted, after a total line: the shape testdata/expect.py prints.
@@ -58,24 +59,6 @@ func first(v []string) string {
 	return v[0]
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", "golden", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(want) != got {
-		t.Errorf("%s: got\n%s\nwant\n%s", name, got, want)
-	}
-}
-
 func parseFile(t testing.TB, name string, opt Options) *profile.Profile {
 	t.Helper()
 	p, err := ParseFile(filepath.Join("testdata", name), opt)
@@ -92,6 +75,9 @@ func parseFile(t testing.TB, name string, opt Options) *profile.Profile {
 // an independent walk of the same tables (the Firefox Profiler's call-tree
 // logic), wrote. The layouts of later versions, derived from the v49 file by
 // the script in testdata/README.md, must give exactly the v49 stacks.
+//
+// These files are the reference, not a record of what the Go code printed:
+// -update does not rewrite them (python3 testdata/expect.py does).
 func TestGolden(t *testing.T) {
 	for _, tc := range []struct{ file, golden string }{
 		{"samply-ls-linux-profile.json", "samply-ls-linux-profile.folded"},
@@ -103,9 +89,40 @@ func TestGolden(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			p := parseFile(t, tc.file, Options{})
-			golden(t, tc.golden, render(p))
+			path := filepath.Join("testdata", "golden", tc.golden)
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := golden.Diff(path, "got", string(want), render(p)); d != "" {
+				t.Errorf("stacks differ from the reference that testdata/expect.py wrote:\n%s", d)
+			}
 		})
 	}
+}
+
+// TestString checks the whole profile each real file becomes (samples,
+// labels, locations, mappings, comments, period and times) against
+// testdata/golden/FILE.string, pprof's Profile.String dump; go test -update
+// rewrites them. The gzipped file must read exactly as the plain one.
+func TestString(t *testing.T) {
+	for _, tc := range []struct{ file, golden string }{
+		{"samply-ls-linux-profile.json", "samply-ls-linux-profile.json"},
+		{"ffprofiler-samply-macos-unsymbolicated-v49.json", "ffprofiler-samply-macos-unsymbolicated-v49.json"},
+		{"ffprofiler-samply-macos-unsymbolicated-v49.json.gz", "ffprofiler-samply-macos-unsymbolicated-v49.json"},
+		{"v49-as-v56.json", "v49-as-v56.json"},
+		{"v49-as-v66.json", "v49-as-v66.json"},
+		{"v49-as-v70.json", "v49-as-v70.json"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			profiletest.Golden(t, tc.golden, parseFile(t, tc.file, Options{}))
+		})
+	}
+	t.Run("symbolicated", func(t *testing.T) {
+		syms := symbolicationResponse(t)
+		p := parseFile(t, "ffprofiler-samply-macos-unsymbolicated-v49.json", Options{Symbolize: syms.lookup})
+		profiletest.Golden(t, "ffprofiler-samply-macos-unsymbolicated-v49.symbolicated", p)
+	})
 }
 
 func TestProfileShape(t *testing.T) {
@@ -136,10 +153,17 @@ func TestProfileShape(t *testing.T) {
 	if p.TimeNanos/1e6 != 1671458961578 {
 		t.Errorf("TimeNanos %d", p.TimeNanos)
 	}
+	lsMapped := false
 	for _, m := range p.Mapping {
-		if m.File == "/usr/bin/ls" && m.BuildID != "63260a3e6e46db57abf718f6a3562c6eedccf269" {
-			t.Errorf("ls build id %q", m.BuildID)
+		if m.File == "/usr/bin/ls" {
+			lsMapped = true
+			if m.BuildID != "63260a3e6e46db57abf718f6a3562c6eedccf269" {
+				t.Errorf("ls build id %q", m.BuildID)
+			}
 		}
+	}
+	if !lsMapped {
+		t.Error("no mapping for /usr/bin/ls")
 	}
 	// String tids and pids (v49) are numeric labels too.
 	p = parseFile(t, "ffprofiler-samply-macos-unsymbolicated-v49.json", Options{})
@@ -148,19 +172,72 @@ func TestProfileShape(t *testing.T) {
 	}
 }
 
-// TestSymbolicationResponse names the v49 file's frames with the symbol
-// server's answer for it.
-func TestSymbolicationResponse(t *testing.T) {
-	f, err := os.Open("testdata/ffprofiler-symbolicate-v5-response.json")
+// symbols is what a Tecken-style /symbolicate/v5 response (the API of
+// samply's and the Firefox Profiler's symbol servers) says: function names
+// by library debug name and library-relative address.
+type symbols map[string]map[uint64]string
+
+// symbolicationResponse reads testdata/ffprofiler-symbolicate-v5-response.json,
+// the symbol server's answer for the v49 file:
+//
+//	{"results":[{"stacks":[[{"module":"a.out","module_offset":"0x3ec3","function":"main",...}]]}]}
+func symbolicationResponse(t testing.TB) symbols {
+	t.Helper()
+	data, err := os.ReadFile("testdata/ffprofiler-symbolicate-v5-response.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	syms, err := ParseSymbolicationResponse(f)
-	if err != nil {
+	var resp struct {
+		Results []struct {
+			Stacks [][]struct {
+				Module       string `json:"module"`
+				ModuleOffset string `json:"module_offset"`
+				Function     string `json:"function"`
+			} `json:"stacks"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(data, &resp); err != nil {
 		t.Fatal(err)
 	}
-	p := parseFile(t, "ffprofiler-samply-macos-unsymbolicated-v49.json", Options{Symbolize: syms.Lookup})
+	s := symbols{}
+	for _, res := range resp.Results {
+		for _, st := range res.Stacks {
+			for _, f := range st {
+				if f.Function == "" || f.Module == "" {
+					continue // the server did not know the module
+				}
+				off, err := strconv.ParseUint(strings.TrimPrefix(f.ModuleOffset, "0x"), 16, 64)
+				if err != nil {
+					t.Fatalf("module_offset %q: %v", f.ModuleOffset, err)
+				}
+				if s[f.Module] == nil {
+					s[f.Module] = map[uint64]string{}
+				}
+				s[f.Module][off] = f.Function
+			}
+		}
+	}
+	if len(s) == 0 {
+		t.Fatal("the symbolication response names no frame")
+	}
+	return s
+}
+
+// lookup fits Options.Symbolize: by the library's debug name, then its name.
+func (s symbols) lookup(lib Lib, addr uint64) (string, bool) {
+	for _, n := range []string{lib.DebugName, lib.Name} {
+		if f, ok := s[n][addr]; ok {
+			return f, true
+		}
+	}
+	return "", false
+}
+
+// TestSymbolize names the v49 file's frames through Options.Symbolize with
+// the symbol server's answer for it.
+func TestSymbolize(t *testing.T) {
+	syms := symbolicationResponse(t)
+	p := parseFile(t, "ffprofiler-samply-macos-unsymbolicated-v49.json", Options{Symbolize: syms.lookup})
 	out := render(p)
 	for _, want := range []string{
 		"a.out;a.out (6274156);start;main;_pthread_join;__ulock_wait 60",
@@ -172,9 +249,6 @@ func TestSymbolicationResponse(t *testing.T) {
 	}
 	if strings.Contains(out, "a.out+0x") {
 		t.Errorf("a.out frames left unsymbolicated:\n%s", out)
-	}
-	if _, err := ParseSymbolicationResponse(strings.NewReader(`{"results":[{"stacks":[[{"module":"a","module_offset":"zz","function":"f"}]]}]}`)); err == nil || !strings.Contains(err.Error(), "module_offset") {
-		t.Errorf("bad offset: %v", err)
 	}
 }
 
@@ -223,14 +297,20 @@ func TestErrors(t *testing.T) {
 func TestNamesInput(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "bad.json")
-	os.WriteFile(path, []byte(`{"meta":`), 0o644)
+	if err := os.WriteFile(path, []byte(`{"meta":`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := ParseFile(path, Options{}); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("error %v does not name the file", err)
 	}
 }
 
 func seeds(f *testing.F) {
-	ents, _ := os.ReadDir("testdata")
+	ents, err := os.ReadDir("testdata")
+	if err != nil {
+		f.Fatal(err)
+	}
+	n := 0
 	for _, e := range ents {
 		if strings.HasSuffix(e.Name(), ".json") || strings.HasSuffix(e.Name(), ".gz") {
 			data, err := os.ReadFile(filepath.Join("testdata", e.Name()))
@@ -238,7 +318,11 @@ func seeds(f *testing.F) {
 				f.Fatal(err)
 			}
 			f.Add(data)
+			n++
 		}
+	}
+	if n == 0 {
+		f.Fatal("no .json or .gz files in testdata to seed from")
 	}
 }
 

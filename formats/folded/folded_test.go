@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/profcap/profcap/formats/internal/profiletest"
 )
 
 // stacks renders a profile back to "a;b;c N" lines, sorted, for comparison.
@@ -60,6 +62,31 @@ func TestParseFixtures(t *testing.T) {
 	}
 }
 
+// TestString checks the whole profile each file in testdata becomes against
+// testdata/golden/FILE.string (pprof's Profile.String dump); go test
+// -update rewrites them.
+func TestString(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.folded")
+	if err != nil || len(files) != 3 {
+		t.Fatalf("fixtures %v (%v), want the 3 of testdata/README.md", files, err)
+	}
+	for _, file := range files {
+		name := filepath.Base(file)
+		t.Run(name, func(t *testing.T) {
+			f, err := os.Open(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			p, err := Parse(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			profiletest.Golden(t, name, p)
+		})
+	}
+}
+
 func TestParseSharesFrames(t *testing.T) {
 	p, err := Parse(strings.NewReader("a;b 1\na;c 2\r\n"))
 	if err != nil {
@@ -98,7 +125,10 @@ func TestParseErrors(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	files, _ := filepath.Glob("testdata/*.folded")
+	files, err := filepath.Glob("testdata/*.folded")
+	if err != nil || len(files) == 0 {
+		f.Fatalf("no testdata/*.folded to seed from (%v)", err)
+	}
 	for _, fn := range files {
 		data, err := os.ReadFile(fn)
 		if err != nil {

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/profcap/profcap/internal/golden"
 )
 
 var collapseModes = map[string]CollapseOptions{
@@ -46,7 +48,7 @@ func TestCollapseConformance(t *testing.T) {
 					t.Fatal(err)
 				}
 				if !bytes.Equal(got.Bytes(), want) {
-					t.Errorf("output differs from stackcollapse-perf.pl\n%s", lineDiff(want, got.Bytes()))
+					t.Errorf("output differs from stackcollapse-perf.pl (the reference; -update does not rewrite it)\n%s", golden.Diff("stackcollapse-perf.pl", "Collapse", string(want), got.String()))
 				}
 			})
 			n++
@@ -55,43 +57,6 @@ func TestCollapseConformance(t *testing.T) {
 	if n != 49 {
 		t.Errorf("ran %d conformance cases, want 7 inputs x 7 options", n)
 	}
-}
-
-// lineDiff shows the first lines that differ.
-func lineDiff(want, got []byte) string {
-	w := strings.Split(string(want), "\n")
-	g := strings.Split(string(got), "\n")
-	var b strings.Builder
-	shown := 0
-	for i := 0; i < len(w) || i < len(g); i++ {
-		var a, c string
-		if i < len(w) {
-			a = w[i]
-		}
-		if i < len(g) {
-			c = g[i]
-		}
-		if a != c {
-			b.WriteString("line " + itoa(i+1) + ":\n  want " + a + "\n  got  " + c + "\n")
-			if shown++; shown == 5 {
-				break
-			}
-		}
-	}
-	return b.String()
-}
-
-func itoa(i int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + fmtInt(i)) }
-
-func fmtInt(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var d []byte
-	for ; i > 0; i /= 10 {
-		d = append([]byte{byte('0' + i%10)}, d...)
-	}
-	return string(d)
 }
 
 // repeatReader yields data n times without holding more than one copy.

@@ -4,19 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"path/filepath"
-	"strings"
 	"testing"
 )
 
-// seedFuzz adds the testdata inputs (cut to a few KB, so the fuzzer can
-// work on them) and a few hand-made edge cases.
+// seedFuzz adds every perf script output in testdata (cut to a few KB, so
+// the fuzzer can work on them) and a few hand-made edge cases.
 func seedFuzz(f *testing.F) {
-	files, _ := filepath.Glob("testdata/conformance/*.txt")
-	more, _ := filepath.Glob("testdata/fixtures/perf-script-*.txt")
-	files = append(files, more...)
-	for _, name := range files {
-		data := readFixture(f, strings.TrimPrefix(name, "testdata/"))
+	for _, name := range fixtureFiles(f) {
+		data := readFixture(f, name)
 		if len(data) > 4096 {
 			data = data[:4096]
 		}
@@ -102,6 +97,41 @@ func FuzzPerlMatchers(f *testing.F) {
 			m := frameRE.FindSubmatch(line)
 			if ok1 != (m != nil) || ok1 && (!bytes.Equal(pc1, m[1]) || !bytes.Equal(fn1, m[2]) || !bytes.Equal(m1, m[3])) {
 				t.Fatalf("frame %q: fast (%q %q %q %v) regexp %q", line, pc1, fn1, m1, ok1, m)
+			}
+		}
+	})
+}
+
+// FuzzParseLine feeds every line to the line parsers (event header, frame,
+// sched_switch fields): none may panic, and each error is a *SyntaxError
+// naming the line it was given.
+func FuzzParseLine(f *testing.F) {
+	seedFuzz(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for i, line := range bytes.Split(data, []byte("\n")) {
+			n := i + 1
+			lineErr := func(what string, err error) {
+				t.Helper()
+				var se *SyntaxError
+				if err != nil && (!errors.As(err, &se) || se.Line != n) {
+					t.Fatalf("%s of line %d %q: error %v is not a *SyntaxError at that line", what, n, line, err)
+				}
+			}
+			h, err := ParseHeader(n, line)
+			lineErr("ParseHeader", err)
+			if err == nil && h.Event == "" {
+				t.Fatalf("ParseHeader(%q) accepted a header without an event", line)
+			}
+			_, ok, err := ParseFrame(n, line)
+			lineErr("ParseFrame", err)
+			if ok && err != nil {
+				t.Fatalf("ParseFrame(%q): ok with an error", line)
+			}
+			_, err = ParseSchedSwitch(n, line)
+			lineErr("ParseSchedSwitch", err)
+			if err == nil {
+				_, err = ParseSchedSwitch(n, h.Trace)
+				lineErr("ParseSchedSwitch of the trace fields", err)
 			}
 		}
 	})

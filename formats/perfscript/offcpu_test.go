@@ -45,10 +45,15 @@ func TestOffCPUFixture(t *testing.T) {
 		}
 	}
 	// Excluding runnable time leaves only the voluntary part.
-	f.Seek(0, 0)
+	if _, err := f.Seek(0, 0); err != nil {
+		t.Fatal(err)
+	}
 	p2, err := ParseOffCPU(f, OffCPUOptions{DropOpen: true, ExcludeRunnable: true})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(p2.Sample) == 0 {
+		t.Fatal("ExcludeRunnable left no samples; the S-state time should stay")
 	}
 	for _, s := range p2.Sample {
 		if s.Label["state"][0] == "R" {

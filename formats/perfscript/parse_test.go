@@ -7,10 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/pprof/profile"
+
+	"github.com/profcap/profcap/formats/internal/profiletest"
 )
 
 func readFixture(t testing.TB, name string) []byte {
@@ -34,7 +37,8 @@ func readFixture(t testing.TB, name string) []byte {
 // TestParseFixtures parses every real perf script output in testdata into a
 // valid CPU profile with thread and tid labels on every sample.
 func TestParseFixtures(t *testing.T) {
-	files := []string{
+	files := fixtureFiles(t)
+	for _, want := range []string{
 		"fixtures/perf-script-cpuclock-fp.txt",
 		"fixtures/perf-script-cpuclock-fp-pidtid.txt",
 		"fixtures/perf-script-cpuclock-dwarf-inline.txt",
@@ -44,10 +48,10 @@ func TestParseFixtures(t *testing.T) {
 		"fixtures/ffprofiler-perfscript-simple-perf.txt.gz",
 		"fixtures/ffprofiler-perfscript-graphviz.perf.gz",
 		"fixtures/ffprofiler-perfscript-gzip.perf.gz",
-	}
-	conf, _ := filepath.Glob("testdata/conformance/*.txt")
-	for _, c := range conf {
-		files = append(files, strings.TrimPrefix(c, "testdata/"))
+	} {
+		if !slices.Contains(files, want) {
+			t.Errorf("fixture %s not found", want)
+		}
 	}
 	for _, name := range files {
 		t.Run(filepath.Base(name), func(t *testing.T) {
@@ -69,6 +73,51 @@ func TestParseFixtures(t *testing.T) {
 			if n == 0 {
 				t.Fatal("no samples")
 			}
+		})
+	}
+}
+
+// fixtureFiles lists every perf script output in testdata, relative to it.
+func fixtureFiles(t testing.TB) []string {
+	t.Helper()
+	var files []string
+	for _, pat := range []string{"testdata/fixtures/perf-script-*.txt", "testdata/fixtures/ffprofiler-perfscript-*.gz", "testdata/conformance/*.txt"} {
+		m, err := filepath.Glob(pat)
+		if err != nil || len(m) == 0 {
+			t.Fatalf("no fixtures %s (%v)", pat, err)
+		}
+		for _, f := range m {
+			files = append(files, strings.TrimPrefix(f, "testdata/"))
+		}
+	}
+	return files
+}
+
+// TestString checks the whole profile each real perf script output becomes
+// against testdata/golden/FILE.string (pprof's Profile.String dump), and
+// the off-CPU profiles of the sched_switch recordings against
+// FILE.offcpu.string; go test -update rewrites them.
+func TestString(t *testing.T) {
+	files := fixtureFiles(t)
+	if len(files) != 16 {
+		t.Fatalf("%d fixtures, want the 9 real recordings and 7 conformance inputs of testdata/README.md", len(files))
+	}
+	for _, name := range files {
+		t.Run(filepath.Base(name), func(t *testing.T) {
+			p, err := Parse(bytes.NewReader(readFixture(t, name)), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			profiletest.Golden(t, filepath.Base(name), p)
+		})
+	}
+	for _, name := range []string{"fixtures/perf-script-sched-switch-systemwide-filtered.txt", "fixtures/perf-script-sched-switch-wakeup-perprocess.txt"} {
+		t.Run(filepath.Base(name)+"/offcpu", func(t *testing.T) {
+			p, err := ParseOffCPU(bytes.NewReader(readFixture(t, name)), OffCPUOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			profiletest.Golden(t, filepath.Base(name)+".offcpu", p)
 		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
+
+	"github.com/profcap/profcap/formats/internal/profiletest"
 )
 
 // render prints "profile;root;...;leaf VALUE" lines, sorted.
@@ -65,8 +66,31 @@ func TestFixtures(t *testing.T) {
 	}
 }
 
+// TestString checks the whole profile each real file becomes against
+// testdata/golden/FILE.string (pprof's Profile.String dump); go test
+// -update rewrites them.
+func TestString(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.speedscope.json")
+	if err != nil || len(files) != 3 {
+		t.Fatalf("fixtures %v (%v), want the 3 of testdata/README.md", files, err)
+	}
+	for _, file := range files {
+		name := filepath.Base(file)
+		t.Run(name, func(t *testing.T) {
+			p, err := ParseFile(file, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			profiletest.Golden(t, name, p)
+		})
+	}
+}
+
 func TestGzipAndFrames(t *testing.T) {
-	data, _ := os.ReadFile("testdata/speedscope-0.1.2-simple-sampled.speedscope.json")
+	data, err := os.ReadFile("testdata/speedscope-0.1.2-simple-sampled.speedscope.json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	zw.Write(data)
@@ -124,12 +148,16 @@ func TestErrors(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	ents, _ := os.ReadDir("testdata")
-	for _, e := range ents {
-		data, err := os.ReadFile(filepath.Join("testdata", e.Name()))
-		if err == nil && strings.HasSuffix(e.Name(), ".json") {
-			f.Add(data)
+	files, err := filepath.Glob("testdata/*.json")
+	if err != nil || len(files) == 0 {
+		f.Fatalf("no testdata/*.json to seed from (%v)", err)
+	}
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
 		}
+		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(bytes.NewReader(data), Options{MaxSamples: 1 << 12, MaxFrames: 1 << 16})
@@ -246,5 +274,3 @@ func BenchmarkParseLarge(b *testing.B) {
 		b.ReportMetric(float64(cr.n)/(1<<20), "input-MiB")
 	}
 }
-
-var _ = fmt.Sprint

@@ -65,3 +65,87 @@ func LabelSamples(p *profile.Profile, key, value string) {
 		s.Label[key] = []string{value}
 	}
 }
+
+// Merger merges many profiles one at a time without the quadratic cost of
+// merging each into a growing accumulator (profile.Merge copies all of its
+// inputs, so folding n profiles into one costs O(n²)). It keeps at most one
+// partial merge per power of two, like a binary counter: each profile is
+// copied O(log n) times, and memory holds about twice the final merge.
+type Merger struct {
+	levels []*profile.Profile // levels[i] merges 2^i inputs, or is nil
+	first  *profile.Profile   // the first input, which every other must match
+}
+
+// Add merges p in. A profile incompatible with the first one added
+// (other sample or period types) is an error, and nothing is added.
+func (m *Merger) Add(p *profile.Profile) error {
+	if p == nil {
+		return fmt.Errorf("profile is nil")
+	}
+	if m.first == nil {
+		m.first = p
+	} else if err := compatible(m.first, p); err != nil {
+		return err
+	}
+	carry := p
+	for i := 0; ; i++ {
+		if i == len(m.levels) {
+			m.levels = append(m.levels, carry)
+			return nil
+		}
+		if m.levels[i] == nil {
+			m.levels[i] = carry
+			return nil
+		}
+		mg, err := Merge(m.levels[i], carry)
+		if err != nil {
+			// Compatible profiles that still do not merge: keep both
+			// unmerged at the top (Result tries again) rather than lose
+			// inputs already added.
+			m.levels = append(m.levels, carry)
+			return nil
+		}
+		m.levels[i] = nil
+		carry = mg
+	}
+}
+
+// Result merges what was added; nil if nothing was.
+func (m *Merger) Result() (*profile.Profile, error) {
+	var ps []*profile.Profile
+	for _, p := range m.levels {
+		if p != nil {
+			ps = append(ps, p)
+		}
+	}
+	switch len(ps) {
+	case 0:
+		return nil, nil
+	case 1:
+		return ps[0], nil
+	}
+	return Merge(ps...)
+}
+
+// compatible says why a and b cannot be merged (as profile.Merge checks):
+// their sample types or period types differ.
+func compatible(a, b *profile.Profile) error {
+	vt := func(v *profile.ValueType) string {
+		if v == nil {
+			return ""
+		}
+		return v.Type + "/" + v.Unit
+	}
+	if vt(a.PeriodType) != vt(b.PeriodType) {
+		return fmt.Errorf("incompatible period types %s and %s", vt(a.PeriodType), vt(b.PeriodType))
+	}
+	if len(a.SampleType) != len(b.SampleType) {
+		return fmt.Errorf("incompatible sample types: %d and %d values", len(a.SampleType), len(b.SampleType))
+	}
+	for i := range a.SampleType {
+		if vt(a.SampleType[i]) != vt(b.SampleType[i]) {
+			return fmt.Errorf("incompatible sample types %s and %s", vt(a.SampleType[i]), vt(b.SampleType[i]))
+		}
+	}
+	return nil
+}

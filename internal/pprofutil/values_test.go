@@ -79,3 +79,45 @@ func TestDelta(t *testing.T) {
 		t.Errorf("delta = %v, want f:5 only", d)
 	}
 }
+
+func TestMergerMatchesMerge(t *testing.T) {
+	fn := &profile.Function{ID: 1, Name: "f"}
+	loc := &profile.Location{ID: 1, Line: []profile.Line{{Function: fn}}}
+	mk := func(v int64, st string) *profile.Profile {
+		return &profile.Profile{
+			SampleType: []*profile.ValueType{{Type: st, Unit: "count"}},
+			PeriodType: &profile.ValueType{Type: st, Unit: "count"},
+			Sample:     []*profile.Sample{{Location: []*profile.Location{loc}, Value: []int64{v}}},
+			Location:   []*profile.Location{loc},
+			Function:   []*profile.Function{fn},
+		}
+	}
+	for _, n := range []int{1, 2, 3, 7, 64, 65} {
+		var m Merger
+		var want int64
+		for i := range n {
+			want += int64(i + 1)
+			if err := m.Add(mk(int64(i+1), "samples")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := m.Add(mk(1000, "other")); err == nil {
+			t.Error("an incompatible profile was accepted")
+		}
+		got, err := m.Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sum int64
+		for _, s := range got.Sample {
+			sum += s.Value[0]
+		}
+		if sum != want || len(got.Sample) != 1 {
+			t.Errorf("%d inputs: sum %d in %d samples, want %d in 1", n, sum, len(got.Sample), want)
+		}
+	}
+	var empty Merger
+	if p, err := empty.Result(); p != nil || err != nil {
+		t.Errorf("empty merger: %v %v", p, err)
+	}
+}

@@ -6,7 +6,9 @@ package secret
 
 import (
 	"fmt"
+	"net/url"
 	"os"
+	"regexp"
 	"strings"
 )
 
@@ -37,4 +39,55 @@ func Read(what, env, file string, required bool) (string, error) {
 		return "", fmt.Errorf("%s: environment variable %s is not set", what, env)
 	}
 	return v, nil
+}
+
+// RedactURL returns u as profcap prints and records it: the password of
+// user information replaced by "xxxxx", and the values of query
+// parameters whose names suggest a credential (token, key, secret,
+// password, auth, signature) too. Text that does not parse as a URL is
+// returned with any "user:password@" part redacted all the same.
+func RedactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		if at := strings.LastIndexByte(u, '@'); at > 0 {
+			if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
+				return u[:scheme+3] + "xxxxx" + u[at:]
+			}
+		}
+		return u
+	}
+	if p.User != nil {
+		if _, has := p.User.Password(); has {
+			p.User = url.UserPassword(p.User.Username(), "xxxxx")
+		}
+	}
+	if p.RawQuery != "" {
+		q := p.Query()
+		changed := false
+		for k := range q {
+			lk := strings.ToLower(k)
+			for _, w := range []string{"token", "key", "secret", "password", "passwd", "auth", "signature", "sig"} {
+				if strings.Contains(lk, w) {
+					q[k] = []string{"xxxxx"}
+					changed = true
+					break
+				}
+			}
+		}
+		if changed {
+			p.RawQuery = q.Encode()
+		}
+	}
+	return p.String()
+}
+
+var userinfo = regexp.MustCompile(`(://[^/\s:@]*:)[^/\s@]*@`)
+
+// RedactText redacts the passwords of every URL with user information
+// inside free text (an error message that quotes a URL).
+func RedactText(s string) string {
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	return userinfo.ReplaceAllString(s, "${1}xxxxx@")
 }

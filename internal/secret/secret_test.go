@@ -44,3 +44,28 @@ func TestRead(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://admin:PASS@127.0.0.1:8080/debug/pprof": "http://admin:xxxxx@127.0.0.1:8080/debug/pprof",
+		"http://127.0.0.1:8080/debug/pprof":            "http://127.0.0.1:8080/debug/pprof",
+		"https://h/x?seconds=5&access_token=SECRET":    "https://h/x?access_token=xxxxx&seconds=5",
+		"http://user@h/":               "http://user@h/",
+		"http://a:PASS@h:99999999/%zz": "http://xxxxx@h:99999999/%zz",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+		if strings.Contains(RedactURL(in), "PASS") || strings.Contains(RedactURL(in), "SECRET") {
+			t.Errorf("%q leaks", in)
+		}
+	}
+}
+
+func TestRedactText(t *testing.T) {
+	in := `Get "http://admin:PASS@127.0.0.1:1/x": dial tcp: connection refused; also https://u:p%40ss@h/`
+	got := RedactText(in)
+	if strings.Contains(got, "PASS") || strings.Contains(got, "p%40ss") || !strings.Contains(got, "http://admin:xxxxx@127.0.0.1:1/x") {
+		t.Errorf("RedactText: %s", got)
+	}
+}

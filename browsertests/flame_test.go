@@ -1,145 +1,97 @@
-package flame
+package browsertests
 
 import (
-	"github.com/profcap/profcap/internal/pprofutil"
-
 	"bytes"
-	"context"
 	"fmt"
 	"image/png"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/page"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/google/pprof/profile"
+
+	"github.com/profcap/profcap/flame"
+	"github.com/profcap/profcap/formats/folded"
+	"github.com/profcap/profcap/internal/pprofutil"
 )
 
-const chromium = "/usr/bin/chromium"
+// flameTestdata holds the flame package's fixtures (see its README).
+var flameTestdata = filepath.Join("..", "flame", "testdata")
 
-// browser starts a real headless Chromium with a fresh profile and collects
-// console errors, exceptions, log errors and dialogs (an alert would mean a
-// frame name ran as script).
-type browser struct {
-	ctx     context.Context
-	mu      sync.Mutex
-	errs    []string
-	dialogs []string
-}
-
-func newBrowser(t *testing.T) *browser { return newBrowserTB(t) }
-
-func newBrowserTB(t testing.TB) *browser {
+func readProfile(t testing.TB, name string) *profile.Profile {
 	t.Helper()
-	if _, err := os.Stat(chromium); err != nil {
-		t.Skipf("no Chromium at %s: %v", chromium, err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	}
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(acancel)
-	b := &browser{}
-	var bctx context.Context
-	listen := func(ev any) {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventConsoleAPICalled:
-			if typ := string(ev.Type); typ == "error" || typ == "warning" || typ == "assert" {
-				var parts []string
-				for _, a := range ev.Args {
-					parts = append(parts, string(a.Value)+a.Description)
-				}
-				b.errs = append(b.errs, "console "+typ+": "+strings.Join(parts, " "))
-			}
-		case *runtime.EventExceptionThrown:
-			msg := ev.ExceptionDetails.Text
-			if ev.ExceptionDetails.Exception != nil {
-				msg += " " + ev.ExceptionDetails.Exception.Description
-			}
-			b.errs = append(b.errs, "exception: "+msg)
-		case *log.EventEntryAdded:
-			if lv := string(ev.Entry.Level); lv == "error" || lv == "warning" {
-				b.errs = append(b.errs, "log "+lv+": "+ev.Entry.Text+" "+ev.Entry.URL)
-			}
-		case *page.EventJavascriptDialogOpening:
-			b.dialogs = append(b.dialogs, ev.Message)
-			// Commands may not run inside a listener.
-			go chromedp.Do(bctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-				_, err := cdp.Call(ctx, tg, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{})
-				return err
-			}))
-		}
-	}
-	bctx, bcancel := chromedp.NewContext(actx, chromedp.WithListener(listen))
-	t.Cleanup(bcancel)
-	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	b.ctx = bctx
-	return b
-}
-
-func (b *browser) check(t *testing.T) {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, e := range b.errs {
-		if strings.Contains(e, "favicon") {
-			continue
-		}
-		t.Errorf("browser reported: %s", e)
-	}
-	for _, d := range b.dialogs {
-		t.Errorf("a dialog opened (markup in a name ran as script?): %q", d)
-	}
-}
-
-// eval runs js in the page. A generous per-call bound only stops a hung
-// browser; nothing is timed.
-func eval[T any](t *testing.T, b *browser, js string) T {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	f, err := os.Open(filepath.Join(flameTestdata, name))
 	if err != nil {
-		t.Fatalf("evaluating %s: %v", js, err)
-	}
-	return v
-}
-
-func (b *browser) do(t *testing.T, steps ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
-	defer cancel()
-	if err := chromedp.Do(ctx, steps...); err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
+	var p *profile.Profile
+	if strings.HasSuffix(name, ".folded") {
+		p, err = folded.Parse(f)
+	} else {
+		p, err = profile.Parse(f)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return p
+}
+
+func foldedProfile(t testing.TB, s string) *profile.Profile {
+	t.Helper()
+	p, err := folded.Parse(strings.NewReader(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func mustTree(t testing.TB, p *profile.Profile, opt flame.Options) *flame.Tree {
+	t.Helper()
+	tr, err := flame.NewTree(p, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// find follows the path of frame names down from n.
+func find(n *flame.Node, path ...string) *flame.Node {
+	for _, name := range path {
+		var next *flame.Node
+		for _, c := range n.Children {
+			if c.Name == name {
+				next = c
+				break
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		n = next
+	}
+	return n
+}
+
+func writeFile(t testing.TB, dir, name string, data []byte) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 type rect struct{ X, Y, W, H float64 }
 
 // frameRect returns where graph id drew the frame named name, relative to
 // its canvas, or W 0 when it is not drawn.
-func (b *browser) frameRect(t *testing.T, id, name string) rect {
+func (b *browser) frameRect(t testing.TB, id, name string) rect {
 	t.Helper()
 	js := fmt.Sprintf(`(function(){var g=document.querySelector('[data-pcf=%q]').pcfGraph,r=g.frameRect(%q);
 		return r?{X:r.x,Y:r.y,W:r.w,H:r.h}:{X:0,Y:0,W:0,H:0};})()`, id, name)
@@ -195,10 +147,10 @@ func (b *browser) search(t *testing.T, id, re string) {
 }
 
 // outermostTotal sums the totals of name's outermost occurrences.
-func outermostTotal(tr *Tree, name string) int64 {
+func outermostTotal(tr *flame.Tree, name string) int64 {
 	var sum int64
-	var walk func(n *Node)
-	walk = func(n *Node) {
+	var walk func(n *flame.Node)
+	walk = func(n *flame.Node) {
 		if n.Name == name {
 			sum += n.Total[tr.Selected]
 			return
@@ -213,11 +165,11 @@ func outermostTotal(tr *Tree, name string) int64 {
 
 // matchShare computes, in Go, the share the page must report for re: the
 // total of matching frames without a matching ancestor, over the root.
-func matchShare(tr *Tree, re string) string {
+func matchShare(tr *flame.Tree, re string) string {
 	rx := regexp.MustCompile(re)
 	var sum int64
-	var walk func(n *Node)
-	walk = func(n *Node) {
+	var walk func(n *flame.Node)
+	walk = func(n *flame.Node) {
 		if rx.MatchString(n.Name) {
 			sum += n.Total[tr.Selected]
 			return
@@ -232,41 +184,39 @@ func matchShare(tr *Tree, re string) string {
 	return fmt.Sprintf("%.2f%%", 100*float64(sum)/float64(tr.Total(tr.Selected)))
 }
 
-func TestBrowser(t *testing.T) {
+func TestFlameInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Chromium")
 	}
-	evil := mustTree(t, readProfile(t, "evil.folded"), Options{Title: `</script><img src=x onerror=alert("title")>`})
-	cpu := mustTree(t, readProfile(t, "cpu.pb.gz"), Options{Title: "cpu"})
-	heap := mustTree(t, readProfile(t, "heap.pb.gz"), Options{SampleIndex: "alloc_space"})
+	evil := mustTree(t, readProfile(t, "evil.folded"), flame.Options{Title: `</script><img src=x onerror=alert("title")>`})
+	cpu := mustTree(t, readProfile(t, "cpu.pb.gz"), flame.Options{Title: "cpu"})
+	heap := mustTree(t, readProfile(t, "heap.pb.gz"), flame.Options{SampleIndex: "alloc_space"})
 	dir := t.TempDir()
 
 	// One page hosting several graphs, the way report.html embeds them.
 	var multi bytes.Buffer
 	multi.WriteString("<!DOCTYPE html><html><head><meta charset=utf-8><title>multi</title>")
-	multi.WriteString(string(PageHead()))
+	multi.WriteString(string(flame.PageHead()))
 	multi.WriteString("</head><body>")
 	for _, g := range []struct {
 		id string
-		t  *Tree
+		t  *flame.Tree
 	}{{"evil", evil}, {"cpu", cpu}} {
-		h, err := Embed(g.id, g.t, Options{})
+		h, err := flame.Embed(g.id, g.t, flame.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		multi.WriteString(string(h))
 	}
 	multi.WriteString("</body></html>")
-	multiPath := filepath.Join(dir, "multi.html")
-	os.WriteFile(multiPath, multi.Bytes(), 0o644)
+	multiPath := writeFile(t, dir, "multi.html", multi.Bytes())
 
 	// A standalone page.
 	var single bytes.Buffer
-	if err := WriteHTML(&single, heap, Options{}); err != nil {
+	if err := flame.WriteHTML(&single, heap, flame.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	singlePath := filepath.Join(dir, "single.html")
-	os.WriteFile(singlePath, single.Bytes(), 0o644)
+	singlePath := writeFile(t, dir, "single.html", single.Bytes())
 
 	b := newBrowser(t)
 	b.do(t, chromedp.Navigate("file://"+multiPath))
@@ -304,7 +254,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("tooltip", func(t *testing.T) {
 		tip := b.hover(t, "cpu", "main.hash")
 		n := find(cpu.Root, "runtime.main", "main.main", "main.hash")
-		want := "main.hash\ntotal: " + strings.Replace(pprofutil.FormatValue(n.Total[cpu.Selected], "nanoseconds"), ".00 ", ".00 ", 1)
+		want := "main.hash\ntotal: " + pprofutil.FormatValue(n.Total[cpu.Selected], "nanoseconds")
 		if !strings.HasPrefix(tip, want) || !strings.Contains(tip, "% of all") || !strings.Contains(tip, "self: ") {
 			t.Errorf("tooltip %q, want it to start %q", tip, want)
 		}
@@ -391,7 +341,7 @@ func TestBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 		if dir := os.Getenv("FLAME_SCREENSHOT_DIR"); dir != "" {
-			os.WriteFile(filepath.Join(dir, "cpu-canvas.png"), buf, 0o644)
+			writeFile(t, dir, "cpu-canvas.png", buf)
 		}
 		img, err := png.Decode(bytes.NewReader(buf))
 		if err != nil {
@@ -412,11 +362,10 @@ func TestBrowser(t *testing.T) {
 
 	t.Run("svg", func(t *testing.T) {
 		var svg bytes.Buffer
-		if err := WriteSVG(&svg, evil, Options{}); err != nil {
+		if err := flame.WriteSVG(&svg, evil, flame.Options{}); err != nil {
 			t.Fatal(err)
 		}
-		path := filepath.Join(dir, "evil.svg")
-		os.WriteFile(path, svg.Bytes(), 0o644)
+		path := writeFile(t, dir, "evil.svg", svg.Bytes())
 		b.do(t, chromedp.Navigate("file://"+path))
 		if n := eval[int](t, b, `document.querySelectorAll('rect').length`); n < 5 {
 			t.Errorf("SVG shows %d rects", n)
@@ -432,16 +381,15 @@ func TestBrowser(t *testing.T) {
 	t.Run("diff page", func(t *testing.T) {
 		base := readProfile(t, "evil.folded")
 		cur := foldedProfile(t, "main;normal;compute 90\nmain;a<b>&\"quoted\" 'single';x 10\n")
-		dt, err := NewDiffTree(base, cur, Options{Title: "diff"})
+		dt, err := flame.NewDiffTree(base, cur, flame.Options{Title: "diff"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var page bytes.Buffer
-		if err := WriteHTML(&page, dt, Options{}); err != nil {
+		if err := flame.WriteHTML(&page, dt, flame.Options{}); err != nil {
 			t.Fatal(err)
 		}
-		path := filepath.Join(dir, "diff.html")
-		os.WriteFile(path, page.Bytes(), 0o644)
+		path := writeFile(t, dir, "diff.html", page.Bytes())
 		b.do(t, chromedp.Navigate("file://"+path))
 		tip := b.hover(t, "flame", "compute")
 		for _, want := range []string{"base total: 50 (50.00%) → new 90 (90.00%)", "self share change: +40.00 percentage points"} {
@@ -470,7 +418,7 @@ func TestBrowser(t *testing.T) {
 		if r := b.frameRect(t, "flame", "all"); r.Y != 0 || r.W == 0 {
 			t.Errorf("icicle: root at %+v, want the top row", r)
 		}
-		inuse := mustTree(t, readProfile(t, "heap.pb.gz"), Options{SampleIndex: "inuse_space"})
+		inuse := mustTree(t, readProfile(t, "heap.pb.gz"), flame.Options{SampleIndex: "inuse_space"})
 		if got, want := b.attr(t, "flame", "data-match"), matchShare(inuse, "main\\."); got != want {
 			t.Errorf("inuse_space search share %s, want %s", got, want)
 		}
@@ -482,18 +430,27 @@ func TestBrowser(t *testing.T) {
 // long loading (parse, lay out, first draw), a search over every frame, a
 // zoom and a sample-type-independent redraw take.
 func BenchmarkHTMLBrowser100k(b *testing.B) {
-	_, tr := load100k(b)
+	p, err := folded.Parse(strings.NewReader(genFolded(100_000, 1_000_000)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr, err := flame.NewTree(p, flame.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	dir := b.TempDir()
 	path := filepath.Join(dir, "big.html")
 	f, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := WriteHTML(f, tr, Options{}); err != nil {
+	if err := flame.WriteHTML(f, tr, flame.Options{}); err != nil {
 		b.Fatal(err)
 	}
-	f.Close()
-	br := newBrowserTB(b)
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	br := newBrowser(b)
 	var load, search, zoom, draw time.Duration
 	for b.Loop() {
 		start := time.Now()
@@ -519,4 +476,40 @@ func BenchmarkHTMLBrowser100k(b *testing.B) {
 	b.ReportMetric(float64(search.Microseconds())/1e3/n, "search-ms")
 	b.ReportMetric(float64(zoom.Microseconds())/1e3/n, "zoom-ms")
 	b.ReportMetric(float64(draw.Microseconds())/1e3/n, "redraw-ms")
+}
+
+// genFolded is flame/bench_test.go's generator, copied (a benchmark helper
+// is no API of flame's): folded stacks with n distinct stacks and about
+// total samples, 8 to 40 frames deep from 5,000 function names, with shared
+// prefixes the way real programs have them. Same seed, so the page opened
+// here holds the input BenchmarkWriteHTML100k renders there.
+func genFolded(n int, total int) string {
+	r := rand.New(rand.NewPCG(1, 2))
+	names := make([]string, 5000)
+	for i := range names {
+		names[i] = fmt.Sprintf("github.com/example/svc%d/pkg%d.(*Type%d).Method%d", i%7, i%53, i%211, i)
+	}
+	seen := make(map[string]bool, n)
+	var b strings.Builder
+	per := total / n
+	var stack []string
+	for len(seen) < n {
+		depth := 8 + r.IntN(33)
+		stack = stack[:0]
+		for d := 0; d < depth; d++ {
+			// Low depths pick from few names, so prefixes are shared.
+			pool := 3 + d*d*8
+			if pool > len(names) {
+				pool = len(names)
+			}
+			stack = append(stack, names[r.IntN(pool)])
+		}
+		s := strings.Join(stack, ";")
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
+		fmt.Fprintf(&b, "%s %d\n", s, 1+r.IntN(2*per))
+	}
+	return b.String()
 }
