@@ -86,14 +86,19 @@ func CreateUnique(base string, m *Manifest) (*Writer, error) {
 	return nil, fmt.Errorf("creating bundle directory: %s and 999 numbered names after it are taken", base)
 }
 
-var errTaken = errors.New("taken")
+// errTaken marks a directory another capture holds; its text is not shown.
+var errTaken = takenError{}
+
+type takenError struct{}
+
+func (takenError) Error() string { return "" }
 
 // claim creates dir's manifest exclusively; errTaken (wrapped) when the
 // directory already holds one or anything else.
 func claim(dir string) error {
 	f, err := os.OpenFile(filepath.Join(dir, ManifestFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, FileMode)
 	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("output directory %s exists and is not empty: %w", dir, errTaken)
+		return fmt.Errorf("output directory %s exists and is not empty%w", dir, errTaken)
 	}
 	if err != nil {
 		return fmt.Errorf("creating bundle manifest: %w", err)
@@ -104,7 +109,7 @@ func claim(dir string) error {
 		if err != nil {
 			return err
 		}
-		return fmt.Errorf("output directory %s exists and is not empty: %w", dir, errTaken)
+		return fmt.Errorf("output directory %s exists and is not empty%w", dir, errTaken)
 	}
 	return nil
 }

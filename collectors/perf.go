@@ -1,6 +1,7 @@
 package collectors
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,11 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/google/pprof/profile"
@@ -49,31 +49,32 @@ type PerfOptions struct {
 // Perf captures on-CPU and off-CPU profiles of a native process with
 // Linux perf: see docs/perf.md.
 type Perf struct {
+	pidCollector
 	opt PerfOptions
 }
 
-var _ Collector = (*Perf)(nil)
-
 // NewPerf returns a perf collector.
 func NewPerf(opt PerfOptions) *Perf {
-	if opt.Frequency <= 0 {
-		opt.Frequency = 99
+	opt.Frequency = orDefault(opt.Frequency, 99)
+	opt.CallGraph = cmp.Or(opt.CallGraph, "fp")
+	p := &Perf{opt: opt}
+	p.pidCollector = pidCollector{
+		tool:   Tool{Name: "perf", Path: opt.PerfPath, Missing: ErrPerfMissing, Access: PerfEvents},
+		offers: perfKinds, check: p.check, collect: p.collect,
 	}
-	if opt.CallGraph == "" {
-		opt.CallGraph = "fp"
-	}
-	return &Perf{opt: opt}
+	return p
 }
 
 // ValidCallGraph reports whether s is a --call-graph mode the collector
 // accepts.
 func ValidCallGraph(s string) bool { return s == "" || s == "fp" || s == "dwarf" }
 
-func (p *Perf) Name() string { return "perf" }
+// perfKinds are what perf records: one perf process each.
+var perfKinds = []bundle.Kind{bundle.CPU, bundle.OffCPU}
 
 func (p *Perf) Kinds(t *targets.Target) []bundle.Kind {
 	if t.HasPID() {
-		return []bundle.Kind{bundle.CPU, bundle.OffCPU}
+		return slices.Clone(perfKinds)
 	}
 	return nil
 }
@@ -81,49 +82,16 @@ func (p *Perf) Kinds(t *targets.Target) []bundle.Kind {
 // ErrPerfMissing is returned when no perf binary is found.
 var ErrPerfMissing = errors.New("perf is not installed: install linux-perf (Debian: apt-get install linux-perf; Ubuntu: linux-tools-generic; Fedora/RHEL: perf)")
 
-func (p *Perf) perfPath() (string, error) {
-	name := p.opt.PerfPath
-	if name == "" {
-		name = "perf"
+// check is the one test behind Probe, Preflight and Collect: perf is
+// installed, the target's process resolves (past a launcher unless
+// NoFollow; notes say so, and whether its binary is stripped) and this user
+// may record kind k of it. A missing perf or privilege is this machine's
+// lack (isLack); a missing process is the target's.
+func (p *Perf) check(t *targets.Target, k bundle.Kind) (pid int, notes []string, err error) {
+	if pid, notes, err = p.tool.Process(t, p.opt.NoFollow); err != nil {
+		return 0, nil, err
 	}
-	path, err := exec.LookPath(name)
-	if err != nil {
-		return "", ErrPerfMissing
-	}
-	return path, nil
-}
-
-// permissionProblem says why this process may not record kind, or "".
-func permissionProblem(kind bundle.Kind, pid int) string {
-	if os.Geteuid() == 0 || hasCap(capSysAdmin) {
-		return ""
-	}
-	paranoid := perfParanoid()
-	perfmon := hasCap(capPerfmon)
-	switch kind {
-	case bundle.CPU:
-		if perfmon || paranoid <= 1 {
-			break
-		}
-		if paranoid >= 3 {
-			return fmt.Sprintf("kernel.perf_event_paranoid is %d, which forbids perf for non-root users: run profcap as root, give it CAP_PERFMON, or lower the sysctl (sysctl -w kernel.perf_event_paranoid=1)", paranoid)
-		}
-	case bundle.OffCPU:
-		if paranoid > -1 && !perfmon {
-			return fmt.Sprintf("off-CPU profiling records the sched:sched_switch tracepoint, which kernel.perf_event_paranoid=%d forbids for non-root users: run profcap as root (or with CAP_PERFMON and read access to /sys/kernel/tracing), or lower the sysctl (sysctl -w kernel.perf_event_paranoid=-1)", paranoid)
-		}
-	}
-	if st, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() && !hasCap(19 /* CAP_SYS_PTRACE */) {
-			return fmt.Sprintf("pid %d belongs to uid %d, not to you (uid %d): run profcap as root or as that user", pid, sys.Uid, os.Geteuid())
-		}
-	}
-	return ""
-}
-
-// resolve finds the PID to profile and notes about it.
-func (p *Perf) resolve(t *targets.Target) (pid int, notes []string, err error) {
-	if pid, notes, err = resolveProcess(t, p.opt.NoFollow); err != nil {
+	if err := p.tool.Permitted(pid, k); err != nil {
 		return 0, nil, err
 	}
 	if path, stripped, err := strippedBinary(pid); err == nil && stripped {
@@ -132,49 +100,16 @@ func (p *Perf) resolve(t *targets.Target) (pid int, notes []string, err error) {
 	return pid, notes, nil
 }
 
-func (p *Perf) Probe(ctx context.Context, t *targets.Target) []Availability {
-	if !t.HasPID() {
-		return nil
-	}
-	avail := func(ok bool, reason string) []Availability {
-		return []Availability{
-			{Kind: bundle.CPU, Collector: p.Name(), Available: ok, Reason: reason},
-			{Kind: bundle.OffCPU, Collector: p.Name(), Available: ok, Reason: reason},
-		}
-	}
-	if _, err := p.perfPath(); err != nil {
-		return avail(false, err.Error())
-	}
-	pid, notes, err := p.resolve(t)
-	if err != nil {
-		return avail(false, err.Error())
-	}
-	var out []Availability
-	for _, k := range []bundle.Kind{bundle.CPU, bundle.OffCPU} {
-		a := Availability{Kind: k, Collector: p.Name(), Available: true}
-		if why := permissionProblem(k, pid); why != "" {
-			a.Available, a.Reason = false, why
-		} else {
-			a.Reason = strings.Join(append([]string{fmt.Sprintf("pid %d (%s)", pid, procName(pid))}, notes...), "; ")
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
-// recording is one running `perf record`.
+// recording is one `perf record` of one kind.
 type recording struct {
-	kind   bundle.Kind
-	file   string
-	cmd    *exec.Cmd
-	stderr *tailBuffer
-	done   chan struct{} // closed when perf exited
-	err    error         // perf's exit error, valid after done
-	args   []string
-	ctl    string // control FIFO (perf record --control)
-	ack    string
-	// enableErr is why perf could not be started sampling.
-	enableErr error
+	kind  bundle.Kind
+	pid   int
+	notes []string
+	file  string
+	args  []string // without the control options, for the profile's comment
+	ctl   string   // control FIFO (perf record --control)
+	ack   string
+	run   *Run
 	// enabledAt is when the enable command was written and ackedAt when
 	// perf acknowledged it: perf samples from a moment in between. Each
 	// recording's window starts at its own acknowledgement, so one slow
@@ -183,7 +118,7 @@ type recording struct {
 }
 
 // enable tells perf to start sampling and waits for its acknowledgement.
-func (r *recording) enable(ctx context.Context, windowDone <-chan struct{}) error {
+func (r *recording) enable(ctx context.Context, windowDone, exited <-chan struct{}) error {
 	ctl, err := os.OpenFile(r.ctl, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -212,7 +147,7 @@ func (r *recording) enable(ctx context.Context, windowDone <-chan struct{}) erro
 	case a := <-got:
 		r.ackedAt = a.at
 		return a.err
-	case <-r.done:
+	case <-exited:
 		return errors.New("perf exited before it started sampling")
 	case <-ctx.Done():
 		return ctx.Err()
@@ -221,28 +156,6 @@ func (r *recording) enable(ctx context.Context, windowDone <-chan struct{}) erro
 	case <-time.After(30 * time.Second):
 		return errors.New("perf did not start sampling within 30s")
 	}
-}
-
-// tailBuffer keeps the last 8 KB written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > 8<<10 {
-		b.buf = append(b.buf[:0], b.buf[len(b.buf)-8<<10:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.TrimSpace(string(b.buf))
 }
 
 func (p *Perf) recordArgs(kind bundle.Kind, pid int, file string) []string {
@@ -267,93 +180,27 @@ func (p *Perf) recordArgs(kind bundle.Kind, pid int, file string) []string {
 	return args
 }
 
-func (p *Perf) startRecord(ctx context.Context, perf string, kind bundle.Kind, pid int, dir string) (*recording, error) {
-	r := &recording{kind: kind, file: filepath.Join(dir, string(kind)+".data"), stderr: &tailBuffer{}, done: make(chan struct{})}
-	r.args = p.recordArgs(kind, pid, r.file)
-	// perf starts with its events disabled (-D -1) and enables them when
-	// told on the control FIFO, acknowledging on the other: the window then
-	// starts when sampling really starts, not before perf's set-up (which
-	// takes up to a second for a system-wide recording on a busy machine).
-	r.ctl, r.ack = filepath.Join(dir, string(kind)+".ctl"), filepath.Join(dir, string(kind)+".ack")
+// record runs one `perf record` over the window. perf starts with its
+// events disabled (-D -1) and enables them when told on the control FIFO,
+// acknowledging on the other: the window then starts when sampling really
+// starts, not before perf's set-up (which takes up to a second on a busy
+// machine).
+func (p *Perf) record(ctx context.Context, w *Window, r *recording, dir string) error {
+	r.file = filepath.Join(dir, string(r.kind)+".data")
+	r.args = p.recordArgs(r.kind, r.pid, r.file)
+	r.ctl, r.ack = filepath.Join(dir, string(r.kind)+".ctl"), filepath.Join(dir, string(r.kind)+".ack")
 	for _, f := range []string{r.ctl, r.ack} {
 		if err := unix.Mkfifo(f, 0o600); err != nil {
-			return nil, fmt.Errorf("perf control fifo: %w", err)
+			return fmt.Errorf("perf control fifo: %w", err)
 		}
 	}
-	args := append([]string{}, r.args...)
-	args = append(args[:1:1], append([]string{"-D", "-1", "--control", "fifo:" + r.ctl + "," + r.ack}, args[1:]...)...)
-	r.cmd = exec.CommandContext(ctx, perf, args...)
-	r.cmd.Stderr = r.stderr
-	r.cmd.Stdout = r.stderr
-	// Own process group: a Ctrl-C on the terminal reaches profcap, which
-	// ends the window and stops perf itself. Pdeathsig stops perf if
-	// profcap dies.
-	r.cmd.SysProcAttr = toolProcAttr()
-	r.cmd.WaitDelay = 5 * time.Second
-	if err := r.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting perf: %w", err)
-	}
-	go func() {
-		r.err = r.cmd.Wait()
-		close(r.done)
-	}()
-	return r, nil
-}
-
-// stop sends SIGINT so perf flushes perf.data, and waits for it (killing it
-// if it does not exit within 15 s).
-func (r *recording) stop() {
-	select {
-	case <-r.done:
-		return
-	default:
-	}
-	_ = r.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-r.done:
-	case <-time.After(15 * time.Second):
-		_ = r.cmd.Process.Kill()
-		<-r.done
-	}
-}
-
-// perfError turns what perf printed into one message with the fix.
-func perfError(kind bundle.Kind, pid int, stderr string, err error) error {
-	low := strings.ToLower(stderr)
-	switch {
-	case strings.Contains(low, "perf_event_paranoid") || strings.Contains(low, "access to performance monitoring") ||
-		strings.Contains(low, "permission denied") || strings.Contains(low, "operation not permitted"):
-		return fmt.Errorf("perf has no permission to record %s of pid %d (kernel.perf_event_paranoid=%d): run profcap as root, give it CAP_PERFMON, or lower the sysctl (sysctl -w kernel.perf_event_paranoid=%d)",
-			kind, pid, perfParanoid(), map[bundle.Kind]int{bundle.CPU: 1, bundle.OffCPU: -1}[kind])
-	case strings.Contains(low, "no such process") || strings.Contains(low, "couldn't find") && strings.Contains(low, "pid"):
-		return fmt.Errorf("pid %d exited before perf could attach", pid)
-	case strings.Contains(low, "sched:sched_switch") || strings.Contains(low, "tracepoint") || strings.Contains(low, "tracefs") || strings.Contains(low, "debugfs"):
-		return fmt.Errorf("perf cannot use the scheduler tracepoints: run as root and make sure tracefs is mounted (mount -t tracefs nodev /sys/kernel/tracing): %s", lastLine(stderr))
-	}
-	if stderr == "" && err != nil {
-		return fmt.Errorf("perf record failed: %w", err)
-	}
-	return fmt.Errorf("perf record failed: %s", lastLine(stderr))
-}
-
-func stoppedByInterrupt(err error) bool {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return false
-	}
-	if ee.ExitCode() == 130 {
-		return true
-	}
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGINT
-}
-
-func lastLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return s[i+1:]
-	}
-	return s
+	args := append([]string{r.args[0], "-D", "-1", "--control", "fifo:" + r.ctl + "," + r.ack}, r.args[1:]...)
+	run, err := p.tool.Run(ctx, w, RunOptions{
+		Args: args, PID: r.pid, Kind: r.kind,
+		Ready: func(ctx context.Context, exited <-chan struct{}) error { return r.enable(ctx, w.Done(), exited) },
+	})
+	r.run = run
+	return err
 }
 
 func monotonicNow() int64 {
@@ -364,174 +211,110 @@ func monotonicNow() int64 {
 	return ts.Nano()
 }
 
-func (p *Perf) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
-	pprof.Do(ctx, pprof.Labels("component", "collector/perf"), func(ctx context.Context) {
-		p.collect(ctx, w, t, kinds, emit)
-	})
-}
-
 func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
-	var want []bundle.Kind
-	for _, k := range kinds {
-		if k == bundle.CPU || k == bundle.OffCPU {
-			want = append(want, k)
-			continue
-		}
-		emit(Result{Kind: k, Collector: p.Name(), Status: bundle.StatusUnsupported, Err: fmt.Errorf("perf does not capture %s profiles", k)})
-	}
-	if len(want) == 0 {
-		return
-	}
-	failAll := func(err error, note string) {
-		for _, k := range want {
-			emit(Result{Kind: k, Collector: p.Name(), Status: bundle.StatusFailed, Err: err, Note: note})
-		}
-	}
-	perf, err := p.perfPath()
-	if err != nil {
-		// This machine cannot take perf profiles at all: unsupported (a
-		// failure only where the kind was asked for by name), with the fix.
-		for _, k := range want {
-			emit(Result{Kind: k, Collector: p.Name(), Status: bundle.StatusUnsupported, Err: err})
-		}
-		return
-	}
-	pid, notes, err := p.resolve(t)
-	if err != nil {
-		failAll(err, "")
-		return
-	}
-	dir, err := os.MkdirTemp(p.opt.TempDir, "profcap-perf-")
-	if err != nil {
-		failAll(fmt.Errorf("perf: temp dir: %w", err), "")
-		return
-	}
-	defer os.RemoveAll(dir)
-
-	start := time.Now()
+	// Each kind is a perf process of its own: record only those asked for.
 	var recs []*recording
-	for _, k := range want {
-		if why := permissionProblem(k, pid); why != "" {
-			// Not allowed here (perf_event_paranoid, capabilities): like a
-			// missing tool, unsupported with the fix in the message.
-			emit(Result{Kind: k, Collector: p.Name(), Status: bundle.StatusUnsupported, Err: errors.New(why)})
-			continue
-		}
-		r, err := p.startRecord(ctx, perf, k, pid, dir)
+	for _, k := range kinds {
+		pid, notes, err := p.check(t, k)
 		if err != nil {
-			emit(Result{Kind: k, Collector: p.Name(), Status: bundle.StatusFailed, Err: err})
+			// No perf or no permission here: unsupported (a failure only
+			// where the kind was asked for by name), with the fix.
+			st := bundle.StatusFailed
+			if isLack(err) {
+				st = bundle.StatusUnsupported
+			}
+			emit(Result{Kind: k, Collector: p.Name(), Status: st, Err: err})
 			continue
 		}
-		recs = append(recs, r)
+		recs = append(recs, &recording{kind: k, pid: pid, notes: notes})
 	}
 	if len(recs) == 0 {
 		return
 	}
-	var ewg sync.WaitGroup
-	for _, r := range recs {
-		ewg.Add(1)
-		go func() {
-			defer ewg.Done()
-			if err := r.enable(ctx, w.Done()); err != nil {
-				r.enableErr = err
-			}
-		}()
-	}
-	ewg.Wait()
-	start = time.Now()
-
-	// Wait for the window's end, the target's exit, every perf exiting
-	// (an error, or perf following the target out), or cancellation.
-	allDone := make(chan struct{})
-	go func() {
+	dir, err := os.MkdirTemp(p.opt.TempDir, "profcap-perf-")
+	if err != nil {
 		for _, r := range recs {
-			<-r.done
+			emit(Result{Kind: r.kind, Collector: p.Name(), Status: bundle.StatusFailed, Err: fmt.Errorf("perf: temp dir: %w", err)})
 		}
-		close(allDone)
-	}()
-	watch := watchExit(pid, nil)
-	select {
-	case <-w.Done():
-	case <-watch.Gone:
-	case <-allDone:
-	case <-ctx.Done():
+		return
 	}
-	watch.Stop()
-	// Sampling ends when perf gets SIGINT; what it does after (writing
-	// perf.data) is not part of the window.
-	end := time.Now()
-	endMono := monotonicNow()
+	defer os.RemoveAll(dir)
+
 	var wg sync.WaitGroup
 	for _, r := range recs {
 		wg.Add(1)
-		go func() { defer wg.Done(); r.stop() }()
+		go func() {
+			defer wg.Done()
+			if err := p.record(ctx, w, r, dir); err != nil {
+				emit(Result{Kind: r.kind, Collector: p.Name(), Status: bundle.StatusFailed, Err: err})
+			}
+		}()
 	}
 	wg.Wait()
-	exited := ""
-	select {
-	case <-watch.Gone:
-		exited = fmt.Sprintf("the target (pid %d) exited after %s, before the window ended; the profile covers the time until then", pid, watch.At.Sub(start).Round(time.Millisecond))
-	default:
-		if !processExists(pid) {
-			exited = fmt.Sprintf("the target (pid %d) exited during the window; the profile covers the time until then", pid)
-		}
-	}
-
+	// perf script runs after every recording has stopped, one at a time.
 	for _, r := range recs {
-		rstart := start
-		if !r.ackedAt.IsZero() {
-			rstart = r.ackedAt
-		} else if !r.enabledAt.IsZero() {
-			rstart = r.enabledAt
+		if r.run != nil {
+			emit(p.result(ctx, r))
 		}
-		res := Result{Kind: r.kind, Collector: p.Name(), Start: rstart, End: end}
-		if ctx.Err() != nil {
-			res.Status, res.Err = bundle.StatusFailed, fmt.Errorf("perf %s capture abandoned: %w", r.kind, ctx.Err())
-			emit(res)
-			continue
-		}
-		st, statErr := os.Stat(r.file)
-		// After the SIGINT that stops it perf writes perf.data, then
-		// re-raises the signal (or exits 130); it exits 0 when the target
-		// exits. Anything else is perf failing.
-		failed := r.err != nil && !stoppedByInterrupt(r.err)
-		if statErr != nil || st.Size() == 0 || failed && exited == "" {
-			res.Status, res.Err = bundle.StatusFailed, perfError(r.kind, pid, r.stderr.String(), r.err)
-			if exited != "" && statErr == nil {
-				res.Err = errors.New(exited)
-			}
-			emit(res)
-			continue
-		}
-		prof, err := p.script(ctx, perf, r, pid, endMono)
-		if err != nil {
-			res.Status, res.Err = bundle.StatusFailed, err
-			emit(res)
-			continue
-		}
-		prof.TimeNanos = rstart.UnixNano()
-		prof.DurationNanos = end.Sub(rstart).Nanoseconds()
-		prof.Comments = append(prof.Comments, "perf "+strings.Join(r.args, " "))
-		res.Profile = prof
-		res.Status = bundle.StatusOK
-		resNotes := append([]string(nil), notes...)
-		if exited != "" {
-			res.Status = bundle.StatusPartial
-			res.Err = errors.New(exited)
-		}
-		if r.enableErr != nil {
-			resNotes = append(resNotes, r.enableErr.Error())
-		}
-		if len(prof.Sample) == 0 {
-			resNotes = append(resNotes, "no samples: the target did not run (cpu) or switch (offcpu) during the window")
-		}
-		res.Note = strings.Join(resNotes, "; ")
-		emit(res)
 	}
 }
 
+// result reads one finished recording.
+func (p *Perf) result(ctx context.Context, r *recording) Result {
+	run := r.run
+	start := run.Start
+	if !r.ackedAt.IsZero() {
+		start = r.ackedAt
+	} else if !r.enabledAt.IsZero() {
+		start = r.enabledAt
+	}
+	res := Result{Kind: r.kind, Collector: p.Name(), Start: start, End: run.End}
+	if ctx.Err() != nil {
+		res.Status, res.Err = bundle.StatusFailed, fmt.Errorf("perf %s capture abandoned: %w", r.kind, ctx.Err())
+		return res
+	}
+	// After the SIGINT that stops it perf writes perf.data, then re-raises
+	// the signal (or exits 130); it exits 0 when the target exits. Anything
+	// else is perf failing, but what it wrote before the target exited is
+	// kept.
+	exited := run.TargetExit()
+	if st, err := os.Stat(r.file); err != nil || st.Size() == 0 || run.Failed() && exited == nil {
+		res.Status, res.Err = bundle.StatusFailed, run.Failure()
+		return res
+	}
+	// Off-CPU intervals still open when sampling ended are closed there, on
+	// perf's clock (CLOCK_MONOTONIC).
+	endMono := monotonicNow() - time.Since(run.End).Nanoseconds()
+	prof, err := p.script(ctx, r, endMono)
+	if err != nil {
+		res.Status, res.Err = bundle.StatusFailed, err
+		return res
+	}
+	prof.TimeNanos = start.UnixNano()
+	prof.DurationNanos = run.End.Sub(start).Nanoseconds()
+	prof.Comments = append(prof.Comments, "perf "+strings.Join(r.args, " "))
+	res.Profile = prof
+	res.Status = bundle.StatusOK
+	notes := append([]string(nil), r.notes...)
+	if exited != nil {
+		res.Status, res.Err = bundle.StatusPartial, exited
+	}
+	if run.ReadyErr != nil {
+		notes = append(notes, run.ReadyErr.Error())
+	}
+	if len(prof.Sample) == 0 {
+		notes = append(notes, "no samples: the target did not run (cpu) or switch (offcpu) during the window")
+	}
+	res.Note = strings.Join(notes, "; ")
+	return res
+}
+
 // script streams `perf script` output of one recording into the parser.
-func (p *Perf) script(ctx context.Context, perf string, r *recording, pid int, endMono int64) (*profile.Profile, error) {
+func (p *Perf) script(ctx context.Context, r *recording, endMono int64) (*profile.Profile, error) {
+	perf, err := p.tool.Find()
+	if err != nil {
+		return nil, err
+	}
 	fields := "comm,pid,tid,time,period,event,ip,sym,symoff,dso"
 	if r.kind == bundle.OffCPU {
 		fields = "comm,pid,tid,cpu,time,event,trace,ip,sym,symoff,dso"
@@ -554,9 +337,9 @@ func (p *Perf) script(ctx context.Context, perf string, r *recording, pid int, e
 	var perr error
 	switch r.kind {
 	case bundle.CPU:
-		prof, perr = perfscript.Parse(out, perfscript.Options{Frequency: p.opt.Frequency, PID: pid})
+		prof, perr = perfscript.Parse(out, perfscript.Options{Frequency: p.opt.Frequency, PID: r.pid})
 	case bundle.OffCPU:
-		prof, perr = perfscript.ParseOffCPU(out, perfscript.OffCPUOptions{PID: pid, ExcludeRunnable: p.opt.ExcludeRunnable, EndTime: endMono})
+		prof, perr = perfscript.ParseOffCPU(out, perfscript.OffCPUOptions{PID: r.pid, ExcludeRunnable: p.opt.ExcludeRunnable, EndTime: endMono})
 	}
 	if perr != nil {
 		_ = cmd.Process.Kill()
@@ -570,25 +353,4 @@ func (p *Perf) script(ctx context.Context, perf string, r *recording, pid int, e
 		return nil, fmt.Errorf("perf script: %v: %s", werr, lastLine(stderr.String()))
 	}
 	return prof, nil
-}
-
-var _ Preflighter = (*Perf)(nil)
-
-// Preflight implements Preflighter: perf is installed, the target's PID
-// resolves and exists, and this user may profile it for kind k.
-func (p *Perf) Preflight(t *targets.Target, k bundle.Kind) error {
-	if _, err := p.perfPath(); err != nil {
-		return err
-	}
-	pid, err := t.ResolvePID()
-	if err != nil {
-		return err
-	}
-	if pid == 0 || !processExists(pid) {
-		return fmt.Errorf("no process with pid %d", pid)
-	}
-	if why := permissionProblem(k, pid); why != "" {
-		return errors.New(why)
-	}
-	return nil
 }

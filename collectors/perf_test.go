@@ -17,6 +17,7 @@ import (
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/formats/perfscript"
+	"github.com/profcap/profcap/internal/testreq"
 	"github.com/profcap/profcap/internal/testsvc"
 	"github.com/profcap/profcap/targets"
 )
@@ -27,16 +28,7 @@ func buildPerfDemo(t *testing.T, strip bool) string { return testsvc.BuildNative
 // startDemo runs the demo and kills it when the test ends.
 func startPerfDemo(t *testing.T, bin string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-	})
+	cmd := startProcess(t, bin, args...)
 	// Let both threads start and name themselves.
 	for i := 0; i < 100 && len(threads(cmd.Process.Pid)) < 3; i++ {
 		time.Sleep(10 * time.Millisecond)
@@ -44,13 +36,13 @@ func startPerfDemo(t *testing.T, bin string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// needPerf requires perf and the right to record sched_switch (skipped
+// where missing, a failure under CI).
 func needPerf(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("perf"); err != nil {
-		t.Skip("perf is not installed (apt-get install linux-perf)")
-	}
+	testreq.Command(t, "perf")
 	if os.Geteuid() != 0 && perfParanoid() > -1 {
-		t.Skip("needs root or kernel.perf_event_paranoid=-1")
+		testreq.Missing(t, "root or kernel.perf_event_paranoid=-1 (perf records sched:sched_switch)")
 	}
 }
 
@@ -100,7 +92,11 @@ func TestPerfCPUAndOffCPU(t *testing.T) {
 	if k := c.Kinds(tg); len(k) != 2 || k[0] != bundle.CPU || k[1] != bundle.OffCPU {
 		t.Fatalf("Kinds = %v", k)
 	}
-	for _, a := range c.Probe(context.Background(), tg) {
+	av := c.Probe(context.Background(), tg)
+	if len(av) != 2 {
+		t.Fatalf("probe: %+v, want cpu and offcpu", av)
+	}
+	for _, a := range av {
 		if !a.Available {
 			t.Fatalf("probe %s: %s", a.Kind, a.Reason)
 		}
@@ -226,7 +222,11 @@ func TestPerfTargetExitsStripped(t *testing.T) {
 	cmd := startPerfDemo(t, bin, "1.5")
 	tg := &targets.Target{Name: "demo", PID: cmd.Process.Pid}
 	c := NewPerf(PerfOptions{Frequency: 199})
-	for _, a := range c.Probe(context.Background(), tg) {
+	av := c.Probe(context.Background(), tg)
+	if len(av) != 2 {
+		t.Fatalf("probe: %+v, want cpu and offcpu", av)
+	}
+	for _, a := range av {
 		if !a.Available || !strings.Contains(a.Reason, "stripped") {
 			t.Errorf("probe %s: available=%v reason %q: want available and the stripped binary reported", a.Kind, a.Available, a.Reason)
 		}
@@ -265,10 +265,17 @@ func TestPerfMissing(t *testing.T) {
 			t.Errorf("%s: %s %v: want unsupported with the install advice", k, r.Status, r.Err)
 		}
 	}
-	for _, a := range c.Probe(context.Background(), tg) {
+	av := c.Probe(context.Background(), tg)
+	if len(av) != 2 {
+		t.Errorf("probe: %+v, want cpu and offcpu", av)
+	}
+	for _, a := range av {
 		if a.Available || !strings.Contains(a.Reason, "linux-perf") {
 			t.Errorf("probe %s: %+v", a.Kind, a)
 		}
+	}
+	if err := c.Preflight(tg, bundle.CPU); !errors.Is(err, ErrPerfMissing) {
+		t.Errorf("preflight: %v, want the probe's reason", err)
 	}
 }
 
@@ -302,8 +309,11 @@ func TestPerfCancelled(t *testing.T) {
 	cancel()
 	c := NewPerf(PerfOptions{})
 	tg := &targets.Target{Name: "self", PID: os.Getpid()}
+	var mu sync.Mutex // Emit is called from several goroutines
 	n := 0
 	c.Collect(ctx, NewWindow(time.Second, 0), tg, []bundle.Kind{bundle.CPU, bundle.OffCPU}, func(r Result) {
+		mu.Lock()
+		defer mu.Unlock()
 		n++
 		if r.Status != bundle.StatusFailed {
 			t.Errorf("%s: %s after cancellation", r.Kind, r.Status)
@@ -351,9 +361,10 @@ func TestPerfErrorMessages(t *testing.T) {
 		{"event syntax error: 'sched:sched_switch'\n  \\___ unknown tracepoint", "tracefs"},
 		{"something else broke", "something else broke"},
 	} {
-		err := perfError(bundle.CPU, 42, tc.stderr, errors.New("exit status 255"))
+		c := NewPerf(PerfOptions{})
+		err := c.tool.classify([]string{"record"}, 42, bundle.CPU, tc.stderr, errors.New("exit status 255"))
 		if !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("perfError(%q) = %v, want it to mention %q", tc.stderr, err, tc.want)
+			t.Errorf("classify(%q) = %v, want it to mention %q", tc.stderr, err, tc.want)
 		}
 	}
 }

@@ -193,6 +193,9 @@ func TestPprofWindowEndedEarlyKeepsFinishedSlices(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("collect returned %v after start; the window ended at 2.5s", d)
 	}
+	if len(got) != 2 || got[0].Kind == got[1].Kind {
+		t.Fatalf("results %+v, want one for cpu and one for allocs", got)
+	}
 	for _, r := range got {
 		if r.Status != bundle.StatusOK {
 			t.Errorf("%s: %s %v", r.Kind, r.Status, r.Err)

@@ -2,16 +2,19 @@ package collectors
 
 import (
 	"bytes"
+	"context"
 	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -132,41 +135,70 @@ func resolveProcess(t *targets.Target, noFollow bool) (int, []string, error) {
 	return pid, notes, nil
 }
 
-// exitWatch polls a process every 100 ms while a tool records it.
-type exitWatch struct {
-	Gone chan struct{} // closed when the process has exited
-	At   time.Time     // when that was seen; read after Gone is closed
-	stop chan struct{}
+// pidCollector is the Collector plumbing of the collectors that record a
+// target's process with a tool (perf, samply, py-spy, rbspy): Name (the
+// tool's), Probe and Preflight from the one check, and Collect labelled for
+// profcap's own profile, answering kinds the collector does not offer. Each
+// collector embeds it and keeps its Kinds, its check and its collect.
+type pidCollector struct {
+	tool   Tool
+	offers []bundle.Kind
+	// check is the collector's one check, behind Probe, Preflight and its
+	// collect: whether it can record kind k of the target here, and if so
+	// the process it records and notes about it.
+	check   func(t *targets.Target, k bundle.Kind) (pid int, notes []string, err error)
+	collect func(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit)
 }
 
-// watchExit starts watching pid. tick, if not nil, is called on every poll
-// with its number (1, 2, …) while the process lives.
-func watchExit(pid int, tick func(n int)) *exitWatch {
-	e := &exitWatch{Gone: make(chan struct{}), stop: make(chan struct{})}
-	go func() {
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for n := 1; ; n++ {
-			select {
-			case <-e.stop:
-				return
-			case <-t.C:
-				if !processExists(pid) {
-					e.At = time.Now()
-					close(e.Gone)
-					return
-				}
-				if tick != nil {
-					tick(n)
-				}
-			}
+// The collectors built on it, each a Collector and a Preflighter.
+var _ = []interface {
+	Collector
+	Preflighter
+}{(*Perf)(nil), (*Samply)(nil), (*Spy)(nil)}
+
+// Name implements Collector: the tool's name.
+func (c *pidCollector) Name() string { return c.tool.Name }
+
+// Probe implements Collector by the check: one Availability a kind
+// offered, naming the process and the notes, or saying why not.
+func (c *pidCollector) Probe(ctx context.Context, t *targets.Target) []Availability {
+	if !t.HasPID() {
+		return nil
+	}
+	out := make([]Availability, 0, len(c.offers))
+	for _, k := range c.offers {
+		a := Availability{Kind: k, Collector: c.Name()}
+		if pid, notes, err := c.check(t, k); err != nil {
+			a.Reason = err.Error()
+		} else {
+			a.Available = true
+			a.Reason = strings.Join(append([]string{fmt.Sprintf("pid %d (%s)", pid, procName(pid))}, notes...), "; ")
 		}
-	}()
-	return e
+		out = append(out, a)
+	}
+	return out
 }
 
-// Stop ends the watch; call it once.
-func (e *exitWatch) Stop() { close(e.stop) }
+// Preflight implements Preflighter by the check Probe makes.
+func (c *pidCollector) Preflight(t *targets.Target, k bundle.Kind) error {
+	if !slices.Contains(c.offers, k) {
+		return fmt.Errorf("%s does not capture %s profiles", c.Name(), k)
+	}
+	_, _, err := c.check(t, k)
+	return err
+}
+
+// Collect implements Collector: unsupported results for kinds not offered,
+// then the collector's own collect, labelled.
+func (c *pidCollector) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
+	kinds = Unsupported(c.Name(), kinds, emit, c.offers...)
+	if len(kinds) == 0 {
+		return // nothing to run the tool for
+	}
+	pprof.Do(ctx, pprof.Labels("component", "collector/"+c.Name()), func(ctx context.Context) {
+		c.collect(ctx, w, t, kinds, emit)
+	})
+}
 
 // FollowLauncher returns the process that does the work for pid: pid
 // itself, or the child a known launcher (uv run, sh -c, …) started, with a
@@ -254,6 +286,59 @@ func hasCap(c uint) bool {
 }
 
 const (
-	capSysAdmin = 21
-	capPerfmon  = 38
+	capSysPtrace = 19
+	capSysAdmin  = 21
+	capPerfmon   = 38
 )
+
+// perfEventProblem says why this process may not record kind k of pid
+// through perf_event_open (perf, samply), or "".
+func perfEventProblem(k bundle.Kind, pid int) string {
+	if os.Geteuid() == 0 || hasCap(capSysAdmin) {
+		return ""
+	}
+	paranoid := perfParanoid()
+	perfmon := hasCap(capPerfmon)
+	switch k {
+	case bundle.OffCPU:
+		if paranoid > -1 && !perfmon {
+			return fmt.Sprintf("off-CPU profiling records the sched:sched_switch tracepoint, which kernel.perf_event_paranoid=%d forbids for non-root users: run profcap as root (or with CAP_PERFMON and read access to /sys/kernel/tracing), or lower the sysctl (sysctl -w kernel.perf_event_paranoid=-1)", paranoid)
+		}
+	default:
+		if !perfmon && paranoid >= 3 {
+			return fmt.Sprintf("kernel.perf_event_paranoid is %d, which forbids perf for non-root users: run profcap as root, give it CAP_PERFMON, or lower the sysctl (sysctl -w kernel.perf_event_paranoid=1)", paranoid)
+		}
+	}
+	return otherUser(pid)
+}
+
+// ptraceProblem says why this process may not read pid's memory (py-spy,
+// rbspy), or "".
+func ptraceProblem(pid int) string {
+	if os.Geteuid() == 0 || hasCap(capSysPtrace) {
+		return ""
+	}
+	if why := otherUser(pid); why != "" {
+		return why
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/yama/ptrace_scope")
+	if err == nil {
+		if n, _ := strconv.Atoi(strings.TrimSpace(string(b))); n >= 1 {
+			return fmt.Sprintf("kernel.yama.ptrace_scope is %d, which lets only a parent read a process's memory: run profcap as root, give it CAP_SYS_PTRACE, or sysctl -w kernel.yama.ptrace_scope=0", n)
+		}
+	}
+	return ""
+}
+
+// otherUser says that pid belongs to another user, whom this process may
+// not profile without CAP_SYS_PTRACE, or "".
+func otherUser(pid int) string {
+	st, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	if err != nil {
+		return ""
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() && !hasCap(capSysPtrace) {
+		return fmt.Sprintf("pid %d belongs to uid %d, not to you (uid %d): run profcap as root or as that user", pid, sys.Uid, os.Geteuid())
+	}
+	return ""
+}

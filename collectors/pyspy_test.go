@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/internal/testreq"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -65,10 +66,7 @@ func installFakeSpy(t *testing.T, tool, output string) string {
 }
 
 func TestPySpyCollect(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 not installed")
-	}
+	py := testreq.Command(t, "python3")
 	// The interpreter itself, not a wrapper (pyenv shims are shell scripts).
 	real, err := exec.Command(py, "-c", "import sys; print(sys.executable)").Output()
 	if err != nil {
@@ -76,11 +74,7 @@ func TestPySpyCollect(t *testing.T) {
 	}
 	py = strings.TrimSpace(string(real))
 	log := installFakeSpy(t, "py-spy", "pyspy.folded")
-	target := exec.Command(py, "-c", "import time; time.sleep(30)")
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	target := startProcess(t, py, "-c", "import time; time.sleep(30)")
 	pid := target.Process.Pid
 	tg := &targets.Target{Name: "api", PID: pid} // no label: detected from /proc/PID/exe
 	s := NewPySpy(SpyOptions{})
@@ -126,12 +120,8 @@ func TestRbspyCollectLabelled(t *testing.T) {
 	installFakeSpy(t, "rbspy", "rbspy.folded")
 	// A process labelled ruby whose executable is not ruby (an embedded
 	// interpreter, say): the tool is let try.
-	target := exec.Command("sleep", "30")
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	tg := &targets.Target{Name: "web", PID: target.Process.Pid, Labels: map[string]string{"language": "ruby"}}
+	sleeping := target(t, 30*time.Second)
+	tg := &targets.Target{Name: "web", PID: sleeping.Process.Pid, Labels: map[string]string{"language": "ruby"}}
 	s := NewRbspy(SpyOptions{Rate: 50})
 	if k := s.Kinds(tg); len(k) != 1 {
 		t.Fatalf("Kinds %v", k)
@@ -140,6 +130,9 @@ func TestRbspyCollectLabelled(t *testing.T) {
 		t.Errorf("py-spy Kinds for a ruby target: %v", k)
 	}
 	res := collectSamply(t, s, NewWindow(400*time.Millisecond, 0), tg, bundle.CPU, bundle.Heap)
+	if len(res) != 2 {
+		t.Fatalf("%d results for cpu and heap: %+v", len(res), res)
+	}
 	var cpu Result
 	for _, r := range res {
 		if r.Kind == bundle.CPU {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/internal/testreq"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -55,9 +56,7 @@ finish
 // installFakeSamply writes the fake first on PATH and returns its log file.
 func installFakeSamply(t *testing.T, mode string) string {
 	t.Helper()
-	if _, err := exec.LookPath("sh"); err != nil {
-		t.Skip("no sh")
-	}
+	testreq.Command(t, "sh")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "samply"), []byte(fakeSamply), 0o755); err != nil {
 		t.Fatal(err)
@@ -74,16 +73,12 @@ func installFakeSamply(t *testing.T, mode string) string {
 	return log
 }
 
-// sleeper starts a process that sleeps for d and returns its pid.
+// sleeper starts a process that sleeps for d, which samply may profile.
 func sleeper(t *testing.T, d time.Duration) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("sleep", strconv.FormatFloat(d.Seconds(), 'f', 1, 64))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if why := permissionProblem(bundle.CPU, cmd.Process.Pid); why != "" {
-		t.Skip(why)
+	cmd := target(t, d)
+	if why := perfEventProblem(bundle.CPU, cmd.Process.Pid); why != "" {
+		testreq.Missing(t, "%s", why)
 	}
 	return cmd
 }
@@ -162,7 +157,6 @@ func TestSamplyCollect(t *testing.T) {
 func TestSamplyTargetExits(t *testing.T) {
 	installFakeSamply(t, "")
 	target := sleeper(t, 300*time.Millisecond)
-	go target.Wait() // reap it so it does not linger as a zombie
 	tg := &targets.Target{Name: "app", PID: target.Process.Pid}
 	res := collectSamply(t, NewSamply(SamplyOptions{}), NewWindow(20*time.Second, 0), tg, bundle.CPU)
 	if len(res) != 1 || res[0].Status != bundle.StatusPartial || !strings.Contains(res[0].Err.Error(), "exited") {

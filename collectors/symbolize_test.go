@@ -10,17 +10,17 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/profcap/profcap/formats/firefox"
+	"github.com/profcap/profcap/internal/testreq"
 )
 
 // buildSymDemo compiles testdata/samply/perf-demo-program.c (the program the
 // perf fixtures were recorded from) with extra gcc flags.
 func buildSymDemo(t *testing.T, name string, flags ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("gcc not installed")
-	}
+	testreq.Command(t, "gcc")
 	src, err := filepath.Abs("testdata/samply/perf-demo-program.c")
 	if err != nil {
 		t.Fatal(err)
@@ -178,6 +178,14 @@ func TestSymbolizeFindsMappedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	// The binary is mapped once the child has exec'd it.
+	maps := fmt.Sprintf("/proc/%d/maps", cmd.Process.Pid)
+	for i := 0; i < 200; i++ {
+		if b, _ := os.ReadFile(maps); strings.Contains(string(b), bin) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	sym := NewELFSymbolizer(cmd.Process.Pid)
 	lib := firefox.Lib{Name: filepath.Base(bin), CodeID: strings.ToUpper(id)}
 	// Path left out on purpose; DebugPath too.
@@ -216,5 +224,4 @@ func TestSymbolizeProblems(t *testing.T) {
 	if got := normBuildID("F61DA4D57CBB38CA8BDF059C64583452"); got != "f61da4d57cbb38ca8bdf059c64583452" {
 		t.Errorf("normBuildID %q", got)
 	}
-	_ = os.Remove
 }

@@ -2,6 +2,7 @@ package collectors
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 )
@@ -77,4 +78,11 @@ func (w *Window) Remaining() time.Duration {
 		return d
 	}
 	return 0
+}
+
+// RemainingSeconds is Remaining in whole seconds, rounded up, and at least
+// 1: the duration to give a tool that takes whole seconds (samply -d,
+// py-spy --duration) and is stopped at the window's end anyway.
+func (w *Window) RemainingSeconds() int {
+	return max(1, int(math.Ceil(w.Remaining().Seconds())))
 }

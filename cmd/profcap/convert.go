@@ -134,6 +134,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case "pprof":
 		write = p.Write
 	case "folded", "speedscope":
+		opt.MaxNodes = -1 // a conversion keeps every frame
 		t, err := flame.NewTree(p, opt)
 		if err != nil {
 			return fmt.Errorf("convert: %w", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/profcap/profcap/flame"
 	"github.com/profcap/profcap/formats"
 	"github.com/profcap/profcap/internal/pprofutil"
+	"github.com/profcap/profcap/internal/termsafe"
 )
 
 const flameUsage = `Usage: profcap flame [flags] INPUT...
@@ -258,7 +259,12 @@ func buildFlameTree(s formats.Set, opt flame.Options, several bool, stderr io.Wr
 			opt.SampleIndex = ""
 		}
 	}
-	return build(opt)
+	t, err := build(opt)
+	if err == nil && t.PrunedBelow > 0 {
+		fmt.Fprintf(stderr, "profcap: %s: frames under %.3g%% of the total are folded into their callers to bound memory (%d frames kept); for every frame, convert --to folded\n",
+			termsafe.String(s.Title()), t.PrunedBelow*100, t.Nodes)
+	}
+	return t, err
 }
 
 // loadOptions maps the input flags onto the loader's options.

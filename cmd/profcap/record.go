@@ -13,6 +13,7 @@ import (
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/collectors/tokioconsole"
 	"github.com/profcap/profcap/pyroscope"
 	"github.com/profcap/profcap/report"
 	"github.com/profcap/profcap/targets"
@@ -263,7 +264,7 @@ func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []coll
 		collectors.NewPerf(perf),
 		collectors.NewSamply(collectors.SamplyOptions{}),
 		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),
-		collectors.NewTokioConsole(collectors.TokioConsoleOptions{}),
+		tokioconsole.New(tokioconsole.Options{}),
 	}
 }
 

@@ -353,7 +353,11 @@ func (svc *service) WatchUpdates(_ *pb.InstrumentRequest, stream grpc.ServerStre
 		case <-ctx.Done():
 			return nil
 		case <-s.stopCh:
-			return nil
+			// Stop breaks the connection (grpc.Stop, which cancels ctx):
+			// ending the stream here would end it cleanly first, and the
+			// watcher would see an orderly close, not a process gone.
+			<-ctx.Done()
+			return ctx.Err()
 		case upd := <-w.ch:
 			if err := stream.Send(upd); err != nil {
 				return err

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/profcap/profcap/internal/consolepb"
@@ -131,17 +133,74 @@ func TestProtocol(t *testing.T) {
 	}
 }
 
-// TestStopBreaksStreams: Stop ends every watcher's stream.
+// TestStopBreaksStreams: Stop ends every watcher's stream at once, as when
+// the process exits (gRPC Unavailable, not a clean end), Serve returns nil,
+// a second Stop is harmless and no new stream opens.
 func TestStopBreaksStreams(t *testing.T) {
-	srv, cl := serve(t, Options{PublishInterval: 10 * time.Millisecond})
-	st := watch(t, cl)
-	recv(t, st)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(Options{PublishInterval: 10 * time.Millisecond})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	defer srv.Stop()
+	conn, err := grpc.NewClient("passthrough:///"+l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cl := pb.NewInstrumentClient(conn)
+	var streams []grpc.ServerStreamingClient[pb.Update]
+	for range 2 {
+		st := watch(t, cl)
+		recv(t, st)
+		streams = append(streams, st)
+	}
+	recv(t, streams[0]) // publishing: a tick's update arrives
+
+	stopped := time.Now()
 	srv.Stop()
 	srv.Stop()
-	for {
-		if _, err := st.Recv(); err != nil {
-			break
+	if d := time.Since(stopped); d > 2*time.Second {
+		t.Errorf("Stop took %v", d)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve returned %v after Stop, want nil", err)
 		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still running 5s after Stop")
+	}
+	for i, st := range streams {
+		broke := make(chan error, 1)
+		go func() {
+			for {
+				if _, err := st.Recv(); err != nil {
+					broke <- err
+					return
+				}
+			}
+		}()
+		select {
+		case err := <-broke:
+			if status.Code(err) != codes.Unavailable {
+				t.Errorf("stream %d ended with %v, want the connection broken (Unavailable)", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("stream %d still open 5s after Stop", i)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if st, err := cl.WatchUpdates(ctx, &pb.InstrumentRequest{}); err == nil {
+		if u, err := st.Recv(); err == nil {
+			t.Errorf("a stream opened after Stop got %v", u)
+		}
+	}
+	if err := srv.Serve(l); err == nil {
+		t.Errorf("Serve after Stop: nil, want an error")
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
-	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/collectors/tokioconsole"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -337,7 +337,7 @@ func TestCluster(t *testing.T) {
 		if tg.TokioConsole == "" || tg.TokioConsole != s.Console {
 			t.Errorf("target %s tokio_console %q, want %q", tg.Name, tg.TokioConsole, s.Console)
 		}
-		for _, a := range collectors.NewTokioConsole(collectors.TokioConsoleOptions{}).Probe(context.Background(), &cfg.Targets[i]) {
+		for _, a := range tokioconsole.New(tokioconsole.Options{}).Probe(context.Background(), &cfg.Targets[i]) {
 			if !a.Available {
 				t.Errorf("target %s: console endpoint %s: %s", tg.Name, tg.TokioConsole, a.Reason)
 			}

@@ -5,6 +5,7 @@ package procstat
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"time"
@@ -43,5 +44,11 @@ func parseStat(data []byte) (time.Duration, error) {
 	if err1 != nil || err2 != nil {
 		return 0, fmt.Errorf("malformed /proc stat line: utime %q stime %q", f[11], f[12])
 	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
+	// No process has used ~2.9 million years of CPU: more ticks than a
+	// Duration holds is a corrupt line, not a reading.
+	const maxTicks = math.MaxInt64 / uint64(time.Second/clockTicks)
+	if ut > maxTicks || st > maxTicks-ut {
+		return 0, fmt.Errorf("malformed /proc stat line: utime %d stime %d ticks out of range", ut, st)
+	}
+	return time.Duration(ut+st) * (time.Second / clockTicks), nil
 }

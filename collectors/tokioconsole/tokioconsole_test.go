@@ -1,4 +1,4 @@
-package collectors
+package tokioconsole
 
 import (
 	"bytes"
@@ -20,8 +20,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/internal/consoleapi"
 	pb "github.com/profcap/profcap/internal/consolepb"
+	"github.com/profcap/profcap/internal/testreq"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -142,7 +144,7 @@ func within(got, want, alive time.Duration) bool {
 	return d <= tol && d >= -tol
 }
 
-func checkTruth(t *testing.T, p *profile.Profile, r Result, name string, tr *truth) {
+func checkTruth(t *testing.T, p *profile.Profile, r collectors.Result, name string, tr *truth) {
 	t.Helper()
 	s := findSample(t, p, name)
 	wb, ws, wi := tr.in(r.Start, r.End)
@@ -154,12 +156,12 @@ func checkTruth(t *testing.T, p *profile.Profile, r Result, name string, tr *tru
 	}
 }
 
-func collectOne(t *testing.T, ctx context.Context, c *TokioConsole, w *Window, tg *targets.Target, kinds ...bundle.Kind) map[bundle.Kind]Result {
+func collectOne(t *testing.T, ctx context.Context, c *Collector, w *collectors.Window, tg *targets.Target, kinds ...bundle.Kind) map[bundle.Kind]collectors.Result {
 	t.Helper()
 	var mu sync.Mutex
-	got := map[bundle.Kind]Result{}
+	got := map[bundle.Kind]collectors.Result{}
 	n := 0
-	c.Collect(ctx, w, tg, kinds, func(r Result) {
+	c.Collect(ctx, w, tg, kinds, func(r collectors.Result) {
 		mu.Lock()
 		defer mu.Unlock()
 		got[r.Kind] = r
@@ -240,8 +242,8 @@ func TestTokioConsoleWindow(t *testing.T) {
 
 	time.Sleep(300 * time.Millisecond) // let the long poll age past one second by the window's end
 
-	w := NewWindow(time.Second, 0)
-	c := NewTokioConsole(TokioConsoleOptions{})
+	w := collectors.NewWindow(time.Second, 0)
+	c := New(Options{})
 	var short []*truth
 	var shortMu sync.Mutex
 	go func() {
@@ -364,11 +366,7 @@ func TestTokioConsoleWindow(t *testing.T) {
 
 // checkPprofTop renders the profile with `go tool pprof -top` as a user would.
 func checkPprofTop(t *testing.T, p *profile.Profile) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Log("go tool not found; skipping the pprof rendering check")
-		return
-	}
+	goBin := testreq.Command(t, "go")
 	file := filepath.Join(t.TempDir(), "async.pb.gz")
 	var buf bytes.Buffer
 	if err := p.Write(&buf); err != nil {
@@ -398,12 +396,12 @@ func TestTokioConsoleServerGoesAway(t *testing.T) {
 	defer close(stop)
 	worker(srv, "steady", 10*time.Millisecond, 5*time.Millisecond, 5*time.Millisecond, 0, stop, &wg)
 
-	w := NewWindow(5*time.Second, 0)
+	w := collectors.NewWindow(5*time.Second, 0)
 	go func() {
 		time.Sleep(400 * time.Millisecond)
 		srv.Stop()
 	}()
-	r := collectOne(t, context.Background(), NewTokioConsole(TokioConsoleOptions{}), w, tg, bundle.Async)[bundle.Async]
+	r := collectOne(t, context.Background(), New(Options{}), w, tg, bundle.Async)[bundle.Async]
 	if r.Status != bundle.StatusPartial {
 		t.Fatalf("status %s, want partial (err %v)", r.Status, r.Err)
 	}
@@ -433,14 +431,14 @@ func refusedTarget(t testing.TB) *targets.Target {
 func TestTokioConsoleConnectionRefused(t *testing.T) {
 	t.Parallel()
 	tg := refusedTarget(t)
-	c := NewTokioConsole(TokioConsoleOptions{})
+	c := New(Options{})
 	start := time.Now()
 	av := c.Probe(context.Background(), tg)
 	t.Logf("probe answered in %v: %s", time.Since(start), av[0].Reason)
 	if len(av) != 1 || av[0].Available || av[0].Kind != bundle.Async || !strings.Contains(av[0].Reason, "connection refused") {
 		t.Errorf("probe: %+v", av)
 	}
-	w := NewWindow(5*time.Second, 0)
+	w := collectors.NewWindow(5*time.Second, 0)
 	r := collectOne(t, context.Background(), c, w, tg, bundle.Async)[bundle.Async]
 	if r.Status != bundle.StatusFailed || r.Err == nil || !strings.Contains(r.Err.Error(), "connection refused") {
 		t.Errorf("collect: %s %v", r.Status, r.Err)
@@ -449,7 +447,7 @@ func TestTokioConsoleConnectionRefused(t *testing.T) {
 
 func BenchmarkTokioConsoleProbeRefused(b *testing.B) {
 	tg := refusedTarget(b)
-	c := NewTokioConsole(TokioConsoleOptions{})
+	c := New(Options{})
 	for b.Loop() {
 		c.Probe(context.Background(), tg)
 	}
@@ -466,7 +464,7 @@ func TestTokioConsoleProbeLargeState(t *testing.T) {
 	}
 	// A generous timeout: this test is about size, and the race detector
 	// makes encoding 6 MB of protobuf slow.
-	av := NewTokioConsole(TokioConsoleOptions{ConnectTimeout: 30 * time.Second}).Probe(context.Background(), tg)
+	av := New(Options{ConnectTimeout: 30 * time.Second}).Probe(context.Background(), tg)
 	if !av[0].Available || !strings.Contains(av[0].Reason, "3000 tasks") {
 		t.Errorf("probe: %+v", av[0])
 	}
@@ -478,12 +476,12 @@ func TestTokioConsoleAbandon(t *testing.T) {
 	t.Parallel()
 	_, tg := startConsole(t, 50*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
-	w := NewWindow(time.Hour, 0)
+	w := collectors.NewWindow(time.Hour, 0)
 	go func() {
 		time.Sleep(200 * time.Millisecond)
 		cancel()
 	}()
-	r := collectOne(t, ctx, NewTokioConsole(TokioConsoleOptions{}), w, tg, bundle.Async)[bundle.Async]
+	r := collectOne(t, ctx, New(Options{}), w, tg, bundle.Async)[bundle.Async]
 	if r.Status != bundle.StatusFailed || !errors.Is(r.Err, context.Canceled) {
 		t.Errorf("%s %v", r.Status, r.Err)
 	}
@@ -495,15 +493,15 @@ func TestTokioConsolePaused(t *testing.T) {
 	t.Parallel()
 	srv, tg := startConsole(t, 20*time.Millisecond)
 	srv.Pause()
-	w := NewWindow(300*time.Millisecond, 0)
-	r := collectOne(t, context.Background(), NewTokioConsole(TokioConsoleOptions{}), w, tg, bundle.Async)[bundle.Async]
+	w := collectors.NewWindow(300*time.Millisecond, 0)
+	r := collectOne(t, context.Background(), New(Options{}), w, tg, bundle.Async)[bundle.Async]
 	if r.Status != bundle.StatusPartial || r.Err == nil || !strings.Contains(r.Err.Error(), "paused") {
 		t.Errorf("%s %v", r.Status, r.Err)
 	}
 }
 
 func TestTokioConsoleKinds(t *testing.T) {
-	c := NewTokioConsole(TokioConsoleOptions{})
+	c := New(Options{})
 	if c.Name() != "tokio-console" {
 		t.Errorf("name %q", c.Name())
 	}

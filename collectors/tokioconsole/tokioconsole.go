@@ -1,4 +1,8 @@
-package collectors
+// Package tokioconsole is the tokio-console collector: async-task profiles
+// of a Tokio runtime, read from console-subscriber's gRPC API. It is a
+// package of its own so that gRPC is built only into programs that import
+// it (profcap itself), not into everything that imports collectors.
+package tokioconsole
 
 import (
 	"context"
@@ -16,41 +20,41 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/collectors"
 	pb "github.com/profcap/profcap/internal/consolepb"
 	"github.com/profcap/profcap/targets"
 )
 
-// TokioConsoleOptions configure the tokio-console collector. The zero value
-// is usable.
-type TokioConsoleOptions struct {
+// Options configure the tokio-console collector. The zero value is usable.
+type Options struct {
 	// ConnectTimeout bounds the wait for the first update (default 3 s):
 	// console-subscriber sends the full state as soon as a watcher subscribes.
 	ConnectTimeout time.Duration
 }
 
-// TokioConsole captures async-task profiles of a Tokio runtime through
+// Collector captures async-task profiles of a Tokio runtime through
 // console-subscriber's gRPC API (rs.tokio.console.instrument.Instrument/
 // WatchUpdates, h2c), from outside the process. It only watches: it never
 // pauses the runtime's instrumentation.
-type TokioConsole struct {
-	opts TokioConsoleOptions
+type Collector struct {
+	opts Options
 }
 
-var _ Collector = (*TokioConsole)(nil)
+var _ collectors.Collector = (*Collector)(nil)
 
-// NewTokioConsole returns the tokio-console collector.
-func NewTokioConsole(opts TokioConsoleOptions) *TokioConsole {
+// New returns the tokio-console collector.
+func New(opts Options) *Collector {
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = 3 * time.Second
 	}
-	return &TokioConsole{opts: opts}
+	return &Collector{opts: opts}
 }
 
 // Name implements Collector.
-func (c *TokioConsole) Name() string { return "tokio-console" }
+func (c *Collector) Name() string { return "tokio-console" }
 
 // Kinds implements Collector: async, for a target with a console address.
-func (c *TokioConsole) Kinds(t *targets.Target) []bundle.Kind {
+func (c *Collector) Kinds(t *targets.Target) []bundle.Kind {
 	if t == nil || t.TokioConsole == "" {
 		return nil
 	}
@@ -67,7 +71,7 @@ func consoleAddr(a string) string {
 	return strings.TrimSuffix(a, "/")
 }
 
-func (c *TokioConsole) dial(addr string) (*grpc.ClientConn, error) {
+func (c *Collector) dial(addr string) (*grpc.ClientConn, error) {
 	bo := backoff.DefaultConfig
 	bo.MaxDelay = time.Second
 	conn, err := grpc.NewClient("passthrough:///"+addr,
@@ -105,11 +109,11 @@ func explain(addr string, err error) error {
 
 // Probe implements Collector: it opens WatchUpdates and waits for the first
 // (full) update.
-func (c *TokioConsole) Probe(ctx context.Context, t *targets.Target) []Availability {
-	av := Availability{Kind: bundle.Async, Collector: c.Name()}
+func (c *Collector) Probe(ctx context.Context, t *targets.Target) []collectors.Availability {
+	av := collectors.Availability{Kind: bundle.Async, Collector: c.Name()}
 	if t == nil || t.TokioConsole == "" {
 		av.Reason = "no tokio_console address configured"
-		return []Availability{av}
+		return []collectors.Availability{av}
 	}
 	addr := consoleAddr(t.TokioConsole)
 	ctx, cancel := context.WithTimeout(ctx, c.opts.ConnectTimeout)
@@ -117,17 +121,17 @@ func (c *TokioConsole) Probe(ctx context.Context, t *targets.Target) []Availabil
 	conn, err := c.dial(addr)
 	if err != nil {
 		av.Reason = err.Error()
-		return []Availability{av}
+		return []collectors.Availability{av}
 	}
 	defer conn.Close()
 	first, err := firstUpdate(ctx, pb.NewInstrumentClient(conn))
 	if err != nil {
 		av.Reason = explain(addr, err).Error()
-		return []Availability{av}
+		return []collectors.Availability{av}
 	}
 	av.Available = true
 	av.Reason = fmt.Sprintf("console-subscriber at %s answers: %d tasks", addr, len(first.GetTaskUpdate().GetNewTasks()))
-	return []Availability{av}
+	return []collectors.Availability{av}
 }
 
 func firstUpdate(ctx context.Context, cl pb.InstrumentClient) (*pb.Update, error) {
@@ -152,21 +156,11 @@ func firstUpdate(ctx context.Context, cl pb.InstrumentClient) (*pb.Update, error
 // of the subscriber: the first one received at or after w.Start and the last
 // one received before the window ends, on the subscriber's clock (Result.Start
 // and End are those two `now`s).
-func (c *TokioConsole) Collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
-	for _, k := range kinds {
-		if k != bundle.Async {
-			emit(Result{Kind: k, Collector: c.Name(), Status: bundle.StatusUnsupported,
-				Err: fmt.Errorf("tokio-console offers only the async kind, not %s", k)})
-		}
-	}
-	for _, k := range kinds {
-		if k == bundle.Async {
-			pprof.Do(ctx, pprof.Labels("component", c.Name()), func(ctx context.Context) {
-				emit(c.capture(ctx, w, t))
-			})
-			return
-		}
-	}
+func (c *Collector) Collect(ctx context.Context, w *collectors.Window, t *targets.Target, kinds []bundle.Kind, emit collectors.Emit) {
+	collectors.Unsupported(c.Name(), kinds, emit, bundle.Async)
+	pprof.Do(ctx, pprof.Labels("component", c.Name()), func(ctx context.Context) {
+		emit(c.capture(ctx, w, t))
+	})
 }
 
 type consoleMsg struct {
@@ -175,8 +169,8 @@ type consoleMsg struct {
 	err error
 }
 
-func (c *TokioConsole) capture(ctx context.Context, w *Window, t *targets.Target) Result {
-	res := Result{Kind: bundle.Async, Collector: c.Name(), Status: bundle.StatusFailed}
+func (c *Collector) capture(ctx context.Context, w *collectors.Window, t *targets.Target) collectors.Result {
+	res := collectors.Result{Kind: bundle.Async, Collector: c.Name(), Status: bundle.StatusFailed}
 	if t == nil || t.TokioConsole == "" {
 		res.Status = bundle.StatusUnsupported
 		res.Err = errors.New("no tokio_console address configured")

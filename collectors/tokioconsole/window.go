@@ -1,4 +1,4 @@
-package collectors
+package tokioconsole
 
 // The window arithmetic of the tokio-console collector: a state fed with
 // console-api Updates, two snapshots of it (window start and end) and the
