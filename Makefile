@@ -5,7 +5,15 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X main.version=$(VERSION)
 DEMO    ?= demo-cluster
 
-.PHONY: build test vet demo bench bench-overhead clean
+.PHONY: build setup test vet demo bench bench-overhead clean
+
+# Where make setup installs the tools the tests drive (cargo, pip, npm), and
+# the PATH that make setup and make test (and the tests) see them on;
+# scripts/env.sh gives a shell the same, for go test by hand. make demo and
+# make build keep the machine's own PATH: the demo needs only Go.
+export PROFCAP_CACHE ?= $(HOME)/.cache/profcap
+TOOLS_PATH := $(PROFCAP_CACHE)/cargo/bin:$(PROFCAP_CACHE)/venv/bin:$(PROFCAP_CACHE)/npm/node_modules/.bin
+setup test: export PATH := $(TOOLS_PATH):$(PATH)
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/profcap
@@ -14,14 +22,22 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 
+# Install every real part the tests drive (Debian packages, samply, rbspy,
+# py-spy, uv, Bun, the Rust workspace). Cached: a rerun takes seconds and
+# prints nothing. See scripts/setup.sh.
+setup:
+	@bash scripts/setup.sh
+
 # The whole suite: unit tests, real HTTP/gRPC servers on loopback, real perf,
-# real headless Chromium. See .ci/run for what it needs installed. Packages
-# run one at a time (-p 1): several tests check that a capture ends within
-# its deadline and that perf's off-CPU time matches a window, and on a
+# real headless Chromium, real profilers; make setup installs them first.
+# Packages run one at a time (-p 1): several tests check that a capture ends
+# within its deadline and that perf's off-CPU time matches a window, and on a
 # 2-core machine other packages' tests running alongside would make those
-# measurements about the machine rather than about profcap.
-test: vet
+# measurements about the machine rather than about profcap. The browser
+# tests are a module of their own (browsertests/), run after.
+test: setup vet
 	$(GO) test -p 1 -count=1 -timeout 14m ./...
+	@if [ -f browsertests/go.mod ]; then echo "cd browsertests && $(GO) test -count=1 ./..."; cd browsertests && $(GO) test -count=1 ./...; fi
 
 # Start the demo cluster, record 10 s of all of it, print the bundle and its
 # report, stop the cluster.
