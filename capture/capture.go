@@ -306,10 +306,11 @@ func checkNames(ts []targets.Target) error {
 // arrive; nothing keeps them in memory) and reports it.
 func (r *run) record(t *targets.Target, res collectors.Result) {
 	if res.Profile != nil {
-		// A profile from outside is cut to the limits before it is kept.
-		if notes := pprofutil.Bound(res.Profile, r.opt.Limits); len(notes) > 0 {
-			res.Note = strings.Join(append([]string{res.Note}, notes...), "; ")
-			res.Note = strings.TrimPrefix(res.Note, "; ")
+		// A profile from outside is cut to the limits before it is kept
+		// (collectors that parse may have cut it already): say so.
+		pprofutil.Bound(res.Profile, r.opt.Limits)
+		if notes := pprofutil.CutNotes(res.Profile); len(notes) > 0 {
+			res.Note = strings.TrimPrefix(res.Note+"; "+strings.Join(notes, "; "), "; ")
 		}
 	}
 	e := r.w.Record(bundle.ProfilePath(targets.SafeName(t.Name), res.Kind), bundle.Result{

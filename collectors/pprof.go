@@ -418,7 +418,12 @@ func (c *Pprof) fetch(ctx context.Context, t *targets.Target, u string, timeout 
 	if len(body) == 0 {
 		return nil, fmt.Errorf("%s: empty response", redact(u))
 	}
-	p, err := profile.ParseData(body)
+	// The body is bounded; what it inflates to is bounded too, and a
+	// profile with more samples than profcap keeps is cut before parsing.
+	p, _, err := pprofutil.ParseLimited(body, c.opt.MaxProfileSize, pprofutil.DefaultLimits)
+	if pprofutil.IsTooLarge(err) {
+		return nil, fmt.Errorf("%s: %v (--max-profile-size)", redact(u), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a pprof profile: %v (starts %q)", redact(u), err, snippet(body[:min(len(body), 32)]))
 	}

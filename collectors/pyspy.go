@@ -1,6 +1,7 @@
 package collectors
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -44,6 +45,7 @@ type spyTool struct {
 	install string
 	args    func(pid, secs, rate int, file string) []string
 	isExe   func(base string) bool
+	lib     string // the interpreter's shared library, when it is embedded
 }
 
 var pySpyTool = spyTool{
@@ -53,6 +55,7 @@ var pySpyTool = spyTool{
 		return []string{"record", "--pid", strconv.Itoa(pid), "--duration", strconv.Itoa(secs), "--rate", strconv.Itoa(rate), "--format", "raw", "-o", file}
 	},
 	isExe: func(b string) bool { return strings.HasPrefix(b, "python") || strings.HasPrefix(b, "pypy") },
+	lib:   "libpython",
 }
 
 var rbspyTool = spyTool{
@@ -62,6 +65,7 @@ var rbspyTool = spyTool{
 		return []string{"record", "--pid", strconv.Itoa(pid), "--duration", strconv.Itoa(secs), "--rate", strconv.Itoa(rate), "--format", "collapsed", "--file", file}
 	},
 	isExe: func(b string) bool { return strings.HasPrefix(b, "ruby") },
+	lib:   "libruby",
 }
 
 // Spy captures CPU profiles of Python (py-spy) or Ruby (rbspy) processes
@@ -94,6 +98,26 @@ func newSpy(spy spyTool, opt SpyOptions) *Spy {
 
 // exeLanguage is the interpreter pid runs, from /proc/PID/exe: "python",
 // "ruby" or "".
+// libMapped reports whether pid maps the interpreter's shared library
+// (libpython3.11.so, libruby.so.3.1): an interpreter embedded in another
+// program.
+func (t spyTool) libMapped(pid int) bool {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.LastIndexByte(line, '/'); i >= 0 && strings.HasPrefix(line[i+1:], t.lib) {
+			return true
+		}
+	}
+	return false
+}
+
 func exeLanguage(pid int) string {
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
@@ -141,12 +165,14 @@ func (s *Spy) check(t *targets.Target, k bundle.Kind) (pid int, notes []string, 
 		return 0, nil, err
 	}
 	if l := exeLanguage(pid); l != s.spy.lang {
-		if label := strings.ToLower(t.Labels["language"]); label != s.spy.lang || l != "" {
+		label := strings.ToLower(t.Labels["language"])
+		// Labelled, and an interpreter embedded in another executable
+		// (uwsgi, a Rust worker that embeds Python) loads its library:
+		// let the tool try. Anything else is not this tool's to profile.
+		if label != s.spy.lang || l != "" || !s.spy.libMapped(pid) {
 			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-			return 0, nil, fmt.Errorf("pid %d runs %s, not a %s interpreter", pid, exe, s.spy.display)
+			return 0, nil, fmt.Errorf("pid %d runs %s, not a %s interpreter (and maps no %s library)", pid, exe, s.spy.display, s.spy.lib)
 		}
-		// Labelled, but an embedded interpreter (uwsgi, unicorn ...):
-		// let the tool try.
 	}
 	return pid, notes, s.tool.Permitted(pid, k)
 }

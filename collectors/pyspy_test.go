@@ -118,10 +118,10 @@ func TestPySpyCollect(t *testing.T) {
 
 func TestRbspyCollectLabelled(t *testing.T) {
 	installFakeSpy(t, "rbspy", "rbspy.folded")
-	// A process labelled ruby whose executable is not ruby (an embedded
-	// interpreter, say): the tool is let try.
-	sleeping := target(t, 30*time.Second)
-	tg := &targets.Target{Name: "web", PID: sleeping.Process.Pid, Labels: map[string]string{"language": "ruby"}}
+	// A process labelled ruby whose executable is not ruby but maps
+	// libruby (an embedded interpreter): the tool is let try.
+	emb := embedding(t, "libruby.so.3.1")
+	tg := &targets.Target{Name: "web", PID: emb.Process.Pid, Labels: map[string]string{"language": "ruby"}}
 	s := NewRbspy(SpyOptions{Rate: 50})
 	if k := s.Kinds(tg); len(k) != 1 {
 		t.Fatalf("Kinds %v", k)
@@ -143,6 +143,13 @@ func TestRbspyCollectLabelled(t *testing.T) {
 	}
 	if cpu.Status != bundle.StatusOK || cpu.Profile.Period != 20_000_000 || len(cpu.Profile.Sample) != 2 {
 		t.Fatalf("%+v", cpu)
+	}
+	// Labelled ruby, but neither ruby nor libruby (a Go service with the
+	// wrong label): refused, so the capture takes cpu from perf instead.
+	sleeping := target(t, 30*time.Second)
+	wrong := &targets.Target{Name: "go-svc", PID: sleeping.Process.Pid, Labels: map[string]string{"language": "ruby"}}
+	if err := s.Preflight(wrong, bundle.CPU); err == nil || !strings.Contains(err.Error(), "maps no libruby library") {
+		t.Errorf("Preflight of a mislabelled process: %v", err)
 	}
 	// An unlabelled non-ruby process is refused with the reason.
 	tg.Labels = nil

@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv("PROFCAP_TEST_ORPHAN"); dir != "" {
 		os.Exit(orphanTool(dir))
 	}
+	if lib := os.Getenv("PROFCAP_TEST_MAP_LIB"); lib != "" {
+		os.Exit(mapLibAndSleep(lib))
+	}
 	os.Exit(m.Run())
 }
 
@@ -37,6 +40,46 @@ func orphanTool(dir string) int {
 		return 2
 	}
 	return 0
+}
+
+// mapLibAndSleep maps the file lib (as a program embedding an interpreter
+// maps its library) and sleeps, so a test has a process that is no
+// interpreter but maps, say, libruby.so.
+func mapLibAndSleep(lib string) int {
+	f, err := os.Open(lib)
+	if err != nil {
+		return 2
+	}
+	if _, err := syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ, syscall.MAP_SHARED); err != nil {
+		return 2
+	}
+	time.Sleep(time.Minute)
+	return 0
+}
+
+// embedding starts a process (this test binary) that maps a file named
+// like the interpreter library lib ("libruby.so.3.1").
+func embedding(t *testing.T, lib string) *exec.Cmd {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), lib)
+	if err := os.WriteFile(path, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "PROFCAP_TEST_MAP_LIB="+path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if maps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", cmd.Process.Pid)); strings.Contains(string(maps), lib) {
+			return cmd
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the helper process never mapped %s", lib)
+	return nil
 }
 
 // fakeTool is a stand-in for a profiler, driven by $FAKE_MODE:

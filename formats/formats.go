@@ -48,6 +48,10 @@ const (
 	FormatUnknown    Format = "unknown"    // Sniff could not tell
 )
 
+// maxPprofFile bounds a pprof input, compressed and inflated: ten times
+// the largest real profile seen (a long Go CPU profile of a large service).
+const maxPprofFile = 1 << 30
+
 // Formats lists the formats a user can name, in the order --help shows them.
 var Formats = []Format{FormatPprof, FormatFolded, FormatPerfScript, FormatFirefox, FormatSpeedscope}
 
@@ -233,7 +237,17 @@ func Read(r io.Reader, f Format) (*profile.Profile, error) {
 	var p *profile.Profile
 	switch f {
 	case FormatPprof:
-		p, err = profile.Parse(br)
+		// A file is the user's own, so nothing is cut; but what it
+		// inflates to is bounded, so a gzip bomb is an error, not the
+		// host's memory.
+		data, rerr := io.ReadAll(io.LimitReader(br, maxPprofFile+1))
+		if rerr != nil {
+			return nil, fmt.Errorf("reading pprof: %w", rerr)
+		}
+		if int64(len(data)) > maxPprofFile {
+			return nil, fmt.Errorf("reading pprof: %w", &pprofutil.TooLargeError{What: "profile file", Limit: maxPprofFile})
+		}
+		p, err = pprofutil.Parse(data, maxPprofFile)
 		if err != nil {
 			return nil, fmt.Errorf("reading pprof: %w", err)
 		}

@@ -2,13 +2,19 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
+	"fmt"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/pprof/profile"
 
@@ -175,5 +181,160 @@ func TestParallelRecordsNeverShareABundle(t *testing.T) {
 		if m, err := bundle.Read(b); err != nil || m.Status != bundle.StatusOK {
 			t.Errorf("%s: %v", b, err)
 		}
+	}
+}
+
+// runMeasured runs the real profcap binary and returns its output, exit
+// code and peak resident memory, read from the child's VmHWM while it
+// runs (the rusage of a child started with vfork reports the parent's
+// memory at the fork, which here is the test's own).
+func runMeasured(t *testing.T, bin string, args ...string) (string, int, int64) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var peak atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)); err == nil {
+				for _, line := range strings.Split(string(st), "\n") {
+					if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+						var kb int64
+						fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
+						peak.Store(max(peak.Load(), kb<<10))
+					}
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	err := cmd.Wait()
+	close(done)
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), code, peak.Load()
+}
+
+// A target whose profiles are 1 MiB gzip streams inflating to 1 GiB costs
+// only itself: profcap stays under 500 MB, that target fails saying the
+// profile was too large, the healthy target beside it is complete.
+func TestGzipBombCostsOnlyItsTarget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds profcap and inflates bombs")
+	}
+	var bomb bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestCompression)
+	zero := make([]byte, 1<<20)
+	for range 1024 {
+		zw.Write(zero)
+	}
+	zw.Close()
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(bomb.Bytes())
+	}))
+	defer bad.Close()
+	good := hostileProfile(t)
+	healthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(good)
+	}))
+	defer healthy.Close()
+	bin := demoBinary(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "profcap.yaml")
+	os.WriteFile(cfg, []byte("targets:\n  - name: bomb\n    pprof: "+bad.URL+"/debug/pprof\n  - name: healthy\n    pprof: "+healthy.URL+"/debug/pprof\n"), 0o644)
+	out := filepath.Join(dir, "b")
+	text, code, rss := runMeasured(t, bin, "record", "--config", cfg, "--all", "--profiles", "heap,goroutine,allocs,mutex,block", "--duration", "1s", "--out", out)
+	t.Logf("peak RSS %d MiB", rss>>20)
+	if code != 3 {
+		t.Errorf("exit %d, want 3\n%s", code, text)
+	}
+	if rss > 500<<20 {
+		t.Errorf("peak RSS %d MiB, want under 500 MiB", rss>>20)
+	}
+	m, err := bundle.Read(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range m.Target("bomb").Profiles {
+		if p.Status != bundle.StatusFailed || !strings.Contains(p.Error, "larger than the 256 MiB limit") {
+			t.Errorf("bomb %s: %s %q", p.Kind, p.Status, p.Error)
+		}
+	}
+	if st := m.Target("healthy").Status; st != bundle.StatusOK {
+		t.Errorf("healthy target: %s", st)
+	}
+}
+
+// A target serving a valid profile of a million samples 72 frames deep:
+// the capture and the report complete within the memory budget, and the
+// manifest says what was cut.
+func TestHugeProfileIsCutNotFatal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds profcap and a 1M-sample profile")
+	}
+	p := &profile.Profile{
+		SampleType: []*profile.ValueType{{Type: "inuse_objects", Unit: "count"}, {Type: "inuse_space", Unit: "bytes"}},
+		PeriodType: &profile.ValueType{Type: "space", Unit: "bytes"}, Period: 512 << 10,
+	}
+	for i := range 5000 {
+		f := &profile.Function{ID: uint64(i + 1), Name: fmt.Sprintf("pkg.func%d", i)}
+		p.Function = append(p.Function, f)
+		p.Location = append(p.Location, &profile.Location{ID: uint64(i + 1), Line: []profile.Line{{Function: f}}})
+	}
+	rnd := mrand.New(mrand.NewPCG(1, 2))
+	for range 1_000_000 {
+		st := make([]*profile.Location, 72)
+		for d := range st {
+			st[d] = p.Location[rnd.IntN(5000)]
+		}
+		p.Sample = append(p.Sample, &profile.Sample{Location: st, Value: []int64{1, 1024}})
+	}
+	var body bytes.Buffer
+	if err := p.Write(&body); err != nil {
+		t.Fatal(err)
+	}
+	p = nil
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/debug/pprof/heap" {
+			w.Write(body.Bytes())
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	bin := demoBinary(t)
+	out := filepath.Join(t.TempDir(), "b")
+	text, code, rss := runMeasured(t, bin, "record", "--url", srv.URL+"/debug/pprof", "--profiles", "heap", "--duration", "1s", "--out", out)
+	t.Logf("body %d MiB, peak RSS %d MiB", body.Len()>>20, rss>>20)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, text)
+	}
+	if rss > 1<<30 {
+		t.Errorf("peak RSS %d MiB, over the 1 GiB budget", rss>>20)
+	}
+	m, err := bundle.Read(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := m.Targets[0].Profile(bundle.Heap)
+	if e.Status != bundle.StatusOK || !strings.Contains(e.Note, "1000000 samples were more than 250000") || m.Report == "" {
+		t.Errorf("heap %+v, report %q", e, m.Report)
+	}
+	if _, err := os.Stat(filepath.Join(out, "report.html")); err != nil {
+		t.Error(err)
 	}
 }

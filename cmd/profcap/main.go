@@ -58,7 +58,22 @@ func usageError(format string, args ...any) error {
 }
 
 func main() {
+	setMemoryLimit()
 	os.Exit(realMain())
+}
+
+// memoryLimit is profcap's memory budget: the garbage collector works
+// harder as the heap nears it, so a capture that meets a hostile target
+// (a profile of a million samples, a gzip bomb) stays within it. What
+// profcap itself keeps is far less: profiles stream to disk, parses run one
+// at a time, profiles and flame trees are cut to fixed sizes
+// (docs/record.md, "Memory"). GOMEMLIMIT, if set, wins.
+const memoryLimit = 512 << 20
+
+func setMemoryLimit() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 }
 
 func realMain() int {

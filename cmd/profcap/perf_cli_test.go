@@ -16,7 +16,7 @@ import (
 // go tool pprof reads both.
 func TestRecordPIDNativeProcess(t *testing.T) {
 	if _, err := exec.LookPath("perf"); err != nil {
-		t.Fatalf("perf is not installed (.ci/run installs linux-perf): %v", err)
+		t.Fatalf("perf is not installed (make setup installs linux-perf): %v", err)
 	}
 	bin := testsvc.BuildNative(t, false)
 	cmd := exec.Command(bin)

@@ -29,8 +29,8 @@ type Limits struct {
 var DefaultLimits = Limits{MaxDepth: 1024, MaxSamples: 250_000}
 
 // Bound cuts p to l in place and returns notes saying what was cut (each
-// also added to p's comments with the warning prefix "warning: "). The
-// value of sample type si (the default one) ranks samples.
+// also added to p's comments after CutPrefix). The default sample type's
+// value ranks samples.
 func Bound(p *profile.Profile, l Limits) []string {
 	var notes []string
 	if l.MaxDepth > 1 {
@@ -76,9 +76,24 @@ func Bound(p *profile.Profile, l Limits) []string {
 		*p = *p.Compact()
 	}
 	for _, n := range notes {
-		p.Comments = append(p.Comments, "warning: "+n)
+		p.Comments = append(p.Comments, CutPrefix+n)
 	}
 	return notes
+}
+
+// CutPrefix starts the profile comment of every cut Bound or ParseLimited
+// made (it begins with the bundle's warning prefix, so the report lists it).
+const CutPrefix = "warning: cut: "
+
+// CutNotes returns what was cut from p, from its comments.
+func CutNotes(p *profile.Profile) []string {
+	var out []string
+	for _, c := range p.Comments {
+		if n, ok := strings.CutPrefix(c, CutPrefix); ok {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // synthetic adds a location with one function called name.

@@ -83,48 +83,32 @@ func ParseLimited(data []byte, maxInflated int64, l Limits) (*profile.Profile, [
 		return nil, nil, err
 	}
 	for _, n := range notes {
-		p.Comments = append(p.Comments, "warning: "+n)
+		p.Comments = append(p.Comments, CutPrefix+n)
 	}
 	return p, notes, nil
 }
 
-// inflate decompresses gzip data in 1 MiB chunks (no doubling buffer, so
-// a stream that passes the limit costs the limit, not twice it) and joins
-// them once the size is known.
+// inflate decompresses gzip data in two passes: the first only counts
+// (a stream past the limit then costs no memory at all, however many
+// targets send one), the second fills a buffer of exactly that size.
 func inflate(data []byte, limit int64) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("decompressing profile: %w", err)
 	}
-	const chunk = 1 << 20
-	var chunks [][]byte
-	var n int64
-	for {
-		c := make([]byte, chunk)
-		m, err := io.ReadFull(zr, c)
-		n += int64(m)
-		if n > limit {
-			return nil, &TooLargeError{What: "decompressed profile", Limit: limit}
-		}
-		chunks = append(chunks, c[:m])
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("decompressing profile: %w", err)
-		}
-	}
-	// ErrUnexpectedEOF above is a short last chunk, or a cut stream: ask
-	// the reader, which checks the gzip trailer.
-	if _, err := zr.Read(make([]byte, 1)); err != nil && err != io.EOF {
+	n, err := io.Copy(io.Discard, io.LimitReader(zr, limit+1))
+	if err != nil {
 		return nil, fmt.Errorf("decompressing profile: %w", err)
 	}
-	if len(chunks) == 1 {
-		return chunks[0], nil
+	if n > limit {
+		return nil, &TooLargeError{What: "decompressed profile", Limit: limit}
 	}
-	out := make([]byte, 0, n)
-	for _, c := range chunks {
-		out = append(out, c...)
+	if err := zr.Reset(bytes.NewReader(data)); err != nil {
+		return nil, fmt.Errorf("decompressing profile: %w", err)
+	}
+	out := make([]byte, n)
+	if _, err := io.ReadFull(zr, out); err != nil {
+		return nil, fmt.Errorf("decompressing profile: %w", err)
 	}
 	return out, nil
 }

@@ -120,7 +120,7 @@ func TestParseLimitedCutsOnTheWire(t *testing.T) {
 	if got != total {
 		t.Errorf("totals %v after the cut, want %v", got, total)
 	}
-	if !strings.Contains(q.Comments[0], "warning: 1000 samples were more than 100: the 901 lighter") {
+	if !strings.Contains(q.Comments[0], "warning: cut: 1000 samples were more than 100: the 901 lighter") {
 		t.Errorf("comments %q", q.Comments)
 	}
 	// The kept samples are the heaviest, with their labels.
