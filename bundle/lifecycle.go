@@ -180,10 +180,62 @@ func (w *Writer) Finish(e Ending) (Counts, error) {
 				}
 			}
 		}
+		m.checkCoverage(e.End)
 		m.Skew = m.StartSkew()
 		c = m.finalStatus(e.Explicit, e.Reason)
 	})
 	return c, w.Sync()
+}
+
+// MinCoverage is the share of the window a profile of a window kind must
+// sample to be ok: one that started late or stopped early says less about
+// the window than its numbers suggest.
+const MinCoverage = 0.95
+
+// checkCoverage sets the coverage of every kept profile of a window kind
+// that sampled less than 99% of the window, and makes those under
+// MinCoverage partial, saying by how much.
+func (m *Manifest) checkCoverage(end time.Time) {
+	start, err := time.Parse(TimeFormat, m.Window.Start)
+	if err != nil || !end.After(start) {
+		return
+	}
+	win := end.Sub(start)
+	for _, t := range m.Targets {
+		for _, p := range t.Profiles {
+			if !p.Status.Kept() || !p.Kind.IsDelta() || p.Start == "" || p.End == "" {
+				continue
+			}
+			ps, err1 := time.Parse(TimeFormat, p.Start)
+			pe, err2 := time.Parse(TimeFormat, p.End)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			from, to := ps, pe
+			if from.Before(start) {
+				from = start
+			}
+			if to.After(end) {
+				to = end
+			}
+			cov := float64(to.Sub(from)) / float64(win)
+			cov = max(0, min(1, cov))
+			if cov >= 0.99 {
+				continue
+			}
+			p.Coverage = float64(int(cov*1000)) / 1000
+			if cov < MinCoverage && p.Status == StatusOK {
+				p.Status = StatusPartial
+				msg := fmt.Sprintf("covers %.0f%% of the window (sampled %s to %s of %s)", cov*100,
+					max(0, ps.Sub(start)).Round(time.Millisecond), min(win, pe.Sub(start)).Round(time.Millisecond), win.Round(time.Millisecond))
+				if p.Error == "" {
+					p.Error = msg
+				} else {
+					p.Error += "; " + msg
+				}
+			}
+		}
+	}
 }
 
 // finalStatus sets every target's status and the bundle's and counts the

@@ -90,6 +90,9 @@ type Profile struct {
 	// Period is the sampling period the profile reports (e.g. "10ms
 	// (100 Hz)" for a Go CPU profile): the rate used.
 	Period string `json:"period,omitempty"`
+	// Coverage is the share of the window a profile of a window kind
+	// really sampled, when under 99% (below MinCoverage it is partial).
+	Coverage float64 `json:"coverage,omitempty"`
 }
 
 // Merged is one kind merged across targets.

@@ -63,6 +63,9 @@ type Options struct {
 	Render func(dir string, m *bundle.Manifest) error
 	// Version is written into the manifest.
 	Version string
+	// ReadyTimeout is how long the window waits for collectors that need
+	// set-up (default 10s); one not ready by then samples less of it.
+	ReadyTimeout time.Duration
 	// Limits bound every profile kept (zero: pprofutil.DefaultLimits).
 	Limits pprofutil.Limits
 	// Baseline is how long to measure each local target's CPU use before
@@ -198,6 +201,9 @@ func Run(ctx context.Context, opt Options) (*Outcome, error) {
 	if opt.Grace <= 0 {
 		opt.Grace = 15 * time.Second
 	}
+	if opt.ReadyTimeout <= 0 {
+		opt.ReadyTimeout = 10 * time.Second
+	}
 	if opt.Limits == (pprofutil.Limits{}) {
 		opt.Limits = pprofutil.DefaultLimits
 	}
@@ -325,24 +331,74 @@ func (r *run) record(t *targets.Target, res collectors.Result) {
 		Status: e.Status, Samples: e.Samples, Bytes: e.Bytes, Err: err, Msg: e.Note})
 }
 
-// start measures the baseline, opens the window and starts every
-// collector and the workload.
+// start measures the baseline, starts the collectors that need set-up
+// and opens the window when each is ready (or ReadyTimeout passed), then
+// starts every other collector and the workload: the window is the time
+// every collector samples.
 func (r *run) start(ctx, abortCtx context.Context) {
 	r.cpu = newCPUMeter(r.opt.Targets, r.opt.Baseline)
 	r.cpu.baseline(ctx)
-	r.win = collectors.NewWindow(r.opt.Duration, r.opt.Slice)
+	r.win = collectors.NewPendingWindow(r.opt.Duration, r.opt.Slice)
+	r.allDone = make(chan struct{})
+
+	var prep, rest []job
+	for _, j := range r.jobs {
+		if p, ok := j.collector.(collectors.Preparer); ok && p.Prepares() {
+			prep = append(prep, j)
+		} else {
+			rest = append(rest, j)
+		}
+	}
+	var ready sync.WaitGroup
+	var mu sync.Mutex
+	waiting := map[string]bool{}
+	for _, j := range prep {
+		name := j.collector.Name() + " for " + j.target.Name
+		waiting[name] = true
+		ready.Add(1)
+		jctx := collectors.WithReady(abortCtx, func() {
+			mu.Lock()
+			delete(waiting, name)
+			mu.Unlock()
+			ready.Done()
+		})
+		r.wg.Add(1)
+		go func(j job) {
+			defer r.wg.Done()
+			defer collectors.Ready(jctx) // a collector that returns is ready
+			r.collect(jctx, j)
+		}(j)
+	}
+	allReady := make(chan struct{})
+	go func() { ready.Wait(); close(allReady) }()
+	if len(prep) > 0 {
+		select {
+		case <-allReady:
+		case <-time.After(r.opt.ReadyTimeout):
+			mu.Lock()
+			var late []string
+			for n := range waiting {
+				late = append(late, n)
+			}
+			mu.Unlock()
+			slices.Sort(late)
+			r.emit(Event{Type: EventNote, Msg: fmt.Sprintf("not ready after %s, opening the window without waiting: %s (their profiles will cover less of it)", r.opt.ReadyTimeout, strings.Join(late, ", "))})
+		case <-ctx.Done():
+		case <-r.opt.Stop:
+		}
+	}
+	r.win.Open()
 	r.cpu.windowStart()
 	r.w.StartWindow(r.win.Start)
 	r.emit(Event{Type: EventStarted, Time: r.win.Start})
 
-	for _, j := range r.jobs {
+	for _, j := range rest {
 		r.wg.Add(1)
 		go func(j job) {
 			defer r.wg.Done()
 			r.collect(abortCtx, j)
 		}(j)
 	}
-	r.allDone = make(chan struct{})
 	go func() { r.wg.Wait(); close(r.allDone) }()
 
 	// The workload, if any, runs inside the window.
@@ -455,8 +511,13 @@ func (r *run) wait(ctx context.Context, abort context.CancelFunc) string {
 // finish closes the window in the manifest, then merges and renders (never
 // while targets are sampled; a second interrupt skips them).
 func (r *run) finish(ctx context.Context, reason string) (*Outcome, error) {
-	end := time.Now()
 	r.cpu.windowEnd()
+	// The window ended when it ended, not when the last collector had
+	// finished its post-processing.
+	end := r.win.Ended()
+	if end.IsZero() {
+		end = time.Now()
+	}
 	if r.wl != nil {
 		select {
 		case <-r.wlDone:

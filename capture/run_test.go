@@ -71,9 +71,13 @@ func cannedProfile(fn string, n int, v int64) *profile.Profile {
 	return p
 }
 
-func ok(k bundle.Kind, fn string) collectors.Result {
-	now := time.Now()
-	return collectors.Result{Kind: k, Collector: "fake", Status: bundle.StatusOK, Profile: cannedProfile(fn, 3, 1), Start: now, End: now}
+// ok is a result that sampled the whole window w (as far as it went).
+func ok(w *collectors.Window, k bundle.Kind, fn string) collectors.Result {
+	end := w.Deadline
+	if e := w.Ended(); !e.IsZero() && e.Before(end) {
+		end = e
+	}
+	return collectors.Result{Kind: k, Collector: "fake", Status: bundle.StatusOK, Profile: cannedProfile(fn, 3, 1), Start: w.Start, End: end}
 }
 
 func runFake(t *testing.T, ctx context.Context, opt Options) (*Outcome, *bundle.Manifest) {
@@ -110,8 +114,8 @@ func TestRunFakeSuccess(t *testing.T) {
 		if k == bundle.CPU {
 			<-w.Done() // a window kind delivers at the window's end
 		}
-		emit(ok(k, tg.Name+"-work"))
-		emit(ok(bundle.Goroutine, "not asked for")) // dropped by the capture
+		emit(ok(w, k, tg.Name+"-work"))
+		emit(ok(w, bundle.Goroutine, "not asked for")) // dropped by the capture
 	}}
 	rendered := 0
 	out, m := runFake(t, context.Background(), Options{
@@ -173,7 +177,7 @@ func TestRunFakeFailureAndPartial(t *testing.T) {
 	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU, bundle.Heap, bundle.Allocs, bundle.Mutex}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
 		switch k {
 		case bundle.CPU:
-			r := ok(k, "spin")
+			r := ok(w, k, "spin")
 			r.Status, r.Err = bundle.StatusPartial, errors.New("target exited mid-window")
 			emit(r)
 		case bundle.Heap:
@@ -181,7 +185,7 @@ func TestRunFakeFailureAndPartial(t *testing.T) {
 		case bundle.Allocs:
 			// delivers nothing
 		case bundle.Mutex:
-			r := ok(k, "lock")
+			r := ok(w, k, "lock")
 			r.Profile.Sample[0].Value = nil // invalid: fewer values than sample types
 			emit(r)
 		}
@@ -228,7 +232,7 @@ func TestRunFakeNothingCaptured(t *testing.T) {
 
 func TestRunFakeExplicitKindNobodyOffers(t *testing.T) {
 	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
-		emit(ok(k, "f"))
+		emit(ok(w, k, "f"))
 	}}
 	out, m := runFake(t, context.Background(), Options{
 		Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{fc},
@@ -247,14 +251,14 @@ func TestRunFakeInterrupt(t *testing.T) {
 	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU, bundle.Heap}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
 		if k == bundle.CPU {
 			<-w.Done()
-			r := ok(k, "busy")
+			r := ok(w, k, "busy")
 			if w.Interrupted() {
 				r.Status = bundle.StatusPartial
 			}
 			emit(r)
 			return
 		}
-		emit(ok(k, "heap")) // an end-of-window snapshot, still taken
+		emit(ok(w, k, "heap")) // an end-of-window snapshot, still taken
 	}}
 	stop := make(chan struct{})
 	time.AfterFunc(150*time.Millisecond, func() { close(stop) })
@@ -285,7 +289,7 @@ func TestRunFakeSecondInterrupt(t *testing.T) {
 	defer close(release)
 	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU, bundle.Heap}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
 		if k == bundle.Heap {
-			emit(ok(k, "heap"))
+			emit(ok(w, k, "heap"))
 			return
 		}
 		select { // a collector that ignores the window and the context
@@ -323,7 +327,7 @@ func TestRunFakeSecondInterrupt(t *testing.T) {
 func TestRunFakeWorkloadEndsWindow(t *testing.T) {
 	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
 		<-w.Done()
-		emit(ok(k, "f"))
+		emit(ok(w, k, "f"))
 	}}
 	out, m := runFake(t, context.Background(), Options{
 		Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{fc},
@@ -339,7 +343,7 @@ func TestRunFakeWorkloadEndsWindow(t *testing.T) {
 
 func okCollector(kinds ...bundle.Kind) *cannedCollector {
 	return &cannedCollector{kinds: kinds, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
-		emit(ok(k, tg.Name+"-"+string(k)))
+		emit(ok(w, k, tg.Name+"-"+string(k)))
 	}}
 }
 
@@ -444,7 +448,7 @@ func TestRunDiskFull(t *testing.T) {
 	}
 	kinds := []bundle.Kind{bundle.CPU, bundle.Wall, bundle.OffCPU, bundle.Heap, bundle.Allocs, bundle.Goroutine, bundle.Mutex, bundle.Block}
 	fc := &cannedCollector{kinds: kinds, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
-		r := ok(k, "")
+		r := ok(w, k, "")
 		r.Profile = big(tg.Name + string(k))
 		emit(r)
 	}}
@@ -500,7 +504,7 @@ func TestRunDiskFull(t *testing.T) {
 
 func TestRunBoundsProfiles(t *testing.T) {
 	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
-		r := ok(k, "")
+		r := ok(w, k, "")
 		p := cannedProfile("leaf", 0, 0)
 		for i := range 300 { // 300 distinct two-frame stacks
 			f := &profile.Function{ID: uint64(i + 2), Name: fmt.Sprintf("caller%d", i)}
@@ -529,5 +533,99 @@ func TestRunBoundsProfiles(t *testing.T) {
 	}
 	if sum != 300 {
 		t.Errorf("total %d after the cut, want 300", sum)
+	}
+}
+
+// preparingCollector needs set-up time before it can sample.
+type preparingCollector struct {
+	cannedCollector
+	setup time.Duration
+	never bool // never says it is ready
+}
+
+func (p *preparingCollector) Prepares() bool { return true }
+func (p *preparingCollector) Name() string   { return "prep" }
+func (p *preparingCollector) Collect(ctx context.Context, w *collectors.Window, t *targets.Target, kinds []bundle.Kind, emit collectors.Emit) {
+	time.Sleep(p.setup)
+	if !p.never {
+		collectors.Ready(ctx)
+	}
+	if !w.WaitOpen(ctx) {
+		return
+	}
+	p.cannedCollector.Collect(ctx, w, t, kinds, emit)
+}
+
+// The window opens when every collector that needs set-up is ready, so
+// profiles cover it; one that starts late is partial with its coverage.
+func TestRunWindowOpensWhenCollectorsAreReady(t *testing.T) {
+	var readyAt time.Time
+	prep := &preparingCollector{setup: 400 * time.Millisecond, cannedCollector: cannedCollector{kinds: []bundle.Kind{bundle.OffCPU},
+		behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+			<-w.Done()
+			emit(ok(w, k, "blocked"))
+		}}}
+	late := &cannedCollector{kinds: []bundle.Kind{bundle.CPU}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		readyAt = time.Now()
+		<-w.Done()
+		r := ok(w, k, "spin")
+		r.Start = w.Start.Add(w.Deadline.Sub(w.Start) * 6 / 10) // sampled the last 40% only
+		emit(r)
+	}}
+	start := time.Now()
+	out, m := runFake(t, context.Background(), Options{
+		Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{prep, late},
+		Duration: time.Second,
+	})
+	ws, _ := time.Parse(bundle.TimeFormat, m.Window.Start)
+	if ws.Sub(start) < 350*time.Millisecond {
+		t.Errorf("the window opened %v after the start, before the collector was ready (400ms)", ws.Sub(start))
+	}
+	if readyAt.Before(ws) {
+		t.Errorf("a collector without set-up started %v before the window opened", ws.Sub(readyAt))
+	}
+	if p := m.Target("x").Profile(bundle.OffCPU); p.Status != bundle.StatusOK || p.Coverage != 0 {
+		t.Errorf("offcpu: %+v", p)
+	}
+	p := m.Target("x").Profile(bundle.CPU)
+	if p.Status != bundle.StatusPartial || p.Coverage < 0.35 || p.Coverage > 0.45 || !strings.Contains(p.Error, "covers 40% of the window") {
+		t.Errorf("late cpu: %+v", p)
+	}
+	if out.ExitCode() != 3 {
+		t.Errorf("exit %d", out.ExitCode())
+	}
+	if we, _ := time.Parse(bundle.TimeFormat, m.Window.End); we.Sub(ws) > 1500*time.Millisecond {
+		t.Errorf("window %v long for 1s", we.Sub(ws))
+	}
+}
+
+func TestRunReadyTimeout(t *testing.T) {
+	prep := &preparingCollector{never: true, cannedCollector: cannedCollector{kinds: []bundle.Kind{bundle.OffCPU},
+		behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+			<-w.Done()
+			emit(ok(w, k, "blocked"))
+		}}}
+	var notes []string
+	var mu sync.Mutex
+	start := time.Now()
+	_, m := runFake(t, context.Background(), Options{
+		Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{prep},
+		Duration: 200 * time.Millisecond, ReadyTimeout: 300 * time.Millisecond,
+		Events: func(e Event) {
+			if e.Type == EventNote {
+				mu.Lock()
+				notes = append(notes, e.Msg)
+				mu.Unlock()
+			}
+		},
+	})
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("took %v", time.Since(start))
+	}
+	if !slices.ContainsFunc(notes, func(s string) bool { return strings.Contains(s, "not ready after 300ms") && strings.Contains(s, "prep for x") }) {
+		t.Errorf("notes %q", notes)
+	}
+	if m.Window.Start == "" {
+		t.Error("the window never opened")
 	}
 }

@@ -117,8 +117,17 @@ type recording struct {
 	enabledAt, ackedAt time.Time
 }
 
-// enable tells perf to start sampling and waits for its acknowledgement.
-func (r *recording) enable(ctx context.Context, windowDone, exited <-chan struct{}) error {
+// Prepares says perf needs set-up before the window: starting perf and
+// opening its events takes up to seconds on a loaded machine, and the
+// window waits for it rather than losing its start.
+func (p *Perf) Prepares() bool { return true }
+
+// ready waits until perf has set up its (disabled) events and reads its
+// control FIFO ("ping" is acknowledged then), says so through ready, waits
+// for the window to open and enables sampling, acknowledged: sampling then
+// starts within milliseconds of the window.
+func (r *recording) ready(ctx context.Context, w *Window, exited <-chan struct{}, ready func()) error {
+	defer ready() // also when perf fails: the window need not wait for it
 	ctl, err := os.OpenFile(r.ctl, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -129,33 +138,68 @@ func (r *recording) enable(ctx context.Context, windowDone, exited <-chan struct
 		return err
 	}
 	defer ack.Close()
+	acks := make(chan error, 2)
+	go func() {
+		for range 2 {
+			acks <- readAck(ack)
+		}
+	}()
+	wait := func(what string) error {
+		select {
+		case err := <-acks:
+			return err
+		case <-exited:
+			return fmt.Errorf("perf exited before it %s", what)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.Done():
+			return fmt.Errorf("the window ended before perf %s", what)
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("perf did not acknowledge within 30s (it %s)", what)
+		}
+	}
+	if _, err := ctl.WriteString("ping\n"); err != nil {
+		return err
+	}
+	if err := wait("was set up"); err != nil {
+		return err
+	}
+	ready()
+	if !w.WaitOpen(ctx) {
+		return errors.New("the window ended before it opened")
+	}
 	r.enabledAt = time.Now()
 	if _, err := ctl.WriteString("enable\n"); err != nil {
 		return err
 	}
-	type acked struct {
-		at  time.Time
-		err error
+	if err := wait("started sampling"); err != nil {
+		return err
 	}
-	got := make(chan acked, 1)
-	go func() {
-		buf := make([]byte, 4)
-		_, err := io.ReadFull(ack, buf)
-		got <- acked{time.Now(), err}
-	}()
-	select {
-	case a := <-got:
-		r.ackedAt = a.at
-		return a.err
-	case <-exited:
-		return errors.New("perf exited before it started sampling")
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-windowDone:
-		return errors.New("the window ended before perf was ready to sample")
-	case <-time.After(30 * time.Second):
-		return errors.New("perf did not start sampling within 30s")
+	r.ackedAt = time.Now()
+	return nil
+}
+
+// readAck reads one acknowledgement from perf's ack FIFO: "ack\n", with
+// NUL bytes around it (perf writes the string's terminator too).
+func readAck(f *os.File) error {
+	var got []byte
+	b := make([]byte, 1)
+	for len(got) < 64 {
+		if _, err := f.Read(b); err != nil {
+			return err
+		}
+		if b[0] == 0 {
+			continue
+		}
+		got = append(got, b[0])
+		if b[0] == '\n' {
+			if string(got) != "ack\n" {
+				return fmt.Errorf("perf answered %q on its control FIFO", got)
+			}
+			return nil
+		}
 	}
+	return fmt.Errorf("perf answered %q on its control FIFO", got)
 }
 
 func (p *Perf) recordArgs(kind bundle.Kind, pid int, file string) []string {
@@ -185,7 +229,7 @@ func (p *Perf) recordArgs(kind bundle.Kind, pid int, file string) []string {
 // acknowledging on the other: the window then starts when sampling really
 // starts, not before perf's set-up (which takes up to a second on a busy
 // machine).
-func (p *Perf) record(ctx context.Context, w *Window, r *recording, dir string) error {
+func (p *Perf) record(ctx context.Context, w *Window, r *recording, dir string, ready func()) error {
 	r.file = filepath.Join(dir, string(r.kind)+".data")
 	r.args = p.recordArgs(r.kind, r.pid, r.file)
 	r.ctl, r.ack = filepath.Join(dir, string(r.kind)+".ctl"), filepath.Join(dir, string(r.kind)+".ack")
@@ -197,7 +241,7 @@ func (p *Perf) record(ctx context.Context, w *Window, r *recording, dir string) 
 	args := append([]string{r.args[0], "-D", "-1", "--control", "fifo:" + r.ctl + "," + r.ack}, r.args[1:]...)
 	run, err := p.tool.Run(ctx, w, RunOptions{
 		Args: args, PID: r.pid, Kind: r.kind,
-		Ready: func(ctx context.Context, exited <-chan struct{}) error { return r.enable(ctx, w.Done(), exited) },
+		Ready: func(ctx context.Context, exited <-chan struct{}) error { return r.ready(ctx, w, exited, ready) },
 	})
 	r.run = run
 	return err
@@ -240,12 +284,19 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 	}
 	defer os.RemoveAll(dir)
 
+	// The job is ready when every recording is (or has failed).
+	var setUp sync.WaitGroup
+	setUp.Add(len(recs))
+	go func() { setUp.Wait(); Ready(ctx) }()
 	var wg sync.WaitGroup
 	for _, r := range recs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.record(ctx, w, r, dir); err != nil {
+			var once sync.Once
+			ready := func() { once.Do(setUp.Done) }
+			defer ready()
+			if err := p.record(ctx, w, r, dir, ready); err != nil {
 				emit(Result{Kind: r.kind, Collector: p.Name(), Status: bundle.StatusFailed, Err: err})
 			}
 		}()
