@@ -622,7 +622,9 @@ func TestRunReadyTimeout(t *testing.T) {
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("took %v", time.Since(start))
 	}
-	if !slices.ContainsFunc(notes, func(s string) bool { return strings.Contains(s, "not ready after 300ms") && strings.Contains(s, "prep for x") }) {
+	if !slices.ContainsFunc(notes, func(s string) bool {
+		return strings.Contains(s, "not ready after 300ms") && strings.Contains(s, "prep for x")
+	}) {
 		t.Errorf("notes %q", notes)
 	}
 	if m.Window.Start == "" {
