@@ -275,7 +275,7 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 	if len(recs) == 0 {
 		return
 	}
-	dir, err := os.MkdirTemp(p.opt.TempDir, "profcap-perf-")
+	dir, err := os.MkdirTemp(w.tempDir(p.opt.TempDir), "profcap-perf-")
 	if err != nil {
 		for _, r := range recs {
 			emit(Result{Kind: r.kind, Collector: p.Name(), Status: bundle.StatusFailed, Err: fmt.Errorf("perf: temp dir: %w", err)})
