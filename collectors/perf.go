@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
+	"github.com/ianlancetaylor/demangle"
 	"golang.org/x/sys/unix"
 
 	"github.com/profcap/profcap/bundle"
@@ -30,9 +31,12 @@ type PerfOptions struct {
 	// periodic work (timers at 10 ms, 100 Hz ticks).
 	Frequency int
 	// CallGraph is how perf unwinds stacks: "fp" (frame pointers, cheap;
-	// needs code built with frame pointers) or "dwarf" (copies 8 KB of
+	// needs code built with frame pointers), "dwarf" (copies 8 KB of
 	// stack per sample and unwinds afterwards; works without frame
-	// pointers, costs far more). "" means "fp".
+	// pointers, costs far more) or "auto" (per process: fp where its
+	// executable sets up frame pointers, dwarf where its machine code
+	// shows it does not, with a note saying so and what it cost). ""
+	// means "auto".
 	CallGraph string
 	// ExcludeRunnable leaves preempted time (state R) out of off-CPU
 	// profiles; by default it is kept apart under its own root frame.
@@ -56,7 +60,7 @@ type Perf struct {
 // NewPerf returns a perf collector.
 func NewPerf(opt PerfOptions) *Perf {
 	opt.Frequency = orDefault(opt.Frequency, 99)
-	opt.CallGraph = cmp.Or(opt.CallGraph, "fp")
+	opt.CallGraph = cmp.Or(opt.CallGraph, "auto")
 	p := &Perf{opt: opt}
 	p.pidCollector = pidCollector{
 		tool:   Tool{Name: "perf", Path: opt.PerfPath, Missing: ErrPerfMissing, Access: PerfEvents},
@@ -67,7 +71,7 @@ func NewPerf(opt PerfOptions) *Perf {
 
 // ValidCallGraph reports whether s is a --call-graph mode the collector
 // accepts.
-func ValidCallGraph(s string) bool { return s == "" || s == "fp" || s == "dwarf" }
+func ValidCallGraph(s string) bool { return s == "" || s == "auto" || s == "fp" || s == "dwarf" }
 
 // perfKinds are what perf records: one perf process each.
 var perfKinds = []bundle.Kind{bundle.CPU, bundle.OffCPU}
@@ -84,32 +88,71 @@ var ErrPerfMissing = errors.New("perf is not installed: install linux-perf (Debi
 
 // check is the one test behind Probe, Preflight and Collect: perf is
 // installed, the target's process resolves (past a launcher unless
-// NoFollow; notes say so, and whether its binary is stripped) and this user
-// may record kind k of it. A missing perf or privilege is this machine's
-// lack (isLack); a missing process is the target's.
+// NoFollow; notes say so, whether its binary is stripped and how its
+// stacks will be unwound) and this user may record kind k of it. A missing
+// perf or privilege is this machine's lack (isLack); a missing process is
+// the target's.
 func (p *Perf) check(t *targets.Target, k bundle.Kind) (pid int, notes []string, err error) {
+	pid, notes, _, _, err = p.checkUnwind(t, k)
+	return pid, notes, err
+}
+
+// checkUnwind is check, with the --call-graph mode perf will use for the
+// process, and whether its executable has no frame pointers.
+func (p *Perf) checkUnwind(t *targets.Target, k bundle.Kind) (pid int, notes []string, callGraph string, noFP bool, err error) {
 	if pid, notes, err = p.tool.Process(t, p.opt.NoFollow); err != nil {
-		return 0, nil, err
+		return 0, nil, "", false, err
 	}
 	if err := p.tool.Permitted(pid, k); err != nil {
-		return 0, nil, err
+		return 0, nil, "", false, err
 	}
 	if path, stripped, err := strippedBinary(pid); err == nil && stripped {
 		notes = append(notes, strippedNote(path))
 	}
-	return pid, notes, nil
+	callGraph, note, noFP := p.callGraph(pid)
+	if note != "" {
+		notes = append(notes, note)
+	}
+	return pid, notes, callGraph, noFP, nil
 }
+
+// callGraph is the --call-graph mode for pid: the one asked for, or for
+// auto, dwarf where the executable's machine code shows no frame pointers
+// (perf's fp unwinding then stops after a frame or two: see
+// shortStackShare) and fp otherwise. note says why dwarf, or that fp was
+// asked for a binary without frame pointers.
+func (p *Perf) callGraph(pid int) (mode, note string, noFP bool) {
+	mode = p.opt.CallGraph
+	if mode == "dwarf" {
+		return mode, "", false
+	}
+	exe := exePath(pid)
+	fp := framePointers(fmt.Sprintf("/proc/%d/exe", pid))
+	if !fp.Known || fp.Present {
+		return "fp", "", false
+	}
+	if mode == "fp" {
+		return "fp", fmt.Sprintf("%s has %s: --call-graph fp will stop most stacks after a frame or two; --call-graph dwarf (or auto) unwinds them, at about 30 times the data per sample", exe, fp), true
+	}
+	return "dwarf", fmt.Sprintf("unwinding with --call-graph dwarf: %s has %s, so frame-pointer stacks would stop after a frame or two; DWARF copies %d bytes of stack per sample (build with RUSTFLAGS=\"-C force-frame-pointers=yes\" or -fno-omit-frame-pointer for the cheap fp mode; --call-graph fp forces it)", exe, fp, dwarfStackBytes), true
+}
+
+// dwarfStackBytes is what perf copies of the user stack per sample with
+// --call-graph dwarf: its default (perf record --call-graph dwarf,SIZE).
+const dwarfStackBytes = 8192
 
 // recording is one `perf record` of one kind.
 type recording struct {
-	kind  bundle.Kind
-	pid   int
-	notes []string
-	file  string
-	args  []string // without the control options, for the profile's comment
-	ctl   string   // control FIFO (perf record --control)
-	ack   string
-	run   *Run
+	kind      bundle.Kind
+	pid       int
+	notes     []string
+	callGraph string // fp or dwarf
+	noFP      bool   // the executable's code sets up no frame pointers
+	file      string
+	args      []string // without the control options, for the profile's comment
+	ctl       string   // control FIFO (perf record --control)
+	ack       string
+	run       *Run
 	// enabledAt is when the enable command was written and ackedAt when
 	// perf acknowledged it: perf samples from a moment in between. Each
 	// recording's window starts at its own acknowledgement, so one slow
@@ -202,11 +245,11 @@ func readAck(f *os.File) error {
 	return fmt.Errorf("perf answered %q on its control FIFO", got)
 }
 
-func (p *Perf) recordArgs(kind bundle.Kind, pid int, file string) []string {
+func (p *Perf) recordArgs(kind bundle.Kind, pid int, file, callGraph string) []string {
 	// -B: no build-id pass over the samples at exit (perf script runs at
 	// once on this machine), which makes stopping a system-wide recording
 	// seconds faster.
-	args := []string{"record", "-q", "-B", "-o", file, "--call-graph", p.opt.CallGraph}
+	args := []string{"record", "-q", "-B", "-o", file, "--call-graph", callGraph}
 	switch kind {
 	case bundle.CPU:
 		args = append(args, "-F", strconv.Itoa(p.opt.Frequency), "-p", strconv.Itoa(pid))
@@ -231,7 +274,7 @@ func (p *Perf) recordArgs(kind bundle.Kind, pid int, file string) []string {
 // machine).
 func (p *Perf) record(ctx context.Context, w *Window, r *recording, dir string, ready func()) error {
 	r.file = filepath.Join(dir, string(r.kind)+".data")
-	r.args = p.recordArgs(r.kind, r.pid, r.file)
+	r.args = p.recordArgs(r.kind, r.pid, r.file, r.callGraph)
 	r.ctl, r.ack = filepath.Join(dir, string(r.kind)+".ctl"), filepath.Join(dir, string(r.kind)+".ack")
 	for _, f := range []string{r.ctl, r.ack} {
 		if err := unix.Mkfifo(f, 0o600); err != nil {
@@ -259,7 +302,7 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 	// Each kind is a perf process of its own: record only those asked for.
 	var recs []*recording
 	for _, k := range kinds {
-		pid, notes, err := p.check(t, k)
+		pid, notes, callGraph, noFP, err := p.checkUnwind(t, k)
 		if err != nil {
 			// No perf or no permission here: unsupported (a failure only
 			// where the kind was asked for by name), with the fix.
@@ -270,7 +313,7 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 			emit(Result{Kind: k, Collector: p.Name(), Status: st, Err: err})
 			continue
 		}
-		recs = append(recs, &recording{kind: k, pid: pid, notes: notes})
+		recs = append(recs, &recording{kind: k, pid: pid, notes: notes, callGraph: callGraph, noFP: noFP})
 	}
 	if len(recs) == 0 {
 		return
@@ -336,7 +379,9 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	// Off-CPU intervals still open when sampling ended are closed there, on
 	// perf's clock (CLOCK_MONOTONIC).
 	endMono := monotonicNow() - time.Since(run.End).Nanoseconds()
+	scriptStart := time.Now()
 	prof, err := p.script(ctx, r, endMono)
+	scriptTime := time.Since(scriptStart)
 	if err != nil {
 		res.Status, res.Err = bundle.StatusFailed, err
 		return res
@@ -347,6 +392,9 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	res.Profile = prof
 	res.Status = bundle.StatusOK
 	notes := append([]string(nil), r.notes...)
+	if n := unwindNote(r, prof, scriptTime); n != "" {
+		notes = append(notes, n)
+	}
 	if exited != nil {
 		res.Status, res.Err = bundle.StatusPartial, exited
 	}
@@ -378,6 +426,13 @@ func (p *Perf) script(ctx context.Context, r *recording, endMono int64) (*profil
 	if r.kind == bundle.OffCPU {
 		args = append(args, "--show-switch-events")
 	}
+	if r.callGraph == "dwarf" {
+		// perf 6.1 names the inlined frames of DWARF stacks through
+		// addr2line, which took 9.5 s instead of 0.43 s for 76 samples
+		// of refsvc-release (5 s at 99 Hz) and grows with every address:
+		// the functions of the stack stay, their inlined callees go.
+		args = append(args, "--no-inline")
+	}
 	cmd := exec.CommandContext(ctx, perf, args...)
 	stderr := &tailBuffer{}
 	cmd.Stderr = stderr
@@ -407,5 +462,100 @@ func (p *Perf) script(ctx context.Context, r *recording, endMono int64) (*profil
 	if werr != nil {
 		return nil, fmt.Errorf("perf script: %v: %s", werr, lastLine(stderr.String()))
 	}
+	demangleFunctions(prof)
 	return prof, nil
+}
+
+// demangleFunctions names the functions perf left mangled. perf 6.1 as
+// Debian builds it demangles C++, legacy Rust (_ZN…17h<hash>E) and Rust v0
+// (_R…) symbols itself; a perf built without its demanglers prints them
+// as they are, and this gives the names perf would have printed
+// (refsvc::work::hash_payload, main::work::hot_loop::<u32>).
+func demangleFunctions(p *profile.Profile) {
+	for _, f := range p.Function {
+		if strings.HasPrefix(f.Name, "_Z") || strings.HasPrefix(f.Name, "_R") {
+			f.Name = demangle.Filter(f.Name)
+		}
+	}
+}
+
+// shortStack is the user stack depth at or below which a stack counts as
+// cut short: a frame-pointer walk through code without frame pointers
+// gives the sampled function and at most one more (whatever the register
+// happened to hold), where a thread of a Rust or C service is ten or more
+// frames deep from its start routine.
+const shortStack = 2
+
+// shortStackWarn is the share of samples with short user stacks that
+// makes a note: measured with --call-graph fp on refsvc, 0% of the
+// profiling build's samples (frame pointers), 100% of the release build's.
+const shortStackWarn = 0.5
+
+// userFrames counts the user-space locations of a sample: kernel
+// addresses (the upper half on x86-64 and arm64) and the synthetic frames
+// the parser adds (no address) are not.
+func userFrames(s *profile.Sample) int {
+	n := 0
+	for _, l := range s.Location {
+		if l.Address != 0 && l.Address < 0xffff800000000000 {
+			n++
+		}
+	}
+	return n
+}
+
+// shortStackShare returns the weight (the first value: samples for cpu,
+// nanoseconds for offcpu) of the samples whose user stack has at most
+// shortStack frames, and the total weight.
+func shortStackShare(p *profile.Profile) (short, total int64) {
+	for _, s := range p.Sample {
+		if len(s.Value) == 0 {
+			continue
+		}
+		total += s.Value[0]
+		if userFrames(s) <= shortStack {
+			short += s.Value[0]
+		}
+	}
+	return short, total
+}
+
+// unwindNote says how far the recording's stacks reach: the share of
+// samples (cpu) or of off-CPU time whose user stack has at most shortStack
+// frames. For a frame-pointer recording where that is most of them it
+// names the flag that fixes it and its cost; for a DWARF recording it says
+// what the recording cost.
+func unwindNote(r *recording, prof *profile.Profile, scriptTime time.Duration) string {
+	short, total := shortStackShare(prof)
+	if total == 0 {
+		return ""
+	}
+	share := 100 * float64(short) / float64(total)
+	what, samples := "off-CPU time", int64(0)
+	if r.kind == bundle.CPU {
+		what, samples = "samples", total
+	}
+	stacks := fmt.Sprintf("%.0f%% of %s have a user stack of at most %d frames", share, what, shortStack)
+	switch r.callGraph {
+	case "fp":
+		if share < 100*shortStackWarn || r.kind == bundle.CPU && samples < 20 {
+			return ""
+		}
+		if r.noFP { // the probe's note already names the flag
+			return "measured: " + stacks
+		}
+		return fmt.Sprintf("%s: %s has no frame pointers, so --call-graph fp stops there; record with --call-graph dwarf (or auto), which copies %d bytes of stack per sample instead of a few hundred (about 30 times the data, and a slower perf script), or build with frame pointers (Rust: RUSTFLAGS=\"-C force-frame-pointers=yes\"; C/C++: -fno-omit-frame-pointer)",
+			stacks, exePath(r.pid), dwarfStackBytes)
+	case "dwarf":
+		cost := ""
+		if st, err := os.Stat(r.file); err == nil {
+			cost = "perf.data " + humanBytes(st.Size())
+			if samples > 0 {
+				cost += fmt.Sprintf(" (%s per sample)", humanBytes(st.Size()/samples))
+			}
+			cost += ", "
+		}
+		return fmt.Sprintf("DWARF unwinding cost %sperf script %s; %s", cost, scriptTime.Round(10*time.Millisecond), stacks)
+	}
+	return ""
 }

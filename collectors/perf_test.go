@@ -219,7 +219,9 @@ func perfTopInclusiveUser(p *profile.Profile, keep func(*profile.Sample) bool) (
 func TestPerfTargetExitsStripped(t *testing.T) {
 	needPerf(t)
 	bin := buildPerfDemo(t, true)
-	cmd := startPerfDemo(t, bin, "1.5")
+	// It exits after 3 s: perf takes up to seconds to attach on a busy
+	// machine (seen: more than 1.5 s at a load average of 25 on 2 cores).
+	cmd := startPerfDemo(t, bin, "3")
 	tg := &targets.Target{Name: "demo", PID: cmd.Process.Pid}
 	c := NewPerf(PerfOptions{Frequency: 199})
 	av := c.Probe(context.Background(), tg)
@@ -231,7 +233,7 @@ func TestPerfTargetExitsStripped(t *testing.T) {
 			t.Errorf("probe %s: available=%v reason %q: want available and the stripped binary reported", a.Kind, a.Available, a.Reason)
 		}
 	}
-	w := NewWindow(6*time.Second, 0)
+	w := NewWindow(8*time.Second, 0)
 	r := perfCollect(t, c, w, tg, bundle.CPU)[bundle.CPU]
 	if r.Status != bundle.StatusPartial || r.Err == nil || !strings.Contains(r.Err.Error(), "exited") {
 		t.Fatalf("status %s, err %v: want partial, target exited", r.Status, r.Err)
@@ -372,13 +374,13 @@ func TestPerfErrorMessages(t *testing.T) {
 // TestOffCPUArgs checks how the off-CPU recording is asked of perf.
 func TestOffCPUArgs(t *testing.T) {
 	c := NewPerf(PerfOptions{CallGraph: "dwarf"})
-	args := strings.Join(c.recordArgs(bundle.OffCPU, os.Getpid(), "x.data"), " ")
+	args := strings.Join(c.recordArgs(bundle.OffCPU, os.Getpid(), "x.data", "dwarf"), " ")
 	for _, want := range []string{"sched:sched_switch", "--switch-events", "--call-graph dwarf", fmt.Sprintf("-p %d", os.Getpid()), "CLOCK_MONOTONIC"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("offcpu args %q lack %q", args, want)
 		}
 	}
-	args = strings.Join(c.recordArgs(bundle.CPU, 7, "x.data"), " ")
+	args = strings.Join(c.recordArgs(bundle.CPU, 7, "x.data", "fp"), " ")
 	if !strings.Contains(args, "-F 99") || !strings.Contains(args, "-p 7") {
 		t.Errorf("cpu args %q", args)
 	}

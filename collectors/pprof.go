@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -167,7 +169,7 @@ func (c *Pprof) Probe(ctx context.Context, t *targets.Target) []Availability {
 				a.Available, a.Reason = true, "no index page; tried when capturing"
 				break
 			}
-			_, st, err := c.get(ctx, t, endpoint(t.Pprof, k), 1<<10)
+			st, err := c.status(ctx, t, endpoint(t.Pprof, k))
 			switch {
 			case err != nil:
 				a.Reason = err.Error()
@@ -323,7 +325,99 @@ func (c *Pprof) atEnd(ctx context.Context, w *Window, t *targets.Target, k bundl
 		return failure(err, t0)
 	}
 	end := time.Now()
-	return Result{Profile: p, Status: bundle.StatusOK, Start: t0, End: end}
+	r := Result{Profile: p, Status: bundle.StatusOK, Start: t0, End: end}
+	if k == bundle.Heap {
+		if n := trimAllocatorFrames(p); n > 0 {
+			r.Note = fmt.Sprintf("jemalloc heap profile: the allocator's own frames (jemalloc's prof_backtrace…, _rjem_…, the Rust global-allocator glue) were cut from the top of %d stacks, so each ends where the program allocated", n)
+		}
+	}
+	return r
+}
+
+// jemallocFrame matches the frames of jemalloc's heap sampling and of the
+// Rust global allocator that sit above every allocation site in a
+// jemalloc_pprof profile (measured on refsvc: prof_backtrace_impl ←
+// _rjem_je_prof_backtrace ← _rjem_je_prof_tctx_create ← prof_alloc_prep ←
+// imalloc_body ← imalloc ← _rjem_je_malloc_default ← <Jemalloc as
+// GlobalAlloc>::alloc ← __rustc::__rust_alloc ← alloc::alloc::alloc ←
+// <alloc::alloc::Global>::alloc_impl… on top of every stack). They are
+// the profiler's machinery, as mallocgc is for a Go heap profile (whose
+// stacks start at its caller): with them every stack's leaf, and so the
+// top of every "self" ranking, is prof_backtrace_impl.
+var jemallocFrame = regexp.MustCompile(`^(prof_backtrace_impl|prof_alloc_prep|imalloc|imalloc_body|ialloc|iralloc|irallocx_prof|irallocx_prof_sample|ipalloc|do_rallocx|(_rjem_|je_|_rjem_je_).*|(__rustc::)?__rust_(alloc|realloc|alloc_zeroed|dealloc)|__rdl_.*|<tikv_jemallocator::Jemalloc as core::alloc::global::GlobalAlloc>::.*|alloc::alloc::(alloc|alloc_zeroed|realloc|dealloc|exchange_malloc)|<alloc::alloc::Global( as core::alloc::Allocator)?>::.*)$`)
+
+// trimAllocatorFrames cuts jemallocFrame frames from the leaf end of every
+// stack of a jemalloc_pprof profile (one whose stacks start in jemalloc's
+// prof_backtrace), keeping at least one frame, and returns how many stacks
+// it cut. Other profiles are left alone.
+func trimAllocatorFrames(p *profile.Profile) int {
+	jemalloc := false
+	for _, f := range p.Function {
+		if f.Name == "prof_backtrace_impl" || f.Name == "_rjem_je_prof_backtrace" {
+			jemalloc = true
+			break
+		}
+	}
+	if !jemalloc {
+		return 0
+	}
+	isAlloc := func(ln profile.Line) bool {
+		return ln.Function != nil && jemallocFrame.MatchString(ln.Function.Name)
+	}
+	// Locations are shared between samples: a cut one is a new location.
+	cut := map[*profile.Location]*profile.Location{}
+	nextID := uint64(0)
+	for _, l := range p.Location {
+		nextID = max(nextID, l.ID)
+	}
+	trimmed := 0
+	for _, s := range p.Sample {
+		i := 0 // whole leaf locations of allocator lines; never the last
+		for i < len(s.Location)-1 && len(s.Location[i].Line) > 0 && !slices.ContainsFunc(s.Location[i].Line, func(ln profile.Line) bool { return !isAlloc(ln) }) {
+			i++
+		}
+		if len(s.Location) == 0 {
+			continue
+		}
+		l := s.Location[i]
+		n := 0 // its innermost lines that are the allocator's
+		for n < len(l.Line) && isAlloc(l.Line[n]) {
+			n++
+		}
+		if n == len(l.Line) {
+			n = 0 // the last location: kept whole
+		}
+		if i == 0 && n == 0 {
+			continue
+		}
+		if n > 0 {
+			if cut[l] == nil {
+				nextID++
+				c := &profile.Location{ID: nextID, Mapping: l.Mapping, Address: l.Address, Line: slices.Clone(l.Line[n:]), IsFolded: l.IsFolded}
+				cut[l] = c
+				p.Location = append(p.Location, c)
+			}
+			l = cut[l]
+		}
+		s.Location = append([]*profile.Location{l}, s.Location[i+1:]...)
+		trimmed++
+	}
+	// Drop the locations and functions no sample references any more.
+	used := map[*profile.Location]bool{}
+	for _, s := range p.Sample {
+		for _, l := range s.Location {
+			used[l] = true
+		}
+	}
+	p.Location = slices.DeleteFunc(p.Location, func(l *profile.Location) bool { return !used[l] })
+	fns := map[*profile.Function]bool{}
+	for _, l := range p.Location {
+		for _, ln := range l.Line {
+			fns[ln.Function] = true
+		}
+	}
+	p.Function = slices.DeleteFunc(p.Function, func(f *profile.Function) bool { return !fns[f] })
+	return trimmed
 }
 
 // delta takes a cumulative profile (allocs, mutex, block) at the window's
@@ -431,6 +525,26 @@ func (c *Pprof) fetch(ctx context.Context, t *targets.Target, u string, timeout 
 		return nil, fmt.Errorf("%s: invalid pprof profile: %v", redact(u), err)
 	}
 	return p, nil
+}
+
+// status GETs u and returns the answer's status, reading none of its body
+// (a heap profile of jemalloc_pprof is tens of KB: a probe needs only to
+// know that it is served).
+func (c *Pprof) status(ctx context.Context, t *targets.Target, u string) (int, error) {
+	cl, err := c.client(t)
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, fmt.Errorf("bad pprof URL %q: %v", redact(u), err)
+	}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return 0, describeNetError(u, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // get GETs u and returns at most limit bytes of the body; a longer body is

@@ -243,7 +243,7 @@ func threads(pid int) []int {
 // (.symtab), as release builds with strip = true have. Such frames can only
 // be named from .dynsym or shown as module+offset.
 func strippedBinary(pid int) (path string, stripped bool, err error) {
-	path, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	path = exePath(pid)
 	f, err := elf.Open(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
 		return path, false, err
@@ -252,8 +252,165 @@ func strippedBinary(pid int) (path string, stripped bool, err error) {
 	return path, f.Section(".symtab") == nil, nil
 }
 
+// exePath is the path of pid's executable, for messages.
+func exePath(pid int) string {
+	path, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return path
+}
+
 func strippedNote(path string) string {
-	return fmt.Sprintf("%s is stripped (no .symtab): its frames show as [unknown] or module+offset; profile a build that keeps symbols (Rust: [profile.release] strip = false, debug = 1; C/C++: no -s, no strip; Go: no -ldflags=-s)", path)
+	return fmt.Sprintf("%s is stripped (no .symtab): its frames show as [unknown] or module+offset; profile a build that keeps symbols "+
+		"(Rust: a [profile.profiling] with inherits = \"release\", debug = true, strip = false, built with cargo build --profile profiling "+
+		"and RUSTFLAGS=\"-C force-frame-pointers=yes\"; at least strip = false in [profile.release]; C/C++: no -s, no strip; Go: no -ldflags=-s)", path)
+}
+
+// FramePointers is what the machine code of an executable says about frame
+// pointers: whether its functions set one up, from a sample of them.
+type FramePointers struct {
+	Known   bool // enough functions were read to tell
+	Present bool // most of them set up a frame pointer
+	Checked int  // functions read
+	WithFP  int  // of which set one up
+	Source  string
+}
+
+func (fp FramePointers) String() string {
+	if !fp.Known {
+		return "frame pointers unknown"
+	}
+	verdict := "frame pointers"
+	if !fp.Present {
+		verdict = "no frame pointers"
+	}
+	return fmt.Sprintf("%s (%d of %d functions from %s set one up)", verdict, fp.WithFP, fp.Checked, fp.Source)
+}
+
+// fpMinFunctions is how many functions a verdict needs: a handful of C
+// runtime start-up functions (a tiny program) says nothing either way.
+const fpMinFunctions = 50
+
+// fpMaxFunctions bounds the functions read: about 100 KB of a binary, a few
+// milliseconds.
+const fpMaxFunctions = 4000
+
+// framePointers reads the start of the executable's functions (from
+// .eh_frame_hdr, which even a stripped binary keeps, else .symtab) and
+// counts those whose first 32 bytes set up a frame pointer: x86-64 "mov
+// %rsp,%rbp" (48 89 e5; after a push %rbp, an endbr64 or Go's stack check),
+// arm64 "mov x29, sp" (0x910003fd). Measured here: built with frame
+// pointers 80-93% of functions (Rust -C force-frame-pointers=yes, gcc
+// -fno-omit-frame-pointer, Go), without them 0-13% (Rust release, Debian's
+// python3.11, bash, libc); the verdict is at 50%.
+func framePointers(path string) FramePointers {
+	f, err := elf.Open(path)
+	if err != nil {
+		return FramePointers{}
+	}
+	defer f.Close()
+	var pattern []byte
+	switch f.Machine {
+	case elf.EM_X86_64:
+		pattern = []byte{0x48, 0x89, 0xe5}
+	case elf.EM_AARCH64:
+		pattern = []byte{0xfd, 0x03, 0x00, 0x91}
+	default:
+		return FramePointers{}
+	}
+	starts, source := ehFrameStarts(f)
+	if len(starts) < fpMinFunctions {
+		starts, source = symtabStarts(f)
+	}
+	fp := FramePointers{Source: source}
+	step := max(1, len(starts)/fpMaxFunctions)
+	buf := make([]byte, 32)
+	var sec *elf.Section
+	for i := 0; i < len(starts); i += step {
+		a := starts[i]
+		if sec == nil || a < sec.Addr || a >= sec.Addr+sec.Size {
+			sec = nil
+			for _, s := range f.Sections {
+				if s.Flags&elf.SHF_EXECINSTR != 0 && s.Type == elf.SHT_PROGBITS && a >= s.Addr && a < s.Addr+s.Size {
+					sec = s
+					break
+				}
+			}
+			if sec == nil {
+				continue
+			}
+		}
+		n, _ := sec.ReadAt(buf, int64(a-sec.Addr))
+		if n == 0 {
+			continue
+		}
+		fp.Checked++
+		if bytes.Contains(buf[:n], pattern) {
+			fp.WithFP++
+		}
+	}
+	fp.Known = fp.Checked >= fpMinFunctions
+	fp.Present = fp.Known && 2*fp.WithFP >= fp.Checked
+	return fp
+}
+
+// ehFrameStarts returns the function start addresses of .eh_frame_hdr's
+// binary search table (LSB 5.0 "eh_frame_hdr"), sorted, when it uses the
+// usual encoding (datarel sdata4, as GNU ld, lld and mold write it).
+func ehFrameStarts(f *elf.File) ([]uint64, string) {
+	s := f.Section(".eh_frame_hdr")
+	if s == nil {
+		return nil, ""
+	}
+	d, err := s.Data()
+	if err != nil || len(d) < 12 || d[0] != 1 || d[3] != 0x3b {
+		return nil, ""
+	}
+	size := func(enc byte) int {
+		switch enc & 0x0f {
+		case 0x03, 0x0b: // udata4, sdata4
+			return 4
+		case 0x04, 0x0c: // udata8, sdata8
+			return 8
+		}
+		return 0
+	}
+	off := 4 + size(d[1]) // version, three encodings, eh_frame_ptr
+	n := size(d[2])
+	if size(d[1]) == 0 || n == 0 || off+n > len(d) {
+		return nil, ""
+	}
+	bo := f.ByteOrder
+	var count uint64
+	if n == 4 {
+		count = uint64(bo.Uint32(d[off:]))
+	} else {
+		count = bo.Uint64(d[off:])
+	}
+	off += n
+	count = min(count, uint64((len(d)-off)/8))
+	starts := make([]uint64, 0, count)
+	for i := uint64(0); i < count; i++ {
+		rel := int32(bo.Uint32(d[off:]))
+		starts = append(starts, uint64(int64(s.Addr)+int64(rel)))
+		off += 8
+	}
+	return starts, ".eh_frame_hdr"
+}
+
+// symtabStarts returns the addresses of the function symbols of .symtab
+// (Go binaries have no .eh_frame), sorted.
+func symtabStarts(f *elf.File) ([]uint64, string) {
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil, ""
+	}
+	var starts []uint64
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Value != 0 && s.Size > 0 {
+			starts = append(starts, s.Value)
+		}
+	}
+	slices.Sort(starts)
+	return slices.Compact(starts), ".symtab"
 }
 
 // perfParanoid reads kernel.perf_event_paranoid (2 when unreadable: the

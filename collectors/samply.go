@@ -69,17 +69,45 @@ var ErrSamplyMissing = errors.New("samply is not installed: install it with 'car
 
 // check is the one test behind Probe, Preflight and Collect: samply is
 // installed, the target's PID resolves to a live process (past a launcher
-// unless NoFollow) and this user may profile it.
+// unless NoFollow) and this user may profile it, as samply judges it.
 func (s *Samply) check(t *targets.Target, k bundle.Kind) (pid int, notes []string, err error) {
 	if pid, notes, err = s.tool.Process(t, s.opt.NoFollow); err != nil {
 		return 0, nil, err
 	}
-	return pid, notes, s.tool.Permitted(pid, k)
+	if err := s.tool.Permitted(pid, k); err != nil {
+		return 0, nil, err
+	}
+	if why := samplyPMU(); why != "" {
+		return 0, nil, lack{errors.New(why)}
+	}
+	return pid, notes, nil
 }
 
-// recordArgs are samply's arguments. -d is a backstop (the window's length
-// plus a margin): profcap stops samply with SIGINT at the window's end, and
-// -d ends the recording even if that signal is lost.
+// samplyPMU is the machine's answer to samplyPMUProblem (a variable, so
+// the tests that drive a fake samply can run where the real one could not).
+var samplyPMU = func() string { return samplyPMUProblem(perfParanoid(), hardwareCycles()) }
+
+// samplyPMUProblem says why samply cannot record here although perf can,
+// or "". samply 0.13.1 opens the hardware cycles event first and falls
+// back to the cpu-clock software event when that fails, but it takes the
+// failure's errno from the -1 that syscall(2) returns, so every failure
+// reads as EPERM; with kernel.perf_event_paranoid above 1 it then prints
+// its paranoid-level advice and exits 1 before trying the fallback, even as
+// root (src/linux/perf_event.rs, Perf::open, and src/linux/profiler.rs,
+// init_profiler). On a machine with a PMU the first open succeeds; on a VM
+// without one (this one: perf falls back to cpu-clock by itself) samply
+// needs the sysctl at 1 or lower.
+func samplyPMUProblem(paranoid int, hwCycles bool) string {
+	if hwCycles || paranoid <= 1 {
+		return ""
+	}
+	return fmt.Sprintf("samply cannot record here: this machine has no hardware cycles event (a VM without a PMU) and kernel.perf_event_paranoid is %d, and samply 0.13 then exits with a permission message even as root instead of falling back to the cpu-clock event: lower the sysctl (sysctl -w kernel.perf_event_paranoid=1), or let perf take cpu (it falls back by itself)", paranoid)
+}
+
+// recordArgs are samply's arguments. -d is meant as a backstop (the
+// window's length plus a margin), but samply 0.13.1 ignores it when it
+// attaches to a PID (it records "until Ctrl+C"): profcap stops it with
+// SIGINT at the window's end, and kills it StopTimeout later.
 func (s *Samply) recordArgs(pid int, file string, secs int) []string {
 	return []string{"record", "--save-only", "-o", file, "-r", strconv.Itoa(s.opt.Rate), "-d", strconv.Itoa(secs + 5), "-p", strconv.Itoa(pid)}
 }

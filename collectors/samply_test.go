@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/internal/rusttest"
 	"github.com/profcap/profcap/internal/testreq"
 	"github.com/profcap/profcap/targets"
 )
 
-// fakeSamply is a stand-in for samply (which cannot be installed here): it
+// fakeSamply is a stand-in for samply that fails on purpose (the tests of
+// the real samply are TestSamplyRefsvc and TestSamplyTargetExits): it
 // checks its arguments like `samply record --save-only -o FILE -r HZ -d S
 // -p PID`, logs them, and on SIGINT (or after -d seconds) writes the real
 // recorded profile $FAKE_PROFILE to FILE, as samply writes its file when
@@ -70,6 +72,10 @@ func installFakeSamply(t *testing.T, mode string) string {
 	t.Setenv("FAKE_PROFILE", prof)
 	t.Setenv("FAKE_LOG", log)
 	t.Setenv("FAKE_MODE", mode)
+	// The fake records anywhere, whatever this machine's PMU.
+	old := samplyPMU
+	samplyPMU = func() string { return "" }
+	t.Cleanup(func() { samplyPMU = old })
 	return log
 }
 
@@ -95,26 +101,39 @@ func collectSamply(t *testing.T, c Collector, w *Window, tg *targets.Target, kin
 	return res
 }
 
-func TestSamplyCollect(t *testing.T) {
-	log := installFakeSamply(t, "")
-	target := sleeper(t, 30*time.Second)
-	pid := target.Process.Pid
-	tg := &targets.Target{Name: "app", PID: pid}
+// needSamply requires the real samply and a machine where it records:
+// where samply 0.13 needs kernel.perf_event_paranoid at 1 (no hardware
+// cycles event, see samplyPMUProblem) the test lowers it, as root.
+func needSamply(t *testing.T) {
+	t.Helper()
+	testreq.Command(t, "samply")
+	if samplyPMU() != "" {
+		rusttest.LowerPerfParanoid(t, 1)
+	}
+	if why := samplyPMU(); why != "" {
+		testreq.Missing(t, "%s", why)
+	}
+}
+
+// TestSamplyRefsvc records the reference service (profiling build) with
+// the real samply: its hot function is named by profcap's ELF symbolizer
+// through the Firefox-profile importer, under the tokio worker thread.
+func TestSamplyRefsvc(t *testing.T) {
+	needSamply(t)
+	svc := rusttest.Start(t, rusttest.Profiling, "worker")
+	tg := &targets.Target{Name: svc.Name, PID: svc.PID}
 	s := NewSamply(SamplyOptions{})
 	if k := s.Kinds(tg); len(k) != 1 || k[0] != bundle.CPU {
 		t.Fatalf("Kinds %v", k)
 	}
 	av := s.Probe(context.Background(), tg)
-	if len(av) != 1 || !av[0].Available || !strings.Contains(av[0].Reason, "pid "+strconv.Itoa(pid)) {
+	if len(av) != 1 || !av[0].Available || !strings.Contains(av[0].Reason, "pid "+strconv.Itoa(svc.PID)) {
 		t.Fatalf("Probe %+v", av)
-	}
-	if err := s.Preflight(tg, bundle.CPU); err != nil {
-		t.Errorf("Preflight cpu: %v", err)
 	}
 	if err := s.Preflight(tg, bundle.OffCPU); err == nil {
 		t.Error("Preflight offcpu: want an error")
 	}
-	w := NewWindow(700*time.Millisecond, 0)
+	w := NewWindow(5*time.Second, 0)
 	res := collectSamply(t, s, w, tg, bundle.CPU, bundle.Heap)
 	if len(res) != 2 {
 		t.Fatalf("%d results", len(res))
@@ -131,37 +150,65 @@ func TestSamplyCollect(t *testing.T) {
 	if cpu.Status != bundle.StatusOK || cpu.Profile == nil {
 		t.Fatalf("cpu: %s %v", cpu.Status, cpu.Err)
 	}
-	args, _ := os.ReadFile(log)
-	if want := "record --save-only -o "; !strings.HasPrefix(string(args), want) || !strings.HasSuffix(strings.TrimSpace(string(args)), "-r 997 -d 6 -p "+strconv.Itoa(pid)) {
-		t.Errorf("samply args %q", args)
+	if err := cpu.Profile.CheckValid(); err != nil {
+		t.Fatal(err)
 	}
-	var n int64
-	for _, s := range cpu.Profile.Sample {
-		n += s.Value[0]
+	t.Logf("%d samples; note %q; %s", len(cpu.Profile.Sample), cpu.Note, cpu.Profile.Comments)
+	if c := strings.Join(cpu.Profile.Comments, " "); !strings.Contains(c, "samply record --save-only -o ") || !strings.Contains(c, "-r 997") || !strings.Contains(c, "-p "+strconv.Itoa(svc.PID)) {
+		t.Errorf("comments %q: want the samply command", c)
 	}
-	if n != 13069 {
-		t.Errorf("samples %d, want the fixture's 13069", n)
+	if strings.Contains(cpu.Note, "refsvc-profiling (") {
+		t.Errorf("note %q: the service's own frames were left unnamed", cpu.Note)
 	}
-	// The fixture's libraries are an aarch64 machine's: none is here.
-	if !strings.Contains(cpu.Note, "ld-linux-aarch64.so.1 (file gone") || !strings.Contains(cpu.Note, "[kernel.kallsyms] (kernel") {
-		t.Errorf("note %q", cpu.Note)
+	top, n := perfTopSelf(cpu.Profile, 0, nil)
+	if top != "worker_core::compute::checksum_block" && top != refsvcWork["hash_payload"] {
+		t.Errorf("top self function %q (%d samples), want checksum_block", top, n)
+	}
+	var hash, tokio int64
+	for _, smp := range cpu.Profile.Sample {
+		if stackHas(smp, refsvcWork["hash_payload"]) {
+			hash += smp.Value[0]
+			if stackHasPrefix(smp, "tokio::runtime::scheduler::multi_thread::worker::") || stackHasPrefix(smp, "tokio::runtime::blocking::pool::") {
+				tokio += smp.Value[0]
+			}
+		}
+	}
+	if hash == 0 || float64(tokio) < 0.9*float64(hash) {
+		t.Errorf("%d of %d hash_payload samples under tokio's worker or blocking pool", tokio, hash)
 	}
 	if !cpu.End.After(cpu.Start) || cpu.Profile.DurationNanos != cpu.End.Sub(cpu.Start).Nanoseconds() {
 		t.Errorf("window %v..%v, profile duration %d", cpu.Start, cpu.End, cpu.Profile.DurationNanos)
 	}
-	if err := cpu.Profile.CheckValid(); err != nil {
-		t.Error(err)
-	}
 }
 
+// TestSamplyTargetExits: the real samply keeps what it recorded of a
+// process that exits mid-window, and the result says so.
 func TestSamplyTargetExits(t *testing.T) {
-	installFakeSamply(t, "")
-	target := sleeper(t, 300*time.Millisecond)
+	needSamply(t)
+	target := sleeper(t, 1500*time.Millisecond)
 	tg := &targets.Target{Name: "app", PID: target.Process.Pid}
 	res := collectSamply(t, NewSamply(SamplyOptions{}), NewWindow(20*time.Second, 0), tg, bundle.CPU)
 	if len(res) != 1 || res[0].Status != bundle.StatusPartial || !strings.Contains(res[0].Err.Error(), "exited") {
 		t.Fatalf("%+v", res)
 	}
+}
+
+// TestSamplyPMUProblem: where samply 0.13 cannot record (no hardware
+// cycles event, paranoid above 1) the check says why and how to fix it
+// before samply runs.
+func TestSamplyPMUProblem(t *testing.T) {
+	if why := samplyPMUProblem(2, false); !strings.Contains(why, "sysctl -w kernel.perf_event_paranoid=1") || !strings.Contains(why, "even as root") {
+		t.Errorf("no PMU, paranoid 2: %q", why)
+	}
+	for _, tc := range []struct {
+		paranoid int
+		hw       bool
+	}{{2, true}, {1, false}, {-1, false}} {
+		if why := samplyPMUProblem(tc.paranoid, tc.hw); why != "" {
+			t.Errorf("paranoid %d, hardware cycles %v: %q, want none", tc.paranoid, tc.hw, why)
+		}
+	}
+	t.Logf("this machine: hardware cycles event %v, kernel.perf_event_paranoid %d", hardwareCycles(), perfParanoid())
 }
 
 func TestSamplyFailures(t *testing.T) {

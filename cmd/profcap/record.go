@@ -69,7 +69,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	maxSize := fs.String("max-profile-size", "256MiB", "largest profile response accepted from a target")
 	var perfOpt collectors.PerfOptions
 	fs.IntVar(&perfOpt.Frequency, "perf-frequency", 99, "perf CPU sampling frequency in Hz (99: a prime, so sampling does not run in lockstep with periodic work)")
-	fs.StringVar(&perfOpt.CallGraph, "call-graph", "fp", "perf stack unwinding: fp (frame pointers, cheap) or dwarf (works without frame pointers, costs more)")
+	fs.StringVar(&perfOpt.CallGraph, "call-graph", "auto", "perf stack unwinding: fp (frame pointers, cheap), dwarf (works without frame pointers, about 30 times the data) or auto (dwarf only for executables built without frame pointers)")
 	fs.BoolVar(&perfOpt.ExcludeRunnable, "offcpu-exclude-runnable", false, "leave preempted (runnable, state R) time out of offcpu profiles")
 	fs.BoolVar(&perfOpt.NoFollow, "perf-no-follow", false, "profile the PID as given, without following a launcher (uv run, sh -c) to its child")
 	force := fs.String("collector", "", "take every kind this collector offers from it, even where another would be preferred: perf, samply, py-spy, rbspy, pprof or tokio-console")
@@ -101,7 +101,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usageError("--slice must be at least 1s (pprof endpoints take whole seconds)")
 	}
 	if !collectors.ValidCallGraph(perfOpt.CallGraph) {
-		return usageError("--call-graph %q: want fp or dwarf", perfOpt.CallGraph)
+		return usageError("--call-graph %q: want auto, fp or dwarf", perfOpt.CallGraph)
 	}
 	if perfOpt.Frequency <= 0 || perfOpt.Frequency > 100000 {
 		return usageError("--perf-frequency must be between 1 and 100000")
