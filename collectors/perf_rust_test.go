@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/internal/rusttest"
+	"github.com/profcap/profcap/internal/testreq"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -369,5 +373,113 @@ func TestPerfRefsvcStripped(t *testing.T) {
 	}
 	if n == 0 {
 		t.Errorf("no %s… frames", base)
+	}
+}
+
+// rustManglingDemo is a Rust program with one hot generic function, built
+// with either mangling scheme.
+const rustManglingDemo = `mod work {
+    #[inline(never)]
+    pub fn hot_loop<T: Copy + Into<u64>>(x: T, n: u64) -> u64 {
+        let mut h: u64 = x.into();
+        for i in 0..n {
+            h = h.wrapping_mul(6364136223846793005).wrapping_add(i ^ (h >> 7));
+        }
+        h
+    }
+}
+fn main() {
+    let t = std::time::Instant::now();
+    let mut s = 0u64;
+    while t.elapsed().as_secs() < 30 {
+        s = s.wrapping_add(work::hot_loop(std::hint::black_box(7u32), std::hint::black_box(1_000_000)));
+    }
+    println!("{s}");
+}
+`
+
+// TestPerfRustMangling: perf's cpu profile of Rust code names functions
+// demangled, for the legacy scheme (_ZN…17h<hash>E, rustc's default) and
+// v0 (_R…, -C symbol-mangling-version=v0), as the same names whichever
+// scheme the binary uses.
+func TestPerfRustMangling(t *testing.T) {
+	needPerf(t)
+	rustc := testreq.Command(t, "rustc")
+	src := filepath.Join(t.TempDir(), "main.rs")
+	if err := os.WriteFile(src, []byte(rustManglingDemo), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ scheme, want string }{
+		{"legacy", "main::work::hot_loop"},
+		{"v0", "main::work::hot_loop::<u32>"},
+	} {
+		t.Run(tc.scheme, func(t *testing.T) {
+			bin := filepath.Join(t.TempDir(), "demo-"+tc.scheme)
+			args := []string{"-O", "-g", "-C", "force-frame-pointers=yes", "-o", bin, src}
+			if tc.scheme == "v0" { // legacy is the default (naming it needs -Z unstable-options)
+				args = append(args, "-C", "symbol-mangling-version=v0")
+			}
+			out, err := exec.Command(rustc, args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("rustc: %v\n%s", err, out)
+			}
+			nm, _ := exec.Command("nm", bin).Output()
+			prefix := map[string]string{"legacy": "_ZN4main4work8hot_loop17h", "v0": "_RINvNtCs"}[tc.scheme]
+			if !strings.Contains(string(nm), prefix) {
+				t.Fatalf("%s has no %s… symbol", bin, prefix)
+			}
+			cmd := startProcess(t, bin)
+			c := NewPerf(PerfOptions{Frequency: refsvcHz})
+			r := perfCollect(t, c, NewWindow(2*time.Second, 0), &targets.Target{Name: "demo", PID: cmd.Process.Pid}, bundle.CPU)[bundle.CPU]
+			if r.Status != bundle.StatusOK {
+				t.Fatalf("cpu: %s %v", r.Status, r.Err)
+			}
+			top, _ := perfTopSelf(r.Profile, 1, nil)
+			if top != tc.want {
+				t.Errorf("top function %q, want %q", top, tc.want)
+			}
+			for _, f := range r.Profile.Function {
+				if strings.HasPrefix(f.Name, "_ZN") || strings.HasPrefix(f.Name, "_R") {
+					t.Errorf("mangled name left: %s", f.Name)
+				}
+			}
+		})
+	}
+}
+
+// TestDemangleFunctions: names a perf without demanglers leaves mangled
+// come out as Debian's perf 6.1 prints them.
+func TestDemangleFunctions(t *testing.T) {
+	p := &profile.Profile{Function: []*profile.Function{
+		{ID: 1, Name: "_ZN6refsvc4work12hash_payload17h0123456789abcdefE"},
+		{ID: 2, Name: "_RINvNtCs32gj3y4fnmh_4main4work8hot_loopmEB4_"},
+		{ID: 3, Name: "_ZNSt6vectorIiSaIiEE9push_backERKi"},
+		{ID: 4, Name: "epoll_wait"},
+		{ID: 5, Name: "refsvc::work::hash_payload"},
+	}}
+	demangleFunctions(p)
+	var got []string
+	for _, f := range p.Function {
+		got = append(got, f.Name)
+	}
+	want := []string{"refsvc::work::hash_payload", "main::work::hot_loop::<u32>", "std::vector<int, std::allocator<int> >::push_back(int const&)", "epoll_wait", "refsvc::work::hash_payload"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("demangled:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestShortStackShare counts user frames (not kernel addresses, not the
+// parser's synthetic frames) per sample, weighted by the first value.
+func TestShortStackShare(t *testing.T) {
+	user := func(a uint64) *profile.Location { return &profile.Location{Address: a} }
+	kernel := &profile.Location{Address: 0xffffffff81000130}
+	synthetic := &profile.Location{}
+	p := &profile.Profile{Sample: []*profile.Sample{
+		{Value: []int64{3}, Location: []*profile.Location{kernel, user(1), synthetic}},        // 1 user frame
+		{Value: []int64{2}, Location: []*profile.Location{user(1), user(2)}},                  // 2
+		{Value: []int64{5}, Location: []*profile.Location{kernel, user(1), user(2), user(3)}}, // 3
+	}}
+	if short, total := shortStackShare(p); short != 5 || total != 10 {
+		t.Errorf("short %d of %d, want 5 of 10", short, total)
 	}
 }

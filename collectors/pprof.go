@@ -234,17 +234,39 @@ func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k bund
 	var start, end time.Time
 	var lastErr error
 	sliceSec := int(math.Max(1, math.Round(w.Slice.Seconds())))
+	// sampled is what the server profiled (the seconds asked of the kept
+	// slices); cost the longest a server took beyond them to answer, when
+	// it builds and encodes the profile with the profiler stopped.
+	// pprof-rs symbolises every report: measured on refsvc, 6 s for a
+	// fresh profiling build's first (its DWARF caches), then 0.5-0.9 s on
+	// a loaded machine; Go's net/http/pprof takes milliseconds.
+	var sampled, cost, lastOver time.Duration
+	slow := false
 	for {
 		rem := w.Remaining()
 		if rem < 500*time.Millisecond {
 			break
 		}
-		sec := int(math.Round(rem.Seconds()))
+		// Whole seconds, so that the answer (the seconds asked plus what
+		// the last request cost beyond them) comes nearest the window's
+		// end, but not more than 5% of the window before it: a profile
+		// covering less is partial, so the last one may end up to a
+		// second after the window instead.
+		x := (rem - lastOver).Seconds()
+		sec := int(math.Round(x))
+		if x-float64(sec) > 0.05*w.Deadline.Sub(w.Start).Seconds() {
+			sec++
+		}
 		// The first slice is one second whatever --slice says, so a
 		// capture interrupted early still has CPU data from every target.
 		limit := sliceSec
-		if len(parts) == 0 {
+		switch {
+		case len(parts) == 0:
 			limit = 1
+		case slow:
+			// Each request costs a gap in the profile: take the rest of
+			// the window in one.
+			limit = sec
 		}
 		if sec > limit {
 			sec = limit
@@ -286,6 +308,11 @@ func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k bund
 		}
 		end = time.Now()
 		parts = append(parts, p)
+		asked := time.Duration(sec) * time.Second
+		sampled += asked
+		over := end.Sub(t0) - asked
+		cost, lastOver = max(cost, over), max(0, over)
+		slow = slow || over > max(250*time.Millisecond, asked/10)
 		if w.Remaining() == 0 {
 			break
 		}
@@ -308,6 +335,11 @@ func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k bund
 		r.Status, r.Err = bundle.StatusPartial, fmt.Errorf("after %d slices: %w", len(parts), lastErr)
 	} else if reason := w.EndedEarly(); reason != "" && end.Before(w.Deadline) {
 		r.Note = fmt.Sprintf("window ended early (%s); %d slices kept", reason, len(parts))
+	}
+	if span := end.Sub(start); span > 0 && float64(sampled) < 0.95*float64(span) {
+		note := fmt.Sprintf("the endpoint profiled %s of the %s these %d requests took: each cost the server up to %s more to build its profile (pprof-rs symbolises every report, its first one slowest), time not sampled",
+			sampled.Round(100*time.Millisecond), span.Round(100*time.Millisecond), len(parts), cost.Round(100*time.Millisecond))
+		r.Note = strings.TrimPrefix(r.Note+"; "+note, "; ")
 	}
 	return r
 }

@@ -44,6 +44,7 @@ func goPprofTop(t *testing.T, p *profile.Profile) string {
 // sites rather than in jemalloc's sampler, and go tool pprof reads each.
 func TestPprofRefsvc(t *testing.T) {
 	svc := rusttest.Start(t, rusttest.Profiling, "worker")
+	svc.WarmPprof(t)
 	tg := &targets.Target{Name: "refsvc", Pprof: svc.PprofURL()}
 	c := NewPprof(PprofOptions{})
 	av := map[bundle.Kind]Availability{}
@@ -70,7 +71,7 @@ func TestPprofRefsvc(t *testing.T) {
 	for _, s := range cpu.Profile.Sample {
 		total += s.Value[1]
 	}
-	t.Logf("pprof-rs: %v of CPU in the profile; the process used %v (truth, over the capture and its requests)", time.Duration(total), time.Duration(after.Service.ProcessCPUNS-before.Service.ProcessCPUNS))
+	t.Logf("pprof-rs: %v of CPU in the profile; the process used %v (truth, over the capture and its requests); note %q", time.Duration(total), time.Duration(after.Service.ProcessCPUNS-before.Service.ProcessCPUNS), cpu.Note)
 	if !hasFunction(cpu.Profile, "refsvc::work::hash_payload") || !hasFunction(cpu.Profile, "worker_core::compute::checksum_block") {
 		t.Errorf("cpu: no refsvc::work::hash_payload / worker_core::compute::checksum_block in the profile")
 	}

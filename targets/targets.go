@@ -5,6 +5,7 @@ package targets
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,9 +14,11 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -33,6 +36,12 @@ type Target struct {
 
 	// Source says where the target came from, for messages.
 	Source string `yaml:"-"`
+	// Found says, for each address discovery filled in ("pprof",
+	// "tokio_console"), how it was found; DiscoveryNote what discovery saw
+	// besides (ports that answered as neither, or why it could not look).
+	// See Discover.
+	Found         map[string]string `yaml:"-"`
+	DiscoveryNote string            `yaml:"-"`
 }
 
 // Config is a parsed targets file.
@@ -320,7 +329,21 @@ type Selection struct {
 	// PidsDir is where NAME.pid files name targets when there is no targets
 	// file; ".pids" (of the working directory) when empty.
 	PidsDir string
+	// Discover says how the picked .pids/ targets get their pprof and
+	// tokio-console addresses from their processes (see Discover):
+	// DiscoverProbe (the zero value) reads the listening sockets and probes
+	// them, DiscoverSockets only reads them, DiscoverOff does neither.
+	Discover DiscoverMode
 }
+
+// DiscoverMode is how far Resolve discovers a .pids/ target's addresses.
+type DiscoverMode int
+
+const (
+	DiscoverProbe   DiscoverMode = iota // read the sockets and probe them
+	DiscoverSockets                     // read the sockets, contact nothing
+	DiscoverOff                         // PID only
+)
 
 // UsageError is a selection the user has to change (a bad --url or --pid, a
 // pattern that matches nothing, a missing --config file): a command-line
@@ -406,6 +429,12 @@ func Resolve(sel Selection) ([]Target, string, error) {
 		return nil, "", usageErrorf("%d targets in %s: pick some with --target NAME (globs allowed) or --all", len(pool), source)
 	case len(adhoc) == 0 && !sel.Require:
 		picked = pool
+	}
+	if source == pidsDir+"/" && sel.Discover != DiscoverOff && len(picked) > 0 {
+		picked = slices.Clone(picked)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		Discover(ctx, picked, sel.Discover == DiscoverProbe)
+		cancel()
 	}
 	all := append(picked, adhoc...)
 	// Ad-hoc names must not collide with each other or with file targets.

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/internal/secret"
 	"github.com/profcap/profcap/internal/termsafe"
@@ -39,12 +40,19 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() > 0 {
 		return usageError("unexpected arguments %q", fs.Args())
 	}
-	ts, source, err := targets.Resolve(tf.selection(false))
+	sel := tf.selection(false)
+	if *noProbe {
+		sel.Discover = targets.DiscoverSockets // read /proc, contact nothing
+	}
+	ts, source, err := targets.Resolve(sel)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%d target(s) from %s\n", len(ts), source)
 	cs := defaultCollectors(0, collectors.PerfOptions{})
+	// What record would take each kind from: Plan's choice, by the same
+	// collectors in the same order (preflights only: nothing is contacted).
+	picks := capture.Picks(ts, cs, nil, false, "")
 	results := make([][]collectors.Availability, len(ts))
 	if !*noProbe {
 		var wg sync.WaitGroup
@@ -76,7 +84,16 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(tw, "  -\tno collector applies: give it a pprof URL, a pid or a tokio_console address\n")
 		}
 		rs := results[i]
-		sort.SliceStable(rs, func(a, b int) bool { return kindOrder(rs[a].Kind) < kindOrder(rs[b].Kind) })
+		prio := map[string]int{}
+		for i, c := range cs {
+			prio[c.Name()] = i
+		}
+		sort.SliceStable(rs, func(a, b int) bool {
+			if ka, kb := kindOrder(rs[a].Kind), kindOrder(rs[b].Kind); ka != kb {
+				return ka < kb
+			}
+			return prio[rs[a].Collector] < prio[rs[b].Collector]
+		})
 		// One line for a collector that cannot reach the target at all.
 		byCollector := map[string][]collectors.Availability{}
 		var order []string
@@ -86,6 +103,13 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 			byCollector[a.Collector] = append(byCollector[a.Collector], a)
 		}
+		pick := picks[t.Name]
+		mark := func(k bundle.Kind, c string) string {
+			if pick[k] == c {
+				return ">"
+			}
+			return " "
+		}
 		for _, c := range order {
 			as := byCollector[c]
 			same := len(as) > 1
@@ -93,7 +117,13 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				same = same && !a.Available && a.Reason == as[0].Reason
 			}
 			if same {
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", "*", c, "unreachable", termsafe.String(secret.RedactText(as[0].Reason)))
+				m := " "
+				for _, a := range as {
+					if mark(a.Kind, c) == ">" {
+						m = ">"
+					}
+				}
+				fmt.Fprintf(tw, "  %s %s\t%s\t%s\t%s\n", m, "*", c, "unreachable", termsafe.String(secret.RedactText(as[0].Reason)))
 				rs = slices.DeleteFunc(rs, func(a collectors.Availability) bool { return a.Collector == c })
 			}
 		}
@@ -102,10 +132,16 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if !a.Available {
 				state = "unavailable"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a.Kind, a.Collector, state, termsafe.String(secret.RedactText(a.Reason)))
+			fmt.Fprintf(tw, "  %s %s\t%s\t%s\t%s\n", mark(a.Kind, a.Collector), a.Kind, a.Collector, state, termsafe.String(secret.RedactText(a.Reason)))
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if !*noProbe {
+		fmt.Fprintf(stdout, "\n> marks the collector record takes each kind from: one per kind and target, so no profile is taken twice\n")
+	}
+	return nil
 }
 
 func kindOrder(k bundle.Kind) int {
@@ -119,8 +155,14 @@ func kindOrder(k bundle.Kind) int {
 
 func describeTarget(t *targets.Target) string {
 	var parts []string
+	found := func(field string) string {
+		if how := t.Found[field]; how != "" {
+			return " (found: " + how + ")"
+		}
+		return ""
+	}
 	if t.Pprof != "" {
-		parts = append(parts, "pprof "+secret.RedactURL(t.Pprof))
+		parts = append(parts, "pprof "+secret.RedactURL(t.Pprof)+found("pprof"))
 	}
 	if t.PID != 0 {
 		parts = append(parts, fmt.Sprintf("pid %d", t.PID))
@@ -132,7 +174,10 @@ func describeTarget(t *targets.Target) string {
 		}
 	}
 	if t.TokioConsole != "" {
-		parts = append(parts, "tokio-console "+t.TokioConsole)
+		parts = append(parts, "tokio-console "+t.TokioConsole+found("tokio_console"))
+	}
+	if t.DiscoveryNote != "" {
+		parts = append(parts, "discovery: "+t.DiscoveryNote)
 	}
 	if len(t.Labels) > 0 {
 		var ls []string

@@ -396,6 +396,22 @@ func CPUDelta(before, after *Truth) map[string]int64 {
 	return d
 }
 
+// WarmPprof asks the service for a 1 s CPU profile and a heap profile and
+// logs how long each took: the first of each symbolises with a DWARF cache
+// pprof-rs and jemalloc_pprof build then (seconds for the profiling build),
+// a cost a capture should not measure as its own.
+func (s *Service) WarmPprof(t testing.TB) {
+	t.Helper()
+	for _, path := range []string{"/debug/pprof/profile?seconds=1", "/debug/pprof/heap"} {
+		t0 := time.Now()
+		b, err := get(s.URL()+path, 60*time.Second)
+		if err != nil {
+			t.Fatalf("warming %s: %v", path, err)
+		}
+		t.Logf("%s: first %s took %s (%d bytes)", s.Name, path, time.Since(t0).Round(10*time.Millisecond), len(b))
+	}
+}
+
 // WaitContended waits until the service's std::sync::Mutex (RESULTS) is
 // contended: the step tasks waited for it at least 5 ms in the last 2 s.
 // A fresh refsvc hardly waits: its results-compactor holds the lock for a
