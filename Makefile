@@ -49,6 +49,20 @@ demo: build
 		b=$(DEMO)/$$(cat .demo-last); echo; echo "bundle: $$b"; echo "report: $$b/report.html"; \
 		rm -f .demo-last; exit $$status
 
+# Build the Rust reference services (scripts/rust-build.sh), start their
+# 2+3 cluster (profiling build), record 10 s of all of it, print the bundle
+# and its report, stop the cluster. Needs cargo and perf; docs/cluster.md.
+DEMO_RUST ?= demo-rust-cluster
+.PHONY: demo-rust
+demo-rust: build
+	bash scripts/rust-build.sh
+	@bash scripts/rust-cluster.sh stop $(DEMO_RUST) >/dev/null 2>&1 || true
+	bash scripts/rust-cluster.sh start $(DEMO_RUST) --variant profiling
+	@cd $(DEMO_RUST) && $(CURDIR)/$(BIN) record --all --duration 10s --out capture-$$(date -u +%Y%m%dT%H%M%SZ) > $(CURDIR)/.demo-rust-last; \
+		status=$$?; cd $(CURDIR); bash scripts/rust-cluster.sh stop $(DEMO_RUST); \
+		b=$(DEMO_RUST)/$$(cat .demo-rust-last); echo; echo "bundle: $$b"; echo "report: $$b/report.html"; \
+		rm -f .demo-rust-last; exit $$status
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 

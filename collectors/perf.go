@@ -535,7 +535,7 @@ func unwindNote(r *recording, prof *profile.Profile, scriptTime time.Duration) s
 	if r.kind == bundle.CPU {
 		what, samples = "samples", total
 	}
-	stacks := fmt.Sprintf("%.0f%% of %s have a user stack of at most %d frames", share, what, shortStack)
+	stacks := fmt.Sprintf("%.0f%% of %s had a user stack of at most %d frames", share, what, shortStack)
 	switch r.callGraph {
 	case "fp":
 		if share < 100*shortStackWarn || r.kind == bundle.CPU && samples < 20 {

@@ -304,7 +304,7 @@ func TestPerfRefsvcRelease(t *testing.T) {
 	if float64(short) < 0.5*float64(total) {
 		t.Errorf("fp on the release build: only %d of %d samples have short stacks", short, total)
 	}
-	if !strings.Contains(res.Note, "measured: ") || !strings.Contains(res.Note, "have a user stack of at most 2 frames") || !strings.Contains(res.Note, "--call-graph dwarf") {
+	if !strings.Contains(res.Note, "measured: ") || !strings.Contains(res.Note, "had a user stack of at most 2 frames") || !strings.Contains(res.Note, "--call-graph dwarf") {
 		t.Errorf("fp note %q: want the measured share and the flag", res.Note)
 	}
 
