@@ -3,6 +3,7 @@ package flame
 import (
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Idle stacks. A wall-clock, off-CPU or block profile of a service spends
@@ -110,7 +111,7 @@ func IdleReason(kind string, frames []Frame) string {
 		return ""
 	}
 	for _, f := range frames {
-		if profilerRE.MatchString(f.Name) {
+		if match(profilerRE, f.Name) {
 			return IdleProfiler
 		}
 	}
@@ -159,7 +160,7 @@ func isStdPkg(p string) bool {
 var goWrapperRE = regexp.MustCompile(`\.(?:func\d+|gowrap\d+)(?:\.\d+)*$|-fm$`)
 
 func isGoWrapper(name string) bool {
-	return goWrapperRE.MatchString(name) || name == "runtime.goexit" || name == "runtime.goexit.abi0" ||
+	return match(goWrapperRE, name) || name == "runtime.goexit" || name == "runtime.goexit.abi0" ||
 		name == "runtime/pprof.Do" || name == "runtime.main" || strings.HasPrefix(name, "created by ")
 }
 
@@ -193,7 +194,7 @@ func idleGo(frames []Frame) string {
 	// makes the stack idle whatever called it.
 	j := i
 	for j < len(frames) && isGoInfra(frames[j].Name) {
-		if goNetLoop.MatchString(frames[j].Name) {
+		if match(goNetLoop, frames[j].Name) {
 			return IdleGoNet
 		}
 		j++
@@ -245,7 +246,7 @@ func idleNative(frames []Frame) string {
 	// Tokio: workers parked, the I/O and time drivers, the blocking pool
 	// waiting for work.
 	for i, f := range frames {
-		if tokioIdle.MatchString(f.Name) {
+		if match(tokioIdle, f.Name) {
 			return IdleTokio
 		}
 		if strings.HasPrefix(f.Name, tokioBlocking) {
@@ -262,14 +263,14 @@ func idleNative(frames []Frame) string {
 				return IdleTokio
 			}
 		}
-		if libuvIdle.MatchString(f.Name) {
+		if match(libuvIdle, f.Name) {
 			return IdleLibuv
 		}
 	}
 	// Interpreters: the leafmost Python or Ruby frame.
 	for _, f := range frames {
 		if f.Lang == LangPython || strings.Contains(f.Name, ".py:") || strings.Contains(f.Name, ".py)") {
-			if pySelector.MatchString(f.Name) {
+			if match(pySelector, f.Name) {
 				return IdlePython
 			}
 			break
@@ -277,9 +278,9 @@ func idleNative(frames []Frame) string {
 	}
 	for k, f := range frames {
 		if f.Lang == LangRuby || strings.Contains(f.Name, ".rb") || strings.Contains(f.Name, "[c function]") {
-			if rbSelector.MatchString(f.Name) {
+			if match(rbSelector, f.Name) {
 				for _, g := range frames[k:] {
-					if rbLoop.MatchString(g.Name) {
+					if match(rbLoop, g.Name) {
 						return IdleRuby
 					}
 				}
@@ -292,9 +293,9 @@ func idleNative(frames []Frame) string {
 	for i < len(frames) && frames[i].Lang == LangKernel {
 		i++
 	}
-	if i < len(frames) && pollCall.MatchString(frames[i].Name) {
+	if i < len(frames) && match(pollCall, frames[i].Name) {
 		for _, f := range frames[i+1 : min(len(frames), i+6)] {
-			if loopName.MatchString(f.Name) {
+			if match(loopName, f.Name) {
 				return IdleEventLoop
 			}
 		}
@@ -305,5 +306,93 @@ func idleNative(frames []Frame) string {
 var waitPrimRE = regexp.MustCompile(`(?i)futex|condvar|park|wait|sleep|epoll|syscall|pthread_cond|__lll_lock|sem_|parking_lot`)
 
 func isWaitPrimitive(name string) bool {
-	return waitPrimRE.MatchString(name) || strings.HasPrefix(name, "std::sys") || strings.HasPrefix(name, "std::thread")
+	return match(waitPrimRE, name) || strings.HasPrefix(name, "std::sys") || strings.HasPrefix(name, "std::thread")
 }
+
+var (
+	// Functions of libc, the dynamic loader and the system call layer
+	// that user code calls to wait or to do I/O.
+	libcRE = regexp.MustCompile(`^(?:_+\w*|\w+@plt|epoll_\w+|e?poll|ppoll|p?select|futex\w*|syscall|nanosleep|clock_nanosleep|usleep|sleep|read|write|readv|writev|pread\w*|pwrite\w*|recv\w*|send\w*|accept4?|connect|sem_\w+|pthread_\w+|sigtimedwait|sigwait\w*|wait4?|waitpid|kevent|io_uring_\w+|start_thread|thread_start|clone3?|mmap|munmap|madvise|memcpy\w*|memmove\w*|memset\w*|malloc|free|calloc|realloc|\[unknown\]|\[vdso\]|libc\.so[^+]*\+0x[0-9a-f]+|ld-linux[^+]*\+0x[0-9a-f]+|libpthread[^+]*\+0x[0-9a-f]+)$`)
+	// Rust's standard library, Tokio and the crates every async service
+	// runs on.
+	rustSysRE = regexp.MustCompile(`^<?(?:std|core|alloc|tokio|tokio_util|futures\w*|mio|parking_lot\w*|crossbeam\w*|hyper|hyper_util|h2|tower\w*|tonic|want|pin_project\w*|tracing\w*|console_subscriber|__rust\w*)(?:::|\b)`)
+	pySysRE   = regexp.MustCompile(`\((?:.*/)?(?:python3\.\d+/|lib/python)|\((?:asyncio|concurrent|multiprocessing|selectors|socket|ssl|threading|queue|socketserver|http|urllib|json|logging)[/.]`)
+)
+
+// SystemFrame reports whether a frame belongs to the operating system, a
+// language's runtime or standard library, or the infrastructure libraries
+// services run on (gRPC, HTTP/2, Tokio, Hyper): what waits and allocates on
+// behalf of user code. Reports attribute time to the first frame that is
+// not one: "the first frame of user code".
+func SystemFrame(f Frame) bool {
+	switch {
+	case f.Lang == LangKernel || f.Lang == LangGroup:
+		return true
+	case f.Lang == LangGo:
+		return isGoInfra(f.Name)
+	case strings.HasPrefix(f.Name, "[") && f.Name != "[unknown]":
+		return false // a state or group frame ([preempted: ...]) is a reason of its own
+	case match(libcRE, f.Name):
+		return true
+	case match(rustSysRE, f.Name):
+		return true
+	case f.Lang == LangPython || strings.Contains(f.Name, ".py"):
+		return match(pySysRE, f.Name)
+	case f.Lang == LangRuby || strings.Contains(f.Name, ".rb"):
+		return strings.Contains(f.Name, "[c function]") || strings.Contains(f.Name, "<internal:")
+	}
+	return false
+}
+
+// Waiting reports whether a stack of a kind that mixes running and waiting
+// (wall clock) is waiting: a Go goroutine parked, or a thread in the
+// kernel or a blocking call. Stacks of the other waiting kinds always are.
+func Waiting(kind string, frames []Frame) bool {
+	if kind != "wall" {
+		return true
+	}
+	i := 0
+	for i < len(frames) && frames[i].Lang == LangKernel {
+		i++
+	}
+	if i > 0 {
+		return true
+	}
+	if len(frames) == 0 {
+		return false
+	}
+	leaf := frames[0].Name
+	return goPark[leaf] || match(pollCall, leaf) || match(libcRE, leaf) && (strings.Contains(leaf, "wait") || strings.Contains(leaf, "sleep") || strings.Contains(leaf, "futex") || strings.Contains(leaf, "poll") || strings.Contains(leaf, "recv") || strings.Contains(leaf, "read")) ||
+		match(pySelector, leaf) || match(rbSelector, leaf)
+}
+
+// match is re.MatchString(s), remembered: a profile names a few thousand
+// functions in hundreds of thousands of stacks, and the idle and
+// attribution rules ask the same questions of every stack.
+func match(re *regexp.Regexp, s string) bool {
+	k := matchKey{re, s}
+	matchMu.Lock()
+	v, ok := matchCache[k]
+	matchMu.Unlock()
+	if ok {
+		return v
+	}
+	v = re.MatchString(s)
+	matchMu.Lock()
+	if len(matchCache) > 1<<20 {
+		clear(matchCache) // bound the memory of a long-running caller
+	}
+	matchCache[k] = v
+	matchMu.Unlock()
+	return v
+}
+
+type matchKey struct {
+	re *regexp.Regexp
+	s  string
+}
+
+var (
+	matchMu    sync.Mutex
+	matchCache = map[matchKey]bool{}
+)

@@ -43,7 +43,7 @@ func (db *fakeDB) query(ctx context.Context, table string, n int) ([]dbRow, erro
 		return nil, err
 	}
 	defer db.releaseConn(conn)
-	if err := conn.waitForReply(ctx, db.latency); err != nil {
+	if err := db.waitForReply(ctx, conn); err != nil {
 		return nil, err
 	}
 	return decodeRows(table, n), nil
@@ -61,9 +61,10 @@ func (db *fakeDB) acquireConn(ctx context.Context) (*dbConn, error) {
 
 func (db *fakeDB) releaseConn(c *dbConn) { db.pool <- c }
 
-// waitForReply is the slow part of a query: it blocks, off CPU, for between
-// half and one and a half times the mean latency.
-func (c *dbConn) waitForReply(ctx context.Context, mean time.Duration) error {
+// waitForReply is the slow part of a query on connection c: it blocks, off
+// CPU, for between half and one and a half times the mean latency.
+func (db *fakeDB) waitForReply(ctx context.Context, c *dbConn) error {
+	mean := db.latency
 	d := mean/2 + rand.N(mean)
 	t := time.NewTimer(d)
 	defer t.Stop()

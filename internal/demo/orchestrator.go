@@ -116,6 +116,10 @@ type orchestrator struct {
 }
 
 func newOrchestrator(cfg *ServiceConfig, m *serviceMetrics) *orchestrator {
+	dbLatency := 3 * time.Millisecond
+	if cfg.Sick {
+		dbLatency *= SickDB
+	}
 	return &orchestrator{
 		name:     cfg.Name,
 		workers:  cfg.Peers,
@@ -125,7 +129,7 @@ func newOrchestrator(cfg *ServiceConfig, m *serviceMetrics) *orchestrator {
 			MaxIdleConnsPerHost: 16,
 			IdleConnTimeout:     30 * time.Second,
 		}},
-		db:    newFakeDB(8, 3*time.Millisecond),
+		db:    newFakeDB(8, dbLatency),
 		store: newWorkflowStore(200),
 		m:     m,
 		event: cfg.event,

@@ -40,6 +40,12 @@ type ServiceConfig struct {
 	Rate float64
 	// Work scales the CPU work of every step (default 1).
 	Work float64
+	// Sick makes the service an outlier among its peers, for the report's
+	// outlier view to find: a sick worker spends SickCPU times the CPU on
+	// transform steps and waits on a database SickDB times slower with
+	// half the connections; a sick orchestrator's database is SickDB times
+	// slower.
+	Sick bool
 	// Logger receives the service's log (default: text to stderr).
 	Logger *slog.Logger
 
@@ -101,6 +107,12 @@ type Event struct {
 // with SHA extensions (measured with /proc/PID/stat over 10 s); hashing is
 // slower without them, so expect more there.
 const DefaultRate = 8
+
+// How much worse a sick service is (ServiceConfig.Sick).
+const (
+	SickCPU = 4
+	SickDB  = 3
+)
 
 // Profiling rates set by RunService. The defaults of the runtime leave the
 // mutex and block profiles empty.
