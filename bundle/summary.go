@@ -149,8 +149,11 @@ func WriteSummary(dir string, s *Summary) error {
 // window (0 is the second the window opened in) the sample's time falls
 // in. A collector that only knows a span of seconds (one request of a
 // sliced pprof capture) labels the span's first second and sets
-// SecondsLabel to its length; the report spreads the value evenly.
+// SecondsLabel to its length; the report spreads the value evenly. Both
+// carry the unit SecondUnit: pprof's encoding drops a numeric label of 0
+// that has no unit.
 const (
 	SecondLabel  = "window_second"
 	SecondsLabel = "window_seconds"
+	SecondUnit   = "seconds"
 )

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html/template"
 	"math"
+	"math/rand/v2"
 	"regexp"
 	"sort"
 
@@ -15,15 +16,15 @@ import (
 )
 
 // Outliers: each instance of a role against the other instances of that
-// role, over the same window. For on-CPU time the comparison is of self
-// time by the innermost user-space function; for waiting kinds (wall
-// clock, off-CPU, block, await points, async idle time) of waiting time by
-// the code that waits (attr.go), idle stacks left out. Distances between
-// distributions estimated from a few dozen samples are mostly noise (two
-// identical orchestrators with 26 samples each differ by 70 points of
-// total variation), so every row carries its sample count, the distance
-// expected from sampling alone, and a chi-square test (stats.go); only an
-// instance beyond both is said to differ.
+// role, over the same window. On-CPU time is compared by the first frame
+// of user code it ran for; waiting kinds (wall clock, off-CPU, block,
+// await points, async idle time) by the code that waits (attr.go), idle
+// stacks left out. Distances between distributions estimated from a few
+// dozen samples are mostly noise (two identical orchestrators with 26
+// samples each differed by 70 points of total variation), so every row
+// carries its sample count, the distance sampling alone gives at that
+// count, and a permutation test (stats.go); only an instance beyond both
+// is said to differ.
 
 // An outlier row compares one instance with its role.
 type outlier struct {
@@ -34,6 +35,7 @@ type outlier struct {
 	Score    float64 // Distance − Noise, points, at least 0
 	P        float64
 	Differs  bool
+	TooFew   bool   // too few samples to compare
 	Function string // the function whose share differs most
 	Share    float64
 	Base     float64
@@ -67,12 +69,13 @@ var outlierKinds = []struct {
 	SampleType string
 }{{bundle.CPU, ""}, {bundle.Wall, ""}, {bundle.OffCPU, ""}, {bundle.Block, "delay"}, {bundle.Async, "idle"}, {bundle.Await, ""}, {bundle.Wakeup, ""}}
 
-// Outlier thresholds: an instance differs when its chi-square p-value is
-// under differP split over the role's instances (Bonferroni) and its
-// distance exceeds the noise by minScore points: with thousands of samples
-// a test finds differences too small to matter.
+// Outlier thresholds: an instance differs when its permutation p-value is
+// under differP (no more than two of 1,999 random sets of its size were as
+// far from the rest) and its distance exceeds the noise by minScore
+// points: with thousands of samples a test finds differences too small to
+// matter.
 const (
-	differP  = 0.001
+	differP  = 0.002
 	minScore = 10
 )
 
@@ -115,25 +118,40 @@ func outliers(dir string, m *bundle.Manifest, graphs bool) []outlierGroup {
 	return out
 }
 
-// instanceCounts is one instance's distribution: counts by key.
-type instanceCounts struct {
-	name   string
-	p      *profile.Profile
-	counts map[string]float64
-	n      int
+// instanceObs is one instance's observations.
+type instanceObs struct {
+	name string
+	p    *profile.Profile
+	obs  []obs
+}
+
+// keys interns the keys of one group.
+type keys struct {
+	ids   map[string]int
+	names []string
+}
+
+func (k *keys) id(name string) int {
+	if i, ok := k.ids[name]; ok {
+		return i
+	}
+	k.ids[name] = len(k.names)
+	k.names = append(k.names, name)
+	return len(k.names) - 1
 }
 
 func outlierGroupFor(dir, role string, kind bundle.Kind, sampleType string, members []*bundle.Target, graphs bool) outlierGroup {
-	g := outlierGroup{Role: role, Kind: kind}
+	g := outlierGroup{Role: role, Kind: kind, Threshold: differP}
 	switch {
 	case kind == bundle.CPU:
-		g.Basis = "self time by innermost user-space function"
+		g.Basis = "on-CPU time by the first frame of user code: the runtime, libraries and kernel it calls count as its own"
 	case kind == bundle.Async:
 		g.Basis = "idle (waiting) time by task"
 	default:
 		g.Basis = "waiting time by the code that waits, idle left out"
 	}
-	var insts []instanceCounts
+	ks := &keys{ids: map[string]int{}}
+	var insts []instanceObs
 	for _, t := range members {
 		pr := t.Profile(kind)
 		if pr == nil || pr.Path == "" {
@@ -143,27 +161,34 @@ func outlierGroupFor(dir, role string, kind bundle.Kind, sampleType string, memb
 		if err != nil {
 			continue
 		}
-		c, n, err := distribution(kind, sampleType, p)
-		if err != nil || n == 0 {
+		o, err := observations(kind, sampleType, p, ks, seedOf(role, string(kind), t.Name))
+		if err != nil || len(o) == 0 {
 			continue
 		}
-		insts = append(insts, instanceCounts{name: t.Name, p: p, counts: c, n: n})
+		insts = append(insts, instanceObs{name: t.Name, p: p, obs: o})
 	}
 	if len(insts) < 2 {
 		return g
 	}
-	cs := make([]map[string]float64, len(insts))
+	all := make([][]obs, len(insts))
 	for i := range insts {
-		cs[i] = insts[i].counts
+		all[i] = insts[i].obs
 	}
-	fits := compareInstances(cs)
-	g.Threshold = differP / float64(len(insts))
+	peers := peerSets(all, len(ks.names))
 	for i, in := range insts {
-		f := fits[i]
-		row := outlier{Target: in.name, Samples: in.n, Distance: 100 * f.Distance, Noise: 100 * f.Noise, P: f.P,
-			Function: f.Worst, Share: f.Share, Base: f.Base}
+		var ps [][]obs
+		for _, j := range peers[i] {
+			ps = append(ps, all[j])
+		}
+		f := compare(in.obs, ps, len(ks.names), seedOf(role, string(kind), in.name, "perm"))
+		row := outlier{Target: in.name, Samples: f.N, Distance: 100 * f.Distance, Noise: 100 * f.Noise, P: f.P,
+			Share: f.Share, Base: f.Base}
+		if f.Worst >= 0 {
+			row.Function = ks.names[f.Worst]
+		}
 		row.Score = math.Max(0, row.Distance-row.Noise)
 		row.Differs = f.P < g.Threshold && row.Score >= minScore
+		row.TooFew = f.N < minObs || f.Cells < 2
 		if graphs {
 			row.Graph, row.Error = peerDiff(insts, i, kind, sampleType)
 		}
@@ -182,30 +207,36 @@ func outlierGroupFor(dir, role string, kind bundle.Kind, sampleType string, memb
 	return g
 }
 
-// distribution is a profile's counts by key for the outlier test, and how
-// many observations they stand for. The counts keep the profile's shares
-// of value (time, bytes) by key; their total is the number of independent
-// observations: sampling ticks for cpu, events for block, tasks for async,
-// else the number of distinct stacks recorded (wall-clock ticks of one
-// parked goroutine are not independent of each other).
-func distribution(kind bundle.Kind, sampleType string, p *profile.Profile) (map[string]float64, int, error) {
+// minObs is the fewest observations an instance needs for a comparison
+// worth reading; fewer are said to be too few.
+const minObs = 20
+
+// observations are a profile's observations for the outlier test, keys
+// interned in ks: one per sampling tick (cpu, wall clock), blocking event
+// (block, mutex) or task (async), else one per recorded stack (off-CPU,
+// await), each carrying its share of the record's value.
+func observations(kind bundle.Kind, sampleType string, p *profile.Profile, ks *keys, seed uint64) ([]obs, error) {
 	idx, err := pprofutil.SampleIndex(p, sampleType)
 	if err != nil {
 		if sampleType == "" {
-			return nil, 0, err
+			return nil, err
 		}
 		if idx, err = pprofutil.SampleIndex(p, ""); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 	}
 	ci := -1
-	if kind == bundle.CPU || kind == bundle.Block || kind == bundle.Mutex {
+	if kind == bundle.CPU || kind == bundle.Wall || kind == bundle.Block || kind == bundle.Mutex {
 		ci = countIndex(p)
 	}
 	a := newAttributor(kind)
-	value := map[string]float64{}
-	var total float64
-	var n int64
+	type rec struct {
+		key int
+		v   float64
+		c   int64
+	}
+	var recs []rec
+	var total int64
 	for _, s := range p.Sample {
 		v := s.Value[idx]
 		if v <= 0 {
@@ -214,7 +245,7 @@ func distribution(kind bundle.Kind, sampleType string, p *profile.Profile) (map[
 		var key string
 		switch kind {
 		case bundle.CPU:
-			key = userSpaceLeaf(a.frames(s))
+			key, _ = waiter(a.frames(s))
 		case bundle.Async:
 			key = a.attribute(s).Key
 		default:
@@ -224,42 +255,40 @@ func distribution(kind bundle.Kind, sampleType string, p *profile.Profile) (map[
 			}
 			key = at.Key
 		}
-		value[key] += float64(v)
-		total += float64(v)
+		c := int64(1)
 		switch {
-		case ci >= 0:
-			n += s.Value[ci]
-		case kind == bundle.Async && len(s.NumLabel["tasks"]) > 0:
-			n += s.NumLabel["tasks"][0]
-		default:
-			n++
+		case ci >= 0 && s.Value[ci] > 0:
+			c = s.Value[ci]
+		case kind == bundle.Async && len(s.NumLabel["tasks"]) > 0 && s.NumLabel["tasks"][0] > 0:
+			c = s.NumLabel["tasks"][0]
+		}
+		recs = append(recs, rec{ks.id(key), float64(v), c})
+		total += c
+	}
+	// Thin records of many observations so an instance has at most
+	// about maxObs (randomised rounding keeps the expected count).
+	scale := 1.0
+	if total > maxObs {
+		scale = float64(maxObs) / float64(total)
+	}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var out []obs
+	for _, r := range recs {
+		n := float64(r.c) * scale
+		k := int64(n)
+		if rng.Float64() < n-float64(k) {
+			k++
+		}
+		for j := int64(0); j < k; j++ {
+			out = append(out, obs{r.key, r.v / float64(r.c)})
 		}
 	}
-	if total == 0 || n == 0 {
-		return nil, 0, nil
-	}
-	for k := range value {
-		value[k] = value[k] / total * float64(n)
-	}
-	return value, int(n), nil
-}
-
-// userSpaceLeaf is the innermost frame that is not the kernel's.
-func userSpaceLeaf(fs []flame.Frame) string {
-	for _, f := range fs {
-		if f.Lang != flame.LangKernel {
-			return f.Name
-		}
-	}
-	if len(fs) > 0 {
-		return fs[0].Name
-	}
-	return "[no frames]"
+	return out, nil
 }
 
 // peerDiff is the diff flame graph of instance i against the merge of the
 // others.
-func peerDiff(insts []instanceCounts, i int, kind bundle.Kind, sampleType string) (template.HTML, string) {
+func peerDiff(insts []instanceObs, i int, kind bundle.Kind, sampleType string) (template.HTML, string) {
 	var m pprofutil.Merger
 	for j, in := range insts {
 		if j != i {

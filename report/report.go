@@ -42,16 +42,18 @@ var pageStyle string
 var pageScript string
 
 var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
-	"pct":    func(f float64) string { return fmt.Sprintf("%.1f%%", f) },
-	"share":  pctText,
-	"lower":  strings.ToLower,
-	"short":  flame.ShortName,
-	"fn":     fnHTML,
-	"pts":    func(f float64) string { return fmt.Sprintf("%.0f", f) },
-	"p":      pText,
-	"f1":     func(f float64) string { return fmt.Sprintf("%.1f", f) },
-	"count":  func(n int, noun string) string { return countText(int64(n), noun) },
-	"sub100": func(f float64) float64 { return 100 - f },
+	"pct":     func(f float64) string { return fmt.Sprintf("%.1f%%", f) },
+	"share":   pctText,
+	"lower":   strings.ToLower,
+	"short":   flame.ShortName,
+	"fn":      fnHTML,
+	"pts":     func(f float64) string { return fmt.Sprintf("%.0f", f) },
+	"p":       pText,
+	"f1":      func(f float64) string { return fmt.Sprintf("%.1f", f) },
+	"count":   func(n int, noun string) string { return countText(int64(n), noun) },
+	"sub100":  func(f float64) float64 { return 100 - f },
+	"targets": targetList,
+	"sub":     func(a, b int) int { return a - b },
 	"script": func() template.JS {
 		return template.JS(pageScript)
 	},
@@ -122,17 +124,19 @@ type statusRow struct {
 }
 
 type page struct {
-	M          *bundle.Manifest
-	S          *bundle.Summary
-	Window     string
-	Kinds      []kindSection
-	Outliers   []outlierGroup
-	Differ     []bundle.OutlierSummary
-	Incomplete []incGroup
-	Compared   int // outlier groups compared
-	Timeline   timeline
-	Status     []statusRow
-	Problems   int
+	M           *bundle.Manifest
+	S           *bundle.Summary
+	Window      string
+	Kinds       []kindSection
+	Outliers    []outlierGroup
+	Differ      []bundle.OutlierSummary
+	DifferTop   []bundle.OutlierSummary // the first few, for the first screen
+	Incomplete  []incGroup
+	Compared    int // outlier groups compared
+	AlikeGroups int // of them, those in which every instance is alike
+	Timeline    timeline
+	Status      []statusRow
+	Problems    int
 }
 
 // Write renders dir/report.html from the bundle's manifest and profiles.
@@ -167,12 +171,18 @@ func Render(w io.Writer, dir string, m *bundle.Manifest) error {
 	}
 	pg.Outliers = outliers(dir, m, true)
 	pg.Compared = len(pg.Outliers)
+	for _, g := range pg.Outliers {
+		if !g.Rows[0].Differs {
+			pg.AlikeGroups++
+		}
+	}
 	pg.S.Outliers = outlierSummaries(pg.Outliers)
 	for _, o := range pg.S.Outliers {
 		if o.Differs {
 			pg.Differ = append(pg.Differ, o)
 		}
 	}
+	pg.DifferTop = pg.Differ[:min(len(pg.Differ), maxDifferLines)]
 	pg.Timeline = buildTimeline(dir, m)
 	pg.Status = statusRows(dir, m)
 	var body bytes.Buffer
@@ -185,6 +195,9 @@ func Render(w io.Writer, dir string, m *bundle.Manifest) error {
 		Body:  template.HTML(body.String()),
 	})
 }
+
+// maxDifferLines is how many differing instances the first screen lists.
+const maxDifferLines = 5
 
 // windowText is the window as the header says it: its start and end, its
 // real length and the length asked for.

@@ -1,211 +1,245 @@
 package report
 
 import (
+	"hash/fnv"
 	"math"
-	"sort"
+	"math/rand/v2"
 )
 
-// The statistics behind the outlier view: how far one instance's
-// distribution over functions is from its role's, how far it would be from
-// sampling alone, and a chi-square goodness-of-fit test of its counts.
+// The statistics behind the outlier view. Each instance is a set of
+// observations (a sampling tick, a blocking event, a recorded stack), each
+// with a key (the function it is attributed to) and a value (time, bytes).
+// An instance is compared with its peers by the total variation distance
+// between their value-weighted distributions over keys, and a permutation
+// test says how often a random set of as many observations drawn from the
+// instance and its peers together is as far from the rest: values are
+// heavy-tailed (one long wait can be a tenth of an instance's off-CPU
+// time), which a test on counts alone would take for certainty.
 
-// chiSquareSF is P(X ≥ x) for X chi-square distributed with df degrees of
-// freedom: the regularized upper incomplete gamma function Q(df/2, x/2).
-func chiSquareSF(x float64, df int) float64 {
-	if df <= 0 {
-		return 1
-	}
-	if x <= 0 {
-		return 1
-	}
-	if math.IsInf(x, 1) {
-		return 0
-	}
-	return gammaQ(float64(df)/2, x/2)
+// obs is one observation.
+type obs struct {
+	key int
+	v   float64
 }
 
-// gammaQ is the regularized upper incomplete gamma function (series for
-// x < a+1, Lentz's continued fraction otherwise; Numerical Recipes §6.2).
-func gammaQ(a, x float64) float64 {
-	lg, _ := math.Lgamma(a)
-	if x < a+1 {
-		sum, del, ap := 1/a, 1/a, a
-		for n := 0; n < 1000; n++ {
-			ap++
-			del *= x / ap
-			sum += del
-			if math.Abs(del) < math.Abs(sum)*1e-15 {
-				break
-			}
-		}
-		p := sum * math.Exp(-x+a*math.Log(x)-lg)
-		return math.Max(0, 1-p)
-	}
-	const tiny = 1e-300
-	b := x + 1 - a
-	c := 1 / tiny
-	d := 1 / b
-	h := d
-	for i := 1; i < 1000; i++ {
-		an := -float64(i) * (float64(i) - a)
-		b += 2
-		d = an*d + b
-		if math.Abs(d) < tiny {
-			d = tiny
-		}
-		c = b + an/c
-		if math.Abs(c) < tiny {
-			c = tiny
-		}
-		d = 1 / d
-		del := d * c
-		h *= del
-		if math.Abs(del-1) < 1e-15 {
-			break
-		}
-	}
-	return math.Min(1, math.Exp(-x+a*math.Log(x)-lg)*h)
-}
-
-// fit is one instance against its role's distribution.
+// fit is one instance against its peers.
 type fit struct {
-	N        float64 // the instance's counts
-	Distance float64 // total variation distance, 0 to 1
-	Noise    float64 // expected distance from sampling alone
-	P        float64 // chi-square goodness of fit
-	Worst    string  // the key whose share differs most
+	N        int     // the instance's observations
+	Cells    int     // keys compared after pooling the rare ones: under 2, too few samples to tell
+	Distance float64 // total variation distance to its peers, 0 to 1
+	Noise    float64 // the mean distance of random sets of as many observations
+	P        float64 // permutation p-value: (1 + permutations at least as far) / (1 + permutations)
+	Worst    int     // the key whose share differs most, or -1
 	Share    float64 // its share in the instance
-	Base     float64 // its share in the role
+	Base     float64 // its share in the peers
 }
 
-// otherCell pools the keys too rare to test on their own.
-const otherCell = "(other functions)"
+// Permutation rounds: a first pass, and more for the instances the first
+// pass cannot tell from the extreme. With permRounds the smallest p is
+// 1/(permRounds+1), under the threshold an instance must pass to differ.
+const (
+	permFirst  = 199
+	permRounds = 1999
+	// maxObs bounds the observations of one instance (a uniform
+	// subsample of them is used beyond it) to bound the test's time.
+	maxObs = 20000
+)
 
-// compareInstances compares each instance's counts by key with its role's
-// distribution. The role's distribution is the mean of the instances'
-// shares; with three or more instances, without the instance farthest from
-// that mean, so that one sick instance does not pull the baseline its
-// healthy peers are measured against. Keys whose expected count in an
-// instance (by the role's pooled share) is under 5 are pooled into one
-// cell, as the chi-square approximation needs; the distance is measured on
-// the same cells, so that rare functions sampled once or twice do not
-// count as a difference.
-func compareInstances(insts []map[string]float64) []fit {
-	shares := make([]map[string]float64, len(insts))
-	ns := make([]float64, len(insts))
-	pooled := map[string]float64{}
-	var total float64
-	for i, c := range insts {
-		shares[i] = map[string]float64{}
-		for _, v := range c {
-			ns[i] += v
-		}
-		for k, v := range c {
-			pooled[k] += v
-			total += v
-			if ns[i] > 0 {
-				shares[i][k] = v / ns[i]
+// peerSets picks each instance's peers: every other instance; with three
+// or more instances, not the one farthest from the role's mean (so that
+// one sick instance does not pull the baseline its healthy peers are
+// measured against). The farthest instance itself is compared with all
+// the others.
+func peerSets(insts [][]obs, nkeys int) [][]int {
+	n := len(insts)
+	peers := make([][]int, n)
+	far := -1
+	if n >= 3 {
+		shares := make([][]float64, n)
+		mean := make([]float64, nkeys)
+		for i, in := range insts {
+			shares[i] = sharesOf(in, nkeys)
+			for k, s := range shares[i] {
+				mean[k] += s / float64(n)
 			}
 		}
-	}
-	for k := range pooled {
-		pooled[k] /= total
-	}
-	base := meanShares(shares, -1)
-	if len(insts) >= 3 {
-		far, farD := -1, -1.0
-		for i := range shares {
-			if d := tvd(shares[i], base); d > farD {
+		farD := -1.0
+		for i := range insts {
+			if d := tvdVec(shares[i], mean); d > farD {
 				far, farD = i, d
 			}
 		}
-		base = meanShares(shares, far)
 	}
-	out := make([]fit, len(insts))
 	for i := range insts {
-		cells, baseCells := map[string]float64{}, map[string]float64{}
-		for k := range pooled {
-			cell := k
-			if pooled[k]*ns[i] < 5 {
-				cell = otherCell
+		for j := range insts {
+			if j != i && (j != far || i == far) {
+				peers[i] = append(peers[i], j)
 			}
-			cells[cell] += insts[i][k]
-			baseCells[cell] += base[k]
 		}
-		out[i] = goodnessOfFit(cells, baseCells)
 	}
-	return out
+	return peers
 }
 
-func meanShares(shares []map[string]float64, skip int) map[string]float64 {
-	out := map[string]float64{}
-	n := 0
-	for i, s := range shares {
-		if i == skip || len(s) == 0 {
-			continue
-		}
-		n++
-		for k, v := range s {
-			out[k] += v
+func sharesOf(in []obs, nkeys int) []float64 {
+	s := make([]float64, nkeys)
+	var t float64
+	for _, o := range in {
+		s[o.key] += o.v
+		t += o.v
+	}
+	if t > 0 {
+		for k := range s {
+			s[k] /= t
 		}
 	}
-	for k := range out {
-		out[k] /= float64(n)
-	}
-	return out
+	return s
 }
 
-func tvd(a, b map[string]float64) float64 {
+func tvdVec(a, b []float64) float64 {
 	d := 0.0
-	for k, v := range a {
-		d += math.Abs(v - b[k])
-	}
-	for k, v := range b {
-		if _, ok := a[k]; !ok {
-			d += v
-		}
+	for k := range a {
+		d += math.Abs(a[k] - b[k])
 	}
 	return d / 2
 }
 
-// goodnessOfFit compares counts by cell with the shares base (summing to 1).
-func goodnessOfFit(counts map[string]float64, base map[string]float64) fit {
-	var n float64
-	for _, c := range counts {
-		n += c
+// compare tests instance in against its peers (their observations
+// pooled). seed makes the permutations, and so the report, reproducible.
+func compare(in []obs, peers [][]obs, nkeys int, seed uint64) fit {
+	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	in = subsample(in, rng)
+	pool := append([]obs(nil), in...)
+	for _, p := range peers {
+		pool = append(pool, subsample(p, rng)...)
 	}
-	f := fit{N: n, P: 1}
-	if n <= 0 {
+	m := len(in)
+	f := fit{N: m, P: 1, Worst: -1}
+	if m == 0 || len(pool) == m {
 		return f
 	}
-	keys := make([]string, 0, len(counts))
-	for k := range counts {
-		keys = append(keys, k)
+	total := make([]float64, nkeys)
+	var sumAll float64
+	for _, o := range pool {
+		total[o.key] += o.v
+		sumAll += o.v
 	}
-	for k := range base {
-		if _, ok := counts[k]; !ok {
-			keys = append(keys, k)
+	// Keys too rare to tell apart at this sample size (under five of the
+	// instance's observations expected) are pooled into one: a function
+	// sampled once in one instance and never in another is not a
+	// difference.
+	other := -1
+	remap := make([]int, nkeys)
+	for k := range remap {
+		remap[k] = k
+		if sumAll > 0 && total[k]/sumAll*float64(m) < 5 {
+			if other < 0 {
+				other = k
+			}
+			remap[k] = other
 		}
 	}
-	sort.Strings(keys)
-	worst := -1.0
-	var chi float64
-	cells := 0
-	for _, k := range keys {
-		s, b := counts[k]/n, base[k]
-		d := math.Abs(s - b)
-		f.Distance += d / 2
-		f.Noise += math.Sqrt(2*b*(1-b)/(math.Pi*n)) / 2
-		if d > worst && k != otherCell {
+	if other >= 0 {
+		for i := range pool {
+			pool[i].key = remap[pool[i].key]
+		}
+		in = pool[:m]
+		clear(total)
+		for _, o := range pool {
+			total[o.key] += o.v
+		}
+	}
+	part := make([]float64, nkeys)
+	dist := func(part []float64, sumPart float64) float64 {
+		rest := sumAll - sumPart
+		if sumPart <= 0 || rest <= 0 {
+			return 1
+		}
+		d := 0.0
+		for k := range part {
+			d += math.Abs(part[k]/sumPart - (total[k]-part[k])/rest)
+		}
+		return d / 2
+	}
+	for _, v := range total {
+		if v > 0 {
+			f.Cells++
+		}
+	}
+	var sumIn float64
+	for _, o := range in {
+		part[o.key] += o.v
+		sumIn += o.v
+	}
+	f.Distance = dist(part, sumIn)
+	// The function that differs most: the one whose share grew most (what
+	// this instance does that its peers do not), else the one that shrank
+	// most.
+	worst := math.Inf(-1)
+	for k := range part {
+		if k == other {
+			continue
+		}
+		s := part[k] / sumIn
+		b := (total[k] - part[k]) / (sumAll - sumIn)
+		d := s - b
+		if d < 0 {
+			d = -d - 2 // below every growth
+		}
+		if d > worst && (s > 0 || b > 0) {
 			worst, f.Worst, f.Share, f.Base = d, k, s, b
 		}
-		// An expectation of (nearly) zero where the instance has counts
-		// is a difference in itself; a floor of one count keeps the
-		// statistic finite and conservative.
-		e := math.Max(n*b, 1)
-		chi += (counts[k] - e) * (counts[k] - e) / e
-		cells++
 	}
-	f.P = chiSquareSF(chi, cells-1)
+	// Draw m of the pool without replacement (a partial Fisher–Yates
+	// shuffle of indices), as many times as the rounds ask.
+	idx := make([]int, len(pool))
+	for i := range idx {
+		idx[i] = i
+	}
+	var ge, rounds int
+	var nullSum float64
+	run := func(until int) {
+		for ; rounds < until; rounds++ {
+			clear(part)
+			var s float64
+			for i := 0; i < m; i++ {
+				j := i + rng.IntN(len(idx)-i)
+				idx[i], idx[j] = idx[j], idx[i]
+				o := pool[idx[i]]
+				part[o.key] += o.v
+				s += o.v
+			}
+			d := dist(part, s)
+			nullSum += d
+			if d >= f.Distance-1e-12 {
+				ge++
+			}
+		}
+	}
+	run(permFirst)
+	if ge <= 1 {
+		run(permRounds) // near the extreme: tell it more finely
+	}
+	f.Noise = nullSum / float64(rounds)
+	f.P = float64(1+ge) / float64(1+rounds)
 	return f
+}
+
+func subsample(in []obs, rng *rand.Rand) []obs {
+	if len(in) <= maxObs {
+		return in
+	}
+	out := make([]obs, maxObs)
+	for i, j := range rng.Perm(len(in))[:maxObs] {
+		out[i] = in[j]
+	}
+	return out
+}
+
+func seedOf(parts ...string) uint64 {
+	h := fnv.New64a()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
 }

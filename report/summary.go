@@ -206,9 +206,8 @@ func analyze(k bundle.Kind, p *profile.Profile, window float64) kindAnalysis {
 	}
 	ka.summary = sum
 	if len(rest) > 0 {
-		q := *p
-		q.Sample = rest
-		_, ka.byTotal, _ = Top(&q, idx, TopN)
+		q := &profile.Profile{SampleType: p.SampleType, Sample: rest}
+		_, ka.byTotal, _ = Top(q, idx, TopN)
 	}
 	ka.wait = waitsOf(k, p, a)
 	return ka
@@ -295,36 +294,18 @@ func frac(v, total int64) float64 {
 	return float64(v) / float64(total)
 }
 
-// kindTotalText says a kind's total as a person reads it.
+// kindTotalText says a kind's total as a person reads it, short enough
+// for one table cell: "3.48 s (0.35 cores)", "28.98 MiB in use".
 func kindTotalText(k bundle.Kind, total int64, typ, unit string, window float64) string {
 	v := formatValue(total, typ, unit)
-	switch k {
-	case bundle.CPU:
-		if unit == "nanoseconds" && window > 0 {
-			return fmt.Sprintf("%s of CPU (%.2f cores)", v, float64(total)/1e9/window)
-		}
-		return v + " of CPU"
-	case bundle.Wall:
-		return v + " of goroutine and thread time"
-	case bundle.OffCPU:
-		return v + " off CPU"
-	case bundle.Block:
-		if typ == "delay" {
-			return v + " blocked"
-		}
-	case bundle.Mutex:
-		if typ == "delay" {
-			return v + " waiting for locks"
-		}
-	case bundle.Heap:
-		if strings.HasPrefix(typ, "inuse") {
-			return v + " in use"
-		}
-	case bundle.Allocs:
-		if strings.HasPrefix(typ, "alloc") {
-			return v + " allocated"
-		}
-	case bundle.Async:
+	switch {
+	case k == bundle.CPU && unit == "nanoseconds" && window > 0:
+		return fmt.Sprintf("%s (%.2f cores)", v, float64(total)/1e9/window)
+	case k == bundle.Heap && strings.HasPrefix(typ, "inuse"):
+		return v + " in use"
+	case k == bundle.Allocs && strings.HasPrefix(typ, "alloc"):
+		return v + " allocated"
+	case k == bundle.Async:
 		return v + " " + typ
 	}
 	return v

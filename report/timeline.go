@@ -216,8 +216,12 @@ func hasSeconds(p *profile.Profile) bool {
 
 // sampleSeconds is a sample's first second in the window and how many
 // seconds it spans.
+//
+// A sample without the label, in a profile whose other samples have it, is
+// in second 0: pprof's encoding drops a numeric label of 0 that has no
+// unit (collectors set NumUnit "seconds" to keep it).
 func sampleSeconds(s *profile.Sample) (int64, int64) {
-	sec, n := int64(-1), int64(1)
+	sec, n := int64(0), int64(1)
 	if v := s.NumLabel[bundle.SecondLabel]; len(v) > 0 {
 		sec = v[0]
 	}

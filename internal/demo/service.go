@@ -42,9 +42,10 @@ type ServiceConfig struct {
 	Work float64
 	// Sick makes the service an outlier among its peers, for the report's
 	// outlier view to find: a sick worker spends SickCPU times the CPU on
-	// transform steps and waits on a database SickDB times slower with
-	// half the connections; a sick orchestrator's database is SickDB times
-	// slower.
+	// transform steps, and its database is SickDB times slower, with two
+	// connections instead of four that drop after every query (each query
+	// reconnects first: demo.(*fakeDB).reconnect); a sick orchestrator's
+	// database is SickDB times slower.
 	Sick bool
 	// Logger receives the service's log (default: text to stderr).
 	Logger *slog.Logger
@@ -110,7 +111,7 @@ const DefaultRate = 8
 
 // How much worse a sick service is (ServiceConfig.Sick).
 const (
-	SickCPU = 4
+	SickCPU = 6
 	SickDB  = 3
 )
 

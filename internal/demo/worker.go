@@ -91,6 +91,7 @@ func newWorker(cfg *ServiceConfig, m *serviceMetrics) *worker {
 	db := newFakeDB(4, 6*time.Millisecond)
 	if cfg.Sick {
 		db = newFakeDB(2, SickDB*6*time.Millisecond)
+		db.flaky = true
 	}
 	return &worker{
 		name:    cfg.Name,
