@@ -104,8 +104,8 @@ func planTree(depth int) []stepSpec {
 type orchestrator struct {
 	name     string
 	workers  []string // worker base URLs
-	rate     float64 // workflows started per second
-	inflight int     // most workflows running at once
+	rate     float64  // workflows started per second
+	inflight int      // most workflows running at once
 	client   *http.Client
 	db       *fakeDB
 	store    *workflowStore
