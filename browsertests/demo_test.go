@@ -77,7 +77,7 @@ func TestDemoCaptureReport(t *testing.T) {
 	bin := buildProfcap(t)
 	dir := t.TempDir()
 	cluster := filepath.Join(dir, "cluster")
-	start := exec.Command(bin, "demo", "--detach", "--free-ports", "--dir", cluster, "--workers", "3", "--sick", "worker-rust-2", "--work", "2")
+	start := exec.Command(bin, "demo", "--detach", "--free-ports", "--dir", cluster, "--workers", "3", "--sick", "worker-rust-2", "--work", "1.5")
 	if out, err := start.CombinedOutput(); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
@@ -85,6 +85,10 @@ func TestDemoCaptureReport(t *testing.T) {
 	// Let the workflows reach a steady state before the window.
 	time.Sleep(2 * time.Second)
 	capDir := filepath.Join(dir, "capture")
+	if d := os.Getenv("PROFCAP_KEEP_CAPTURE"); d != "" {
+		os.RemoveAll(d)
+		capDir = d // kept for a look after the test
+	}
 	rec := exec.Command(bin, "record", "--all", "--overhead", "full", "--duration", fmt.Sprintf("%ds", demoSeconds),
 		"--perf-frequency", "297", "--out", capDir)
 	rec.Dir = cluster

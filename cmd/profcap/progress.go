@@ -125,7 +125,7 @@ func (p *printer) event(e capture.Event) {
 		// symbolise, the others fetch their last request.
 		for name, ks := range p.state {
 			for k, st := range ks {
-				if st == "capturing" {
+				if st == "capturing" || st == "waiting" {
 					ks[k] = "finishing"
 					if c := p.coll[name][k]; c == "perf" || c == "samply" {
 						ks[k] = "symbolising"
