@@ -260,7 +260,8 @@ func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []coll
 	// permission).
 	return []collectors.Collector{
 		collectors.NewPySpy(collectors.SpyOptions{}),
-		collectors.NewRbspy(collectors.SpyOptions{}),
+		collectors.NewRbspy(collectors.SpyOptions{PerfFrequency: perf.Frequency}),
+		collectors.NewJITPerf(perf), // perf, naming JIT frames from a jitdump (Bun)
 		collectors.NewPerf(perf),
 		collectors.NewSamply(collectors.SamplyOptions{}),
 		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),
