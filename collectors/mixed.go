@@ -724,9 +724,14 @@ func isIdleStack(locs []*profile.Location) bool {
 				waitSyscall = waitSyscall || waitFuncs[sc] || sc == "futex" || sc == "epoll_pwait2"
 				continue
 			}
-			if strings.HasPrefix(mod, "[kernel") || strings.HasPrefix(name, "[") ||
-				strings.HasPrefix(name, "0x") || strings.Contains(name, "+0x") {
-				continue // the kernel, or unnamed: look further up
+			if strings.HasPrefix(mod, "[kernel") {
+				continue
+			}
+			if strings.HasPrefix(name, "[") || strings.HasPrefix(name, "0x") || strings.Contains(name, "+0x") {
+				if waitSyscall {
+					checked, idle = true, true // unnamed code in a waiting system call
+				}
+				continue // unnamed: look further up
 			}
 			// The innermost named user-space frame: a wait, or the
 			// generic syscall(2) wrapper over a waiting system call
