@@ -183,7 +183,7 @@ func TestJoinNative(t *testing.T) {
 		gotW[stackString(s)] += s.Value[0]
 	}
 	wantW := map[string]int64{
-		"<main>;idle_until;sleep [c function];ppoll;schedule":                                                                      2,
+		"<main>;idle_until;sleep [c function];ppoll;schedule":                                                                                2,
 		"<main>;handle_step;process_step;call [c function];libffi.so.8+0x6f7a;worker_core_process_step;worker_core::compute::checksum_block": 1,
 		"<main>;handle_step;process_step;call [c function]":                                                                                  1,
 	}
