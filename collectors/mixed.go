@@ -414,27 +414,49 @@ func (j *joiner) crossesSwitch(tid int, x, y int64, self *nativeSample) bool {
 func (j *joiner) nearest(idx []int, n nativeSample, tid int) int {
 	at := func(i int) int64 { return j.interp[idx[i]].time }
 	i := sort.Search(len(idx), func(i int) bool { return at(i) >= n.time })
-	best, bestD, bestCross := -1, int64(joinTolerance)+1, true
+	// Rank: no context switch between, then inside the span, then after
+	// it, then before it, then nearer. After before: rbspy stamps a sample
+	// when it has read the stack, late by however long its own thread
+	// waited for a CPU (milliseconds on a loaded machine), so a sample
+	// stamped before a native one may have been read before the thread
+	// woke or changed step, one stamped after it rarely so.
+	type rank struct {
+		cross bool
+		side  int // 0 inside, 1 after, 2 before
+		d     int64
+	}
+	less := func(a, b rank) bool {
+		if a.cross != b.cross {
+			return !a.cross
+		}
+		if a.side != b.side {
+			return a.side < b.side
+		}
+		return a.d < b.d
+	}
+	best := -1
+	var bestR rank
 	consider := func(c int) bool {
 		if c < 0 || c >= len(idx) {
 			return false
 		}
 		tc := at(c)
-		var d, from int64
+		var r rank
+		var from int64
 		switch {
 		case tc < n.time:
-			d, from = n.time-tc, n.time
+			r.d, from, r.side = n.time-tc, n.time, 2
 		case tc > n.end:
-			d, from = tc-n.end, n.end
+			r.d, from, r.side = tc-n.end, n.end, 1
 		default:
-			d, from = 0, tc
+			from = tc
 		}
-		if d > int64(joinTolerance) {
+		if r.d > int64(joinTolerance) {
 			return false
 		}
-		cross := tid >= 0 && d > 0 && j.crossesSwitch(tid, tc, from, &n)
-		if best < 0 || bestCross && !cross || cross == bestCross && d < bestD {
-			best, bestD, bestCross = c, d, cross
+		r.cross = tid >= 0 && r.d > 0 && j.crossesSwitch(tid, tc, from, &n)
+		if best < 0 || less(r, bestR) {
+			best, bestR = c, r
 		}
 		return true
 	}
