@@ -63,7 +63,7 @@ func profcapBin(t *testing.T) string {
 // the end of the test.
 func startWorkers(t *testing.T) string {
 	t.Helper()
-	for _, tool := range []string{"uv", "ruby", "bun", "py-spy", "rbspy", "perf", "curl"} {
+	for _, tool := range []string{"uv", "ruby", "bun", "py-spy", "rbspy", "perf"} {
 		testreq.Command(t, tool)
 	}
 	testreq.Root(t, "perf records sched:sched_switch, py-spy and rbspy read the workers' memory")
