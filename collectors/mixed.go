@@ -909,8 +909,8 @@ func (jr *jointRecorder) args(kind bundle.Kind, pid int, file string) []string {
 // start starts one perf per kind, disabled, and returns once each is set
 // up (or failed); each enables its events when the window opens (see
 // recording.ready). wait returns when all have stopped.
-func (jr *jointRecorder) start(ctx context.Context, w *Window, pid int, kinds []bundle.Kind) (wait func(), err error) {
-	dir, err := os.MkdirTemp("", "profcap-perf-join-")
+func (jr *jointRecorder) start(ctx context.Context, w *Window, pid int, kinds []bundle.Kind, tempDir string) (wait func(), err error) {
+	dir, err := os.MkdirTemp(w.tempDir(tempDir), "profcap-perf-join-")
 	if err != nil {
 		return nil, err
 	}
@@ -996,6 +996,10 @@ func (jr *jointRecorder) samples(ctx context.Context, k bundle.Kind) ([]nativeSa
 	if werr != nil {
 		return nil, r, fmt.Errorf("perf script: %v: %s", werr, lastLine(stderr.String()))
 	}
+	if r.run.ReadyErr != nil && len(ns) == 0 {
+		// perf never sampled: no samples says nothing about the target.
+		return nil, r, fmt.Errorf("perf did not sample: %w", r.run.ReadyErr)
+	}
 	return ns, r, nil
 }
 
@@ -1033,7 +1037,7 @@ func (s *Spy) collectJoined(ctx context.Context, w *Window, pid int, notes []str
 	wait := func() {}
 	if len(perfKinds) > 0 {
 		var err error
-		if wait, err = jr.start(ctx, w, pid, perfKinds); err != nil {
+		if wait, err = jr.start(ctx, w, pid, perfKinds, s.opt.TempDir); err != nil {
 			for _, k := range perfKinds {
 				perfWhy[k] = err
 			}
@@ -1088,6 +1092,10 @@ func (s *Spy) collectJoined(ctx context.Context, w *Window, pid int, notes []str
 	for _, k := range kinds {
 		var out Result
 		switch {
+		case k == bundle.CPU && perfWhy[k] != nil && aloneRun == nil && alone.Profile == nil && alone.Status == "":
+			// perf failed after the window: no rbspy-alone run to fall back on.
+			emit(Result{Kind: k, Collector: s.Name(), Status: bundle.StatusFailed, Err: fmt.Errorf("cpu (perf, joined to rbspy's Ruby stacks): %w", perfWhy[k])})
+			continue
 		case k == bundle.CPU && perfWhy[k] != nil:
 			out = s.finish(alone, aloneRun, append(slices.Clone(notes),
 				fmt.Sprintf("%sRuby frames only: perf could not record the native frames to join (%v)", bundle.WarningPrefix, perfWhy[k])))
@@ -1104,7 +1112,7 @@ func (s *Spy) collectJoined(ctx context.Context, w *Window, pid int, notes []str
 		var st joinStats
 		var what string
 		start, end := res.Start, res.End
-		var cmds []string
+		var cmds, knotesExtra []string
 		switch k {
 		case bundle.CPU, bundle.OffCPU:
 			r := recs[k]
@@ -1117,6 +1125,9 @@ func (s *Spy) collectJoined(ctx context.Context, w *Window, pid int, notes []str
 			ps := r.run.Start
 			if !r.ackedAt.IsZero() {
 				ps = r.ackedAt
+			}
+			if r.run.ReadyErr != nil {
+				knotesExtra = append(knotesExtra, r.run.ReadyErr.Error())
 			}
 			start, end = ps, r.run.End
 			cmds = append(cmds, "perf "+strings.Join(r.args, " "))
@@ -1138,12 +1149,15 @@ func (s *Spy) collectJoined(ctx context.Context, w *Window, pid int, notes []str
 		if k == bundle.Wall {
 			tool = "perf"
 		}
-		knotes := slices.Clone(notes)
+		knotes := append(slices.Clone(notes), knotesExtra...)
 		if c := st.comment(what, tool); c != "" {
 			p.Comments = append(p.Comments, c)
 			knotes = append(knotes, c)
 		}
 		out = Result{Kind: k, Collector: s.Name(), Profile: p, Start: start, End: end, Status: res.Status, Err: res.Err}
+		if len(knotesExtra) > 0 && out.Status == bundle.StatusOK {
+			out.Status = bundle.StatusPartial // perf started late
+		}
 		if k != bundle.CPU {
 			if share := markIdle(p); share > 0 {
 				knotes = append(knotes, fmt.Sprintf("%.0f%% of the time is the interpreter's idle (under %s)", 100*share, IdleFrame))
