@@ -322,8 +322,8 @@ func (j *JITPerf) Collect(ctx context.Context, w *Window, t *targets.Target, kin
 		}
 	}()
 	j.Perf.Collect(ctx, w, t, kinds, func(r Result) {
-		<-done // the last update is written before perf script's results
 		if r.Profile != nil {
+			<-done // profiles come after the window: the last update is written
 			note := m.note()
 			if r.Kind == bundle.OffCPU {
 				if share := markIdle(r.Profile); share > 0 {
@@ -331,6 +331,9 @@ func (j *JITPerf) Collect(ctx context.Context, w *Window, t *targets.Target, kin
 				}
 			}
 			r.Profile.Comments = append(r.Profile.Comments, m.note())
+			if err := r.Profile.CheckValid(); err != nil {
+				r = Result{Kind: r.Kind, Collector: r.Collector, Status: bundle.StatusFailed, Err: fmt.Errorf("marking idle stacks: %w", err)}
+			}
 			if r.Note != "" {
 				note = r.Note + "; " + note
 			}

@@ -310,3 +310,22 @@ func FuzzReadJitdump(f *testing.F) {
 		}
 	})
 }
+
+func TestPerfMapWriterLeavesForeignMap(t *testing.T) {
+	// A pid no process has (above pid_max's default), with a map someone
+	// else wrote: left as it is, and said so.
+	m := newPerfMapWriter(1 << 30)
+	if err := os.WriteFile(m.path, []byte("1000 10 theirs\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(m.path)
+	m.update()
+	m.remove()
+	b, err := os.ReadFile(m.path)
+	if err != nil || string(b) != "1000 10 theirs\n" {
+		t.Errorf("map now %q, %v", b, err)
+	}
+	if n := m.note(); !strings.Contains(n, "was not made by profcap") {
+		t.Errorf("note %q", n)
+	}
+}
