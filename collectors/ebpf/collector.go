@@ -41,6 +41,11 @@ type Options struct {
 	ExcludeRunnable bool
 	// NoFollow profiles the PID as given even when it is a launcher.
 	NoFollow bool
+	// BPFStats turns on the kernel's BPF run-time statistics for the
+	// capture (kernel.bpf_stats_enabled; they cost two clock reads per
+	// program run) and reports the programs' CPU time in each profile's
+	// comments ("ebpf: bpf programs ran ..."): bench/ebpf uses it.
+	BPFStats bool
 	// MaxProcs bounds the process tree tracked (0: 4096, the map's size).
 	MaxProcs int
 }

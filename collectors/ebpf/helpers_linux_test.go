@@ -62,11 +62,17 @@ func buildTarget(t testing.TB) string {
 	return targetBin
 }
 
-// start runs the target in a mode; it is killed when the test ends.
-func start(t testing.TB, args ...string) *exec.Cmd {
+func execTarget(t testing.TB, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(buildTarget(t), args...)
 	cmd.Stderr = os.Stderr
+	return cmd
+}
+
+// start runs the target in a mode; it is killed when the test ends.
+func start(t testing.TB, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := execTarget(t, args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -87,8 +93,19 @@ func burners(t testing.TB, n int) {
 // ready, and returns the results by kind.
 func record(t testing.TB, c *Collector, pid int, d time.Duration, kinds ...bundle.Kind) (map[bundle.Kind]collectors.Result, *collectors.Window) {
 	t.Helper()
+	return recordThen(t, c, pid, d, nil, kinds...)
+}
+
+// recordThen is record, calling opened once the window is open.
+func recordThen(t testing.TB, c *Collector, pid int, d time.Duration, opened func(), kinds ...bundle.Kind) (map[bundle.Kind]collectors.Result, *collectors.Window) {
+	t.Helper()
 	w := collectors.NewPendingWindow(d, d)
-	ctx := collectors.WithReady(context.Background(), w.Open)
+	ctx := collectors.WithReady(context.Background(), func() {
+		w.Open()
+		if opened != nil {
+			opened()
+		}
+	})
 	var mu sync.Mutex
 	got := map[bundle.Kind]collectors.Result{}
 	c.Collect(ctx, w, &targets.Target{Name: "t", PID: pid}, kinds, func(r collectors.Result) {

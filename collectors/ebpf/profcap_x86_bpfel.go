@@ -47,6 +47,13 @@ type profcapFileRows struct {
 	Count uint32
 }
 
+type profcapLastUser struct {
+	_      structs.HostLayout
+	Uip    uint64
+	Usp    uint64
+	Ustack uint64
+}
+
 type profcapOffKey struct {
 	_       structs.HostLayout
 	Tgid    uint32
@@ -146,6 +153,7 @@ const (
 	profcapMapComms           = "comms"
 	profcapMapCpuCounts       = "cpu_counts"
 	profcapMapEvents          = "events"
+	profcapMapLastUsers       = "last_users"
 	profcapMapOffCounts       = "off_counts"
 	profcapMapPendings        = "pendings"
 	profcapMapProcs           = "procs"
@@ -226,6 +234,7 @@ type profcapMapSpecs struct {
 	Comms       *ebpf.MapSpec `ebpf:"comms"`
 	CpuCounts   *ebpf.MapSpec `ebpf:"cpu_counts"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	LastUsers   *ebpf.MapSpec `ebpf:"last_users"`
 	OffCounts   *ebpf.MapSpec `ebpf:"off_counts"`
 	Pendings    *ebpf.MapSpec `ebpf:"pendings"`
 	Procs       *ebpf.MapSpec `ebpf:"procs"`
@@ -270,6 +279,7 @@ type profcapMaps struct {
 	Comms       *ebpf.Map `ebpf:"comms"`
 	CpuCounts   *ebpf.Map `ebpf:"cpu_counts"`
 	Events      *ebpf.Map `ebpf:"events"`
+	LastUsers   *ebpf.Map `ebpf:"last_users"`
 	OffCounts   *ebpf.Map `ebpf:"off_counts"`
 	Pendings    *ebpf.Map `ebpf:"pendings"`
 	Procs       *ebpf.Map `ebpf:"procs"`
@@ -286,6 +296,7 @@ func (m *profcapMaps) Close() error {
 		m.Comms,
 		m.CpuCounts,
 		m.Events,
+		m.LastUsers,
 		m.OffCounts,
 		m.Pendings,
 		m.Procs,

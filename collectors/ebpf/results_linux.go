@@ -37,6 +37,9 @@ func (s *session) results(start, end time.Time, startMono, endMono uint64, notes
 		p.DurationNanos = end.Sub(start).Nanoseconds()
 		p.Comments = append(p.Comments, comments...)
 		p.Comments = append(p.Comments, symNotes(s.sym)...)
+		if s.opt.BPFStats {
+			p.Comments = append(p.Comments, fmt.Sprintf("ebpf: bpf programs ran %d ns over the window (bpf_stats)", s.bpfTime.Nanoseconds()))
+		}
 		if err := p.CheckValid(); err != nil {
 			res.Status, res.Err = bundle.StatusFailed, fmt.Errorf("ebpf %s profile: %w", res.Kind, err)
 			res.Profile = nil
@@ -448,6 +451,9 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 		} else {
 			b.procK = procStack(tgid, tid)
 			b.reason = "[user stack not taken: still blocked at the window's end]"
+			if us := r.lastUser(tgid, tid); us != 0 {
+				b.key.Ustack, b.reason = us, ""
+			}
 		}
 		if sv.Flags&fWaker != 0 {
 			b.key.Flags |= sv.Flags & (fWaker | fWakerIRQ)
@@ -456,6 +462,30 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 		out = append(out, b)
 	}
 	return out
+}
+
+// lastUser is the user stack a still-blocked thread blocked with, where
+// it is known: its last recorded block had the user registers it has now
+// (/proc/TID/syscall: same call site, same stack pointer).
+func (r *reader) lastUser(tgid, tid uint32) uint64 {
+	var lu profcapLastUser
+	if err := r.s.objs.LastUsers.Lookup(tid, &lu); err != nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", tgid, tid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 9 {
+		return 0 // running, or not in a system call
+	}
+	sp, err1 := strconv.ParseUint(strings.TrimPrefix(f[7], "0x"), 16, 64)
+	pc, err2 := strconv.ParseUint(strings.TrimPrefix(f[8], "0x"), 16, 64)
+	if err1 != nil || err2 != nil || sp != lu.Usp || pc != lu.Uip {
+		return 0
+	}
+	return lu.Ustack
 }
 
 // tgidOf is the process of a thread (0 when gone).

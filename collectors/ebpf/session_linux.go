@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -120,6 +121,22 @@ type session struct {
 	procs map[uint32]*procInfo // every process tracked, in order seen
 	order []uint32
 	evWG  sync.WaitGroup
+
+	bpfTime time.Duration // the programs' run time over the window (BPFStats)
+}
+
+// progRuntime is the run time of every program so far (0 without stats).
+func (s *session) progRuntime() time.Duration {
+	var t time.Duration
+	for _, p := range []*cebpf.Program{s.objs.OnCpuSample, s.objs.OnSwitch, s.objs.OnWaking, s.objs.OnSysExit, s.objs.OnFork, s.objs.OnExec, s.objs.OnExit} {
+		if p == nil {
+			continue
+		}
+		if st, err := p.Stats(); err == nil {
+			t += st.Runtime
+		}
+	}
+	return t
 }
 
 type procInfo struct {
@@ -164,12 +181,21 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, pid int, 
 		fail(errors.New("the window ended before it opened"))
 		return
 	}
+	var statsOn io.Closer
+	if s.opt.BPFStats {
+		statsOn, _ = cebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	}
+	before := s.progRuntime()
 	start, startMono := s.enable()
 	select {
 	case <-w.Done():
 	case <-ctx.Done():
 	}
 	end, endMono := s.disable()
+	s.bpfTime = s.progRuntime() - before
+	if statsOn != nil {
+		_ = statsOn.Close()
+	}
 	if ctx.Err() != nil {
 		fail(fmt.Errorf("ebpf capture abandoned: %w", ctx.Err()))
 		return
@@ -429,7 +455,9 @@ const (
 	evExit = 3
 )
 
-func int8s(b []int8) []byte { return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), len(b)) }
+func int8s(b []int8) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), len(b))
+}
 
 func cstr(b []int8) string {
 	bs := int8s(b)

@@ -75,6 +75,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 		bpf_map_delete_elem(&pendings, &tid);
 	}
 	bpf_map_delete_elem(&starts, &tid);
+	bpf_map_delete_elem(&last_users, &tid);
 	if (tid != tgid)
 		return 0;
 	struct proc *pr = bpf_map_lookup_elem(&procs, &tgid);
@@ -307,6 +308,8 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	u64 ns = p->ns;
 	if (ip == p->uip && sp == p->usp) {
 		k.ustack = user_stack(ctx, ip, sp);
+		struct last_user lu = {.uip = ip, .usp = sp, .ustack = k.ustack};
+		bpf_map_update_elem(&last_users, &tid, &lu, BPF_ANY);
 	} else {
 		/* It blocked outside this syscall (a page fault, say). */
 		k.flags |= F_USTACK_STALE;

@@ -116,6 +116,15 @@ struct pending {
 	u64 usp;
 };
 
+/* A thread's last user stack taken at a syscall exit, by the user
+ * registers it had: a thread still blocked at the window's end with the
+ * same registers blocked at the same place. */
+struct last_user {
+	u64 uip;
+	u64 usp;
+	u64 ustack;
+};
+
 struct comm {
 	u32 tgid;
 	u32 pad;
@@ -217,6 +226,13 @@ struct {
 	__type(key, u32);
 	__type(value, struct comm);
 } comms SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, struct last_user);
+} last_users SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -2,10 +2,12 @@
  *   gcc -O1 -g -fno-omit-frame-pointer -pthread target.c -o target
  * Modes:
  *   spin                 burn CPU in burn_cpu() forever
- *   fork DELAY_MS        fork two children that burn CPU; a third after DELAY_MS; wait
+ *   fork DELAY_MS        fork two children that burn CPU, read a line from stdin, fork a
+ *                        third DELAY_MS later; wait
  *   sleep                a thread loops nanosleep(1 ms) in sleep_loop(); main joins it
  *   pingpong SECONDS     two threads ping-pong a byte through two pipes for SECONDS,
- *                        then print the round trips done ("round_trips N seconds S")
+ *                        printing "rt N T" (round trips so far, CLOCK_MONOTONIC
+ *                        seconds) every 100 ms, then "round_trips N seconds S"
  *   spinsleep            a thread burns CPU; another loops nanosleep in sleep_loop()
  */
 #define _GNU_SOURCE
@@ -81,13 +83,20 @@ __attribute__((noinline)) unsigned long ping_loop(double secs)
 {
 	char c = 'x';
 	unsigned long n = 0;
-	double end = now() + secs;
+	double t = now(), end = t + secs, next = t + 0.1;
 	while (!stop) {
 		if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1)
 			break;
 		n++;
-		if ((n & 1023) == 0 && now() >= end)
-			break;
+		if ((n & 255) == 0) {
+			t = now();
+			if (t >= next) {
+				printf("rt %lu %.6f\n", n, t);
+				next += 0.1;
+			}
+			if (t >= end)
+				break;
+		}
 	}
 	return n;
 }
@@ -113,6 +122,9 @@ int main(int argc, char **argv)
 		spawn_burner();
 		spawn_burner();
 		printf("forked 2\n");
+		char line[16];
+		if (!fgets(line, sizeof(line), stdin))
+			return 1;
 		usleep(delay * 1000);
 		spawn_burner();
 		printf("forked 3\n");
