@@ -13,6 +13,7 @@ import (
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/collectors/ebpf"
 	"github.com/profcap/profcap/collectors/tokioconsole"
 	"github.com/profcap/profcap/pyroscope"
 	"github.com/profcap/profcap/report"
@@ -261,6 +262,9 @@ func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []coll
 	return []collectors.Collector{
 		collectors.NewPySpy(collectors.SpyOptions{}),
 		collectors.NewRbspy(collectors.SpyOptions{}),
+		// eBPF where it loads (root or CAP_BPF+CAP_PERFMON, kernel BTF):
+		// the whole process tree, counted in the kernel; perf otherwise.
+		ebpf.New(ebpf.Options{Frequency: perf.Frequency, ExcludeRunnable: perf.ExcludeRunnable, NoFollow: perf.NoFollow}),
 		collectors.NewPerf(perf),
 		collectors.NewSamply(collectors.SamplyOptions{}),
 		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),

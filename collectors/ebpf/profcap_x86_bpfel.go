@@ -171,6 +171,7 @@ const (
 	profcapProgOnSysExit      = "on_sys_exit"
 	profcapProgOnWaking       = "on_waking"
 	profcapVarEnabled         = "enabled"
+	profcapVarNpending        = "npending"
 	profcapVarThresholdNs     = "threshold_ns"
 	profcapVarUnusedProcEvent = "unused_proc_event"
 	profcapVarUnusedStat      = "unused_stat"
@@ -251,6 +252,7 @@ type profcapMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type profcapVariableSpecs struct {
 	Enabled         *ebpf.VariableSpec `ebpf:"enabled"`
+	Npending        *ebpf.VariableSpec `ebpf:"npending"`
 	ThresholdNs     *ebpf.VariableSpec `ebpf:"threshold_ns"`
 	UnusedProcEvent *ebpf.VariableSpec `ebpf:"unused_proc_event"`
 	UnusedStat      *ebpf.VariableSpec `ebpf:"unused_stat"`
@@ -314,6 +316,7 @@ func (m *profcapMaps) Close() error {
 // It can be passed to loadProfcapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type profcapVariables struct {
 	Enabled         *ebpf.Variable `ebpf:"enabled"`
+	Npending        *ebpf.Variable `ebpf:"npending"`
 	ThresholdNs     *ebpf.Variable `ebpf:"threshold_ns"`
 	UnusedProcEvent *ebpf.Variable `ebpf:"unused_proc_event"`
 	UnusedStat      *ebpf.Variable `ebpf:"unused_stat"`

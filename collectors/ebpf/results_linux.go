@@ -38,7 +38,7 @@ func (s *session) results(start, end time.Time, startMono, endMono uint64, notes
 		p.Comments = append(p.Comments, comments...)
 		p.Comments = append(p.Comments, symNotes(s.sym)...)
 		if s.opt.BPFStats {
-			p.Comments = append(p.Comments, fmt.Sprintf("ebpf: bpf programs ran %d ns over the window (bpf_stats)", s.bpfTime.Nanoseconds()))
+			p.Comments = append(p.Comments, fmt.Sprintf("ebpf: bpf programs ran %d ns over the window (bpf_stats): %s", s.bpfTime.Nanoseconds(), strings.Join(s.bpfEach, ", ")))
 		}
 		if err := p.CheckValid(); err != nil {
 			res.Status, res.Err = bundle.StatusFailed, fmt.Errorf("ebpf %s profile: %w", res.Kind, err)
@@ -437,8 +437,8 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 	var sv profcapStart
 	sit := r.s.objs.Starts.Iterate()
 	for sit.Next(&tid, &sv) {
-		if sv.Ts >= endMono {
-			continue
+		if sv.Ts == 0 || sv.Ts >= endMono {
+			continue // running (the entry is kept for its next block)
 		}
 		from := max(sv.Ts, startMono)
 		tgid := tgidOf(tid)
@@ -446,8 +446,11 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 			continue
 		}
 		b := block{key: profcapOffKey{Tgid: tgid, Tid: tid, State: sv.State}, ns: endMono - from}
-		if sv.State == 'R' {
+		if sv.State == 'R' && (sv.Rustack != 0 || sv.Rkstack != 0) {
 			b.key.Ustack, b.key.Kstack = sv.Rustack, sv.Rkstack
+			if b.key.Kstack == 1 {
+				b.key.Kstack = 0
+			}
 		} else {
 			b.procK = procStack(tgid, tid)
 			b.reason = "[user stack not taken: still blocked at the window's end]"
@@ -587,7 +590,7 @@ func (r *reader) offComments(st stats) []string {
 	if n := st[profcapStatSTAT_OFF_STARTS_FULL] + st[profcapStatSTAT_OFF_COUNTS_FULL]; n > 0 {
 		c = append(c, fmt.Sprintf("%s%d blocks lost: a map was full", bundle.WarningPrefix, n))
 	}
-	c = append(c, "ebpf: preempted time (state R) has the stack taken at the switch-out: the kernel stack is the preemption path, the user stack where it was interrupted")
+	c = append(c, "ebpf: preempted time (state R): a thread preempted in user mode has its stacks taken at the switch-out (the kernel stack is the preemption path, the user stack where it was interrupted); one preempted inside a system call has them taken as a block's")
 	return c
 }
 

@@ -123,20 +123,22 @@ type session struct {
 	evWG  sync.WaitGroup
 
 	bpfTime time.Duration // the programs' run time over the window (BPFStats)
+	bpfEach []string
 }
 
-// progRuntime is the run time of every program so far (0 without stats).
-func (s *session) progRuntime() time.Duration {
+// progRuntime is the run time of every program so far (0 without
+// stats), and each program's run time and run count.
+func (s *session) progRuntime() (time.Duration, map[string][2]uint64) {
 	var t time.Duration
-	for _, p := range []*cebpf.Program{s.objs.OnCpuSample, s.objs.OnSwitch, s.objs.OnWaking, s.objs.OnSysExit, s.objs.OnFork, s.objs.OnExec, s.objs.OnExit} {
-		if p == nil {
-			continue
-		}
+	each := map[string][2]uint64{}
+	for name, p := range map[string]*cebpf.Program{"on_cpu_sample": s.objs.OnCpuSample, "on_switch": s.objs.OnSwitch, "on_waking": s.objs.OnWaking,
+		"on_sys_exit": s.objs.OnSysExit, "on_fork": s.objs.OnFork, "on_exec": s.objs.OnExec, "on_exit": s.objs.OnExit} {
 		if st, err := p.Stats(); err == nil {
 			t += st.Runtime
+			each[name] = [2]uint64{uint64(st.Runtime), st.RunCount}
 		}
 	}
-	return t
+	return t, each
 }
 
 type procInfo struct {
@@ -185,14 +187,21 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, pid int, 
 	if s.opt.BPFStats {
 		statsOn, _ = cebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	}
-	before := s.progRuntime()
+	before, beforeEach := s.progRuntime()
 	start, startMono := s.enable()
 	select {
 	case <-w.Done():
 	case <-ctx.Done():
 	}
 	end, endMono := s.disable()
-	s.bpfTime = s.progRuntime() - before
+	after, afterEach := s.progRuntime()
+	s.bpfTime = after - before
+	for name, a := range afterEach {
+		if a[1] > beforeEach[name][1] {
+			s.bpfEach = append(s.bpfEach, fmt.Sprintf("%s %d ns in %d runs", name, a[0]-beforeEach[name][0], a[1]-beforeEach[name][1]))
+		}
+	}
+	slices.Sort(s.bpfEach)
 	if statsOn != nil {
 		_ = statsOn.Close()
 	}
@@ -326,7 +335,7 @@ func (s *session) enable() (time.Time, uint64) {
 					continue
 				}
 				v := profcapStart{Ts: now, State: uint32(st), Flags: fInitial}
-				_ = s.objs.Starts.Update(uint32(tid), &v, cebpf.UpdateNoExist)
+				_ = s.objs.Starts.Update(uint32(tid), &v, cebpf.UpdateAny)
 			}
 		}
 	}

@@ -72,7 +72,8 @@ int BPF_PROG(on_exit, struct task_struct *p)
 		k.flags |= F_USTACK_LOST;
 		stat(STAT_USTACK_LOST);
 		add_off(&k, pd->ns);
-		bpf_map_delete_elem(&pendings, &tid);
+		if (!bpf_map_delete_elem(&pendings, &tid))
+			__sync_fetch_and_add(&npending, -1);
 	}
 	bpf_map_delete_elem(&starts, &tid);
 	bpf_map_delete_elem(&last_users, &tid);
@@ -161,24 +162,46 @@ static __always_inline bool chance(u64 t)
 
 static __always_inline void switch_out(void *ctx, struct task_struct *prev, u32 tid, bool preempt, unsigned int prev_state, u64 now)
 {
-	/* Cheap: a timestamp and the state. Only a preempted thread's stacks
-	 * are taken here, in its own context: it leaves no syscall exit to
-	 * take them at, and preemptions come at most at the scheduler's
-	 * tick and wakeup rate, not at the target's switch rate. */
-	struct start s = {.ts = now, .state = state_char(preempt, prev_state)};
-	if (s.state == 'R') {
-		s.rkstack = kernel_stack(ctx);
-		s.rustack = user_stack_here(ctx);
+	/* Cheap: a timestamp and the state, written in place into the
+	 * thread's entry (kept from block to block: no allocation, no delete
+	 * on a hot thread). Only a thread preempted in user mode (by an
+	 * interrupt: its saved registers are not a system call's, orig_ax is
+	 * -1) has its stacks taken here, in its own context, as it leaves no
+	 * syscall exit to take them at; such preemptions come at the rate of
+	 * ticks and IPIs. One preempted inside a system call (a wakeup
+	 * preemption in write(), say: at the target's switch rate) is
+	 * treated as a block and takes its user stack at its syscall exit. */
+	u32 state = state_char(preempt, prev_state);
+	u64 rk = 0, ru = 0;
+	if (state == 'R') {
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+		if ((long)BPF_CORE_READ(regs, orig_ax) == -1) {
+			rk = kernel_stack(ctx);
+			ru = user_stack_here(ctx);
+			if (!rk && !ru)
+				rk = 1; /* mark: taken (no stack) */
+		}
 	}
-	if (bpf_map_update_elem(&starts, &tid, &s, BPF_ANY))
+	struct start *s = bpf_map_lookup_elem(&starts, &tid);
+	if (s) {
+		s->wake_ts = 0;
+		s->state = state;
+		s->flags = 0;
+		s->rustack = ru;
+		s->rkstack = rk;
+		s->ts = now;
+		return;
+	}
+	struct start ns = {.ts = now, .state = state, .rustack = ru, .rkstack = rk};
+	if (bpf_map_update_elem(&starts, &tid, &ns, BPF_ANY))
 		stat(STAT_OFF_STARTS_FULL);
 }
 
 static __always_inline void switch_in(struct task_struct *next, u32 tid, u32 tgid, u64 now)
 {
 	struct start *s = bpf_map_lookup_elem(&starts, &tid);
-	if (!s)
-		return;
+	if (!s || !s->ts)
+		return; /* ts 0: not off CPU (the entry is kept for the next block) */
 	u64 t = now > s->ts ? now - s->ts : 0;
 	u64 w = 0;
 	if (t >= threshold_ns) {
@@ -195,7 +218,7 @@ static __always_inline void switch_in(struct task_struct *next, u32 tid, u32 tgi
 		stat(STAT_OFF_SAMPLED);
 	} else {
 		stat(STAT_OFF_SKIPPED);
-		bpf_map_delete_elem(&starts, &tid);
+		s->ts = 0;
 		return;
 	}
 	struct off_key k = {.tgid = tgid, .tid = tid, .state = s->state, .flags = s->flags & (F_WAKER | F_WAKER_IRQ | F_INITIAL)};
@@ -205,11 +228,11 @@ static __always_inline void switch_in(struct task_struct *next, u32 tid, u32 tgi
 		k.wtgid = s->wtgid;
 		k.wtid = s->wtid;
 	}
-	if (s->state == 'R') {
+	if (s->state == 'R' && (s->rustack || s->rkstack)) {
 		k.ustack = s->rustack;
-		k.kstack = s->rkstack;
+		k.kstack = s->rkstack == 1 ? 0 : s->rkstack;
 		add_off(&k, w);
-		bpf_map_delete_elem(&starts, &tid);
+		s->ts = 0;
 		return;
 	}
 	/* The kernel stack it blocked in, now (it is still there); the user
@@ -224,7 +247,7 @@ static __always_inline void switch_in(struct task_struct *next, u32 tid, u32 tgi
 			stat(STAT_STACK_ERR);
 		}
 	}
-	bpf_map_delete_elem(&starts, &tid);
+	s->ts = 0;
 	struct pending *old = bpf_map_lookup_elem(&pendings, &tid);
 	if (old) {
 		/* Blocked again before a syscall exit: the earlier block keeps
@@ -233,12 +256,17 @@ static __always_inline void switch_in(struct task_struct *next, u32 tid, u32 tgi
 		ok.flags |= F_USTACK_LOST;
 		stat(STAT_USTACK_LOST);
 		add_off(&ok, old->ns);
+		if (!bpf_map_delete_elem(&pendings, &tid))
+			__sync_fetch_and_add(&npending, -1);
 	}
 	struct pending p = {.key = k, .ns = w};
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(next);
 	p.uip = BPF_CORE_READ(regs, ip);
 	p.usp = BPF_CORE_READ(regs, sp);
-	bpf_map_update_elem(&pendings, &tid, &p, BPF_ANY);
+	if (!bpf_map_update_elem(&pendings, &tid, &p, BPF_NOEXIST))
+		__sync_fetch_and_add(&npending, 1);
+	else
+		bpf_map_update_elem(&pendings, &tid, &p, BPF_ANY);
 }
 
 SEC("tp_btf/sched_switch")
@@ -263,7 +291,7 @@ int BPF_PROG(on_waking, struct task_struct *p)
 		return 0;
 	u32 tid = p->pid;
 	struct start *s = bpf_map_lookup_elem(&starts, &tid);
-	if (!s || (s->flags & F_WAKE_SEEN))
+	if (!s || !s->ts || (s->flags & F_WAKE_SEEN))
 		return 0;
 	u64 now = bpf_ktime_get_ns();
 	s->flags |= F_WAKE_SEEN;
@@ -298,6 +326,10 @@ int BPF_PROG(on_waking, struct task_struct *p)
 SEC("raw_tp/sys_exit")
 int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
+	/* This runs at every system call's exit on the machine: most of the
+	 * time nothing waits for one, and a global read says so. */
+	if (!npending)
+		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct pending *p = bpf_map_lookup_elem(&pendings, &tid);
 	if (!p)
@@ -315,7 +347,8 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		k.flags |= F_USTACK_STALE;
 		stat(STAT_USTACK_STALE);
 	}
-	bpf_map_delete_elem(&pendings, &tid);
+	if (!bpf_map_delete_elem(&pendings, &tid))
+		__sync_fetch_and_add(&npending, -1);
 	add_off(&k, ns);
 	remember_comm(tid, k.tgid);
 	return 0;

@@ -167,6 +167,8 @@ struct proc_event {
 const volatile u64 threshold_ns = 1000000;
 /* Set by the collector when the window opens and ends. */
 u32 enabled = 0;
+/* Blocks waiting in pendings for their syscall exit. */
+s64 npending = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
