@@ -111,6 +111,13 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return usageError("--max-profile-size: %v", err)
 	}
+	preset, ok := presets[*overhead]
+	if !ok {
+		return usageError("--overhead %q: want low, default or full", *overhead)
+	}
+	if !fs.Changed("perf-frequency") && preset.perfFrequency > 0 {
+		perfOpt.Frequency = preset.perfFrequency // before the collectors are made
+	}
 	cs := defaultCollectors(limit, perfOpt)
 	if *force != "" && !slices.ContainsFunc(cs, func(c collectors.Collector) bool { return c.Name() == *force }) {
 		var names []string
@@ -118,13 +125,6 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			names = append(names, c.Name())
 		}
 		return usageError("--collector %q: want one of %s", *force, strings.Join(names, ", "))
-	}
-	preset, ok := presets[*overhead]
-	if !ok {
-		return usageError("--overhead %q: want low, default or full", *overhead)
-	}
-	if !fs.Changed("perf-frequency") && preset.perfFrequency > 0 {
-		perfOpt.Frequency = preset.perfFrequency
 	}
 	want, explicit := preset.kinds, false
 	if len(*kinds) > 0 {
