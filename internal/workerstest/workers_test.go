@@ -228,9 +228,11 @@ func TestWorkers(t *testing.T) {
 		if n, _ := under(wall, "[idle: waiting for work]", "handle_step"); n != 0 {
 			t.Error("wall: a step counted as idle")
 		}
+		// offcpu is perf's or eBPF's (py-spy offers none): native frames,
+		// the Rust wait by name.
 		offMeta, off := profileOf(t, m, out, "worker-python-1", bundle.OffCPU)
-		if offMeta.Collector != "perf" || !has(off, rustBlock) {
-			t.Errorf("offcpu from %s names wait_for_io: %v", offMeta.Collector, has(off, rustBlock))
+		if !has(off, rustBlock) {
+			t.Errorf("offcpu from %s does not name %s", offMeta.Collector, rustBlock)
 		}
 	})
 
