@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
+
+	"github.com/google/pprof/profile"
 )
 
 // Summary is what a capture found, in the terms its report opens with:
@@ -157,3 +160,103 @@ const (
 	SecondsLabel = "window_seconds"
 	SecondUnit   = "seconds"
 )
+
+// PeriodText says how a profile of kind k was sampled, in its own unit:
+// "10.10 ms (99 Hz)", "every context switch" (perf's off-CPU profiles
+// record every switch; their period of 1 ns is a unit, not a rate), "1
+// contention", "1 goroutine", "one sample per 512.00 KiB allocated"; ""
+// when the profile says nothing meaningful (no period, or 0). It is what
+// DescribePeriod should say; the report uses it.
+func PeriodText(k Kind, p *profile.Profile) string {
+	if k == OffCPU && (p.PeriodType == nil || p.Period <= 1) {
+		return "every context switch"
+	}
+	if p.PeriodType == nil || p.Period <= 0 {
+		return ""
+	}
+	switch p.PeriodType.Unit {
+	case "nanoseconds", "microseconds", "milliseconds", "seconds":
+		mul := map[string]float64{"nanoseconds": 1, "microseconds": 1e3, "milliseconds": 1e6, "seconds": 1e9}[p.PeriodType.Unit]
+		ns := float64(p.Period) * mul
+		if ns < 1000 {
+			return "every event"
+		}
+		return fmt.Sprintf("%s (%.0f Hz)", durationText(ns), 1e9/ns)
+	case "bytes":
+		return "one sample per " + bytesText(p.Period) + " allocated"
+	case "", "count":
+		return CountText(p.Period, CountNoun(p.PeriodType.Type))
+	}
+	return fmt.Sprintf("%d %s", p.Period, p.PeriodType.Unit)
+}
+
+func durationText(ns float64) string {
+	switch {
+	case ns >= 1e9:
+		return fmt.Sprintf("%.2f s", ns/1e9)
+	case ns >= 1e6:
+		return fmt.Sprintf("%.2f ms", ns/1e6)
+	case ns >= 1e3:
+		return fmt.Sprintf("%.2f µs", ns/1e3)
+	}
+	return fmt.Sprintf("%.0f ns", ns)
+}
+
+func bytesText(b int64) string {
+	f := float64(b)
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", f/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.2f MiB", f/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.2f KiB", f/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}
+
+// CountNoun is what a count sample type counts, singular: "goroutine",
+// "contention", "sample".
+func CountNoun(typ string) string {
+	switch typ {
+	case "goroutine", "goroutines":
+		return "goroutine"
+	case "contentions":
+		return "contention"
+	case "samples", "sample", "":
+		return "sample"
+	case "polls":
+		return "poll"
+	case "alloc_objects", "inuse_objects", "objects":
+		return "object"
+	case "tasks":
+		return "task"
+	case "wakeups", "wakes":
+		return "wake-up"
+	}
+	return strings.TrimSuffix(typ, "s")
+}
+
+// CountText is "1 goroutine", "142 goroutines", "1,024 samples".
+func CountText(v int64, noun string) string {
+	s := fmt.Sprint(v)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	if neg {
+		b.WriteByte('-')
+	}
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if v == 1 || v == -1 {
+		return b.String() + " " + noun
+	}
+	if strings.HasSuffix(noun, "s") || strings.HasSuffix(noun, "x") || strings.HasSuffix(noun, "ch") {
+		return b.String() + " " + noun + "es"
+	}
+	return b.String() + " " + noun + "s"
+}

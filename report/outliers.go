@@ -212,9 +212,10 @@ func outlierGroupFor(dir, role string, kind bundle.Kind, sampleType string, memb
 const minObs = 20
 
 // observations are a profile's observations for the outlier test, keys
-// interned in ks: one per sampling tick (cpu, wall clock), blocking event
-// (block, mutex) or task (async), else one per recorded stack (off-CPU,
-// await), each carrying its share of the record's value.
+// interned in ks: one per on-CPU sampling tick, √c for a record of c
+// wall-clock ticks or blocking events (block, mutex), one per task
+// (async), else one per recorded stack (off-CPU, await), each carrying its
+// share of the record's value.
 func observations(kind bundle.Kind, sampleType string, p *profile.Profile, ks *keys, seed uint64) ([]obs, error) {
 	idx, err := pprofutil.SampleIndex(p, sampleType)
 	if err != nil {
@@ -257,8 +258,16 @@ func observations(kind bundle.Kind, sampleType string, p *profile.Profile, ks *k
 		}
 		c := int64(1)
 		switch {
-		case ci >= 0 && s.Value[ci] > 0:
+		case ci >= 0 && s.Value[ci] > 0 && kind == bundle.CPU:
 			c = s.Value[ci]
+		case ci >= 0 && s.Value[ci] > 0:
+			// Wall-clock ticks and blocking events of one stack are not
+			// independent (a wait spans many ticks of the goroutine that
+			// waits, contention comes in bursts of events), nor are they
+			// one observation (a record sums the whole window): a record
+			// of c counts as √c observations. On-CPU ticks of a function
+			// come from many short runs and count one each.
+			c = int64(math.Ceil(math.Sqrt(float64(s.Value[ci]))))
 		case kind == bundle.Async && len(s.NumLabel["tasks"]) > 0 && s.NumLabel["tasks"][0] > 0:
 			c = s.NumLabel["tasks"][0]
 		}
