@@ -237,7 +237,7 @@ func checkOutliers(t *testing.T, s *bundle.Summary) {
 	}
 	var rows []string
 	for _, o := range s.Outliers {
-		rows = append(rows, fmt.Sprintf("%s %s %s score %.1f p %.3g differs %v (%s)", o.Role, o.Kind, o.Target, o.Score, o.PValue, o.Differs, o.Short))
+		rows = append(rows, fmt.Sprintf("%s %s %s score %.1f p %.3g over %d differs %v (%s)", o.Role, o.Kind, o.Target, o.Score, o.PValue, o.Observations, o.Differs, o.Short))
 	}
 	t.Logf("outliers:\n%s", strings.Join(rows, "\n"))
 }

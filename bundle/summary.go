@@ -92,23 +92,24 @@ type OutlierSummary struct {
 	Target string `json:"target"`
 	Peers  int    `json:"peers"`
 	// Distance is the total variation distance, in percentage points,
-	// between the instance's distribution of self time (or waiting time)
-	// over functions and its role's (the median share of each function
-	// over the role's instances); Noise is the distance expected from
-	// sampling alone at the instance's sample count; Score is Distance
-	// minus Noise, at least 0.
+	// between the instance's distribution of time over functions and its
+	// peers'; Noise is the mean distance of random sets of as many
+	// observations; Score is Distance minus Noise, at least 0.
 	Distance float64 `json:"distance"`
 	Noise    float64 `json:"noise"`
 	Score    float64 `json:"score"`
-	// PValue is a chi-square goodness-of-fit test of the instance's counts
-	// against its role's distribution.
-	PValue  float64 `json:"p_value"`
-	Samples int     `json:"samples"` // the counts tested
-	// Differs is PValue below the threshold (0.001 split over the role's
-	// instances) and Score at least 10 points.
+	// PValue is the permutation test's: the share of random sets of as
+	// many observations, drawn from the instance and its peers together,
+	// at least as far from the rest.
+	PValue float64 `json:"p_value"`
+	// Observations is how many observations of the instance were
+	// tested: on-CPU ticks, √c for c wall-clock ticks or blocking events
+	// of one stack, tasks, or recorded stacks (docs/flame.md, "Outliers").
+	Observations int `json:"observations"`
+	// Differs is PValue under 0.002 and Score at least 10 points.
 	Differs bool `json:"differs"`
 	// Function is the one whose share differs most; Share and RoleShare
-	// its share in the instance and in the role.
+	// its share in the instance and in its peers.
 	Function  string  `json:"function"`
 	Short     string  `json:"short"`
 	Share     float64 `json:"share"`

@@ -54,6 +54,7 @@ var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"sub100":  func(f float64) float64 { return 100 - f },
 	"targets": targetList,
 	"sub":     func(a, b int) int { return a - b },
+	"cov":     covText,
 	"script": func() template.JS {
 		return template.JS(pageScript)
 	},
@@ -194,6 +195,12 @@ func Render(w io.Writer, dir string, m *bundle.Manifest) error {
 		Style: template.CSS(strings.TrimSpace(pageStyle)),
 		Body:  template.HTML(body.String()),
 	})
+}
+
+// covText is a coverage, floored to a tenth of a percent: 0.989 is
+// "98.9%", never "99%" for a profile listed as covering less.
+func covText(c float64) string {
+	return fmt.Sprintf("%.1f%%", float64(int(c*1000))/10)
 }
 
 // maxDifferLines is how many differing instances the first screen lists.

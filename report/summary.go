@@ -45,7 +45,7 @@ func outlierSummaries(gs []outlierGroup) []bundle.OutlierSummary {
 	for _, g := range gs {
 		for _, r := range g.Rows {
 			out = append(out, bundle.OutlierSummary{Role: g.Role, Kind: g.Kind, Target: r.Target, Peers: len(g.Rows) - 1,
-				Distance: round1(r.Distance), Noise: round1(r.Noise), Score: round1(r.Score), PValue: r.P, Samples: r.Samples,
+				Distance: round1(r.Distance), Noise: round1(r.Noise), Score: round1(r.Score), PValue: r.P, Observations: r.Samples,
 				Differs: r.Differs, Function: r.Function, Short: flame.ShortName(r.Function), Share: r.Share, RoleShare: r.Base})
 		}
 	}
@@ -381,8 +381,8 @@ func pctText(f float64) string {
 }
 
 func outlierText(o bundle.OutlierSummary) string {
-	return fmt.Sprintf("%s (%s, %s): %.0f points beyond noise, %s over %s; %s %s vs %s in its role",
-		o.Target, o.Role, o.Kind, o.Score, pText(o.PValue), countText(int64(o.Samples), "sample"),
+	return fmt.Sprintf("%s (%s, %s): %.0f points beyond noise, %s over %s; %s %s vs %s in its peers",
+		o.Target, o.Role, o.Kind, o.Score, pText(o.PValue), countText(int64(o.Observations), "observation"),
 		o.Short, pctText(o.Share), pctText(o.RoleShare))
 }
 
@@ -435,7 +435,7 @@ func (g incGroup) Text() string {
 			s += " (" + g.Targets[0] + ")"
 		}
 	case g.Coverage > 0:
-		s += fmt.Sprintf(": covers %s of the window", pctText(g.Coverage))
+		s += fmt.Sprintf(": covers %s of the window", covText(g.Coverage))
 	}
 	return s
 }
