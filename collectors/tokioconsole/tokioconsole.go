@@ -274,6 +274,12 @@ func (p *pauses) watch(ctx context.Context, cl pb.InstrumentClient) {
 	}
 }
 
+func (p *pauses) answered() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.supported
+}
+
 // during says when the subscriber was paused within [a, b], or "".
 func (p *pauses) during(a, b time.Time) string {
 	p.mu.Lock()
@@ -338,8 +344,9 @@ func (c *Collector) capture(ctx context.Context, w *collectors.Window, t *target
 	}()
 
 	st := newConsoleState()
-	// Without a first update (see window.go) the first message comes one
-	// publish interval later: the connect timeout covers that too.
+	// Without a first update (see window.go) the first message comes a
+	// publish interval later, which can be longer than the connect timeout:
+	// a subscriber that answered WatchState is given the whole window.
 	connect := time.NewTimer(c.opts.ConnectTimeout)
 	defer connect.Stop()
 	var streamErr error
@@ -351,7 +358,7 @@ loop:
 			res.Err = fmt.Errorf("tokio-console at %s: capture abandoned: %w", addr, ctx.Err())
 			return res
 		case <-connect.C:
-			if st.updates == 0 {
+			if st.updates == 0 && !ps.answered() {
 				res.Err = explain(addr, context.DeadlineExceeded)
 				if p := ps.during(w.Start, time.Now()); p != "" {
 					res.Err = fmt.Errorf("tokio-console at %s: the subscriber is paused by a client (%s) and publishes nothing: %w", addr, p, res.Err)
@@ -387,6 +394,8 @@ loop:
 			res.Err = explain(addr, streamErr)
 		case streamErr != nil:
 			res.Err = fmt.Errorf("tokio-console at %s: stream closed before the window started: %w", addr, streamErr)
+		case st.updates == 0:
+			res.Err = fmt.Errorf("tokio-console at %s: the subscriber answers WatchState but sent no update in the window (paused, or a publish interval longer than the window)", addr)
 		default:
 			res.Err = fmt.Errorf("tokio-console at %s: no update received in the window", addr)
 		}

@@ -26,6 +26,14 @@ package tokioconsole
 //   - lib.rs send_stats counts into dropped_events the spawn events (and
 //     callsite registrations) that did not fit in the event buffer: such a
 //     task is never announced; stats are shared memory and never lost.
+//   - aggregator/mod.rs drains its event buffer with recv_now_or_never, a
+//     tokio mpsc poll_recv that tokio's cooperative budget stops after 128
+//     events per wake; it wakes at each publish tick, and at every event
+//     sent once the buffer is half full. A service emitting more than 128
+//     events (spawns, resources, async ops, poll ops) per publish interval
+//     is announced late: the lag grows until the buffer is half full
+//     (51,200 events by default) and stays there. Stats of tasks already
+//     announced are shared memory, so they are current.
 //   - span ids come from tracing's registry and are reused once a span
 //     closes; the aggregator's maps are keyed by them, so a new task can
 //     replace a completed one whose final stats were never sent.
@@ -73,6 +81,12 @@ type consoleState struct {
 	reused        int  // tasks whose span id was reused before their end was seen
 	noSchedTime   bool // stats without scheduled_time: a subscriber before 0.1.9/0.2.0
 	truncated     int  // tasks not kept: maxConsoleTasks reached
+
+	// announcement lag, over the updates after markStart that announced
+	// tasks: now − the newest created_at among them
+	lagMin, lagLast time.Duration
+	lagUpdates      int
+	gaps            []time.Duration // between updates after markStart
 }
 
 type consoleTask struct {
@@ -111,6 +125,9 @@ func (s *consoleState) apply(u *pb.Update) error {
 	s.updates++
 	if s.started {
 		s.afterMk++
+		if len(s.gaps) < 1<<16 {
+			s.gaps = append(s.gaps, s.now.Sub(s.prevNow))
+		}
 	}
 	for _, nm := range u.GetNewMetadata().GetMetadata() {
 		if nm.GetId() != nil && nm.GetMetadata() != nil {
@@ -144,6 +161,22 @@ func (s *consoleState) apply(u *pb.Update) error {
 		s.dropped = satAddU(s.dropped, tu.GetDroppedEvents())
 	} else {
 		s.droppedBefore = satAddU(s.droppedBefore, tu.GetDroppedEvents())
+	}
+	if s.started {
+		var newest time.Time
+		for _, nt := range tu.GetNewTasks() {
+			if c, ok := tsTime(stats[nt.GetId().GetId()].GetCreatedAt(), stats[nt.GetId().GetId()].GetCreatedAt() != nil); ok && c.After(newest) {
+				newest = c
+			}
+		}
+		if !newest.IsZero() {
+			lag := nonNeg(s.now.Sub(newest))
+			if s.lagUpdates == 0 || lag < s.lagMin {
+				s.lagMin = lag
+			}
+			s.lagLast = lag
+			s.lagUpdates++
+		}
 	}
 	seen := map[uint64]bool{}
 	for _, nt := range tu.GetNewTasks() {
@@ -620,6 +653,15 @@ func (s *consoleState) window() consoleWindow {
 	if s.reused > 0 {
 		warn("span-id-reused: %d tasks ended unseen: the subscriber gave their span id to a new task before it reported them completed; each is counted only up to the last update that showed it", s.reused)
 	}
+	if lag, ok := s.behind(); ok {
+		missed := fmt.Sprintf("tasks spawned in the last %v of the window are missing", s.lagLast.Round(time.Millisecond))
+		if s.lagLast >= t2.Sub(t1) {
+			missed = "no task spawned in the window is in it"
+		}
+		msg := fmt.Sprintf("subscriber-lag: the subscriber announces tasks %v late or more (the newest task in each of its %d updates that announced any was at least that old; in its last, %v): it drains at most 128 events per wake (tokio's cooperative budget) and this service emits more per publish interval, so %s and older ones appear late (a shorter TOKIO_CONSOLE_PUBLISH_INTERVAL or a smaller TOKIO_CONSOLE_BUFFER_CAPACITY shortens the lag)", lag.Round(time.Millisecond), s.lagUpdates, s.lagLast.Round(time.Millisecond), missed)
+		warn("%s", msg)
+		cw.Missing = append(cw.Missing, strings.TrimPrefix(msg, "subscriber-lag: "))
+	}
 	if cw.NoSched {
 		warn("no-scheduled-time: the subscriber reports no scheduled time (console-subscriber before 0.1.9/0.2.0): the profile has busy and scheduled_or_idle (time alive but not in a poll) instead of scheduled and idle")
 	}
@@ -628,6 +670,21 @@ func (s *consoleState) window() consoleWindow {
 		cw.Missing = append(cw.Missing, fmt.Sprintf("%d tasks left out (more than %d)", s.truncated, maxConsoleTasks))
 	}
 	return cw
+}
+
+// behind reports whether the subscriber announced tasks late throughout
+// the window: one that keeps up announces a task at most a publish interval
+// after its spawn, so in every update that announces tasks the newest is at
+// most an interval old. Behind: three such updates or more, each with its
+// newest task older than twice the interval (and 500 ms).
+func (s *consoleState) behind() (time.Duration, bool) {
+	if s.lagUpdates < 3 || len(s.gaps) == 0 {
+		return 0, false
+	}
+	g := append([]time.Duration(nil), s.gaps...)
+	sort.Slice(g, func(i, j int) bool { return g[i] < g[j] })
+	interval := g[len(g)/2]
+	return s.lagMin, s.lagMin > 2*interval && s.lagMin > 500*time.Millisecond
 }
 
 // lints are the tokio-console CLI's warnings (tokio-console/src/warnings.rs)

@@ -300,3 +300,33 @@ func hasWarning(ws []string, prefix string) bool {
 }
 
 var _ = profile.Profile{}
+
+// TestConsoleSubscriberLag: updates whose newest announced task is always
+// seconds old mean the subscriber is behind; a quiet service whose tasks
+// are announced within an interval is not.
+func TestConsoleSubscriberLag(t *testing.T) {
+	mk := func(lagMs int) *consoleState {
+		st := newConsoleState()
+		for i := 0; i < 6; i++ {
+			now := 1000 * (i + 1)
+			id := uint64(i + 1)
+			st.apply(&pb.Update{Now: at(now), NewMetadata: testMeta, TaskUpdate: &pb.TaskUpdate{
+				NewTasks:    []*pb.Task{newTask(id, "t")},
+				StatsUpdate: map[uint64]*pb.Stats{id: {CreatedAt: at(now - lagMs), PollStats: &pb.PollStats{}, ScheduledTime: dur(0)}},
+			}})
+			if i == 0 {
+				st.markStart()
+			}
+		}
+		return st
+	}
+	if lag, ok := mk(3000).behind(); !ok || lag != 3*time.Second {
+		t.Errorf("3 s behind: %v %v", lag, ok)
+	}
+	if _, ok := mk(900).behind(); ok {
+		t.Errorf("a subscriber that keeps up taken for one behind")
+	}
+	if cw := mk(3000).window(); len(cw.Missing) == 0 || !strings.Contains(cw.Missing[0], "announces tasks 3s late or more") {
+		t.Errorf("missing %q", cw.Missing)
+	}
+}
