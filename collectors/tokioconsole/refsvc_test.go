@@ -286,7 +286,11 @@ func TestRefsvcUnixSocketDroppedEvents(t *testing.T) {
 func TestRefsvcLargeStateRecord(t *testing.T) {
 	goBin := testreq.Command(t, "go")
 	const idle = 2500
-	svc := startRefsvc(t, "--idle-tasks", fmt.Sprint(idle), "--idle-task-name-bytes", "2048", "--spawn-backlog", "0", "--steps-per-sec", "10")
+	// A 50 ms publish interval, so that the aggregator (128 events per
+	// wake) has taken in every idle task's spawn before profcap connects.
+	svc := startRefsvc(t, "--idle-tasks", fmt.Sprint(idle), "--idle-task-name-bytes", "2048", "--spawn-backlog", "0",
+		"--steps-per-sec", "10", "--console-publish-ms", "50")
+	time.Sleep(3 * time.Second)
 	dir := t.TempDir()
 	profcap := filepath.Join(dir, "profcap")
 	if out, err := exec.Command(goBin, "build", "-o", profcap, "github.com/profcap/profcap/cmd/profcap").CombinedOutput(); err != nil {
@@ -350,7 +354,7 @@ func TestRefsvcLargeStateRecord(t *testing.T) {
 
 	m1, p1, _ := record(filepath.Join(dir, "b1"))
 	e1 := asyncEntry(m1)
-	t.Logf("first capture: %s %q", e1.Status, e1.Error)
+	t.Logf("first capture: %s %q\n%s", e1.Status, e1.Error, e1.Note)
 	if got := idleNames(p1); got != idle {
 		t.Errorf("first capture: %d of the %d idle tasks in the profile", got, idle)
 	}
@@ -360,7 +364,7 @@ func TestRefsvcLargeStateRecord(t *testing.T) {
 
 	m2, p2, term := record(filepath.Join(dir, "b2"))
 	e2 := asyncEntry(m2)
-	t.Logf("second capture: %s %q, %d idle tasks in the profile", e2.Status, e2.Error, idleNames(p2))
+	t.Logf("second capture: %s %q, %d idle tasks in the profile\n%s", e2.Status, e2.Error, idleNames(p2), e2.Note)
 	if idleNames(p2) < idle {
 		if e2.Status != bundle.StatusPartial || !strings.Contains(e2.Error, "the subscriber sent no first update") {
 			t.Errorf("second capture: %d idle tasks missing, but the manifest says %s %q", idle-idleNames(p2), e2.Status, e2.Error)

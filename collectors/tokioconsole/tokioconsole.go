@@ -323,6 +323,7 @@ func (c *Collector) capture(ctx context.Context, w *collectors.Window, t *target
 	cl := pb.NewInstrumentClient(conn)
 	var ps pauses
 	go ps.watch(sctx, cl)
+	opened := time.Now()
 	stream, err := cl.WatchUpdates(sctx, &pb.InstrumentRequest{})
 	if err != nil {
 		res.Err = explain(addr, err)
@@ -351,6 +352,7 @@ func (c *Collector) capture(ctx context.Context, w *collectors.Window, t *target
 	defer connect.Stop()
 	var streamErr error
 	var firstAt, lastAt time.Time
+	var firstAfter time.Duration // subscribe → first message
 loop:
 	for {
 		select {
@@ -380,6 +382,9 @@ loop:
 			if err := st.apply(m.upd); err != nil {
 				streamErr = fmt.Errorf("malformed update: %w", err)
 				break loop
+			}
+			if st.updates == 1 {
+				firstAfter = m.at.Sub(opened)
 			}
 			if !st.started && !m.at.Before(w.Start) {
 				st.markStart()
@@ -441,6 +446,7 @@ loop:
 	if len(why) > 0 {
 		res.Err = fmt.Errorf("tokio-console at %s: %s", addr, strings.Join(why, "; "))
 	}
+	cw.First += fmt.Sprintf(", %v after subscribing", firstAfter.Round(time.Millisecond))
 	res.Note = consoleNote(cw)
 	return res
 }
@@ -457,7 +463,7 @@ func consoleNote(cw consoleWindow) string {
 			finished++
 		}
 	}
-	fmt.Fprintf(&b, "%d tasks alive in the window (%d spawned, %d completed in it)", len(cw.Tasks), spawned, finished)
+	fmt.Fprintf(&b, "%d tasks alive in the window (%d spawned, %d completed in it); %s", len(cw.Tasks), spawned, finished, cw.First)
 	if len(cw.Warnings) > 0 {
 		fmt.Fprintf(&b, "; %d warnings:", len(cw.Warnings))
 		for _, w := range cw.Warnings {

@@ -77,6 +77,7 @@ type consoleState struct {
 	droppedBefore uint64 // dropped_events up to and including the start snapshot
 
 	noFirstUpdate bool // the first message was not the subscriber's full state
+	firstTasks    int  // tasks announced in the first message
 	unannounced   int  // tasks known only by their stats
 	reused        int  // tasks whose span id was reused before their end was seen
 	noSchedTime   bool // stats without scheduled_time: a subscriber before 0.1.9/0.2.0
@@ -153,6 +154,7 @@ func (s *consoleState) apply(u *pb.Update) error {
 			}
 		}
 		s.noFirstUpdate = !full
+		s.firstTasks = len(tu.GetNewTasks())
 	}
 	if tu == nil {
 		return nil
@@ -530,6 +532,7 @@ type consoleWindow struct {
 	Missing    []string     // what the profile lacks, for Result.Err (no prefix)
 	Dropped    uint64       // dropped_events summed over the window
 	NoSched    bool         // the subscriber reports no scheduled time
+	First      string       // what the first message was, for the note
 }
 
 type windowTask struct {
@@ -554,6 +557,10 @@ type windowTask struct {
 func (s *consoleState) window() consoleWindow {
 	t1, t2 := s.startNow, s.now
 	cw := consoleWindow{Start: t1, End: t2, Dropped: s.dropped, NoSched: s.noSchedTime}
+	cw.First = fmt.Sprintf("the subscriber's first update: %d tasks", s.firstTasks)
+	if s.noFirstUpdate {
+		cw.First = fmt.Sprintf("no first update from the subscriber (its first message, an incremental one, announced %d tasks)", s.firstTasks)
+	}
 	if t2.Before(t1) {
 		t2 = t1
 	}
@@ -632,6 +639,7 @@ func (s *consoleState) window() consoleWindow {
 		cw.Warnings = append(cw.Warnings, lints(wt, !hasDropped && !wt.lost)...)
 	}
 	sort.Strings(cw.Warnings)
+	cw.Warnings = capLints(cw.Warnings)
 	warn := func(format string, args ...any) {
 		cw.Warnings = append(cw.Warnings, bundle.WarningPrefix+fmt.Sprintf(format, args...))
 	}
@@ -670,6 +678,32 @@ func (s *consoleState) window() consoleWindow {
 		cw.Missing = append(cw.Missing, fmt.Sprintf("%d tasks left out (more than %d)", s.truncated, maxConsoleTasks))
 	}
 	return cw
+}
+
+// maxPerLint bounds the task warnings of one lint that are listed; the
+// rest are counted in one line (2,500 idle tasks all have a lost waker).
+const maxPerLint = 20
+
+func capLints(ws []string) []string {
+	var out []string
+	count := map[string]int{}
+	var order []string
+	for _, w := range ws {
+		lint, _, _ := strings.Cut(strings.TrimPrefix(w, bundle.WarningPrefix), ":")
+		if count[lint] == 0 {
+			order = append(order, lint)
+		}
+		count[lint]++
+		if count[lint] <= maxPerLint {
+			out = append(out, w)
+		}
+	}
+	for _, lint := range order {
+		if n := count[lint] - maxPerLint; n > 0 {
+			out = append(out, fmt.Sprintf("%s%s: %d more tasks (only the first %d are listed)", bundle.WarningPrefix, lint, n, maxPerLint))
+		}
+	}
+	return out
 }
 
 // behind reports whether the subscriber announced tasks late throughout
