@@ -219,8 +219,11 @@ func withinTruth(got, want time.Duration) bool {
 func TestRefsvcGroundTruth(t *testing.T) {
 	svc := startRefsvc(t, "--console-publish-ms", "50", "--steps-per-sec", "10")
 	tg := &targets.Target{Name: "refsvc-test", TokioConsole: svc.console}
-	w := collectors.NewWindow(5*time.Second, 0)
-	r := collectOne(t, context.Background(), New(Options{}), w, tg, bundle.Async)[bundle.Async]
+	// Connected before the window, as profcap record does (a Preparer).
+	w, r := collectPrepared(t, New(Options{}), 5*time.Second, 500*time.Millisecond, tg)
+	if !r.Start.Equal(w.Start) || !r.End.Equal(w.Ended()) {
+		t.Errorf("measured %v .. %v, window %v .. %v", r.Start, r.End, w.Start, w.Ended())
+	}
 	if r.Status != bundle.StatusOK {
 		t.Fatalf("status %s: %v\n%s", r.Status, r.Err, r.Note)
 	}

@@ -47,7 +47,10 @@ type Collector struct {
 	opts Options
 }
 
-var _ collectors.Collector = (*Collector)(nil)
+var (
+	_ collectors.Collector = (*Collector)(nil)
+	_ collectors.Preparer  = (*Collector)(nil)
+)
 
 // New returns the tokio-console collector.
 func New(opts Options) *Collector {
@@ -351,8 +354,20 @@ func (c *Collector) capture(ctx context.Context, w *collectors.Window, t *target
 	connect := time.NewTimer(c.opts.ConnectTimeout)
 	defer connect.Stop()
 	var streamErr error
-	var firstAt, lastAt time.Time
+	var firstAt, lastAt, prevAt time.Time
 	var firstAfter time.Duration // subscribe → first message
+	var gap time.Duration        // between the last two updates, local clock
+	prewindow := false           // the baseline is an update from before the window
+	after := false               // an update from after the window was taken
+	inWindow := 0                // updates received in the window
+	windowOpen := func() bool {
+		select {
+		case <-w.Opened():
+			return true
+		default:
+			return false
+		}
+	}
 loop:
 	for {
 		select {
@@ -383,14 +398,49 @@ loop:
 				streamErr = fmt.Errorf("malformed update: %w", err)
 				break loop
 			}
+			if !prevAt.IsZero() {
+				gap = m.at.Sub(prevAt)
+			}
+			prevAt = m.at
 			if st.updates == 1 {
 				firstAfter = m.at.Sub(opened)
 			}
-			if !st.started && !m.at.Before(w.Start) {
-				st.markStart()
+			if !windowOpen() {
+				// Before the window: the latest update is the baseline,
+				// and the first one says the stream works.
+				st.snapshot(snapB)
+				prewindow = true
+				collectors.Ready(ctx)
+				continue
+			}
+			if !st.has[snapS] {
+				if m.at.Before(w.Start) {
+					st.snapshot(snapB) // received before the window opened
+					prewindow = true
+					continue
+				}
+				st.snapshot(snapS)
 				firstAt = m.at
 			}
+			st.snapshot(snapL)
+			inWindow++
 			lastAt = m.at
+		}
+	}
+	// The window ended between two updates: take the next one too, so
+	// that each task's figures can be interpolated at the window's end.
+	if streamErr == nil && ctx.Err() == nil && (prewindow || st.has[snapS]) {
+		select {
+		case m := <-ch:
+			if m.err == nil {
+				if err := st.apply(m.upd); err != nil {
+					streamErr = fmt.Errorf("malformed update: %w", err)
+				} else {
+					after = true
+				}
+			}
+		case <-time.After(min(max(gap*3/2+100*time.Millisecond, 200*time.Millisecond), 3*time.Second)):
+		case <-ctx.Done():
 		}
 	}
 	if !st.started {
@@ -406,7 +456,18 @@ loop:
 		}
 		return res
 	}
-	cw := st.window()
+	var cw consoleWindow
+	if prewindow || after {
+		cw = st.windowAt(w.Start, w.Ended())
+	} else {
+		cw = st.window()
+	}
+	if firstAt.IsZero() {
+		firstAt = w.Start
+	}
+	if lastAt.IsZero() {
+		lastAt = time.Now()
+	}
 	paused := ps.during(firstAt, lastAt)
 	if paused != "" {
 		cw.Warnings = append(cw.Warnings, fmt.Sprintf("%spaused: a client paused the subscriber in the window (%s): it published nothing meanwhile, and the update after a resume carries everything since", bundle.WarningPrefix, paused))
@@ -429,7 +490,7 @@ loop:
 		} else {
 			why = append(why, streamErr.Error())
 		}
-	case st.afterMk == 0:
+	case inWindow == 0 || (inWindow == 1 && !(prewindow && after)):
 		res.Status = bundle.StatusPartial
 		reason := "the publish interval (TOKIO_CONSOLE_PUBLISH_INTERVAL) is longer than the window, or the console is paused by another client"
 		if p := ps.during(w.Start, time.Now()); p != "" {
@@ -437,7 +498,7 @@ loop:
 		} else if ps.supported {
 			reason = "the publish interval (TOKIO_CONSOLE_PUBLISH_INTERVAL) is longer than the window"
 		}
-		why = append(why, "only one update in the window: "+reason)
+		why = append(why, fmt.Sprintf("%d update(s) in the window: %s", inWindow, reason))
 	}
 	if len(cw.Missing) > 0 {
 		res.Status = bundle.StatusPartial
@@ -447,9 +508,17 @@ loop:
 		res.Err = fmt.Errorf("tokio-console at %s: %s", addr, strings.Join(why, "; "))
 	}
 	cw.First += fmt.Sprintf(", %v after subscribing", firstAfter.Round(time.Millisecond))
+	if prewindow && after {
+		cw.First += fmt.Sprintf("; %d updates in the window, each task's figures interpolated at its start and end between the updates around them", inWindow)
+	}
 	res.Note = consoleNote(cw)
 	return res
 }
+
+// Prepares says the collector connects before the window opens: its
+// baseline is then the last update before the window, and each task's
+// figures are interpolated between it and the first update in the window.
+func (c *Collector) Prepares() bool { return true }
 
 // consoleNote summarises the window for a reader: counts and the warnings.
 func consoleNote(cw consoleWindow) string {

@@ -618,3 +618,41 @@ func FuzzConsoleUpdates(f *testing.F) {
 		}
 	})
 }
+
+// collectPrepared runs Collect as a capture does for a Preparer: connected
+// before the window, which opens after openAfter.
+func collectPrepared(t *testing.T, c *Collector, d, openAfter time.Duration, tg *targets.Target) (*collectors.Window, collectors.Result) {
+	t.Helper()
+	w := collectors.NewPendingWindow(d, 0)
+	go func() {
+		time.Sleep(openAfter)
+		w.Open()
+	}()
+	return w, collectOne(t, context.Background(), c, w, tg, bundle.Async)[bundle.Async]
+}
+
+// TestTokioConsolePreparedWindow: connected before the window, the
+// collector covers exactly the window: each task's figures are interpolated
+// at its start and end between the updates around them.
+func TestTokioConsolePreparedWindow(t *testing.T) {
+	t.Parallel()
+	srv, tg := startConsole(t, 100*time.Millisecond)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var once sync.Once
+	halt := func() { once.Do(func() { close(stop) }); wg.Wait() }
+	defer halt()
+	steady := worker(srv, "steady", 5*time.Millisecond, 3*time.Millisecond, 2*time.Millisecond, 0, stop, &wg)
+	w, r := collectPrepared(t, New(Options{}), time.Second, 350*time.Millisecond, tg)
+	if r.Status != bundle.StatusOK {
+		t.Fatalf("status %s: %v", r.Status, r.Err)
+	}
+	if !r.Start.Equal(w.Start) || !r.End.Equal(w.Ended()) {
+		t.Errorf("measured %v .. %v, window %v .. %v", r.Start, r.End, w.Start, w.Ended())
+	}
+	if !strings.Contains(r.Note, "interpolated at its start and end") {
+		t.Errorf("note %q", r.Note)
+	}
+	halt() // the truth has the intervals in progress at the end
+	checkTruth(t, r.Profile, r, "steady", steady)
+}

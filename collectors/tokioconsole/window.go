@@ -73,6 +73,12 @@ type consoleState struct {
 	started  bool
 	startNow time.Time
 
+	// snapshots of every task's stats: the last update before the window
+	// (snapB), the first (snapS) and the last (snapL) in it; the update
+	// after the window is cur
+	snapAt [nSnaps]time.Time
+	has    [nSnaps]bool
+
 	dropped       uint64 // dropped_events summed after markStart
 	droppedBefore uint64 // dropped_events up to and including the start snapshot
 
@@ -92,11 +98,11 @@ type consoleState struct {
 
 type consoleTask struct {
 	id         uint64
-	task       *pb.Task  // nil: never announced (known by its stats only)
-	cur        *pb.Stats // latest cumulative snapshot
-	racy       bool      // cur was read while a poll began (see racyRead)
-	start      *pb.Stats // snapshot at markStart (nil: not known then)
-	startRacy  bool
+	task       *pb.Task          // nil: never announced (known by its stats only)
+	cur        *pb.Stats         // latest cumulative snapshot
+	racy       bool              // cur was read while a poll began (see racyRead)
+	snap       [nSnaps]*pb.Stats // the snapshots (nil: not known then)
+	snapRacy   [nSnaps]bool
 	lostAt     time.Time // non-zero: its span id went to a new task; known up to here
 	firstKnown time.Time // now of the update that first carried it
 }
@@ -271,17 +277,36 @@ func sameTime(a, b interface {
 	return a.GetSeconds() == b.GetSeconds() && a.GetNanos() == b.GetNanos()
 }
 
-// markStart takes the window-start snapshot: the state as it is now.
-func (s *consoleState) markStart() {
-	s.started = true
-	s.startNow = s.now
-	s.afterMk = 0
-	s.dropped = 0
+// The snapshots a capture takes; see consoleState.snapAt.
+const (
+	snapB = iota
+	snapS
+	snapL
+	nSnaps
+)
+
+// snapshot records every task's current stats as snapshot k. The first
+// snapshot before or at the window's start starts the accounting of
+// dropped events, lag and gaps (those before it are "before the window").
+func (s *consoleState) snapshot(k int) {
+	if k == snapB || (k == snapS && !s.has[snapS]) {
+		s.droppedBefore = satAddU(s.droppedBefore, s.dropped)
+		s.dropped = 0
+		if k == snapB || !s.has[snapB] {
+			s.lagUpdates, s.lagMin, s.lagLast, s.gaps = 0, 0, 0, nil
+		}
+		s.started = true
+		s.startNow = s.now
+		s.afterMk = 0
+	}
+	s.has[k], s.snapAt[k] = true, s.now
 	for _, ct := range s.all {
-		ct.start = ct.cur
-		ct.startRacy = ct.racy
+		ct.snap[k], ct.snapRacy[k] = ct.cur, ct.racy
 	}
 }
+
+// markStart takes the window-start snapshot: the state as it is now.
+func (s *consoleState) markStart() { s.snapshot(snapS) }
 
 // taskTimes are one task's figures at one instant.
 type taskTimes struct {
@@ -551,18 +576,136 @@ type windowTask struct {
 	windowWakes, windowSWk uint64 // in the window
 }
 
-// window computes, for every task alive in [startNow, now], the change in
+// window computes the window between the start snapshot and the last
+// update: windowAt with no instants.
+func (s *consoleState) window() consoleWindow { return s.windowAt(time.Time{}, time.Time{}) }
+
+// point is a task's figures at one snapshot.
+type point struct {
+	tt taskTimes
+	at time.Time
+}
+
+// points are the instants with snapshots, in time order: snapB, snapS,
+// snapL (those taken) and the last update.
+func (s *consoleState) points() []int {
+	var ks []int
+	var last time.Time
+	for k := 0; k < nSnaps; k++ {
+		if s.has[k] && (len(ks) == 0 || s.snapAt[k].After(last)) {
+			ks, last = append(ks, k), s.snapAt[k]
+		}
+	}
+	if len(ks) == 0 || s.now.After(last) {
+		ks = append(ks, -1) // the last update
+	}
+	return ks
+}
+
+func (s *consoleState) at(k int) time.Time {
+	if k < 0 {
+		return s.now
+	}
+	return s.snapAt[k]
+}
+
+// figures are ct's figures at snapshot k (-1: the last update). A task not
+// known then but created before counts as waiting for its first poll since
+// its spawn, if it had not been polled by then (spawned just before the
+// snapshot's update was made, or announced late).
+func (s *consoleState) figures(ct *consoleTask, k int) taskTimes {
+	at := s.at(k)
+	st, racy := ct.cur, ct.racy
+	if k >= 0 {
+		st, racy = ct.snap[k], ct.snapRacy[k]
+	}
+	if st != nil {
+		return times(st, at, racy)
+	}
+	var tt taskTimes
+	cur := ct.cur
+	created, ok := tsTime(cur.GetCreatedAt(), cur.GetCreatedAt() != nil)
+	if ok && created.Before(at) {
+		fp, hasFP := tsTime(cur.GetPollStats().GetFirstPoll(), cur.GetPollStats().GetFirstPoll() != nil)
+		if !hasFP || !fp.Before(at) {
+			tt.firstWait = at.Sub(created)
+		}
+	}
+	return tt
+}
+
+// estimate is ct's figures at instant x, interpolated linearly between
+// the snapshots around it (cumulative figures: exact for a task whose rates
+// are steady between the two, and nothing is lost or counted twice for one
+// whose are not); before the first or after the last, those.
+func (s *consoleState) estimate(ct *consoleTask, ks []int, x time.Time) taskTimes {
+	if !x.After(s.at(ks[0])) {
+		return s.figures(ct, ks[0])
+	}
+	for i := 0; i+1 < len(ks); i++ {
+		a, b := s.at(ks[i]), s.at(ks[i+1])
+		if x.After(b) {
+			continue
+		}
+		fa, fb := s.figures(ct, ks[i]), s.figures(ct, ks[i+1])
+		if k := ks[i]; k >= 0 && ct.snap[k] == nil {
+			// not known at a: born after it? then from its birth, at zero
+			if c, ok := tsTime(ct.cur.GetCreatedAt(), ct.cur.GetCreatedAt() != nil); ok && c.After(a) {
+				if !x.After(c) {
+					return taskTimes{}
+				}
+				a, fa = c, taskTimes{}
+			}
+		}
+		f := float64(x.Sub(a)) / float64(b.Sub(a))
+		lerp := func(u, v time.Duration) time.Duration {
+			return nonNeg(u + time.Duration(math.Round(float64(nonNeg(v-u))*f)))
+		}
+		out := fb
+		out.busy, out.scheduled, out.firstWait = lerp(fa.busy, fb.busy), lerp(fa.scheduled, fb.scheduled), lerp(fa.firstWait, fb.firstWait)
+		out.polls = fa.polls + uint64(math.Round(float64(subU(fb.polls, fa.polls))*f))
+		out.wakes = fa.wakes + uint64(math.Round(float64(subU(fb.wakes, fa.wakes))*f))
+		out.selfWakes = fa.selfWakes + uint64(math.Round(float64(subU(fb.selfWakes, fa.selfWakes))*f))
+		return out
+	}
+	return s.figures(ct, ks[len(ks)-1])
+}
+
+// windowAt computes, for every task alive in the window, the change in
 // busy time, scheduled time, first-poll wait and polls, and idle = time
 // alive in the window − busy − scheduled, all on the subscriber's clock.
-func (s *consoleState) window() consoleWindow {
-	t1, t2 := s.startNow, s.now
+// The window is [w0, w1] where snapshots surround those instants (each
+// task's figures interpolated there), else it shrinks to the snapshots: with
+// no instants given, from the start snapshot (snapS, else snapB) to the
+// last update.
+func (s *consoleState) windowAt(w0, w1 time.Time) consoleWindow {
+	ks := s.points()
+	first, last := s.at(ks[0]), s.now
+	t1, t2 := w0, w1
+	if t1.IsZero() {
+		t1 = s.startNow
+		if s.has[snapS] {
+			t1 = s.snapAt[snapS]
+		}
+	}
+	if t2.IsZero() {
+		t2 = last
+	}
+	clamp := func(x, lo, hi time.Time) time.Time {
+		if x.Before(lo) {
+			x = lo
+		}
+		if x.After(hi) {
+			x = hi
+		}
+		return x
+	}
+	t1 = clamp(t1, first, last)
+	t2 = clamp(t2, t1, last)
 	cw := consoleWindow{Start: t1, End: t2, Dropped: s.dropped, NoSched: s.noSchedTime}
 	cw.First = fmt.Sprintf("the subscriber's first update: %d tasks", s.firstTasks)
 	if s.noFirstUpdate {
 		cw.First = fmt.Sprintf("no first update from the subscriber (its first message, an incremental one, announced %d tasks)", s.firstTasks)
-	}
-	if t2.Before(t1) {
-		t2 = t1
 	}
 	unannounced := 0
 	for _, ct := range s.all {
@@ -581,32 +724,29 @@ func (s *consoleState) window() consoleWindow {
 			hi = droppedAt
 		}
 		alive := nonNeg(hi.Sub(lo))
-		var f1 taskTimes
-		switch {
-		case ct.start != nil:
-			f1 = times(ct.start, t1, ct.startRacy)
-		case hasCreated && created.Before(t1):
-			// Alive at t1 but first seen later (spawned just before the
-			// start update was made, or announced late). If it had not been
-			// polled by t1 it was waiting for its first poll since spawn.
-			fp, hasFP := tsTime(st.GetPollStats().GetFirstPoll(), st.GetPollStats().GetFirstPoll() != nil)
-			if !hasFP || !fp.Before(t1) {
-				f1.firstWait = t1.Sub(created)
-			}
+		f1 := s.estimate(ct, ks, t1)
+		var f2 taskTimes
+		if ct.lostAt.IsZero() {
+			f2 = s.estimate(ct, ks, t2)
+		} else {
+			f2 = times(st, end, ct.racy) // known up to lostAt only
 		}
-		f2 := times(st, end, ct.racy)
+		fl := times(st, last, ct.racy) // the latest state, for the lints
+		if !ct.lostAt.IsZero() {
+			fl = f2
+		}
 		wt := windowTask{
 			busy:        nonNeg(f2.busy - f1.busy),
 			scheduled:   nonNeg(f2.scheduled - f1.scheduled),
 			firstWait:   nonNeg(f2.firstWait - f1.firstWait),
 			polls:       subU(f2.polls, f1.polls),
-			running:     f2.running && ct.lostAt.IsZero(),
-			awakened:    f2.awakened,
-			totalPolls:  f2.polls,
-			totalBusy:   f2.busy,
+			running:     fl.running && ct.lostAt.IsZero(),
+			awakened:    fl.awakened,
+			totalPolls:  fl.polls,
+			totalBusy:   fl.busy,
 			wakerCount:  subU(st.GetWakerClones(), st.GetWakerDrops()),
-			wakes:       f2.wakes,
-			selfWakes:   f2.selfWakes,
+			wakes:       fl.wakes,
+			selfWakes:   fl.selfWakes,
 			windowWakes: subU(f2.wakes, f1.wakes),
 			windowSWk:   subU(f2.selfWakes, f1.selfWakes),
 			spawnedIn:   hasCreated && !created.Before(t1),
@@ -628,7 +768,7 @@ func (s *consoleState) window() consoleWindow {
 		wt.idle = alive - wt.busy - wt.scheduled
 		if wt.running {
 			if lps, ok := tsTime(st.GetPollStats().GetLastPollStarted(), st.GetPollStats().GetLastPollStarted() != nil); ok {
-				wt.currentPoll = nonNeg(t2.Sub(lps))
+				wt.currentPoll = nonNeg(last.Sub(lps))
 			}
 		}
 		wt.desc = s.describe(ct)
