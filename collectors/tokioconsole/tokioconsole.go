@@ -226,10 +226,12 @@ func probeOld(ctx context.Context, cl pb.InstrumentClient) error {
 	return err
 }
 
-// Collect implements Collector. The window is measured between two updates
-// of the subscriber: the first one received at or after w.Start and the last
-// one received before the window ends, on the subscriber's clock (Result.Start
-// and End are those two `now`s).
+// Collect implements Collector. Connected before the window opens (see
+// Prepares), it interpolates each task's figures at the window's start and
+// end between the subscriber's updates around them, on the subscriber's
+// clock (its offset from ours estimated from the updates' `now` and their
+// arrival), and Result.Start and End are the window's. Opened later, the
+// window starts at the first update received in it.
 func (c *Collector) Collect(ctx context.Context, w *collectors.Window, t *targets.Target, kinds []bundle.Kind, emit collectors.Emit) {
 	collectors.Unsupported(c.Name(), kinds, emit, bundle.Async)
 	pprof.Do(ctx, pprof.Labels("component", c.Name()), func(ctx context.Context) {
@@ -357,6 +359,7 @@ func (c *Collector) capture(ctx context.Context, w *collectors.Window, t *target
 	var firstAt, lastAt, prevAt time.Time
 	var firstAfter time.Duration // subscribe → first message
 	var gap time.Duration        // between the last two updates, local clock
+	var offset time.Duration     // subscriber's clock − local clock (estimate)
 	prewindow := false           // the baseline is an update from before the window
 	after := false               // an update from after the window was taken
 	inWindow := 0                // updates received in the window
@@ -402,6 +405,11 @@ loop:
 				gap = m.at.Sub(prevAt)
 			}
 			prevAt = m.at
+			// The subscriber's clock minus ours, less the update's way here:
+			// the largest difference is the closest.
+			if d := st.now.Sub(m.at); st.updates == 1 || d > offset {
+				offset = d
+			}
 			if st.updates == 1 {
 				firstAfter = m.at.Sub(opened)
 			}
@@ -427,20 +435,31 @@ loop:
 			lastAt = m.at
 		}
 	}
-	// The window ended between two updates: take the next one too, so
-	// that each task's figures can be interpolated at the window's end.
+	// The window ended between two updates: take the next ones until one
+	// was made after the window's end (on the subscriber's clock), so that
+	// each task's figures can be interpolated there.
 	if streamErr == nil && ctx.Err() == nil && (prewindow || st.has[snapS]) {
-		select {
-		case m := <-ch:
-			if m.err == nil {
+		deadline := time.After(min(max(gap*3/2+100*time.Millisecond, 200*time.Millisecond), 3*time.Second))
+	tail:
+		for !st.now.After(w.Ended().Add(offset)) {
+			select {
+			case m := <-ch:
+				if m.err != nil {
+					break tail
+				}
+				if !st.now.IsZero() && st.now.Before(w.Ended().Add(offset)) && st.has[snapS] {
+					st.snapshot(snapL) // the update before this one was still in the window
+				}
 				if err := st.apply(m.upd); err != nil {
 					streamErr = fmt.Errorf("malformed update: %w", err)
-				} else {
-					after = true
+					break tail
 				}
+				after = true
+			case <-deadline:
+				break tail
+			case <-ctx.Done():
+				break tail
 			}
-		case <-time.After(min(max(gap*3/2+100*time.Millisecond, 200*time.Millisecond), 3*time.Second)):
-		case <-ctx.Done():
 		}
 	}
 	if !st.started {
@@ -456,11 +475,23 @@ loop:
 		}
 		return res
 	}
+	// The window's instants on the subscriber's clock (it may be another
+	// host's); the result reports them on ours.
 	var cw consoleWindow
+	w0, w1 := w.Start.Add(offset), w.Ended().Add(offset)
 	if prewindow || after {
-		cw = st.windowAt(w.Start, w.Ended())
+		cw = st.windowAt(w0, w1)
 	} else {
 		cw = st.window()
+	}
+	local := func(x time.Time) time.Time {
+		switch {
+		case x.Equal(w0):
+			return w.Start
+		case x.Equal(w1):
+			return w.Ended()
+		}
+		return x.Add(-offset)
 	}
 	if firstAt.IsZero() {
 		firstAt = w.Start
@@ -478,7 +509,8 @@ loop:
 		return res
 	}
 	res.Profile = prof
-	res.Start, res.End = cw.Start, cw.End
+	res.Start, res.End = local(cw.Start), local(cw.End)
+	prof.TimeNanos = res.Start.UnixNano()
 	res.Status = bundle.StatusOK
 	var why []string
 	switch {
