@@ -51,7 +51,7 @@ func IdleKind(kind string) bool {
 }
 
 var (
-	profilerRE = regexp.MustCompile(`(?i)fgprof|^net/http/pprof\.|^runtime/pprof\.(?:profileWriter|StartCPUProfile|\(\*profileBuilder\)|writeProfileInternal)|Instrument_WatchUpdates|console_subscriber::|^pprof::profiler|^pyroscope`)
+	profilerRE = regexp.MustCompile(`(?i)fgprof|^net/http/pprof\.|^runtime/pprof\.(?:profileWriter|StartCPUProfile|\(\*profileBuilder\)|writeProfileInternal)|_Instrument_Watch\w*_Handler|console_subscriber::|^pprof::profiler|^pyroscope`)
 
 	// Go runtime functions only idle threads and the runtime's own
 	// background goroutines run in.
