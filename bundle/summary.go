@@ -103,8 +103,8 @@ type OutlierSummary struct {
 	// at least as far from the rest.
 	PValue float64 `json:"p_value"`
 	// Observations is how many observations of the instance were
-	// tested: on-CPU ticks, √c for c wall-clock ticks or blocking events
-	// of one stack, tasks, or recorded stacks (docs/flame.md, "Outliers").
+	// tested: on-CPU ticks, √c for c wall-clock ticks, blocking events or
+	// tasks of one stack, or recorded stacks (docs/flame.md, "Outliers").
 	Observations int `json:"observations"`
 	// Differs is PValue under 0.002 and Score at least 10 points.
 	Differs bool `json:"differs"`

@@ -213,9 +213,9 @@ const minObs = 20
 
 // observations are a profile's observations for the outlier test, keys
 // interned in ks: one per on-CPU sampling tick, √c for a record of c
-// wall-clock ticks or blocking events (block, mutex), one per task
-// (async), else one per recorded stack (off-CPU, await), each carrying its
-// share of the record's value.
+// wall-clock ticks, blocking events (block, mutex) or tasks (async), else
+// one per recorded stack (off-CPU, await), each carrying its share of the
+// record's value.
 func observations(kind bundle.Kind, sampleType string, p *profile.Profile, ks *keys, seed uint64) ([]obs, error) {
 	idx, err := pprofutil.SampleIndex(p, sampleType)
 	if err != nil {
@@ -269,7 +269,10 @@ func observations(kind bundle.Kind, sampleType string, p *profile.Profile, ks *k
 			// come from many short runs and count one each.
 			c = int64(math.Ceil(math.Sqrt(float64(s.Value[ci]))))
 		case kind == bundle.Async && len(s.NumLabel["tasks"]) > 0 && s.NumLabel["tasks"][0] > 0:
-			c = s.NumLabel["tasks"][0]
+			// Tasks of one name and location, their figures summed (and
+			// interpolated at the window's edges by the collector): √c
+			// too.
+			c = int64(math.Ceil(math.Sqrt(float64(s.NumLabel["tasks"][0]))))
 		}
 		recs = append(recs, rec{ks.id(key), float64(v), c})
 		total += c
