@@ -163,9 +163,9 @@ const (
 )
 
 // PeriodText says how a profile of kind k was sampled, in its own unit:
-// "10.10 ms (99 Hz)", "every context switch" (perf's off-CPU profiles
+// "10.1 ms (99 Hz)", "every context switch" (perf's off-CPU profiles
 // record every switch; their period of 1 ns is a unit, not a rate), "1
-// contention", "1 goroutine", "one sample per 512.00 KiB allocated"; ""
+// contention", "1 goroutine", "one sample per 512 KiB allocated"; ""
 // when the profile says nothing meaningful (no period, or 0). It is what
 // DescribePeriod should say; the report uses it.
 func PeriodText(k Kind, p *profile.Profile) string {
@@ -194,11 +194,11 @@ func PeriodText(k Kind, p *profile.Profile) string {
 func durationText(ns float64) string {
 	switch {
 	case ns >= 1e9:
-		return fmt.Sprintf("%.2f s", ns/1e9)
+		return num2(ns/1e9) + " s"
 	case ns >= 1e6:
-		return fmt.Sprintf("%.2f ms", ns/1e6)
+		return num2(ns/1e6) + " ms"
 	case ns >= 1e3:
-		return fmt.Sprintf("%.2f µs", ns/1e3)
+		return num2(ns/1e3) + " µs"
 	}
 	return fmt.Sprintf("%.0f ns", ns)
 }
@@ -207,13 +207,19 @@ func bytesText(b int64) string {
 	f := float64(b)
 	switch {
 	case b >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", f/(1<<30))
+		return num2(f/(1<<30)) + " GiB"
 	case b >= 1<<20:
-		return fmt.Sprintf("%.2f MiB", f/(1<<20))
+		return num2(f/(1<<20)) + " MiB"
 	case b >= 1<<10:
-		return fmt.Sprintf("%.2f KiB", f/(1<<10))
+		return num2(f/(1<<10)) + " KiB"
 	}
 	return fmt.Sprintf("%d B", b)
+}
+
+// num2 is v with at most two decimals and no trailing zeros: 10, 10.1, 10.01.
+func num2(v float64) string {
+	s := strings.TrimRight(fmt.Sprintf("%.2f", v), "0")
+	return strings.TrimSuffix(s, ".")
 }
 
 // CountNoun is what a count sample type counts, singular: "goroutine",

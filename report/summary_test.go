@@ -168,11 +168,11 @@ func TestUnitsAndPeriods(t *testing.T) {
 		want string
 	}{
 		{bundle.OffCPU, pt("offcpu", "nanoseconds", 1), "every context switch"},
-		{bundle.CPU, pt("cpu", "nanoseconds", 10e6), "10.00 ms (100 Hz)"},
+		{bundle.CPU, pt("cpu", "nanoseconds", 10e6), "10 ms (100 Hz)"},
 		{bundle.Block, pt("contentions", "count", 1), "1 contention"},
 		{bundle.Mutex, pt("contentions", "count", 5), "5 contentions"},
 		{bundle.Goroutine, pt("goroutine", "count", 1), "1 goroutine"},
-		{bundle.Heap, pt("space", "bytes", 512<<10), "one sample per 512.00 KiB allocated"},
+		{bundle.Heap, pt("space", "bytes", 512<<10), "one sample per 512 KiB allocated"},
 		{bundle.Async, &profile.Profile{}, ""},
 		{bundle.CPU, pt("cpu", "nanoseconds", 0), ""},
 	} {

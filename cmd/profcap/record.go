@@ -130,12 +130,12 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(*kinds) > 0 {
 		want, explicit = nil, true
 	}
-	for _, k := range *kinds {
-		kk, ok := bundle.ParseKind(strings.TrimSpace(k))
-		if !ok {
-			return usageError("--profiles: unknown kind %q (known: %s)", k, kindList())
+	if len(*kinds) > 0 {
+		ks, err := parseKinds("--profiles", *kinds)
+		if err != nil {
+			return usageError("%v", err)
 		}
-		want = append(want, kk)
+		want = ks
 	}
 	var pushCreds pyroscope.Credentials
 	if *push != "" {
