@@ -1,0 +1,71 @@
+# Builds Grafana Pyroscope servers for the tests that push to a real one
+# (pyroscope/realserver_test.go, cmd/profcap/push_real_test.go):
+#
+#   $PROFCAP_CACHE/pyroscope/bin/pyroscope-v1.21.1
+#   $PROFCAP_CACHE/pyroscope/bin/pyroscope-v1.6.0     (with: bash scripts/pyroscope-build.sh v1.21.1 v1.6.0)
+#
+# PROFCAP_CACHE defaults to $HOME/.cache/profcap. Source comes from the Go
+# module proxy alone (go mod download), nothing else:
+#
+#   - the module zip of github.com/grafana/pyroscope@VERSION is copied to
+#     $PROFCAP_CACHE/pyroscope/src-VERSION (the module cache is read-only) and
+#     its go.work removed;
+#   - its go.mod replaces github.com/grafana/pyroscope/api with ./api, which
+#     the zip lacks (a nested module); the replacement points at the api
+#     module of the same Go files instead (API_VERSION below);
+#   - -ldflags=-checklinkname=0: parquet-go links runtime.aeshash through
+#     go:linkname, which Go 1.23+ refuses without the flag.
+#
+# Idempotent: a binary already there is kept (delete it to rebuild); the
+# first build takes 10 to 25 minutes on a 2-core machine, a rerun a second.
+# Prints how long each build took. Installs nothing else; needs go.
+#
+# usage: bash scripts/pyroscope-build.sh [VERSION...]   (default v1.21.1)
+set -euo pipefail
+
+cache="${PROFCAP_CACHE:-$HOME/.cache/profcap}"
+bin="$cache/pyroscope/bin"
+mkdir -p "$bin" "$cache/logs"
+
+# The api module that carries the same Go files as the server tag's api/.
+api_version() {
+	case "$1" in
+	v1.21.1) echo v1.5.0 ;;
+	v1.6.0) echo v1.6.0 ;;
+	*) echo "pyroscope-build: no api module version known for $1 (add it to api_version)" >&2; return 1 ;;
+	esac
+}
+
+build() {
+	local v=$1 out="$bin/pyroscope-$1" src="$cache/pyroscope/src-$1" api start=$SECONDS dir
+	if [ -x "$out" ]; then
+		return 0
+	fi
+	api=$(api_version "$v")
+	echo "pyroscope-build: building pyroscope $v (api $api) into $out; 10-25 minutes the first time"
+	export GOWORK=off GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+	dir=$(cd /tmp && go mod download -json "github.com/grafana/pyroscope@$v" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	if [ -z "$dir" ] || [ ! -f "$dir/go.mod" ]; then
+		echo "pyroscope-build: go mod download github.com/grafana/pyroscope@$v gave no source" >&2
+		return 1
+	fi
+	rm -rf "$src.tmp"
+	cp -r "$dir" "$src.tmp"
+	chmod -R u+w "$src.tmp"
+	rm -f "$src.tmp/go.work" "$src.tmp/go.work.sum"
+	rm -rf "$src"
+	mv "$src.tmp" "$src"
+	(
+		cd "$src"
+		go mod edit -replace "github.com/grafana/pyroscope/api=github.com/grafana/pyroscope/api@$api"
+		go build -mod=mod -trimpath -ldflags=-checklinkname=0 -o "$out.tmp.$$" ./cmd/pyroscope
+	)
+	mv -f "$out.tmp.$$" "$out"
+	echo "pyroscope-build: pyroscope $v built in $((SECONDS - start))s"
+}
+
+versions=("$@")
+((${#versions[@]})) || versions=(v1.21.1)
+for v in "${versions[@]}"; do
+	build "$v"
+done
