@@ -304,19 +304,19 @@ func PeriodType(kind string, p *profile.Profile) profile.ValueType {
 }
 
 // DefaultTypeID is the profile type id a kind's main sample type lands
-// under, the one Grafana shows first (process_cpu:cpu:nanoseconds:cpu:nanoseconds
-// for cpu), or "" for a kind profcap does not know.
+// under, the one Grafana and pprof show by default
+// (process_cpu:cpu:nanoseconds:cpu:nanoseconds for cpu), or "" for a kind
+// profcap does not know.
 func DefaultTypeID(kind string) string {
 	types := KindSampleTypes(kind)
 	if len(types) == 0 {
 		return ""
 	}
-	return ProfileTypeID(MetricName(kind), types[len(types)-1], periodTypes[kind])
+	return ProfileTypeID(MetricName(kind), types[mainSampleType(kind)], periodTypes[kind])
 }
 
 // KindSampleTypes lists the sample types profcap pushes for a kind, in
-// the order its collectors write them, the main one last (the one pprof
-// and Grafana show by default), or nil for a kind it does not know.
+// the order its collectors write them, or nil for a kind it does not know.
 func KindSampleTypes(kind string) []profile.ValueType {
 	vt := func(t, u string) profile.ValueType { return profile.ValueType{Type: t, Unit: u} }
 	switch kind {
@@ -327,7 +327,7 @@ func KindSampleTypes(kind string) []profile.ValueType {
 	case "offcpu":
 		return []profile.ValueType{vt("offcpu", "nanoseconds")}
 	case "async":
-		return []profile.ValueType{vt("polls", "count"), vt("idle", "nanoseconds"), vt("scheduled", "nanoseconds"), vt("busy", "nanoseconds")}
+		return []profile.ValueType{vt("busy", "nanoseconds"), vt("scheduled", "nanoseconds"), vt("idle", "nanoseconds"), vt("polls", "count")}
 	case "heap":
 		return []profile.ValueType{vt("inuse_objects", "count"), vt("inuse_space", "bytes")}
 	case "allocs":
@@ -338,6 +338,16 @@ func KindSampleTypes(kind string) []profile.ValueType {
 		return []profile.ValueType{vt("contentions", "count"), vt("delay", "nanoseconds")}
 	}
 	return nil
+}
+
+// mainSampleType is the index in KindSampleTypes of the kind's default
+// sample type: the last (the Go runtime's and pprof's default), but the
+// first for async (tokio-console's busy time).
+func mainSampleType(kind string) int {
+	if kind == "async" {
+		return 0
+	}
+	return len(KindSampleTypes(kind)) - 1
 }
 
 // NoStack is the frame given to samples without a stack (goroutines the

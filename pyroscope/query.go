@@ -3,6 +3,7 @@ package pyroscope
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"sort"
 	"strings"
@@ -84,9 +85,10 @@ func (c *Client) Totals(ctx context.Context, typeID, selector string, groupBy []
 	if !end.After(start) {
 		end = start.Add(time.Millisecond)
 	}
-	// One step over the whole range: one point per series (two when the
-	// step's alignment cuts the range; they are added).
-	step := end.Sub(start).Seconds() + 1
+	// A step as long as the range: one point per series, or a few when
+	// the step's alignment cuts the range (they are added). A longer step
+	// gives none at all (Pyroscope v1.21).
+	step := max(1, math.Floor(end.Sub(start).Seconds()))
 	req := &querierv1.SelectSeriesRequest{
 		ProfileTypeID: typeID,
 		LabelSelector: selector,

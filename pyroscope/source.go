@@ -27,8 +27,9 @@ type Query struct {
 	Kind   string // profcap kind, when given
 	// Types are the profile type ids fetched, merged into one profile with
 	// one sample type each: the kind's (KindSampleTypes), or the one
-	// given as type=.
+	// given as type=; Types[Main] is the profile's default.
 	Types []string
+	Main  int
 	// Labels are the label matchers (name=value), names as Pyroscope
 	// stores them (SanitizeLabelName).
 	Labels   map[string]string
@@ -103,6 +104,7 @@ func ParseQuery(ref string, now time.Time) (*Query, error) {
 		for _, st := range types {
 			q.Types = append(q.Types, ProfileTypeID(MetricName(q.Kind), st, periodTypes[q.Kind]))
 		}
+		q.Main = mainSampleType(q.Kind)
 	}
 	if q.Types == nil {
 		return nil, errors.New("pyroscope: say what to fetch with kind=KIND (cpu, heap, ...) or type=PROFILE_TYPE_ID")
@@ -178,7 +180,7 @@ func OpenQuery(ctx context.Context, ref string) (*profile.Profile, string, error
 // Profile fetches the query's profile: the server's merge of each of its
 // profile types, put together into one profile with one sample type per
 // profile type (in the order of q.Types, the last the default), so that it
-// compares with a bundle's profile of the kind.
+// compares with a bundle's profile of the kind (with the same default).
 func (c *Client) Profile(ctx context.Context, q *Query) (*profile.Profile, error) {
 	var ps []*profile.Profile
 	found := false
@@ -191,7 +193,7 @@ func (c *Client) Profile(ctx context.Context, q *Query) (*profile.Profile, error
 		found = found || p != nil
 	}
 	if !found {
-		msg := fmt.Sprintf("%s holds no %s profile matching %s from %s to %s", c.server, q.Types[len(q.Types)-1], q.Selector(), q.From.UTC().Format(time.RFC3339), q.To.UTC().Format(time.RFC3339))
+		msg := fmt.Sprintf("%s holds no %s profile matching %s from %s to %s", c.server, q.Types[q.Main], q.Selector(), q.From.UTC().Format(time.RFC3339), q.To.UTC().Format(time.RFC3339))
 		if ids, err := c.ProfileTypes(ctx, q.From, q.To); err == nil {
 			if len(ids) == 0 {
 				msg += " (it holds no profiles at all in that range)"
@@ -202,6 +204,7 @@ func (c *Client) Profile(ctx context.Context, q *Query) (*profile.Profile, error
 		return nil, errors.New(msg)
 	}
 	out := combine(q.Types, ps)
+	out.DefaultSampleType = out.SampleType[q.Main].Type
 	out.TimeNanos = q.From.UnixNano()
 	out.DurationNanos = q.To.Sub(q.From).Nanoseconds()
 	out.Comments = append(out.Comments, "pyroscope query: "+q.String())
@@ -223,7 +226,6 @@ func combine(typeIDs []string, ps []*profile.Profile) *profile.Profile {
 			out.PeriodType = &profile.ValueType{Type: parts[3], Unit: parts[4]}
 		}
 	}
-	out.DefaultSampleType = out.SampleType[len(out.SampleType)-1].Type
 	type fnKey struct {
 		name, system, file string
 		start              int64
