@@ -1,8 +1,10 @@
 package pyroscope_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/google/pprof/profile"
+	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
+	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
+	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/pyroscope"
@@ -105,7 +111,13 @@ func client(t *testing.T, url string) *pyroscope.Client {
 // totals: goroutines without a stack included, async with its dotted
 // sample labels.
 func TestRealServerStoresWhatIsPushed(t *testing.T) {
-	srv := pyroscopetest.StartReal(t, "")
+	for _, v := range pyroscopetest.RealVersions {
+		t.Run(v, func(t *testing.T) { testStoresWhatIsPushed(t, v) })
+	}
+}
+
+func testStoresWhatIsPushed(t *testing.T, version string) {
+	srv := pyroscopetest.StartReal(t, version)
 	dir := pyroscopetest.WriteKindsBundle(t, time.Now().Add(-30*time.Second).Truncate(time.Millisecond))
 	m, items := planOf(t, dir)
 	rep, err := pyroscope.Push(context.Background(), dir, realOpts(srv.URL))
@@ -391,4 +403,38 @@ func serviceOf(it pyroscope.Item) string {
 		}
 	}
 	return ""
+}
+
+// Why sample labels are sanitised: v1.6.0 refuses a profile whose sample
+// label is named as tokio-console names task fields; v1.21.1 renames it
+// itself. The same profile through Push goes to both.
+func TestRealServerDottedSampleLabels(t *testing.T) {
+	for _, v := range pyroscopetest.RealVersions {
+		t.Run(v, func(t *testing.T) {
+			srv := pyroscopetest.StartReal(t, v)
+			p := pyroscopetest.KindProfile("async", "worker-rust-1")
+			p.PeriodType = &profile.ValueType{Type: "busy", Unit: "nanoseconds"}
+			p.TimeNanos = time.Now().Add(-10 * time.Second).UnixNano()
+			var buf bytes.Buffer
+			if err := p.Write(&buf); err != nil {
+				t.Fatal(err)
+			}
+			req := &pushv1.PushRequest{Series: []*pushv1.RawProfileSeries{{
+				Labels:  []*typesv1.LabelPair{{Name: "__name__", Value: "async"}, {Name: "service_name", Value: "raw"}},
+				Samples: []*pushv1.RawSample{{RawProfile: buf.Bytes()}},
+			}}}
+			_, err := pushv1connect.NewPusherServiceClient(http.DefaultClient, srv.URL).Push(context.Background(), connect.NewRequest(req))
+			refuses := v == "v1.6.0"
+			if refuses && (err == nil || !strings.Contains(err.Error(), "invalid label name 'task.id'")) {
+				t.Errorf("%s took task.id as a label name: %v", v, err)
+			}
+			if !refuses && err != nil {
+				t.Errorf("%s: %v", v, err)
+			}
+			dir := pyroscopetest.WriteKindsBundle(t, time.Now().Add(-30*time.Second).Truncate(time.Millisecond))
+			if rep, err := pyroscope.Push(context.Background(), dir, realOpts(srv.URL)); err != nil || rep.Verified() != len(rep.Results) {
+				t.Fatalf("push to %s: %v", v, err)
+			}
+		})
+	}
 }

@@ -2,7 +2,7 @@
 # (pyroscope/realserver_test.go, cmd/profcap/push_real_test.go):
 #
 #   $PROFCAP_CACHE/pyroscope/bin/pyroscope-v1.21.1
-#   $PROFCAP_CACHE/pyroscope/bin/pyroscope-v1.6.0     (with: bash scripts/pyroscope-build.sh v1.21.1 v1.6.0)
+#   $PROFCAP_CACHE/pyroscope/bin/pyroscope-v1.6.0
 #
 # PROFCAP_CACHE defaults to $HOME/.cache/profcap. Source comes from the Go
 # module proxy alone (go mod download), nothing else:
@@ -23,19 +23,57 @@
 # a second.
 # Prints how long each build took. Installs nothing else; needs go.
 #
-# usage: bash scripts/pyroscope-build.sh [VERSION...]   (default v1.21.1)
+# usage: bash scripts/pyroscope-build.sh [VERSION...]   (default: v1.21.1 v1.6.0)
 set -euo pipefail
 
 cache="${PROFCAP_CACHE:-$HOME/.cache/profcap}"
 bin="$cache/pyroscope/bin"
 mkdir -p "$bin" "$cache/logs"
 
-# The api module that carries the same Go files as the server tag's api/.
+# The api module that carries the server tag's api/ (v1.21.1: api v1.5.0,
+# the same Go files), or the nearest one with a patch (patch_source).
 api_version() {
 	case "$1" in
 	v1.21.1) echo v1.5.0 ;;
-	v1.6.0) echo v1.6.0 ;;
+	v1.6.0) echo v1.0.0 ;;
 	*) echo "pyroscope-build: no api module version known for $1 (add it to api_version)" >&2; return 1 ;;
+	esac
+}
+
+# patch_source VERSION: what a tag needs beyond the api replacement.
+#   v1.6.0: no api module has its tag's api/ (v0.4.0 lacks adhocprofiles
+#   and vcs, v1.0.0 adds VCSService.GetCommits), so v1.0.0 is used and
+#   GetCommits answers "unimplemented" (VCS integration only: ingestion
+#   and queries are v1.6.0's own). godeltaprof v0.1.7 registers a
+#   /debug/pprof/ path that Go 1.22+'s ServeMux refuses beside
+#   net/http/pprof's: the binary keeps the Go 1.21 mux (httpmuxgo121).
+patch_source() {
+	case "$1" in
+	v1.6.0)
+		local spec dir name recv
+		for spec in pkg/querier/vcs:vcs:Service pkg/frontend:frontend:Frontend; do
+			IFS=: read -r dir name recv <<<"$spec"
+			cat >"$dir/zz_profcap_stubs.go" <<STUB
+package $name
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+
+	vcsv1 "github.com/grafana/pyroscope/api/gen/proto/go/vcs/v1"
+)
+
+// GetCommits is in api v1.0.0 but not in Pyroscope v1.6.0 (added by
+// profcap's scripts/pyroscope-build.sh).
+func (*$recv) GetCommits(context.Context, *connect.Request[vcsv1.GetCommitsRequest]) (*connect.Response[vcsv1.GetCommitsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("GetCommits is not in Pyroscope v1.6.0"))
+}
+STUB
+		done
+		go mod edit -godebug=httpmuxgo121=1
+		;;
 	esac
 }
 
@@ -65,6 +103,7 @@ build() {
 	(
 		cd "$src"
 		go mod edit -replace "github.com/grafana/pyroscope/api=github.com/grafana/pyroscope/api@$api"
+		patch_source "$v"
 		# The version and revision the server reports at
 		# /api/v1/status/buildinfo (what profcap push records of it);
 		# the Makefile's release builds set them the same way.
@@ -78,7 +117,7 @@ build() {
 }
 
 versions=("$@")
-((${#versions[@]})) || versions=(v1.21.1)
+((${#versions[@]})) || versions=(v1.21.1 v1.6.0)
 for v in "${versions[@]}"; do
 	build "$v"
 done

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,6 +29,7 @@ func TestPushRealServerDemoCapture(t *testing.T) {
 	srv := pyroscopetest.StartReal(t, "")
 	bin := profcapBinary(t)
 	dir := t.TempDir()
+	// run wants exit status wantCode (3: 0 or 3).
 	run := func(wantCode int, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(bin, args...)
@@ -42,14 +44,16 @@ func TestPushRealServerDemoCapture(t *testing.T) {
 		} else if err != nil {
 			t.Fatalf("profcap %s: %v", strings.Join(args, " "), err)
 		}
-		if code != wantCode {
+		if code != wantCode && !(wantCode == 3 && code == 0) {
 			t.Fatalf("profcap %s: exit %d, want %d\n%s", strings.Join(args, " "), code, wantCode, out)
 		}
 		return string(out)
 	}
 	run(0, "demo", "--detach", "--free-ports", "--dir", "cluster")
 	defer exec.Command(bin, "demo", "--stop", "--dir", filepath.Join(dir, "cluster")).Run()
-	run(0, "record", "--all", "--overhead", "full", "--duration", "3s", "--out", "capture")
+	// Exit 3 (partial) is fine: on a loaded machine a collector can miss
+	// the window; push sends what was captured.
+	run(3, "record", "--all", "--overhead", "full", "--duration", "3s", "--out", "capture")
 	capture := filepath.Join(dir, "cluster", "capture")
 	m, err := bundle.Read(capture)
 	if err != nil {
@@ -113,7 +117,12 @@ func TestPushRealServerDemoCapture(t *testing.T) {
 			checked++
 		}
 	}
-	t.Logf("%d profiles of %d kinds, %d totals equal", len(items), len(kinds), checked)
+	var ks []string
+	for k := range kinds {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	t.Logf("%d profiles of %d kinds (%s), %d totals equal", len(items), len(kinds), strings.Join(ks, " "), checked)
 
 	// A second push stores nothing twice: it sends nothing.
 	out = run(0, "push", capture, "--server", srv.URL, "--verify")
@@ -123,23 +132,24 @@ func TestPushRealServerDemoCapture(t *testing.T) {
 
 	// diff: the same service as the server stores it, against a fresh
 	// capture.
-	run(0, "record", "--target", "orchestration-1", "--profiles", "cpu,heap", "--duration", "2s", "--out", "fresh")
-	ref := "pyroscope:" + srv.URL + "?service=orchestration-1&kind=cpu&capture=" + m.ID + "&from=-1h&to=now"
-	html := filepath.Join(dir, "diff.html")
-	out = run(0, "diff", ref, filepath.Join(dir, "cluster", "fresh", "targets", "orchestration-1", "cpu.pb.gz"), "-o", html)
-	page, err := os.ReadFile(html)
+	// (heap: an idle demo service may take no cpu sample in 2 s.)
+	run(3, "record", "--target", "orchestration-1", "--profiles", "heap,goroutine", "--duration", "2s", "--out", "fresh")
+	ref := "pyroscope:" + srv.URL + "?service=orchestration-1&kind=heap&capture=" + m.ID + "&from=-1h&to=now"
+	svg := filepath.Join(dir, "diff.svg")
+	out = run(0, "diff", ref, filepath.Join(dir, "cluster", "fresh", "targets", "orchestration-1", "heap.pb.gz"), "-o", svg)
+	page, err := os.ReadFile(svg)
 	if err != nil {
 		t.Fatalf("diff wrote nothing: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(page), "main.") && !strings.Contains(string(page), "runtime.") {
-		t.Errorf("diff page has no Go frames")
+	if !strings.Contains(string(page), "runtime.") || !strings.Contains(string(page), "service=orchestration-1&amp;kind=heap") || strings.Contains(string(page), "no samples") {
+		t.Errorf("diff has no Go frames or does not name the query:\n%.2000s", page)
 	}
-	out = run(0, "flame", "pyroscope:"+srv.URL+"?service=orchestration-1&kind=heap&from=-1h", "--format", "folded")
+	out = run(0, "flame", "pyroscope:"+srv.URL+"?service=orchestration-1&kind=goroutine&from=-1h", "--format", "folded")
 	if !strings.Contains(out, ";") {
-		t.Errorf("flame of a heap query:\n%.500s", out)
+		t.Errorf("flame of a goroutine query:\n%.500s", out)
 	}
 	// A query the server has nothing for says what it has.
-	out = run(1, "diff", "pyroscope:"+srv.URL+"?service=nobody&kind=cpu", filepath.Join(dir, "cluster", "fresh", "targets", "orchestration-1", "cpu.pb.gz"), "-o", html)
+	out = run(1, "diff", "pyroscope:"+srv.URL+"?service=nobody&kind=cpu", filepath.Join(dir, "cluster", "fresh", "targets", "orchestration-1", "cpu.pb.gz"), "-o", svg)
 	if !strings.Contains(out, "holds no process_cpu:cpu:nanoseconds:cpu:nanoseconds profile matching {service_name=\"nobody\"}") || !strings.Contains(out, "profile types it holds then:") {
 		t.Errorf("diff of an empty query:\n%s", out)
 	}

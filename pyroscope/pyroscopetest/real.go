@@ -22,6 +22,11 @@ import (
 // scripts/pyroscope-build.sh builds it.
 const RealVersion = "v1.21.1"
 
+// RealVersions are the releases the tests that matter per version run
+// against (scripts/pyroscope-build.sh builds both): v1.6.0 refuses label
+// names v1.14 and later sanitise themselves.
+var RealVersions = []string{RealVersion, "v1.6.0"}
+
 // RealBinary returns where scripts/pyroscope-build.sh puts the server of
 // version: $PROFCAP_CACHE/pyroscope/bin/pyroscope-VERSION, PROFCAP_CACHE
 // defaulting to $HOME/.cache/profcap.
