@@ -397,7 +397,7 @@ func Push(ctx context.Context, dir string, opts Options) (*Report, error) {
 		case opts.Force:
 			todo = append(todo, i)
 			continue
-		case stored != nil:
+		case stored != nil && stored[i] != nil: // nil: not prepared, the push reports why
 			r.Checks = stored[i]
 			switch holds(stored[i]) {
 			case holdsAll:

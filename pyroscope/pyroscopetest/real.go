@@ -145,7 +145,7 @@ func (r *Real) start() {
 }
 
 // waitReady polls /ready until it answers "ready" (the ingester is in the
-// ring and the querier is up).
+// ring and the querier is up) and a query is answered.
 func (r *Real) waitReady(done chan struct{}, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	c := &http.Client{Timeout: 2 * time.Second}
@@ -159,13 +159,29 @@ func (r *Real) waitReady(done chan struct{}, timeout time.Duration) error {
 		if err == nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.Contains(string(b), "ready") {
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(b), "ready") && r.queryable(c) {
 				return nil
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("not ready after %v", timeout)
+}
+
+// queryable reports whether a query over the last hour is answered:
+// v1.6.0 is /ready a moment before its store-gateway ring has a member
+// ("empty ring").
+func (r *Real) queryable(c *http.Client) bool {
+	now := time.Now()
+	body := fmt.Sprintf(`{"profileTypeID":"process_cpu:cpu:nanoseconds:cpu:nanoseconds","labelSelector":"{}","start":%d,"end":%d,"step":60}`,
+		now.Add(-time.Hour).UnixMilli(), now.UnixMilli())
+	resp, err := c.Post(r.URL+"/querier.v1.QuerierService/SelectSeries", "application/json", strings.NewReader(body))
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // Kill ends the server with SIGKILL, as a crash or an OOM kill does: what
