@@ -266,11 +266,12 @@ func ProfileTypeID(name string, sampleType, periodType profile.ValueType) string
 // pprof scrape, the Java and eBPF profilers): the period type is the last
 // two parts of the id, so a profile whose period type differs lands under
 // an id no dashboard looks at. Kinds Pyroscope has no client for
-// (offcpu, async) take their main sample type.
+// (offcpu, wakeup, async) take their main sample type.
 var periodTypes = map[string]profile.ValueType{
 	"cpu":       {Type: "cpu", Unit: "nanoseconds"},
 	"wall":      {Type: "wallclock", Unit: "nanoseconds"},
 	"offcpu":    {Type: "offcpu", Unit: "nanoseconds"},
+	"wakeup":    {Type: "wakeup", Unit: "nanoseconds"},
 	"async":     {Type: "busy", Unit: "nanoseconds"},
 	"heap":      {Type: "space", Unit: "bytes"},
 	"allocs":    {Type: "space", Unit: "bytes"},
@@ -326,6 +327,8 @@ func KindSampleTypes(kind string) []profile.ValueType {
 		return []profile.ValueType{vt("samples", "count"), vt("time", "nanoseconds")}
 	case "offcpu":
 		return []profile.ValueType{vt("offcpu", "nanoseconds")}
+	case "wakeup":
+		return []profile.ValueType{vt("wakeup", "nanoseconds")}
 	case "async":
 		return []profile.ValueType{vt("busy", "nanoseconds"), vt("scheduled", "nanoseconds"), vt("idle", "nanoseconds"), vt("polls", "count")}
 	case "heap":

@@ -32,6 +32,7 @@ var documentedTypes = map[string][]string{
 	"cpu":       {"process_cpu:samples:count:cpu:nanoseconds", "process_cpu:cpu:nanoseconds:cpu:nanoseconds"},
 	"wall":      {"wall:samples:count:wallclock:nanoseconds", "wall:time:nanoseconds:wallclock:nanoseconds"},
 	"offcpu":    {"offcpu:offcpu:nanoseconds:offcpu:nanoseconds"},
+	"wakeup":    {"wakeup:wakeup:nanoseconds:wakeup:nanoseconds"},
 	"async":     {"async:busy:nanoseconds:busy:nanoseconds", "async:scheduled:nanoseconds:busy:nanoseconds", "async:idle:nanoseconds:busy:nanoseconds", "async:polls:count:busy:nanoseconds"},
 	"heap":      {"memory:inuse_objects:count:space:bytes", "memory:inuse_space:bytes:space:bytes"},
 	"allocs":    {"memory:alloc_objects:count:space:bytes", "memory:alloc_space:bytes:space:bytes"},

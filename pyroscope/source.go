@@ -99,7 +99,7 @@ func ParseQuery(ref string, now time.Time) (*Query, error) {
 	if q.Kind != "" && q.Types == nil {
 		types := KindSampleTypes(q.Kind)
 		if types == nil {
-			return nil, fmt.Errorf("pyroscope: unknown kind=%q (known: cpu, wall, offcpu, async, heap, allocs, goroutine, mutex, block; or give type=PROFILE_TYPE_ID)", q.Kind)
+			return nil, fmt.Errorf("pyroscope: unknown kind=%q (known: cpu, wall, offcpu, wakeup, async, heap, allocs, goroutine, mutex, block; or give type=PROFILE_TYPE_ID)", q.Kind)
 		}
 		for _, st := range types {
 			q.Types = append(q.Types, ProfileTypeID(MetricName(q.Kind), st, periodTypes[q.Kind]))

@@ -14,7 +14,7 @@ import (
 // KindsTargets are the targets WriteKindsBundle writes, with their kinds.
 var KindsTargets = map[string][]string{
 	"orchestration-1": {"cpu", "wall", "heap", "allocs", "goroutine", "mutex", "block"},
-	"worker-rust-1":   {"cpu", "offcpu", "async"},
+	"worker-rust-1":   {"cpu", "offcpu", "wakeup", "async"},
 }
 
 // WriteKindsBundle writes a bundle whose window starts at start (give a
@@ -24,7 +24,7 @@ var KindsTargets = map[string][]string{
 // (orchestration-1, labels role and k8s.pod) have the Go runtime's sample
 // and period types, a goroutine profile with two stackless goroutines and
 // pprof.Do labels on cpu samples; worker-rust-1 has perf's cpu and offcpu
-// (period types as perfscript writes them) and tokio-console's async
+// (period types as perfscript writes them), eBPF's wakeup and tokio-console's async
 // profile: no period type, and sample labels named as the console names
 // task fields (task.id, tracing.target), which Pyroscope v1.6 refuses.
 // The bundle id is derived from start, so two bundles at different
@@ -88,6 +88,8 @@ func KindProfile(kind, target string) *profile.Profile {
 		p = &profile.Profile{SampleType: []*profile.ValueType{vt("samples", "count"), vt("time", "nanoseconds")}, PeriodType: vt("wallclock", "nanoseconds"), Period: 10_101_010}
 	case "offcpu":
 		p = &profile.Profile{SampleType: []*profile.ValueType{vt("offcpu", "nanoseconds")}, PeriodType: vt("offcpu", "nanoseconds"), Period: 1}
+	case "wakeup":
+		p = &profile.Profile{SampleType: []*profile.ValueType{vt("wakeup", "nanoseconds")}, PeriodType: vt("wakeup", "nanoseconds"), Period: 1}
 	case "async":
 		// tokio-console's: no period type at all.
 		p = &profile.Profile{SampleType: []*profile.ValueType{vt("busy", "nanoseconds"), vt("scheduled", "nanoseconds"), vt("idle", "nanoseconds"), vt("polls", "count")}, DefaultSampleType: "busy"}
