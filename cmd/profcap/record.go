@@ -77,6 +77,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	baseline := fs.Duration("baseline", time.Second, "measure each local target's CPU use for this long before the window, to compare with its use during the window (0 to skip)")
 	quiet := fs.Bool("quiet", false, "print only the bundle path and errors")
 	push := fs.String("push", "", "after the capture, send the bundle to the Grafana Pyroscope server at `URL` (credentials from PROFCAP_PYROSCOPE_* variables; see profcap push --help)")
+	pushVerify := fs.Bool("push-verify", true, "with --push, query the server back and compare what it stores with the bundle (=false for credentials that may push but not query)")
 	jsonOut := fs.Bool("json", false, "print machine-readable events, one JSON object per line, on stdout")
 	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) {
 		fmt.Fprintf(w, "Usage: profcap record [flags] [-- WORKLOAD COMMAND...]\n\nCapture profiles of live services over one window into a bundle with a report.\n\nFlags:\n%s%s", fs.FlagUsages(), recordExamples)
@@ -208,18 +209,41 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	p.summary(outcome)
 	if *push != "" && outcome.Captured > 0 && ctx.Err() == nil {
-		rep, err := pyroscope.Push(ctx, outcome.Dir, pyroscope.Options{Server: *push, Credentials: pushCreds})
-		switch {
-		case err != nil:
-			// The capture itself is kept whole; a failed push makes the
-			// run partial, and profcap push can send the rest later.
-			fmt.Fprintf(stderr, "push to %s: %v\n(the bundle is intact; run 'profcap push %s --server %s' to retry)\n", pyroscope.RedactURL(*push), err, outcome.Dir, pyroscope.RedactURL(*push))
+		// The capture itself is kept whole whatever the push does; a
+		// failed push makes the run partial (exit status 3), and profcap
+		// push can send the rest later.
+		server := pyroscope.RedactURL(*push)
+		opts := pyroscope.Options{Server: *push, Credentials: pushCreds, Verify: *pushVerify, UserAgent: "profcap/" + strings.Fields(versionInfo() + " devel")[0]}
+		rep, err := pyroscope.Push(ctx, outcome.Dir, opts)
+		if opts.Verify && cannotQuery(err) && (rep == nil || rep.Count(pyroscope.StatusPushed) == 0) {
+			// The server cannot be queried with these credentials (or at
+			// all): push without verifying rather than not at all.
+			fmt.Fprintf(stderr, "push to %s: cannot verify (%v); pushing without verifying (--push-verify=false says so up front)\n", server, err)
+			opts.Verify = false
+			rep, err = pyroscope.Push(ctx, outcome.Dir, opts)
+		}
+		if rep != nil {
+			for _, n := range rep.Notes {
+				fmt.Fprintf(stderr, "push to %s: note: %s\n", server, n)
+			}
+			msg := fmt.Sprintf("pushed %d of %d profile(s) to %s", rep.Count(pyroscope.StatusPushed), len(rep.Results), server)
+			if opts.Verify {
+				msg += fmt.Sprintf(", %d verified (the server's totals equal the bundle's)", rep.Verified())
+			}
+			if n := rep.Count(pyroscope.StatusSkipped) + rep.Count(pyroscope.StatusStored); n > 0 {
+				msg += fmt.Sprintf(", %d already there", n)
+			}
+			if n := rep.Count(pyroscope.StatusFailed) + rep.Count(pyroscope.StatusNotTried); n > 0 {
+				msg += fmt.Sprintf(", %d failed", n)
+			}
+			fmt.Fprintln(stderr, msg)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "push to %s: %v\n(the bundle is intact; run 'profcap push %s --server %s --verify' to retry)\n", server, err, outcome.Dir, server)
 			if !*jsonOut {
 				fmt.Fprintf(stdout, "%s\n", outcome.Dir)
 			}
 			return &exitError{code: 3, err: errSilent}
-		case rep != nil:
-			fmt.Fprintf(stderr, "pushed %d profile(s) to %s\n", rep.Count(pyroscope.StatusPushed), pyroscope.RedactURL(*push))
 		}
 	}
 	if !*jsonOut {
