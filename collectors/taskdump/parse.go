@@ -29,9 +29,11 @@ type Dump struct {
 	HeaderTasks int // tasks the header announces (-1: no header)
 
 	Tasks []Task
-	// Cut says the input ended inside a task block (a body cut at the size
-	// limit): the last, incomplete task was dropped.
+	// Cut says the body was longer than Limits.MaxBytes: it was read up
+	// to there and the task the limit cut through was dropped.
 	Cut bool
+	// Bytes is how much of the body was read.
+	Bytes int64
 	// FramesCut counts frames dropped from stacks deeper than
 	// Limits.MaxFrames (the outermost ones); TracesCut traces dropped from
 	// tasks with more than Limits.MaxTraces.
@@ -59,6 +61,7 @@ type Frame struct {
 
 // Limits bound what one dump may make profcap hold.
 type Limits struct {
+	MaxBytes  int64 // most of a body read (default 32 MiB); the rest is cut
 	MaxLine   int // longest line, bytes (default 64 KiB)
 	MaxTasks  int // most tasks kept (default 1,000,000)
 	MaxTraces int // most traces per task (default 256)
@@ -72,9 +75,12 @@ type Limits struct {
 // DefaultLimits: real dumps have lines of a few KiB (deeply generic
 // release-build names reach 2 KiB), a few traces per task and stacks of at
 // most a few hundred frames.
-var DefaultLimits = Limits{MaxLine: 64 << 10, MaxTasks: 1_000_000, MaxTraces: 256, MaxFrames: 1024, MaxTotalFrames: 2_000_000}
+var DefaultLimits = Limits{MaxBytes: 32 << 20, MaxLine: 64 << 10, MaxTasks: 1_000_000, MaxTraces: 256, MaxFrames: 1024, MaxTotalFrames: 2_000_000}
 
 func (l Limits) orDefault() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultLimits.MaxBytes
+	}
 	if l.MaxLine <= 0 {
 		l.MaxLine = DefaultLimits.MaxLine
 	}
@@ -118,16 +124,23 @@ func syntaxErr(n int, line, msg string) error {
 // ErrNotDump is returned for input that does not start like a task dump.
 var ErrNotDump = errors.New("not a tokio task dump")
 
-// Parse reads one dump in either format (detected per task). cut says the
-// reader was cut short on purpose (the collector's size limit): a last
-// task left incomplete is then dropped and Dump.Cut set, rather than an
-// error. Parse never panics; every line it does not understand is a
-// *SyntaxError naming it.
-func Parse(r io.Reader, l Limits, cut bool) (*Dump, error) {
+// Parse reads one dump in either format (detected per task), at most
+// Limits.MaxBytes of it: a longer body is cut there, the task the cut went
+// through is dropped and Dump.Cut is set. Parse never panics; every line
+// it does not understand is a *SyntaxError naming it; an error of r (a
+// deadline) is returned as is.
+func Parse(r io.Reader, l Limits) (*Dump, error) {
 	l = l.orDefault()
 	p := &parser{l: l, d: &Dump{HeaderTasks: -1}, names: map[string]string{}}
-	sc := bufio.NewScanner(r)
+	lr := &limitReader{r: r, left: l.MaxBytes}
+	sc := bufio.NewScanner(lr)
 	sc.Buffer(make([]byte, 0, min(4096, l.MaxLine+2)), l.MaxLine+2) // +2: the line end
+	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
+		if atEOF && lr.cut && bytes.IndexByte(data, '\n') < 0 {
+			return 0, nil, nil // the line the cut went through
+		}
+		return bufio.ScanLines(data, atEOF)
+	})
 	for sc.Scan() {
 		p.n++
 		line := sc.Bytes()
@@ -136,28 +149,59 @@ func Parse(r io.Reader, l Limits, cut bool) (*Dump, error) {
 			return nil, err
 		}
 	}
-	if err := sc.Err(); err != nil {
+	err := sc.Err()
+	if lr.cut && (err == nil || errors.Is(err, errSizeLimit)) {
+		p.d.Cut, p.d.Bytes = true, lr.n
+		p.task = nil // possibly incomplete
+		return p.d, nil
+	}
+	if err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			if cut && p.task != nil {
-				// The body was cut inside a long line: what came before stands.
-				p.d.Cut = true
-				return p.d, nil
-			}
 			return nil, syntaxErr(p.n+1, "", fmt.Sprintf("line longer than %d bytes", l.MaxLine))
 		}
 		return nil, err
 	}
 	if p.task != nil {
-		if cut {
-			p.d.Cut = true // the last block may be incomplete: drop it
-			return p.d, nil
-		}
 		p.finish()
 	}
 	if p.n == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrNotDump)
 	}
+	p.d.Bytes = lr.n
 	return p.d, nil
+}
+
+var errSizeLimit = errors.New("dump larger than the size limit")
+
+// limitReader reads at most left bytes and then, if r has more, sets cut.
+type limitReader struct {
+	r    io.Reader
+	left int64
+	n    int64
+	cut  bool
+}
+
+func (l *limitReader) Read(b []byte) (int, error) {
+	if l.left <= 0 {
+		var one [1]byte
+		for {
+			n, err := l.r.Read(one[:])
+			if n > 0 {
+				l.cut = true
+				return 0, errSizeLimit
+			}
+			if err != nil {
+				return 0, err
+			}
+		}
+	}
+	if int64(len(b)) > l.left {
+		b = b[:l.left]
+	}
+	n, err := l.r.Read(b)
+	l.left -= int64(n)
+	l.n += int64(n)
+	return n, err
 }
 
 type format int

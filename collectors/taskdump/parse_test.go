@@ -15,7 +15,7 @@ func parseFile(t testing.TB, name string) *Dump {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	d, err := Parse(f, DefaultLimits, false)
+	d, err := Parse(f, DefaultLimits)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
@@ -178,17 +178,17 @@ func TestParseErrors(t *testing.T) {
 		{"task id=1 name=a\n  trace 0\n    \xff\n", `line 3: not UTF-8: "    \xff"`},
 		{"", "empty"},
 	} {
-		_, err := Parse(strings.NewReader(c.in), DefaultLimits, false)
+		_, err := Parse(strings.NewReader(c.in), DefaultLimits)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Parse(%q) = %v, want an error containing %q", c.in, err, c.want)
 		}
 	}
-	_, err := Parse(strings.NewReader("<html>\n"), DefaultLimits, false)
+	_, err := Parse(strings.NewReader("<html>\n"), DefaultLimits)
 	if !errors.Is(err, ErrNotDump) {
 		t.Errorf("html: %v, want ErrNotDump", err)
 	}
 	var se *SyntaxError
-	if _, err := Parse(strings.NewReader("task id=1\n  trace 0\n  x\n"), DefaultLimits, false); !errors.As(err, &se) || se.Pos() != 3 {
+	if _, err := Parse(strings.NewReader("task id=1\n  trace 0\n  x\n"), DefaultLimits); !errors.As(err, &se) || se.Pos() != 3 {
 		t.Errorf("SyntaxError position: %v", err)
 	}
 }
@@ -206,7 +206,7 @@ func TestParseLimits(t *testing.T) {
 		b.WriteString(pre[:len(pre)-1] + "└╼ n" + strings.Repeat("x", i) + "\n")
 	}
 	b.WriteString("\n")
-	d, err := Parse(strings.NewReader(b.String()), Limits{MaxFrames: 10}, false)
+	d, err := Parse(strings.NewReader(b.String()), Limits{MaxFrames: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,14 +218,24 @@ func TestParseLimits(t *testing.T) {
 		t.Errorf("tree leaf %q", got)
 	}
 	// A long line is an error, not a buffer without bound.
-	if _, err := Parse(strings.NewReader("task id=1 name="+strings.Repeat("a", 100)+"\n"), Limits{MaxLine: 50}, false); err == nil || !strings.Contains(err.Error(), "longer than 50 bytes") {
+	if _, err := Parse(strings.NewReader("task id=1 name="+strings.Repeat("a", 100)+"\n"), Limits{MaxLine: 50}); err == nil || !strings.Contains(err.Error(), "longer than 50 bytes") {
 		t.Errorf("long line: %v", err)
 	}
-	// A body cut at the size limit keeps the complete tasks.
-	in := "task id=1 name=a\n  trace 0\n    f\n\ntask id=2 name=b\n  trace 0\n    g"
-	d, err = Parse(strings.NewReader(in), DefaultLimits, true)
-	if err != nil || len(d.Tasks) != 1 || !d.Cut {
-		t.Fatalf("cut: %v, %+v", err, d)
+	// A body cut at the size limit keeps the tasks before the cut,
+	// wherever it falls.
+	in := "task id=1 name=a\n  trace 0\n    f\n\ntask id=2 name=b\n  trace 0\n    g at x.rs:1:2\n\n"
+	for n := 1; n < len(in); n++ {
+		d, err := Parse(strings.NewReader(in), Limits{MaxBytes: int64(n)})
+		want := 0
+		if n >= len("task id=1 name=a\n  trace 0\n    f\n\n") {
+			want = 1
+		}
+		if err != nil || !d.Cut || len(d.Tasks) != want || d.Bytes != int64(n) {
+			t.Fatalf("cut at %d: %v, %+v", n, err, d)
+		}
+	}
+	if d, err := Parse(strings.NewReader(in), Limits{MaxBytes: int64(len(in))}); err != nil || d.Cut || len(d.Tasks) != 2 {
+		t.Fatalf("exactly at the limit: %v, %+v", err, d)
 	}
 	// Traces over the per-dump frame budget are dropped and counted.
 	var tb strings.Builder
@@ -233,7 +243,7 @@ func TestParseLimits(t *testing.T) {
 	for range 100 {
 		tb.WriteString("  ├╼ leaf\n")
 	}
-	d, err = Parse(strings.NewReader(tb.String()), Limits{MaxTotalFrames: 50}, false)
+	d, err = Parse(strings.NewReader(tb.String()), Limits{MaxTotalFrames: 50})
 	if err != nil || len(d.Tasks[0].Traces) != 25 || d.TracesCut != 75 {
 		t.Fatalf("budget: %v, %d traces, %d cut", err, len(d.Tasks[0].Traces), d.TracesCut)
 	}
