@@ -244,10 +244,11 @@ func (c *Collector) dump(ctx context.Context, t *targets.Target, u string, budge
 			return r
 		}
 		r.kind = "garbage"
+		r.err = fmt.Errorf("%s: not a task dump: %w", secret.RedactURL(u), perr)
 		if errors.Is(perr, ErrNotDump) {
 			r.unsup = true
+			r.err = fmt.Errorf("%s: %w", secret.RedactURL(u), perr)
 		}
-		r.err = fmt.Errorf("%s: not a task dump: %w", secret.RedactURL(u), perr)
 		return r
 	}
 	r.size = d.Bytes

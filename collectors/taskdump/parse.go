@@ -243,6 +243,9 @@ const (
 
 func (p *parser) line(b []byte) error {
 	if !utf8.Valid(b) {
+		if p.n == 1 {
+			return fmt.Errorf("%w: %v", ErrNotDump, syntaxErr(p.n, string(b), "not UTF-8"))
+		}
 		return syntaxErr(p.n, string(b), "not UTF-8")
 	}
 	s := string(b)
