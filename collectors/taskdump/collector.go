@@ -312,7 +312,7 @@ type tally struct {
 	took            []time.Duration
 	bytes           int64
 	tasks           int
-	stretched       int // gaps lengthened by MaxDuty
+	stretched       int    // gaps lengthened by MaxDuty
 	cutFirst        string // what the first cut dump kept
 	framesCut       int
 	tracesCut       int

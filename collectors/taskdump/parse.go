@@ -62,10 +62,10 @@ type Frame struct {
 // Limits bound what one dump may make profcap hold.
 type Limits struct {
 	MaxBytes  int64 // most of a body read (default 32 MiB); the rest is cut
-	MaxLine   int // longest line, bytes (default 64 KiB)
-	MaxTasks  int // most tasks kept (default 1,000,000)
-	MaxTraces int // most traces per task (default 256)
-	MaxFrames int // most frames per trace (default 1024; the innermost are kept)
+	MaxLine   int   // longest line, bytes (default 64 KiB)
+	MaxTasks  int   // most tasks kept (default 1,000,000)
+	MaxTraces int   // most traces per task (default 256)
+	MaxFrames int   // most frames per trace (default 1024; the innermost are kept)
 	// MaxTotalFrames bounds the frames of all traces of one dump (default
 	// 2,000,000): tokio's tree repeats a shared path for every leaf, so a
 	// small tree can stand for many frames.
@@ -213,13 +213,13 @@ const (
 )
 
 type parser struct {
-	l     Limits
-	d     *Dump
-	n     int // line number
-	task  *Task
-	fmt   format
-	trace []Frame // text format: the trace being read
-	inTr  bool
+	l      Limits
+	d      *Dump
+	n      int // line number
+	task   *Task
+	fmt    format
+	trace  []Frame // text format: the trace being read
+	inTr   bool
 	path   []Frame // tree format: frames from the root to the current node
 	leaf   bool    // tree format: path ends at a node not yet known to have children
 	frames int     // frames kept in traces so far
