@@ -51,6 +51,12 @@ type Options struct {
 	// Limits bound the parser; BuildLimits the profile.
 	Limits      Limits
 	BuildLimits BuildLimits
+	// MaxDuty bounds the share of wall time spent dumping (default
+	// DefaultMaxDuty): after dumps that took d, the next starts no sooner
+	// than d/MaxDuty after the last one started (d: the shorter of the last
+	// two, so one slow dump, such as the first, which may load the
+	// service's symbol tables, does not stretch the gaps).
+	MaxDuty float64
 	// DebugDirs are searched for separate debug files by build id
 	// (DIR/.build-id/xx/yyyy.debug) to name "?? at 0xADDR" frames of a
 	// stripped binary; default /usr/lib/debug.
@@ -65,10 +71,9 @@ const (
 	DefaultInterval    = time.Second
 	DefaultTimeout     = 2 * time.Second
 	DefaultMaxDumpSize = 32 << 20
-	// MaxDuty bounds the share of wall time spent dumping: after a dump
-	// that took d, the next starts no sooner than d/MaxDuty after it, so a
-	// service whose dumps are slow is dumped less often (said in the note).
-	MaxDuty = 0.1
+	// DefaultMaxDuty: a service whose dumps are slow is dumped less often
+	// (said in the note), spending at most a tenth of the time in dumps.
+	DefaultMaxDuty = 0.1
 )
 
 // Collector takes await profiles from task dumps.
@@ -99,6 +104,9 @@ func New(opt Options) *Collector {
 	}
 	if opt.MaxDumpSize <= 0 {
 		opt.MaxDumpSize = DefaultMaxDumpSize
+	}
+	if opt.MaxDuty <= 0 || opt.MaxDuty > 1 {
+		opt.MaxDuty = DefaultMaxDuty
 	}
 	if opt.DebugDirs == nil {
 		opt.DebugDirs = []string{"/usr/lib/debug"}
@@ -297,10 +305,11 @@ func (c *Collector) Collect(ctx context.Context, w *collectors.Window, t *target
 
 // pending is a dump whose weight waits for the next dump's time.
 type pending struct {
-	d        *Dump
-	at       time.Time
-	lo       time.Time // start of the time it stands for
-	maxAfter time.Duration
+	d   *Dump
+	ids map[string]string // task id → name
+	at  time.Time         // when the runtime was dumped (estimated)
+	t1  time.Time         // when its answer was read
+	lo  time.Time         // start of the time it stands for
 }
 
 // tally counts what happened to the dumps of one window, for the note.
@@ -337,34 +346,54 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, t *target
 		gap      = interval
 	)
 	start := w.Start
-	// settle gives the pending dump its weight now that the next dump (or
-	// the window's end) is known.
-	settle := func(next time.Time, final bool) {
+	// The dumps share the window out: between two dumps the time is split
+	// at the midpoint of their requests. Where attempts failed between
+	// them (or at the window's end) a dump stands for at most one interval
+	// beyond its own request: a dead endpoint's time is not made up.
+	failed := 0                   // attempts failed since the pending dump (or the start)
+	var prevIDs map[string]string // the tasks of the dump before the pending one
+	// settle gives the pending dump its weight now that the next dump (at,
+	// with its tasks) or the window's end (nextIDs nil) is known.
+	settle := func(next time.Time, nextIDs map[string]string) {
 		if pend == nil {
 			return
 		}
-		hi := pend.at.Add(pend.maxAfter)
-		if !final {
-			if mid := pend.at.Add(next.Sub(pend.at) / 2); mid.Before(hi) {
-				hi = mid
-			}
-		} else if next.Before(hi) {
+		var hi time.Time
+		if nextIDs != nil {
+			hi = pend.at.Add(next.Sub(pend.at) / 2)
+		} else {
 			hi = next
+		}
+		if failed > 0 {
+			if lim := pend.t1.Add(interval); lim.Before(hi) {
+				hi = lim
+			}
 		}
 		if hi.After(pend.lo) {
 			if b == nil {
 				b = NewBuilder(serviceName(pend.d, t), c.opt.BuildLimits)
 			}
 			b.Add(pend.d, hi.Sub(pend.lo), sym)
+			// Tasks in the dumps before and after but not in this one
+			// were scheduled at it (tokio traces idle tasks only).
+			for id, name := range prevIDs {
+				if _, ok := nextIDs[id]; ok {
+					if _, ok := pend.ids[id]; !ok {
+						b.AddScheduled(id, name, hi.Sub(pend.lo))
+					}
+				}
+			}
 			covered += hi.Sub(pend.lo)
 			if first.IsZero() {
 				first = pend.lo
 			}
 			last = hi
 		}
+		prevIDs = pend.ids
 		pend = nil
 	}
 	var prevAt time.Time
+	var prevTook time.Duration
 	next := time.Now()
 	for {
 		if d := time.Until(next); d > 0 {
@@ -417,18 +446,26 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, t *target
 			}
 			tl.framesCut += r.d.FramesCut
 			tl.tracesCut += r.d.TracesCut
-			settle(r.at, false)
-			lo := r.at.Add(-gap)
-			if !prevAt.IsZero() {
-				if mid := prevAt.Add(r.at.Sub(prevAt) / 2); mid.After(lo) {
-					lo = mid
+			ids := taskIDs(r.d)
+			var lo time.Time
+			switch {
+			case prevAt.IsZero():
+				lo = t0.Add(-interval)
+			case failed == 0:
+				lo = prevAt.Add(r.at.Sub(prevAt) / 2)
+			default:
+				lo = prevAt.Add(r.at.Sub(prevAt) / 2)
+				if lim := t0.Add(-interval); lim.After(lo) {
+					lo = lim
 				}
 			}
 			if lo.Before(start) {
 				lo = start
 			}
+			settle(r.at, ids)
+			failed = 0
 			prevAt = r.at
-			pend = &pending{d: r.d, at: r.at, lo: lo}
+			pend = &pending{d: r.d, ids: ids, at: r.at, t1: t0.Add(r.took), lo: lo}
 		case r.unsup && tl.ok == 0 && tl.failed == 0 && (discovered || r.kind == "HTTP 404"):
 			// The first answer says the target serves no dumps there: a
 			// 404, or (at a discovered URL) something that is not a dump.
@@ -436,6 +473,7 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, t *target
 		case errors.Is(r.err, context.Canceled) && w.Interrupted():
 			// The dump in flight at Ctrl-C: dropped, not a failure.
 		default:
+			failed++
 			tl.failed++
 			tl.why[r.kind]++
 			tl.lastErr = r.err
@@ -448,16 +486,16 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, t *target
 		// least twice as long as it took (a slow endpoint is asked less).
 		gap = interval
 		switch {
-		case r.err == nil:
-			if g := time.Duration(float64(r.took) / MaxDuty); g > gap {
+		case r.err == nil && prevTook > 0:
+			if g := time.Duration(float64(min(r.took, prevTook)) / c.opt.MaxDuty); g > gap {
 				gap = g
 				tl.stretched++
 			}
-		default:
+		case r.err != nil:
 			gap = max(gap, 2*r.took)
 		}
-		if pend != nil && pend.maxAfter == 0 {
-			pend.maxAfter = gap
+		if r.err == nil {
+			prevTook = r.took
 		}
 		next = t0.Add(gap)
 	}
@@ -465,7 +503,7 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, t *target
 	if end.IsZero() {
 		end = time.Now()
 	}
-	settle(end, true)
+	settle(end, nil)
 	if b == nil || b.Dumps == 0 {
 		err := tl.firstErr
 		if err == nil {
@@ -517,13 +555,13 @@ func note(tl tally, b *Builder, opt Options, interval time.Duration) string {
 	took := slices.Clone(tl.took)
 	slices.Sort(took)
 	med := took[len(took)/2]
-	fmt.Fprintf(&s, "%d task dumps, one per %s (each %s median, %s at most, %s on average); %d task observations, %d untraced",
-		tl.ok, interval, med.Round(time.Millisecond), tl.maxTook.Round(time.Millisecond), humanBytes(tl.bytes/int64(tl.ok)), b.Tasks, b.Untraced)
+	fmt.Fprintf(&s, "%d task dumps, one per %s (each %s median, %s at most, %s on average); %d task observations (%d untraced, %d scheduled at the dump)",
+		tl.ok, interval, med.Round(time.Millisecond), tl.maxTook.Round(time.Millisecond), humanBytes(tl.bytes/int64(tl.ok)), b.Tasks, b.Untraced, b.Scheduled)
 	if tl.failed > 0 {
 		fmt.Fprintf(&s, "; %d skipped (%s): a skipped dump's time goes to its neighbours, at most one interval each", tl.failed, whyList(tl.why))
 	}
 	if tl.stretched > 0 {
-		fmt.Fprintf(&s, "; %d gaps lengthened: dumps took over %.0f%% of the time between them", tl.stretched, MaxDuty*100)
+		fmt.Fprintf(&s, "; %d gaps lengthened: dumps took over %.0f%% of the time between them", tl.stretched, opt.MaxDuty*100)
 	}
 	if tl.cut > 0 {
 		fmt.Fprintf(&s, "; %d dumps cut at the %s size limit, each without the tasks after the cut (the first: %s)", tl.cut, humanBytes(opt.MaxDumpSize), tl.cutFirst)
@@ -548,6 +586,14 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+func taskIDs(d *Dump) map[string]string {
+	m := make(map[string]string, len(d.Tasks))
+	for _, t := range d.Tasks {
+		m[t.ID] = t.Name
+	}
+	return m
 }
 
 func hasAddr(d *Dump) bool {

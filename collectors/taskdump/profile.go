@@ -34,6 +34,12 @@ const (
 // prints nothing.
 const UntracedFrame = "[untraced await]"
 
+// ScheduledFrame is the one frame of a task missing from a dump but in the
+// dumps before and after it: tokio traces only idle tasks, so a task that
+// was woken and waiting for a worker (in a worker's LIFO slot) at the dump
+// is left out; its time there is scheduled time, not an await.
+const ScheduledFrame = "[scheduled at the dump: not traced]"
+
 // BuildLimits bound the profile a capture holds however many dumps it takes.
 type BuildLimits struct {
 	// MaxFrames is the most distinct frames (default 200,000); frames
@@ -76,10 +82,12 @@ type Builder struct {
 	samples  map[string]*profile.Sample
 	over     *profile.Location
 	keyBuf   []byte
-	Dumps    int   // dumps added
-	Tasks    int   // task observations added
-	Untraced int   // of them, without a trace
-	Total    int64 // task-nanoseconds added
+	Dumps    int // dumps added
+	Tasks    int // task observations added
+	Untraced int // of them, without a trace
+	// Scheduled counts observations of tasks missing from a dump (AddScheduled).
+	Scheduled int
+	Total     int64 // task-nanoseconds added
 	// FrameLimitHit, SampleLimitHit say a BuildLimit was reached.
 	FrameLimitHit, SampleLimitHit bool
 }
@@ -248,6 +256,17 @@ func (b *Builder) Add(d *Dump, weight time.Duration, sym Symbolizer) {
 			b.add(t, stack, classify(tr), appFrame(tr), v)
 		}
 	}
+}
+
+// AddScheduled adds weight for a task the dump left out (ScheduledFrame).
+func (b *Builder) AddScheduled(id, name string, weight time.Duration) {
+	if weight <= 0 {
+		return
+	}
+	b.Tasks++
+	b.Scheduled++
+	b.Total += int64(weight)
+	b.add(&Task{ID: id, Name: name}, []*profile.Location{b.location(Frame{Func: ScheduledFrame}, nil)}, "scheduled", "", int64(weight))
 }
 
 func (b *Builder) add(t *Task, stack []*profile.Location, on, at string, v int64) {
