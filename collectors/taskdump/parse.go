@@ -29,8 +29,9 @@ type Dump struct {
 	HeaderTasks int // tasks the header announces (-1: no header)
 
 	Tasks []Task
-	// Cut says the body was longer than Limits.MaxBytes: it was read up
-	// to there and the task the limit cut through was dropped.
+	// Cut says the body was longer than Limits.MaxBytes (it was read up
+	// to there and the task the limit cut through was dropped) or had more
+	// than Limits.MaxTasks tasks (the first ones are kept).
 	Cut bool
 	// Bytes is how much of the body was read.
 	Bytes int64
@@ -63,19 +64,21 @@ type Frame struct {
 type Limits struct {
 	MaxBytes  int64 // most of a body read (default 32 MiB); the rest is cut
 	MaxLine   int   // longest line, bytes (default 64 KiB)
-	MaxTasks  int   // most tasks kept (default 1,000,000)
+	MaxTasks  int   // most tasks kept (default 100,000); the rest are cut
 	MaxTraces int   // most traces per task (default 256)
 	MaxFrames int   // most frames per trace (default 1024; the innermost are kept)
 	// MaxTotalFrames bounds the frames of all traces of one dump (default
-	// 2,000,000): tokio's tree repeats a shared path for every leaf, so a
+	// 1,000,000): tokio's tree repeats a shared path for every leaf, so a
 	// small tree can stand for many frames.
 	MaxTotalFrames int
 }
 
 // DefaultLimits: real dumps have lines of a few KiB (deeply generic
-// release-build names reach 2 KiB), a few traces per task and stacks of at
-// most a few hundred frames.
-var DefaultLimits = Limits{MaxBytes: 32 << 20, MaxLine: 64 << 10, MaxTasks: 1_000_000, MaxTraces: 256, MaxFrames: 1024, MaxTotalFrames: 2_000_000}
+// release-build names reach 2 KiB), a few traces per task, stacks of at
+// most a few hundred frames and 1.5–2 KiB of text per task (the reference
+// service's), so 32 MiB holds about 20,000 tasks of 30 frames. A hostile
+// dump within them costs at most about 150 MiB (TestParseMemory).
+var DefaultLimits = Limits{MaxBytes: 32 << 20, MaxLine: 64 << 10, MaxTasks: 100_000, MaxTraces: 256, MaxFrames: 1024, MaxTotalFrames: 1_000_000}
 
 func (l Limits) orDefault() Limits {
 	if l.MaxBytes <= 0 {
@@ -146,6 +149,10 @@ func Parse(r io.Reader, l Limits) (*Dump, error) {
 		line := sc.Bytes()
 		line = bytes.TrimSuffix(line, []byte{'\r'})
 		if err := p.line(line); err != nil {
+			if err == errTooManyTasks {
+				p.d.Cut, p.d.Bytes = true, lr.n
+				return p.d, nil
+			}
 			return nil, err
 		}
 	}
@@ -171,7 +178,10 @@ func Parse(r io.Reader, l Limits) (*Dump, error) {
 	return p.d, nil
 }
 
-var errSizeLimit = errors.New("dump larger than the size limit")
+var (
+	errSizeLimit    = errors.New("dump larger than the size limit")
+	errTooManyTasks = errors.New("more tasks than the limit")
+)
 
 // limitReader reads at most left bytes and then, if r has more, sets cut.
 type limitReader struct {
@@ -359,7 +369,7 @@ func (p *parser) taskLine(s string) error {
 		name = ""
 	}
 	if len(p.d.Tasks) >= p.l.MaxTasks {
-		return syntaxErr(p.n, s, fmt.Sprintf("more than %d tasks", p.l.MaxTasks))
+		return errTooManyTasks
 	}
 	p.task = &Task{ID: p.intern(id), Name: p.intern(clean(name, 256))}
 	p.fmt = fmtUnknown

@@ -2,10 +2,13 @@ package taskdump
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func parseFile(t testing.TB, name string) *Dump {
@@ -268,5 +271,67 @@ func TestParseFrame(t *testing.T) {
 		if !ok || got != c.want {
 			t.Errorf("parseFrame(%q) = %+v, %v; want %+v", c.in, got, ok, c.want)
 		}
+	}
+}
+
+// Hostile dumps within the size limit cost a bounded memory: many short
+// frames in one trace, many tasks of distinct frames, and a deep tree whose
+// path tokio's format repeats for every leaf.
+func TestParseMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds 32 MiB inputs")
+	}
+	const size = 32 << 20
+	for _, c := range []struct {
+		name string
+		make func(b *strings.Builder)
+	}{
+		{"one long trace", func(b *strings.Builder) {
+			b.WriteString("task id=1 name=a\n  trace 0\n")
+			for b.Len() < size {
+				b.WriteString("    a\n")
+			}
+		}},
+		{"many tasks", func(b *strings.Builder) {
+			for i := 0; b.Len() < size; i++ {
+				fmt.Fprintf(b, "task id=%d name=a\n  trace 0\n    f%d\n\n", i, i)
+			}
+		}},
+		{"deep wide trees", func(b *strings.Builder) {
+			for i := 0; b.Len() < size; i++ {
+				fmt.Fprintf(b, "task id=%d name=a\n╼ r\n", i)
+				p := ""
+				for range 1000 {
+					p += "   "
+					b.WriteString(p[:len(p)-1] + "└╼ x\n")
+				}
+				for range 200 {
+					b.WriteString(p[:len(p)-4] + "├╼ y\n")
+				}
+				b.WriteString("\n")
+			}
+		}},
+	} {
+		var b strings.Builder
+		c.make(&b)
+		in := b.String()
+		runtime.GC()
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		d, err := Parse(strings.NewReader(in), DefaultLimits)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		bd := NewBuilder("x", BuildLimits{})
+		bd.Add(d, time.Second, nil)
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		kept := int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
+		t.Logf("%s: %d tasks, cut %v, %d frames and %d traces dropped; %d MiB kept", c.name, len(d.Tasks), d.Cut, d.FramesCut, d.TracesCut, kept>>20)
+		if kept > 150<<20 {
+			t.Errorf("%s: a %d MiB dump holds %d MiB", c.name, len(in)>>20, kept>>20)
+		}
+		runtime.KeepAlive(d)
+		runtime.KeepAlive(bd)
 	}
 }

@@ -42,17 +42,19 @@ const ScheduledFrame = "[scheduled at the dump: not traced]"
 
 // BuildLimits bound the profile a capture holds however many dumps it takes.
 type BuildLimits struct {
-	// MaxFrames is the most distinct frames (default 200,000); frames
+	// MaxFrames is the most distinct frames (default 100,000); frames
 	// beyond it become one "[distinct frame limit]" frame.
 	MaxFrames int
 	// MaxSamples is the most distinct (task, stack) samples (default
-	// 250,000); beyond it new samples lose their task.id label, so that
+	// 100,000); beyond it new samples lose their task.id label, so that
 	// tasks of one name and stack share a sample.
 	MaxSamples int
 }
 
-// DefaultBuildLimits hold a busy service's dumps over a long window.
-var DefaultBuildLimits = BuildLimits{MaxFrames: 200_000, MaxSamples: 250_000}
+// DefaultBuildLimits hold a busy service's dumps over a long window (a
+// binary's distinct await frames number in the thousands; tasks × stacks
+// seen in a minute at 1 dump/s in the tens of thousands) in under 100 MiB.
+var DefaultBuildLimits = BuildLimits{MaxFrames: 100_000, MaxSamples: 100_000}
 
 // Symbol is what a Symbolizer knows about an address.
 type Symbol struct {
