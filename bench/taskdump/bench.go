@@ -28,11 +28,13 @@ type options struct {
 	round        time.Duration
 	rates        []float64 // dumps per second; 0 = none
 	loadEvery    time.Duration
+	backlog      int // refsvc --spawn-backlog (0: no backlog rounds)
 }
 
 // sample is what one round measured.
 type sample struct {
 	health     []time.Duration // GET /health latencies
+	during     []time.Duration // of them, those whose request overlapped a dump
 	healthErrs int
 	dumps      []time.Duration // dump latencies
 	dumpErrs   int
@@ -96,7 +98,8 @@ func start(o options) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--name", "bench", "--role", "orchestration", "--port", strconv.Itoa(port), "--taskdump", "--no-console")
+	cmd := exec.Command(bin, "--name", "bench", "--role", "orchestration", "--port", strconv.Itoa(port), "--taskdump", "--no-console",
+		"--spawn-backlog", strconv.Itoa(o.backlog))
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -234,6 +237,8 @@ func round(cl *http.Client, base string, o options, rate float64) (sample, error
 	start := time.Now()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	type span struct{ a, b time.Time }
+	var dumpSpans, healthSpans []span
 	if rate > 0 {
 		wg.Add(1)
 		go func() {
@@ -245,6 +250,7 @@ func round(cl *http.Client, base string, o options, rate float64) (sample, error
 				n, tasks, err := dumpOnce(cl, base)
 				d := time.Since(t0)
 				mu.Lock()
+				dumpSpans = append(dumpSpans, span{t0, t0.Add(d)})
 				if err != nil {
 					s.dumpErrs++
 				} else {
@@ -299,12 +305,23 @@ loop:
 				s.healthErrs++
 			} else {
 				s.health = append(s.health, d)
+				healthSpans = append(healthSpans, span{t0, t0.Add(d)})
 			}
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	s.wall = time.Since(start)
+	// Requests that overlapped a dump: the dump's direct cost, compared
+	// with the others of the same round (the same load on the machine).
+	for _, h := range healthSpans {
+		for _, d := range dumpSpans {
+			if h.a.Before(d.b) && d.a.Before(h.b) {
+				s.during = append(s.during, h.b.Sub(h.a))
+				break
+			}
+		}
+	}
 	m1, err := metrics(cl, base)
 	if err != nil {
 		return s, err
@@ -345,6 +362,7 @@ func (r *report) merged(rate float64) sample {
 	var m sample
 	for _, s := range r.byRate[rate] {
 		m.health = append(m.health, s.health...)
+		m.during = append(m.during, s.during...)
 		m.healthErrs += s.healthErrs
 		m.dumps = append(m.dumps, s.dumps...)
 		m.dumpErrs += s.dumpErrs
@@ -362,40 +380,39 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/1e6) }
 
 func (r *report) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "refsvc (%s build, orchestration role, 40 steps/s, 2 workers) on %s; %d rounds of %s per rate, alternating; GET /health every %s (open loop). First dump (loads the symbol tables) %s.\n\n",
-		r.opt.variant, r.host, r.opt.rounds, r.opt.round, r.opt.loadEvery, r.firstDump.Round(time.Millisecond))
-	b.WriteString("| dumps/s | dumps | dump p50 / p90 / max (ms) | dump size | /health p50 / p99 / p99.9 / max (ms) | step latency (ms, mean) | service CPU |\n")
-	b.WriteString("|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "refsvc (%s build, orchestration role, 40 steps/s, 2 workers, --spawn-backlog %d) on %s; %d rounds of %s per rate, alternating; GET /health every %s (open loop). First dump (loads the symbol tables) %s.\n\n",
+		r.opt.variant, r.opt.backlog, r.host, r.opt.rounds, r.opt.round, r.opt.loadEvery, r.firstDump.Round(time.Millisecond))
+	b.WriteString("| dumps/s | dumps | dump p50 / p90 / max (ms) | dump size | /health p50 / p99 (ms) | /health overlapping a dump: share, p50 / p99 (ms) | step latency (ms, mean) | service CPU | CPU per dump (ms) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	base := r.merged(0)
+	baseCPU := 0.0
+	if base.wall > 0 {
+		baseCPU = base.cpu / base.wall.Seconds()
+	}
 	for _, rate := range r.opt.rates {
 		m := r.merged(rate)
-		dumps := "–"
-		size := "–"
+		dumps, size, dl, during, perDump := "–", "–", "–", "–", "–"
 		if rate > 0 {
 			dumps = fmt.Sprintf("%d (%d failed)", len(m.dumps), m.dumpErrs)
-			if len(m.dumps) > 0 {
-				size = fmt.Sprintf("%.0f KiB, %d tasks", float64(m.dumpBytes)/float64(len(m.dumps))/1024, m.dumpTasks/len(m.dumps))
-			}
 		}
-		dl := "–"
 		if len(m.dumps) > 0 {
+			size = fmt.Sprintf("%.0f KiB, %d tasks", float64(m.dumpBytes)/float64(len(m.dumps))/1024, m.dumpTasks/len(m.dumps))
 			dl = fmt.Sprintf("%s / %s / %s", ms(pct(m.dumps, 50)), ms(pct(m.dumps, 90)), ms(pct(m.dumps, 100)))
+			perDump = fmt.Sprintf("%.1f", 1000*(m.cpu-baseCPU*m.wall.Seconds())/float64(len(m.dumps)))
+		}
+		if len(m.during) > 0 {
+			during = fmt.Sprintf("%.1f%%, %s / %s", 100*float64(len(m.during))/float64(len(m.health)), ms(pct(m.during, 50)), ms(pct(m.during, 99)))
 		}
 		step := 0.0
 		if m.steps > 0 {
 			step = 1000 * m.stepLat / m.steps
 		}
-		cpu := 100 * m.cpu / m.wall.Seconds()
-		delta := ""
-		if rate > 0 && base.steps > 0 {
-			delta = fmt.Sprintf(" (%+.1f%%)", 100*(step/(1000*base.stepLat/base.steps)-1))
+		cpu := 0.0
+		if m.wall > 0 {
+			cpu = m.cpu / m.wall.Seconds()
 		}
-		cpuDelta := ""
-		if rate > 0 && base.wall > 0 {
-			cpuDelta = fmt.Sprintf(" (%+.1f points)", cpu-100*base.cpu/base.wall.Seconds())
-		}
-		fmt.Fprintf(&b, "| %g | %s | %s | %s | %s / %s / %s / %s | %.2f%s | %.1f%%%s |\n", rate, dumps, dl, size,
-			ms(pct(m.health, 50)), ms(pct(m.health, 99)), ms(pct(m.health, 99.9)), ms(pct(m.health, 100)), step, delta, cpu, cpuDelta)
+		fmt.Fprintf(&b, "| %g | %s | %s | %s | %s / %s | %s | %.2f | %.1f%% | %s |\n", rate, dumps, dl, size,
+			ms(pct(m.health, 50)), ms(pct(m.health, 99)), during, step, 100*cpu, perDump)
 	}
 	return b.String()
 }

@@ -6,7 +6,7 @@
 // /metrics) and its CPU use, in alternating rounds without dumps and with
 // dumps at several rates, plus each dump's own latency and size.
 //
-//	go run ./bench/taskdump -rounds 3 -round 10s -rates 0,1,2,5,10 -o /tmp/taskdump.md
+//	go run ./bench/taskdump -rounds 10 -round 3s -rates 0,1,2,5,10 -o /tmp/taskdump.md
 //	go test -run '^$' -bench TaskDump ./bench/taskdump
 //
 // The service runs on loopback and is killed at the end; every round is
@@ -26,10 +26,11 @@ func main() {
 	var o options
 	flag.StringVar(&o.bin, "bin", "", "refsvc binary (default $PROFCAP_CACHE/rust/bin/refsvc-VARIANT)")
 	flag.StringVar(&o.variant, "variant", "release", "refsvc build: release or profiling")
-	flag.IntVar(&o.rounds, "rounds", 3, "alternating rounds per rate")
-	flag.DurationVar(&o.round, "round", 10*time.Second, "length of one round")
+	flag.IntVar(&o.rounds, "rounds", 10, "alternating rounds per rate")
+	flag.DurationVar(&o.round, "round", 3*time.Second, "length of one round")
 	rates := flag.String("rates", "0,1,2,5,10", "dump rates to compare, per second (0: no dumps)")
 	flag.DurationVar(&o.loadEvery, "load-every", 10*time.Millisecond, "one GET /health every this long (open loop)")
+	flag.IntVar(&o.backlog, "spawn-backlog", 0, "refsvc --spawn-backlog: 0 turns off its periodic 200 ms hogs, which otherwise dominate the latency tail")
 	out := flag.String("o", "", "also write the result table (Markdown) to this file")
 	flag.Parse()
 	for _, s := range strings.Split(*rates, ",") {
