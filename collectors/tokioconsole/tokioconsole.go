@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/pprof/profile"
 	"io"
+	"math"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -209,6 +211,17 @@ func (c *Collector) capture(ctx context.Context, w *collectors.Window, t *target
 	connect := time.NewTimer(c.opts.ConnectTimeout)
 	defer connect.Stop()
 	var streamErr error
+	opened := func() bool {
+		select {
+		case <-w.Opened():
+			return true
+		default:
+			return false
+		}
+	}
+	var lastAt time.Time
+	var gap time.Duration // between the last two updates, local clock
+	prewindow := false    // the baseline is an update from before the window
 loop:
 	for {
 		select {
@@ -236,9 +249,36 @@ loop:
 				streamErr = fmt.Errorf("malformed update: %w", err)
 				break loop
 			}
+			if !lastAt.IsZero() {
+				gap = m.at.Sub(lastAt)
+			}
+			lastAt = m.at
+			if !opened() {
+				// Before the window: the latest update is the baseline,
+				// and the first one says the stream works.
+				st.markStart()
+				prewindow = true
+				collectors.Ready(ctx)
+				continue
+			}
 			if !st.started && !m.at.Before(w.Start) {
 				st.markStart()
 			}
+		}
+	}
+	// The window ended between two updates: take the next one too, so
+	// the measurement spans the whole window (it is scaled to it below).
+	if streamErr == nil && ctx.Err() == nil && prewindow {
+		bound := min(max(gap*3/2+100*time.Millisecond, 200*time.Millisecond), 3*time.Second)
+		select {
+		case m := <-ch:
+			if m.err == nil {
+				if err := st.apply(m.upd); err != nil {
+					streamErr = fmt.Errorf("malformed update: %w", err)
+				}
+			}
+		case <-time.After(bound):
+		case <-ctx.Done():
 		}
 	}
 	if !st.started {
@@ -260,6 +300,19 @@ loop:
 	}
 	res.Profile = prof
 	res.Start, res.End = cw.Start, cw.End
+	var scaled string
+	if win := w.Ended().Sub(w.Start); prewindow && win > 0 && cw.End.Sub(cw.Start) > win {
+		// Updates come once per publish interval (1 s by default), so
+		// the measurement runs from the last update before the window
+		// to the first after it: scale it to the window (shares are
+		// unchanged; values assume the tasks' rates were steady across
+		// the edges), and say so.
+		span := cw.End.Sub(cw.Start)
+		scaleProfile(prof, float64(win)/float64(span))
+		prof.TimeNanos, prof.DurationNanos = w.Start.UnixNano(), int64(win)
+		res.Start, res.End = w.Start, w.Ended()
+		scaled = fmt.Sprintf("; measured between subscriber updates %v apart around the %v window, scaled to it", span.Round(time.Millisecond), win.Round(time.Millisecond))
+	}
 	res.Status = bundle.StatusOK
 	switch {
 	case streamErr != nil:
@@ -274,8 +327,25 @@ loop:
 		res.Status = bundle.StatusPartial
 		res.Err = fmt.Errorf("tokio-console at %s: only one update in the window: the publish interval (TOKIO_CONSOLE_PUBLISH_INTERVAL) is longer than the window, or the console is paused by another client", addr)
 	}
-	res.Note = consoleNote(cw)
+	res.Note = consoleNote(cw) + scaled
 	return res
+}
+
+// Prepares says the collector connects before the window opens: its
+// baseline is then the last update before the window, not the first one
+// in it (which comes up to a publish interval late).
+func (c *Collector) Prepares() bool { return true }
+
+// scaleProfile multiplies every time value (nanoseconds) of p by f;
+// counts (polls) stay as measured.
+func scaleProfile(p *profile.Profile, f float64) {
+	for _, s := range p.Sample {
+		for i, v := range s.Value {
+			if p.SampleType[i].Unit == "nanoseconds" {
+				s.Value[i] = int64(math.Round(float64(v) * f))
+			}
+		}
+	}
 }
 
 // consoleNote summarises the window for a reader: counts and the warnings.
