@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -350,8 +351,8 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, t *target
 	// at the midpoint of their requests. Where attempts failed between
 	// them (or at the window's end) a dump stands for at most one interval
 	// beyond its own request: a dead endpoint's time is not made up.
-	failed := 0                   // attempts failed since the pending dump (or the start)
-	var prevIDs map[string]string // the tasks of the dump before the pending one
+	failed := 0 // attempts failed since the pending dump (or the start)
+	away := &absence{tasks: map[string]*absent{}}
 	// settle gives the pending dump its weight now that the next dump (at,
 	// with its tasks) or the window's end (nextIDs nil) is known.
 	settle := func(next time.Time, nextIDs map[string]string) {
@@ -374,22 +375,15 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, t *target
 				b = NewBuilder(serviceName(pend.d, t), c.opt.BuildLimits)
 			}
 			b.Add(pend.d, hi.Sub(pend.lo), sym)
-			// Tasks in the dumps before and after but not in this one
-			// were scheduled at it (tokio traces idle tasks only).
-			for id, name := range prevIDs {
-				if _, ok := nextIDs[id]; ok {
-					if _, ok := pend.ids[id]; !ok {
-						b.AddScheduled(id, name, hi.Sub(pend.lo))
-					}
-				}
-			}
+			// Tasks left out of this dump while alive were scheduled at
+			// it (tokio traces idle tasks only): paid when they show up.
+			away.settle(pend.ids, hi.Sub(pend.lo), b.AddScheduled)
 			covered += hi.Sub(pend.lo)
 			if first.IsZero() {
 				first = pend.lo
 			}
 			last = hi
 		}
-		prevIDs = pend.ids
 		pend = nil
 	}
 	var prevAt time.Time
@@ -481,10 +475,14 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, t *target
 				tl.firstErr = r.err
 			}
 		}
-		// Next dump: one interval after this one started, or later if
-		// dumps take more than MaxDuty of the time; after a failed one at
-		// least twice as long as it took (a slow endpoint is asked less).
-		gap = interval
+		// Next dump: one interval after this one started, give or take a
+		// quarter at random, or later if dumps take more than MaxDuty of the
+		// time; after a failed one at least twice as long as it took (a
+		// slow endpoint is asked less). The jitter keeps the dumps out of
+		// lockstep with the service's periodic work: at a fixed 100 ms, a
+		// task on a 15 ms timer (the reference service's ledger writers)
+		// is only ever seen at 3 phases of its cycle (300 ms = 20 cycles).
+		gap = time.Duration(float64(interval) * (0.75 + 0.5*rand.Float64()))
 		switch {
 		case r.err == nil && prevTook > 0:
 			if g := time.Duration(float64(min(r.took, prevTook)) / c.opt.MaxDuty); g > gap {
@@ -586,6 +584,46 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// absence tracks tasks left out of dumps: a task seen before and missing
+// from a dump is owed that dump's weight, added as scheduled time when it
+// shows up again (one that does not has completed). tokio leaves out tasks
+// that are not idle at the dump: woken and waiting in a worker's LIFO slot.
+type absence struct {
+	tasks map[string]*absent
+}
+
+type absent struct {
+	name   string
+	owed   time.Duration
+	misses int
+}
+
+const (
+	maxMisses  = 10      // a task missing from this many dumps in a row is taken for completed
+	maxTracked = 200_000 // tasks tracked at once
+)
+
+func (a *absence) settle(ids map[string]string, w time.Duration, pay func(id, name string, w time.Duration)) {
+	for id, st := range a.tasks {
+		if _, ok := ids[id]; !ok {
+			st.owed += w
+			if st.misses++; st.misses > maxMisses {
+				delete(a.tasks, id)
+			}
+		}
+	}
+	for id, name := range ids {
+		if st := a.tasks[id]; st != nil {
+			if st.owed > 0 {
+				pay(id, st.name, st.owed)
+			}
+			st.owed, st.misses = 0, 0
+		} else if len(a.tasks) < maxTracked {
+			a.tasks[id] = &absent{name: name}
+		}
+	}
 }
 
 func taskIDs(d *Dump) map[string]string {

@@ -34,10 +34,10 @@ const (
 // prints nothing.
 const UntracedFrame = "[untraced await]"
 
-// ScheduledFrame is the one frame of a task missing from a dump but in the
-// dumps before and after it: tokio traces only idle tasks, so a task that
-// was woken and waiting for a worker (in a worker's LIFO slot) at the dump
-// is left out; its time there is scheduled time, not an await.
+// ScheduledFrame is the one frame of a task missing from dumps between two
+// that have it: tokio traces only idle tasks, so a task that was woken and
+// waiting for a worker (in a worker's LIFO slot) at a dump is left out; its
+// time there is scheduled time, not an await.
 const ScheduledFrame = "[scheduled at the dump: not traced]"
 
 // BuildLimits bound the profile a capture holds however many dumps it takes.

@@ -249,8 +249,10 @@ func TestAwaitMatchesTruth(t *testing.T) {
 			t.Fatalf("%s (task %s) is not in the profile", c.task, a.TaskID)
 		}
 		// The task is alive the whole window: its task-time is the time
-		// the dumps stand for.
-		if d := r.End.Sub(r.Start); math.Abs(float64(all-int64(d))) > float64(d)/100 {
+		// the dumps stand for, but for a first or last dump that left it
+		// out (scheduled then), which no later dump can make up: at most
+		// two dumps' weight, 2% at 10 dumps a second.
+		if d := r.End.Sub(r.Start); math.Abs(float64(all-int64(d))) > float64(d)/50+float64(time.Millisecond) {
 			t.Errorf("%s: %v of task-time in a profile covering %v", c.task, time.Duration(all), d)
 		}
 		share := float64(waiting) / float64(all)
@@ -284,8 +286,10 @@ func TestStrippedSymbolised(t *testing.T) {
 	}
 	for _, dirs := range [][]string{{debug}, {t.TempDir()}} {
 		c := New(Options{Interval: 500 * time.Millisecond, DebugDirs: dirs})
-		r := collectOne(t, c, &targets.Target{Name: "stripped", TokioTaskdump: svc.base + "/debug/tokio/dump"}, 1500*time.Millisecond)
-		if r.Status != bundle.StatusOK {
+		r := collectOne(t, c, &targets.Target{Name: "stripped", TokioTaskdump: svc.base + "/debug/tokio/dump"}, 2*time.Second)
+		// What is checked is the naming of the frames: a dump that timed
+		// out on a busy machine (partial) leaves the others to check.
+		if r.Profile == nil {
 			t.Fatalf("%s: %v", r.Status, r.Err)
 		}
 		var named, addrs int
@@ -363,9 +367,20 @@ func TestJoinConsoleReal(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d samples joined; truth-db-waiter: %v %v", n, len(aw.Profile.Sample), db.Label, db.NumLabel)
-	if db == nil || !strings.Contains(label(db, LabelSpawn), "refsvc/src/") || label(db, LabelState) != "idle" || label(db, LabelKind) != "task" ||
-		db.NumLabel[NumLabelIdle][0] < int64(2*time.Second) || db.NumUnit[NumLabelIdle][0] != "nanoseconds" {
-		t.Errorf("truth-db-waiter not joined: %v %v", db.Label, db.NumLabel)
+	if db == nil {
+		t.Fatal("truth-db-waiter is not in the await profile")
+	}
+	// Its console numbers are the console's sample of that task.
+	var cs *profile.Sample
+	for _, s := range as.Profile.Sample {
+		if label(s, LabelID) == label(db, LabelID) {
+			cs = s
+		}
+	}
+	if cs == nil || !strings.Contains(label(db, LabelSpawn), "refsvc/src/") || label(db, LabelState) != "idle" || label(db, LabelKind) != "task" ||
+		db.NumLabel[NumLabelBusy][0] != cs.Value[0] || db.NumLabel[NumLabelScheduled][0] != cs.Value[1] || db.NumLabel[NumLabelIdle][0] != cs.Value[2] ||
+		db.NumUnit[NumLabelIdle][0] != "nanoseconds" {
+		t.Errorf("truth-db-waiter not joined: %v %v (console: %v)", db.Label, db.NumLabel, cs)
 	}
 	// Every task the console names joins: by id where the console's
 	// sample is that one task, else by name.
