@@ -465,7 +465,9 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, t *target
 			// 404, or (at a discovered URL) something that is not a dump.
 			return collectors.Result{Status: bundle.StatusUnsupported, Err: r.err, Start: t0, End: time.Now()}
 		case errors.Is(r.err, context.Canceled) && w.Interrupted():
-			// The dump in flight at Ctrl-C: dropped, not a failure.
+			// The dump in flight at Ctrl-C: dropped, not a failure, but the
+			// last dump does not stand for the time it was in flight.
+			failed++
 		default:
 			failed++
 			tl.failed++

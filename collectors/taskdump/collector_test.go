@@ -406,3 +406,36 @@ func TestMain(m *testing.M) {
 	testsvc.Main() // serve instead of testing when run as a test service
 	os.Exit(m.Run())
 }
+
+// Ctrl-C ends the window and drops the dump in flight at once; the dumps
+// taken so far are kept.
+func TestCollectInterrupted(t *testing.T) {
+	dump := readTestdata(t, "refsvc-0.1.0-profiling-worker.txt")
+	f := startFake(t, func(n int64, w http.ResponseWriter, r *http.Request) {
+		if n >= 3 {
+			<-r.Context().Done() // hangs from the third dump on
+			return
+		}
+		w.Write(dump)
+	})
+	c := New(Options{Interval: 100 * time.Millisecond, Timeout: 10 * time.Second})
+	w := collectors.NewWindow(time.Minute, time.Minute)
+	time.AfterFunc(time.Second, func() { w.End(collectors.ReasonInterrupted) })
+	var got []collectors.Result
+	start := time.Now()
+	c.Collect(context.Background(), w, &targets.Target{Name: "svc", TokioTaskdump: f.url()}, []bundle.Kind{bundle.Await}, func(r collectors.Result) { got = append(got, r) })
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("Collect returned %v after the start, %v after Ctrl-C", d, d-time.Second)
+	}
+	if len(got) != 1 || got[0].Profile == nil {
+		t.Fatalf("results: %+v", got)
+	}
+	if n := len(got[0].Profile.Sample); n == 0 || !strings.Contains(got[0].Note, "2 task dumps") {
+		t.Errorf("%d samples; note %s", n, got[0].Note)
+	}
+	// The two dumps stand for their own time and one interval after, not
+	// for the time the third was hanging.
+	if d := got[0].End.Sub(got[0].Start); d > 500*time.Millisecond {
+		t.Errorf("two dumps 100 ms apart stand for %v", d)
+	}
+}
