@@ -14,6 +14,7 @@ import (
 	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/collectors/ebpf"
+	"github.com/profcap/profcap/collectors/taskdump"
 	"github.com/profcap/profcap/collectors/tokioconsole"
 	"github.com/profcap/profcap/pyroscope"
 	"github.com/profcap/profcap/report"
@@ -73,6 +74,8 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&perfOpt.CallGraph, "call-graph", "fp", "perf stack unwinding: fp (frame pointers, cheap) or dwarf (works without frame pointers, costs more)")
 	fs.BoolVar(&perfOpt.ExcludeRunnable, "offcpu-exclude-runnable", false, "leave preempted (runnable, state R) time out of offcpu profiles")
 	fs.BoolVar(&perfOpt.NoFollow, "perf-no-follow", false, "profile the PID as given, without following a launcher (uv run, sh -c) to its child")
+	var tdOpt taskdump.Options
+	fs.DurationVar(&tdOpt.Interval, "taskdump-interval", taskdump.DefaultInterval, "time between task dumps of a Tokio target (await profiles); each dump pauses the runtime's workers for a moment (docs/taskdump.md)")
 	force := fs.String("collector", "", "take every kind this collector offers from it, even where another would be preferred: perf, samply, py-spy, rbspy, pprof or tokio-console")
 	baseline := fs.Duration("baseline", time.Second, "measure each local target's CPU use for this long before the window, to compare with its use during the window (0 to skip)")
 	quiet := fs.Bool("quiet", false, "print only the bundle path and errors")
@@ -112,6 +115,9 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return usageError("--max-profile-size: %v", err)
 	}
+	if tdOpt.Interval < 10*time.Millisecond {
+		return usageError("--taskdump-interval must be at least 10ms")
+	}
 	preset, ok := presets[*overhead]
 	if !ok {
 		return usageError("--overhead %q: want low, default or full", *overhead)
@@ -119,7 +125,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !fs.Changed("perf-frequency") && preset.perfFrequency > 0 {
 		perfOpt.Frequency = preset.perfFrequency // before the collectors are made
 	}
-	cs := defaultCollectors(limit, perfOpt)
+	cs := defaultCollectors(limit, perfOpt, tdOpt)
 	if *force != "" && !slices.ContainsFunc(cs, func(c collectors.Collector) bool { return c.Name() == *force }) {
 		var names []string
 		for _, c := range cs {
@@ -279,7 +285,7 @@ var presets = map[string]preset{
 // comes first: where a target's PID is local and perf is allowed, its CPU
 // profile costs a service less than Go's own profiler and also shows
 // kernel and native frames.
-func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []collectors.Collector {
+func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions, td taskdump.Options) []collectors.Collector {
 	// py-spy and rbspy offer cpu only for Python and Ruby targets (and only
 	// where installed); samply is taken where perf cannot work (macOS, no
 	// permission).
@@ -296,6 +302,7 @@ func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []coll
 		collectors.NewSamply(collectors.SamplyOptions{}),
 		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),
 		tokioconsole.New(tokioconsole.Options{}),
+		taskdump.New(td),
 	}
 }
 
