@@ -1,0 +1,42 @@
+package symbolize
+
+import (
+	"strings"
+
+	"github.com/ianlancetaylor/demangle"
+)
+
+// Demangle returns a C++ or Rust (legacy and v0) symbol name demangled the
+// way perf shows it (libiberty's cplus_demangle without DMGL_PARAMS):
+// without the parameter list, return type, clone suffix (".cold",
+// ".constprop.0") or the legacy Rust hash. Other names come back as they
+// are.
+func Demangle(name string) string {
+	if !maybeMangled(name) {
+		return name
+	}
+	// A symbol version ("_Znwm@GLIBCXX_3.4", "f@@V2") stays after the
+	// demangled name, as c++filt keeps it.
+	ver := ""
+	if i := strings.IndexByte(name, '@'); i > 0 {
+		name, ver = name[:i], name[i:]
+	}
+	s, err := demangle.ToString(name, demangle.NoParams, demangle.NoClones)
+	if err != nil || s == "" {
+		return name + ver
+	}
+	return s + ver
+}
+
+// maybeMangled is a cheap test that saves the demangler most plain C and Go
+// names.
+func maybeMangled(name string) bool {
+	if len(name) < 3 || name[0] != '_' {
+		return false
+	}
+	switch name[1] {
+	case 'Z', 'R':
+		return true
+	}
+	return strings.HasPrefix(name, "__Z")
+}
