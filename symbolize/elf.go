@@ -97,6 +97,11 @@ func (s *Symbolizer) readObject(o *object) {
 	} else {
 		fh, err := os.Open(o.open)
 		if err != nil {
+			if c := s.cachedCopy(o); c != nil {
+				fh, err = c, nil
+			}
+		}
+		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				o.problem = fmt.Sprintf("%s is gone (deleted or replaced since it was mapped)", o.path)
 			} else {
@@ -111,6 +116,18 @@ func (s *Symbolizer) readObject(o *object) {
 	if err != nil {
 		o.problem = fmt.Sprintf("%s is not an ELF file: %v", o.path, err)
 		return
+	}
+	if id := buildIDOf(f); o.buildID != "" && id != "" && id != o.buildID {
+		// Replaced since the recording: perf's build-id cache may keep
+		// the recorded one.
+		if c := s.cachedCopy(o); c != nil {
+			if cf, err := elf.NewFile(c); err == nil && buildIDOf(cf) == o.buildID {
+				o.file.Close()
+				o.file, f = c, cf
+			} else {
+				c.Close()
+			}
+		}
 	}
 	o.machine = f.Machine
 	id := buildIDOf(f)
@@ -194,12 +211,32 @@ func (s *Symbolizer) readObject(o *object) {
 	}
 }
 
-// debugFile finds the separate debug file of o: by build-id under each
-// debug directory (.build-id/xx/yyyy.debug), then by .gnu_debuglink next
-// to the file, in its .debug directory and under each debug directory
-// (the link's CRC must match). It returns nil when there is none.
+// cachedCopy opens perf's copy of o from its build-id cache
+// (~/.debug/.build-id/xx/yyyy/elf), or returns nil.
+func (s *Symbolizer) cachedCopy(o *object) *os.File {
+	if s.opt.BuildIDCache == "" || len(o.buildID) <= 2 {
+		return nil
+	}
+	f, err := os.Open(filepath.Join(s.opt.BuildIDCache, ".build-id", o.buildID[:2], o.buildID[2:], "elf"))
+	if err != nil {
+		return nil
+	}
+	return f
+}
+
+// debugFile finds the separate debug file of o, in perf's order: by
+// .gnu_debuglink (next to the file, in its .debug directory, under each
+// debug directory; the link's CRC must match), in perf's build-id cache
+// (~/.debug/.build-id/xx/yyyy/debug, where perf record puts what it found),
+// by build-id under each debug directory (.build-id/xx/yyyy.debug), and by
+// path under each debug directory (Fedora's PATH.debug, Ubuntu's PATH). Only
+// a file with a .symtab and the same build-id counts. It returns nil when
+// there is none.
 func (s *Symbolizer) debugFile(o *object, f *elf.File) (*elf.File, string) {
 	try := func(path string) *elf.File {
+		if path == o.open || path == o.path {
+			return nil
+		}
 		df, err := elf.Open(path)
 		if err != nil {
 			return nil
@@ -216,7 +253,45 @@ func (s *Symbolizer) debugFile(o *object, f *elf.File) (*elf.File, string) {
 		}
 		return df
 	}
+	if sec := f.Section(".gnu_debuglink"); sec != nil {
+		if data, err := sec.Data(); err == nil {
+			if name, crc, err := ParseDebugLink(data, f.ByteOrder); err == nil {
+				dir := filepath.Dir(o.path)
+				cands := []string{filepath.Join(dir, name), filepath.Join(dir, ".debug", name)}
+				for _, d := range s.opt.DebugDirs {
+					cands = append(cands, filepath.Join(d, dir, name))
+				}
+				if o.open != o.path && strings.HasPrefix(o.open, "/proc/") {
+					// The process's own view (a container's root) first.
+					root := strings.TrimSuffix(o.open, o.path)
+					cands = append([]string{filepath.Join(root, dir, name), filepath.Join(root, dir, ".debug", name)}, cands...)
+				}
+				for _, p := range cands {
+					if p == o.open || p == o.path {
+						continue // the link names the file itself
+					}
+					got, err := fileCRC(p)
+					if err != nil {
+						continue
+					}
+					if got != crc {
+						o.debugCRCBad = p
+						continue
+					}
+					if df := try(p); df != nil {
+						return df, p
+					}
+				}
+			}
+		}
+	}
 	if len(o.buildID) > 2 {
+		if s.opt.BuildIDCache != "" {
+			p := filepath.Join(s.opt.BuildIDCache, ".build-id", o.buildID[:2], o.buildID[2:], "debug")
+			if df := try(p); df != nil {
+				return df, p
+			}
+		}
 		for _, dir := range s.opt.DebugDirs {
 			p := filepath.Join(dir, ".build-id", o.buildID[:2], o.buildID[2:]+".debug")
 			if df := try(p); df != nil {
@@ -224,42 +299,13 @@ func (s *Symbolizer) debugFile(o *object, f *elf.File) (*elf.File, string) {
 			}
 		}
 	}
-	sec := f.Section(".gnu_debuglink")
-	if sec == nil {
-		return nil, ""
-	}
-	data, err := sec.Data()
-	if err != nil {
-		return nil, ""
-	}
-	name, crc, err := ParseDebugLink(data, f.ByteOrder)
-	if err != nil {
-		return nil, ""
-	}
-	dir := filepath.Dir(o.path)
-	cands := []string{filepath.Join(dir, name), filepath.Join(dir, ".debug", name)}
-	for _, d := range s.opt.DebugDirs {
-		cands = append(cands, filepath.Join(d, dir, name))
-	}
-	if o.open != o.path && strings.HasPrefix(o.open, "/proc/") {
-		// The process's own view (a container's root) first.
-		root := strings.TrimSuffix(o.open, o.path)
-		cands = append([]string{filepath.Join(root, dir, name), filepath.Join(root, dir, ".debug", name)}, cands...)
-	}
-	for _, p := range cands {
-		if p == o.open || p == o.path {
-			continue // the link names the file itself
-		}
-		got, err := fileCRC(p)
-		if err != nil {
-			continue
-		}
-		if got != crc {
-			o.debugCRCBad = p
-			continue
-		}
-		if df := try(p); df != nil {
-			return df, p
+	if filepath.IsAbs(o.path) {
+		for _, dir := range s.opt.DebugDirs {
+			for _, p := range []string{filepath.Join(dir, o.path+".debug"), filepath.Join(dir, o.path)} {
+				if df := try(p); df != nil {
+					return df, p
+				}
+			}
 		}
 	}
 	return nil, ""

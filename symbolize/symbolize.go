@@ -49,6 +49,11 @@ type Options struct {
 	Kallsyms string
 	// ProcRoot is the proc file system. Default: /proc.
 	ProcRoot string
+	// BuildIDCache is perf's build-id cache, where perf record keeps a
+	// copy of each file it recorded (and of its debug file): its copies
+	// stand in for files since replaced, and its debug files are used as
+	// perf uses them. Default: $HOME/.debug; "-" turns it off.
+	BuildIDCache string
 }
 
 // Frame is one symbolised address.
@@ -112,6 +117,14 @@ func New(opt Options) *Symbolizer {
 	}
 	if opt.ProcRoot == "" {
 		opt.ProcRoot = "/proc"
+	}
+	switch opt.BuildIDCache {
+	case "":
+		if home, err := os.UserHomeDir(); err == nil {
+			opt.BuildIDCache = filepath.Join(home, ".debug")
+		}
+	case "-":
+		opt.BuildIDCache = ""
 	}
 	return &Symbolizer{opt: opt, objects: map[string]*object{}, procs: map[int]*process{}, maps: map[int]*jitSource{}}
 }
