@@ -154,7 +154,7 @@ func (s *Symbolizer) Kernel(addrs []uint64) []Frame {
 	for i, a := range addrs {
 		f := Frame{Module: KernelModule, Offset: a}
 		if j := ks.lookup(a); j >= 0 {
-			f.Function, f.Known = ks.syms[j].name, true
+			f.Function, f.Known, f.FuncOffset = ks.syms[j].name, true, a-ks.syms[j].start
 			if ks.mods[j] != "" {
 				f.Module = ks.mods[j]
 			}
@@ -167,17 +167,19 @@ func (s *Symbolizer) Kernel(addrs []uint64) []Frame {
 	return out
 }
 
-// KernelSymbol is Kernel for one address, without allocating.
-func (s *Symbolizer) KernelSymbol(addr uint64) (name, module string, ok bool) {
+// KernelFrame is Kernel for one address, without allocating.
+func (s *Symbolizer) KernelFrame(addr uint64) Frame {
 	s.kernelOnce.Do(func() { s.kernel = readKallsyms(s.opt.Kallsyms) })
 	ks := s.kernel
+	f := Frame{Module: KernelModule, Offset: addr}
 	if j := ks.lookup(addr); j >= 0 {
 		s.kernelNamed.Add(1)
+		f.Function, f.Known, f.FuncOffset = ks.syms[j].name, true, addr-ks.syms[j].start
 		if ks.mods[j] != "" {
-			return ks.syms[j].name, ks.mods[j], true
+			f.Module = ks.mods[j]
 		}
-		return ks.syms[j].name, KernelModule, true
+		return f
 	}
 	s.kernelUnnamed.Add(1)
-	return "", KernelModule, false
+	return f
 }

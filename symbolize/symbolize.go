@@ -72,6 +72,9 @@ type Frame struct {
 	// for the kernel and JIT code.
 	Offset uint64
 	Known  bool // Function was found
+	// FuncOffset is the address's distance from the start of Function
+	// (perf script's "+0x…").
+	FuncOffset uint64
 }
 
 // Name is the frame's function, or "MODULE+0xOFFSET" (the module's base
@@ -508,7 +511,7 @@ func (s *Symbolizer) frame(o *object, v, off uint64) Frame {
 	fr := Frame{Module: o.path, BuildID: o.buildID, Offset: off}
 	o.asked.Add(1)
 	if sym := o.lookup(v); sym != nil {
-		fr.Function, fr.Known = o.name(sym), true
+		fr.Function, fr.Known, fr.FuncOffset = o.name(sym), true, v-sym.start
 		o.named.Add(1)
 	}
 	if !s.opt.NoLines {
@@ -623,14 +626,14 @@ func (s *Symbolizer) jitFrame(p *process, a uint64) Frame {
 	if t := p.jitDump.get(); t != nil {
 		if sym := t.lookup(a); sym != nil {
 			p.jitNamed.Add(1)
-			return Frame{Function: sym.Name, File: sym.File, Line: sym.Line, Module: p.jitDump.path, Offset: a, Known: true}
+			return Frame{Function: sym.Name, File: sym.File, Line: sym.Line, Module: p.jitDump.path, Offset: a, Known: true, FuncOffset: a - sym.Start}
 		}
 	}
 	if t := p.perfMap.get(); t != nil {
 		fr.Module = p.perfMap.path
 		if sym := t.lookup(a); sym != nil {
 			p.jitNamed.Add(1)
-			fr.Function, fr.Known = sym.Name, true
+			fr.Function, fr.Known, fr.FuncOffset = sym.Name, true, a-sym.Start
 		}
 		return fr
 	}
@@ -665,7 +668,7 @@ func (s *Symbolizer) PerfMap(pid int, addrs []uint64) []Frame {
 	for i, a := range addrs {
 		out[i] = Frame{Module: src.path, Offset: a}
 		if sym := t.lookup(a); sym != nil {
-			out[i].Function, out[i].Known = sym.Name, true
+			out[i].Function, out[i].Known, out[i].FuncOffset = sym.Name, true, a-sym.Start
 		}
 	}
 	return out

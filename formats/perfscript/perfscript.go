@@ -564,15 +564,34 @@ func (c *CPUBuilder) Add(h Header, frames []Frame) {
 	c.add(h)
 }
 
-func (c *CPUBuilder) add(h Header) {
-	if h.Time >= 0 {
-		if c.first < 0 || h.Time < c.first {
-			c.first = h.Time
+// AddN adds n samples that Wants accepted, of one stack: h as Add takes it
+// (its Time is not looked at: give every sample's time to Observe), period
+// the sum of their periods.
+func (c *CPUBuilder) AddN(h Header, frames []Frame, n int64, period uint64) {
+	c.b.setStack(frames)
+	c.values[0] = n
+	c.values[1] = n * c.nsPerSample
+	if h.HasPeriod && isTimeEvent(h.Event) {
+		c.values[1] = int64(period)
+	}
+	c.b.add(c.values, [][2]string{{"thread", h.Comm}}, idLabels(h))
+}
+
+// Observe notes the time of a sample (-1: none), for the profile's
+// duration.
+func (c *CPUBuilder) Observe(t int64) {
+	if t >= 0 {
+		if c.first < 0 || t < c.first {
+			c.first = t
 		}
-		if h.Time > c.last {
-			c.last = h.Time
+		if t > c.last {
+			c.last = t
 		}
 	}
+}
+
+func (c *CPUBuilder) add(h Header) {
+	c.Observe(h.Time)
 	c.values[0] = 1
 	c.values[1] = c.nsPerSample
 	if h.HasPeriod && isTimeEvent(h.Event) {
