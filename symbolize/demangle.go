@@ -21,10 +21,21 @@ func Demangle(name string) string {
 	if i := strings.IndexByte(name, '@'); i > 0 {
 		name, ver = name[:i], name[i:]
 	}
-	s, err := demangle.ToString(name, demangle.NoParams, demangle.NoClones)
+	// Legacy Rust first, as libiberty: its names are also valid C++ ones.
+	if s, ok := demangleRustLegacy(name); ok {
+		return s + ver
+	}
+	s, err := demangle.ToString(name, demangle.NoParams, demangle.NoClones, demangle.NoRust)
+	if strings.HasPrefix(name, "_R") {
+		s, err = demangle.ToString(name, demangle.NoParams, demangle.NoClones)
+	}
 	if err != nil || s == "" {
 		return name + ver
 	}
+	// Known difference from libiberty: after an empty template parameter
+	// pack ("llvm::AnalysisManager<llvm::Function>" is <Function, {}>)
+	// libiberty closes brackets without the space ("…>>::run") that it and
+	// this demangler put between "> >" everywhere else.
 	return s + ver
 }
 

@@ -438,9 +438,10 @@ func elfSymbols(f, runtime *elf.File, dyn bool) []symbol {
 
 // fixupSymbols sorts symbols and applies perf's symbols__fixup_end (an
 // unsized symbol runs to the next one; the last to the end of its page plus
-// a page) and symbols__fixup_duplicate (of symbols starting at one address,
-// keep the best by choose_best_symbol), in perf's order for ELF files (end
-// first) or for kallsyms (duplicates first).
+// a page) and then symbols__fixup_duplicate (of symbols starting at one
+// address, keep the best by choose_best_symbol), in that order as perf
+// does for ELF files and kallsyms alike: so of unsized symbols at one
+// address the last one, which alone got a size, wins.
 func fixupSymbols(syms []symbol, kallsyms bool) []symbol {
 	if len(syms) == 0 {
 		return nil
@@ -454,14 +455,8 @@ func fixupSymbols(syms []symbol, kallsyms bool) []symbol {
 		}
 		return 0
 	})
-	if kallsyms {
-		syms = fixupDuplicate(syms)
-		fixupEnd(syms, true)
-	} else {
-		fixupEnd(syms, false)
-		syms = fixupDuplicate(syms)
-	}
-	return syms
+	fixupEnd(syms, kallsyms)
+	return fixupDuplicate(syms)
 }
 
 func fixupEnd(syms []symbol, kallsyms bool) {
@@ -545,9 +540,11 @@ func (s *symbol) demangle() {
 }
 
 // pltSymbols synthesises "name@plt" symbols for x86 PLT entries, as perf's
-// dso__synthesize_plt_symbols does: .plt (lazy: a header entry first), or
+// dso__synthesize_plt_symbols does: .plt (lazy: after a header entry), or
 // .plt.sec where the linker made one (IBT), each entry named after the
-// .rela.plt relocation's symbol, in relocation-offset order.
+// .rela.plt relocation's symbol, in relocation-offset order (what the
+// entries' jumps say; perf 6.1 takes the relocations in file order, which
+// misnames entries of files with IFUNC relocations, and knows no .plt.sec).
 func pltSymbols(f *elf.File) []symbol {
 	plt := f.Section(".plt")
 	if plt == nil || f.Class != elf.ELFCLASS64 {
@@ -596,13 +593,13 @@ func pltSymbols(f *elf.File) []symbol {
 	var addr, size uint64
 	if sec := f.Section(".plt.sec"); sec != nil {
 		size = entry(sec)
-		out = append(out, symbol{start: plt.Addr, end: plt.Addr + plt.Size, name: ".plt", bind: uint8(elf.STB_GLOBAL), typ: uint8(elf.STT_FUNC), demangled: true})
 		addr = sec.Addr
 	} else {
 		size = entry(plt)
 		addr = plt.Addr
 		if uint64(len(rels))*size != plt.Size {
-			out = append(out, symbol{start: plt.Addr, end: plt.Addr + size, name: ".plt", bind: uint8(elf.STB_GLOBAL), typ: uint8(elf.STT_FUNC), demangled: true})
+			// The lazy PLT's header (the resolver stub) gets no
+			// symbol, as in perf 6.1 (later perf names it ".plt").
 			addr += size
 		}
 	}
@@ -612,11 +609,9 @@ func pltSymbols(f *elf.File) []symbol {
 		if idx > 0 && idx-1 < len(dyn) {
 			name = Demangle(dyn[idx-1].Name)
 		}
-		if name == "" {
-			name = fmt.Sprintf("offset_%#x@plt", addr)
-		} else {
-			name += "@plt"
-		}
+		// An entry without a symbol (an IRELATIVE relocation: a call to
+		// an IFUNC of the file itself) is "@plt", as perf 6.1 names it.
+		name += "@plt"
 		out = append(out, symbol{start: addr, end: addr + size, name: name, bind: uint8(elf.STB_GLOBAL), typ: uint8(elf.STT_FUNC), demangled: true})
 		addr += size
 	}

@@ -389,6 +389,12 @@ func TestDemangle(t *testing.T) {
 		{"_ZN6refsvc7handler4spin17h0123456789abcdefE", "refsvc::handler::spin"},
 		{"_RNvCs1234_7mycrate3foo", "mycrate::foo"},
 		{"_ZN3std2rt10lang_start28_$u7b$$u7b$closure$u7d$$u7d$17h8e8b4f1f2c3d4a5bE", "std::rt::lang_start::{{closure}}"},
+		// Legacy identifiers have no "_" separator after their length
+		// (ianlancetaylor/demangle drops the first "_" of this one).
+		{"_ZN3std3sys9backtrace28__rust_begin_short_backtrace17h0123456789abcdefE", "std::sys::backtrace::__rust_begin_short_backtrace"},
+		{"_ZN4core3ptr85drop_in_place$LT$std..rt..lang_start$LT$$LP$$RP$$GT$..$u7b$$u7b$closure$u7d$$u7d$$GT$17h0123456789abcdefE.llvm.12345", "core::ptr::drop_in_place<std::rt::lang_start<()>::{{closure}}>"},
+		// Fewer than 5 distinct hex digits: not a Rust hash, so C++.
+		{"_ZN3foo3bar17h0000000000000000E", "foo::bar::h0000000000000000"},
 	} {
 		if got := Demangle(tc.in); got != tc.want {
 			t.Errorf("Demangle(%q) = %q, want %q", tc.in, got, tc.want)

@@ -271,7 +271,7 @@ func Parse(data []byte) (*File, error) {
 	// the header's flags, in bit order, right after the data section.
 	var feats [4]uint64
 	for i := range feats {
-		feats[i] = f.bo.Uint64(data[56+8*i:])
+		feats[i] = f.bo.Uint64(data[72+8*i:])
 	}
 	fsec := dataOff + dataSize
 	n := 0

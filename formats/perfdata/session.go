@@ -31,7 +31,8 @@ type session struct {
 	frames  []frame
 	kcache  map[uint64]uint32
 
-	kernelStart uint64
+	kernelStart, kernelEnd uint64
+	kmaps                  []kmap // modules and ksymbols (BPF programs, trampolines)
 
 	// What the consumer sees of the current sample.
 	stack []uint32
@@ -39,6 +40,15 @@ type session struct {
 	lost, samples, shortSamples uint64
 	events                      map[*Attr]uint64
 	dwarf                       bool
+}
+
+// kmap is a kernel mapping other than the kernel's text: a module (its
+// symbols from kallsyms) or a ksymbol (a BPF program, a trampoline: its one
+// symbol from the PERF_RECORD_KSYMBOL).
+type kmap struct {
+	start, end uint64
+	dso        string
+	sym        string // the ksymbol's name; "" for a module
 }
 
 type thread struct {
@@ -140,7 +150,7 @@ func (s *session) replay(sample func(*Sample, *thread) error, sw func(r record, 
 	f := s.f
 	err := f.records(func(r record) error {
 		switch r.typ {
-		case recSample, recMMAP, recMMAP2, recComm, recFork, recExit, recSwitch, recSwitchCPUWide, recLost, recLostSamples:
+		case recSample, recMMAP, recMMAP2, recComm, recFork, recExit, recSwitch, recSwitchCPUWide, recLost, recLostSamples, recKsymbol:
 		case recCompressed:
 			f.Compressed = true
 			return nil
@@ -203,6 +213,8 @@ func (s *session) replay(sample func(*Sample, *thread) error, sw func(r record, 
 					return e
 				}
 			}
+		case recKsymbol:
+			s.ksymbol(r)
 		case recLost:
 			if len(r.body) >= 16 {
 				s.lost += f.bo.Uint64(r.body[8:])
@@ -287,8 +299,11 @@ func (s *session) mmap(r record) {
 		name = cstring(b[64:])
 	}
 	if r.misc&miscCPUModeMask == miscKernel {
-		if strings.HasPrefix(name, "[kernel.kallsyms]") && (s.kernelStart == 0 || start < s.kernelStart) {
-			s.kernelStart = start
+		s.kcache = map[uint64]uint32{}
+		if strings.HasPrefix(name, "[kernel.kallsyms]") {
+			s.kernelStart, s.kernelEnd = start, start+length
+		} else if strings.HasPrefix(name, "/") || strings.HasPrefix(name, "[") {
+			s.addKmap(kmap{start: start, end: start + length, dso: moduleName(name)})
 		}
 		return
 	}
@@ -302,6 +317,82 @@ func (s *session) mmap(r record) {
 		m.pgoff = 0
 	}
 	t.proc.insert(m)
+}
+
+// moduleName is perf's short name of a kernel module's file:
+// "/lib/modules/6.1/kernel/net/nf_tables.ko.xz" → "[nf_tables]" (dashes
+// become underscores, as the kernel names modules).
+func moduleName(path string) string {
+	if strings.HasPrefix(path, "[") {
+		return path
+	}
+	b := filepath.Base(path)
+	for _, ext := range []string{".xz", ".gz", ".zst", ".bz2"} {
+		b = strings.TrimSuffix(b, ext)
+	}
+	b = strings.TrimSuffix(b, ".ko")
+	return "[" + strings.ReplaceAll(b, "-", "_") + "]"
+}
+
+// addKmap inserts a kernel mapping, replacing those it overlaps.
+func (s *session) addKmap(m kmap) {
+	out := s.kmaps[:0:0]
+	for _, o := range s.kmaps {
+		if o.end <= m.start || o.start >= m.end {
+			out = append(out, o)
+		}
+	}
+	s.kmaps = append(out, m)
+	slices.SortFunc(s.kmaps, func(a, b kmap) int {
+		switch {
+		case a.start < b.start:
+			return -1
+		case a.start > b.start:
+			return 1
+		}
+		return 0
+	})
+}
+
+// ksymbol is machine__process_ksymbol: a BPF program or trampoline gets a
+// mapping of its own named after it, unless the kernel's text holds it;
+// unregistering removes it.
+func (s *session) ksymbol(r record) {
+	b := r.body
+	if len(b) < 16 {
+		return
+	}
+	bo := s.f.bo
+	addr, length, flags := bo.Uint64(b), uint64(bo.Uint32(b[8:])), bo.Uint16(b[14:])
+	name := cstring(b[16:])
+	s.kcache = map[uint64]uint32{}
+	if flags&1 != 0 { // PERF_RECORD_KSYMBOL_FLAGS_UNREGISTER
+		out := s.kmaps[:0]
+		for _, o := range s.kmaps {
+			if !(o.sym != "" && addr >= o.start && addr < o.end) {
+				out = append(out, o)
+			}
+		}
+		s.kmaps = out
+		return
+	}
+	if s.kernelEnd > s.kernelStart && addr >= s.kernelStart && addr < s.kernelEnd {
+		return // in the kernel's text: kallsyms names it
+	}
+	s.addKmap(kmap{start: addr, end: addr + length, dso: name, sym: name})
+}
+
+func (s *session) findKmap(ip uint64) *kmap {
+	i, _ := slices.BinarySearchFunc(s.kmaps, ip, func(m kmap, v uint64) int {
+		if m.start <= v {
+			return -1
+		}
+		return 1
+	})
+	if i > 0 && ip < s.kmaps[i-1].end {
+		return &s.kmaps[i-1]
+	}
+	return nil
 }
 
 // dsoFor returns the dso perf makes of a mapped name: anonymous executable
@@ -406,9 +497,17 @@ func (s *session) resolve(t *thread, cpumode uint8, ip uint64) uint32 {
 			return id
 		}
 		fr := frame{pc: ip, dso: "[unknown]"}
-		if ip >= kernelFloor && (s.kernelStart == 0 || ip >= s.kernelStart) {
+		inText := ip >= kernelFloor && (s.kernelEnd == 0 || ip >= s.kernelStart && ip < s.kernelEnd)
+		if km := s.findKmap(ip); km != nil && !inText {
+			fr.dso = km.dso
+			if km.sym != "" {
+				fr.sym, fr.off, fr.known = km.sym, ip-km.start, true
+			} else if kf := s.sym.KernelFrame(ip); kf.Known {
+				fr.sym, fr.off, fr.known = kf.Function, kf.FuncOffset, true
+			}
+		} else if inText {
 			kf := s.sym.KernelFrame(ip)
-			fr.dso = kf.Module
+			fr.dso = symbolize.KernelModule
 			if kf.Known {
 				fr.sym, fr.off, fr.known = kf.Function, kf.FuncOffset, true
 			}
