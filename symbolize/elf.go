@@ -95,7 +95,7 @@ func (s *Symbolizer) readObject(o *object) {
 	if o.file != nil {
 		r = o.file
 	} else {
-		fh, err := os.Open(o.open)
+		fh, err := openRegular(o.open)
 		if err != nil {
 			if c := s.cachedCopy(o); c != nil {
 				fh, err = c, nil
@@ -211,13 +211,26 @@ func (s *Symbolizer) readObject(o *object) {
 	}
 }
 
+// openRegular opens a regular file only: a path from a recording may name a
+// FIFO or a device, which must not block or feed the symbolizer.
+func openRegular(path string) (*os.File, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	return os.Open(path)
+}
+
 // cachedCopy opens perf's copy of o from its build-id cache
 // (~/.debug/.build-id/xx/yyyy/elf), or returns nil.
 func (s *Symbolizer) cachedCopy(o *object) *os.File {
 	if s.opt.BuildIDCache == "" || len(o.buildID) <= 2 {
 		return nil
 	}
-	f, err := os.Open(filepath.Join(s.opt.BuildIDCache, ".build-id", o.buildID[:2], o.buildID[2:], "elf"))
+	f, err := openRegular(filepath.Join(s.opt.BuildIDCache, ".build-id", o.buildID[:2], o.buildID[2:], "elf"))
 	if err != nil {
 		return nil
 	}
@@ -235,6 +248,9 @@ func (s *Symbolizer) cachedCopy(o *object) *os.File {
 func (s *Symbolizer) debugFile(o *object, f *elf.File) (*elf.File, string) {
 	try := func(path string) *elf.File {
 		if path == o.open || path == o.path {
+			return nil
+		}
+		if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
 			return nil
 		}
 		df, err := elf.Open(path)

@@ -11,7 +11,9 @@ import (
 )
 
 // Notes says what stayed unnamed and why, with the fix: one sentence per
-// file, process or kernel whose frames were asked for and not all named.
+// kind of problem (stripped executables, libraries with only .dynsym, files
+// gone, …) naming the files and their unnamed frames, then one per process
+// with unnamed JIT code, and the kernel's.
 func (s *Symbolizer) Notes() []string {
 	s.mu.Lock()
 	objs := make([]*object, 0, len(s.objects)+1)
@@ -26,13 +28,66 @@ func (s *Symbolizer) Notes() []string {
 		procs = append(procs, p)
 	}
 	s.mu.Unlock()
+	slices.SortFunc(objs, func(a, b *object) int { return strings.Compare(a.path, b.path) })
 
+	var stripped, dynOnly, other []*object
 	var notes []string
 	for _, o := range objs {
 		asked, named := o.asked.Load(), o.named.Load()
 		if asked == 0 || named == asked {
 			continue
 		}
+		switch {
+		case o.stripped:
+			stripped = append(stripped, o)
+		case o.problem == "" && (o.source == ".dynsym" || o.source == ".gnu_debugdata + .dynsym"):
+			dynOnly = append(dynOnly, o)
+		default:
+			other = append(other, o)
+		}
+	}
+	counts := func(list []*object) (string, int64) {
+		var parts []string
+		var total int64
+		for _, o := range list {
+			un, asked := o.asked.Load()-o.named.Load(), o.asked.Load()
+			total += un
+			parts = append(parts, fmt.Sprintf("%s (%d of %d frames)", o.path, un, asked))
+		}
+		return strings.Join(parts, ", "), total
+	}
+	if len(stripped) > 0 {
+		list, n := counts(stripped)
+		var ids []string
+		for _, o := range stripped {
+			ids = append(ids, "/usr/lib/debug/.build-id/"+buildIDPath(o.buildID))
+		}
+		notes = append(notes, fmt.Sprintf("%d frames unnamed in stripped executables (no .symtab; .dynsym names only what they import or export): %s; profile builds that keep symbols (Rust: strip = false in [profile.release]; C/C++: without -s or strip), or install their separate debug files as %s",
+			n, list, strings.Join(ids, ", ")))
+	}
+	if len(dynOnly) > 0 {
+		list, n := counts(dynOnly)
+		var paths, ids []string
+		for _, o := range dynOnly {
+			paths = append(paths, o.path)
+			ids = append(ids, cmpOr(o.buildID, "?"))
+		}
+		msg := fmt.Sprintf("%d frames unnamed in libraries with .dynsym but no .symtab (not stripped: only their exported functions have names, the rest of their symbols are in separate debug files): %s; ", n, list)
+		if pkgs := packageHints(paths); pkgs != "" {
+			msg += "install their debug symbols (" + pkgs + ") "
+		} else {
+			msg += "install their debug symbols (Debian/Ubuntu: each package's -dbgsym package, from the debug archive; Fedora: dnf debuginfo-install) "
+		}
+		msg += fmt.Sprintf("or fetch them by build-id with debuginfod (DEBUGINFOD_URLS=https://debuginfod.debian.net debuginfod-find debuginfo %s); they go to /usr/lib/debug/.build-id/", strings.Join(ids, " "))
+		for _, o := range dynOnly {
+			if o.debugCRCBad != "" {
+				msg += fmt.Sprintf("; %s is there but its CRC does not match %s's .gnu_debuglink: it belongs to another build", o.debugCRCBad, filepath.Base(o.path))
+			}
+		}
+		notes = append(notes, msg)
+	}
+	for _, o := range other {
+		asked, named := o.asked.Load(), o.named.Load()
 		if n := s.objectNote(o, asked, named); n != "" {
 			notes = append(notes, n)
 		}
@@ -55,29 +110,19 @@ func (s *Symbolizer) Notes() []string {
 			}
 		}
 	}
-	slices.Sort(notes)
 	return notes
 }
 
 func (s *Symbolizer) objectNote(o *object, asked, named int64) string {
 	name := filepath.Base(o.path)
-	un := asked - named
-	frames := fmt.Sprintf("%d of %d frames", un, asked)
+	frames := fmt.Sprintf("%d of %d frames", asked-named, asked)
 	switch {
 	case o.stripped:
 		return fmt.Sprintf("%s: %s unnamed: %s is stripped (no .symtab; its .dynsym names only what it imports or exports); %s", name, frames, o.path, strippedFix(o))
 	case o.problem != "":
 		return fmt.Sprintf("%s: %s unnamed: %s", name, frames, o.problem)
 	case o.source == ".dynsym" || o.source == ".gnu_debugdata + .dynsym":
-		what := "has .dynsym but no .symtab"
-		if o.source != ".dynsym" {
-			what = "has only MiniDebugInfo (.gnu_debugdata) and .dynsym"
-		}
-		msg := fmt.Sprintf("%s: %s unnamed: %s %s, so only its exported functions have names (it is not stripped: its local functions' symbols were moved to a separate debug file); %s", name, frames, o.path, what, debugFix(o))
-		if o.debugCRCBad != "" {
-			msg += fmt.Sprintf(" (%s is there but its CRC does not match the .gnu_debuglink: it belongs to another build)", o.debugCRCBad)
-		}
-		return msg
+		return fmt.Sprintf("%s: %s unnamed: %s has .dynsym but no .symtab, so only its exported functions have names (it is not stripped); %s", name, frames, o.path, debugFix(o))
 	default:
 		// Symbols read, yet addresses outside every function: code
 		// without symbols (hand-written assembly, padding) or a file
@@ -120,35 +165,59 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// packageHint names the debug package for a file owned by a Debian or RPM
-// package: "Debian: apt-get install libc6-dbg".
-func packageHint(path string) string {
-	if p, err := exec.LookPath("dpkg-query"); err == nil {
-		for _, cand := range []string{path, strings.TrimPrefix(path, "/usr")} {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			out, err := exec.CommandContext(ctx, p, "-S", cand).Output()
-			cancel()
-			if err != nil {
-				continue
-			}
-			pkg, _, ok := strings.Cut(strings.TrimSpace(string(out)), ":")
-			if !ok || pkg == "" || strings.ContainsAny(pkg, " ,") {
-				continue
-			}
-			dbg := pkg + "-dbgsym"
-			if pkg == "libc6" {
-				dbg = "libc6-dbg" // glibc ships its own -dbg package in main
-			}
-			return fmt.Sprintf("Debian/Ubuntu: apt-get install %s, from the debug archive for -dbgsym packages", dbg)
+// packageHint names the debug package of one file (see packageHints).
+func packageHint(path string) string { return packageHints([]string{path}) }
+
+// packageHints names the debug packages for files owned by Debian or RPM
+// packages, with one dpkg-query (or rpm) run for all of them: "Debian/Ubuntu:
+// apt-get install libc6-dbg libssl3-dbgsym, …".
+func packageHints(paths []string) string {
+	if len(paths) == 0 {
+		return ""
+	}
+	run := func(name string, args ...string) string {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			return ""
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		out, _ := exec.CommandContext(ctx, p, args...).Output() // exit 1 when some path is not packaged
+		return string(out)
+	}
+	var args []string
+	for _, p := range paths {
+		args = append(args, p)
+		if strings.HasPrefix(p, "/usr/") {
+			args = append(args, strings.TrimPrefix(p, "/usr")) // merged /usr: dpkg knows /lib/…
 		}
 	}
-	if p, err := exec.LookPath("rpm"); err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		out, err := exec.CommandContext(ctx, p, "-qf", "--qf", "%{NAME}", path).Output()
-		cancel()
-		if err == nil && len(out) > 0 && !strings.Contains(string(out), " ") {
-			return fmt.Sprintf("Fedora/RHEL: dnf debuginfo-install %s", out)
+	var pkgs []string
+	for _, line := range strings.Split(run("dpkg-query", append([]string{"-S"}, args...)...), "\n") {
+		pkg, _, ok := strings.Cut(line, ": ")
+		if !ok || pkg == "" || strings.ContainsAny(pkg, " ,") {
+			continue
 		}
+		pkg, _, _ = strings.Cut(pkg, ":") // libc6:amd64
+		dbg := pkg + "-dbgsym"
+		if pkg == "libc6" {
+			dbg = "libc6-dbg" // glibc ships its own -dbg package in main
+		}
+		if !slices.Contains(pkgs, dbg) {
+			pkgs = append(pkgs, dbg)
+		}
+	}
+	if len(pkgs) > 0 {
+		return "Debian/Ubuntu: apt-get install " + strings.Join(pkgs, " ") + ", the -dbgsym ones from the debug archive"
+	}
+	var rpms []string
+	for _, line := range strings.Split(run("rpm", append([]string{"-qf", "--qf", "%{NAME}\\n"}, paths...)...), "\n") {
+		if line != "" && !strings.Contains(line, " ") && !slices.Contains(rpms, line) {
+			rpms = append(rpms, line)
+		}
+	}
+	if len(rpms) > 0 {
+		return "Fedora/RHEL: dnf debuginfo-install " + strings.Join(rpms, " ")
 	}
 	return ""
 }

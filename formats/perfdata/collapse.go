@@ -61,6 +61,7 @@ func collapse(data []byte, path string, w io.Writer, copt perfscript.CollapseOpt
 		return withPerfScript(data, path, why, opt, nil, func(r io.Reader) error { return perfscript.Collapse(r, w, copt) })
 	}
 	s := newSession(f, opt.Symbolizer)
+	s.nosym = opt.NoSymbols
 	width := 0
 	for _, a := range f.Attrs {
 		width = max(width, len(f.eventName(a)))

@@ -721,6 +721,10 @@ func (f *File) parseSample(r record, s *Sample) error {
 			return errShort
 		}
 		s.HasPeriod = true
+	} else if !a.Freq() {
+		// A fixed period (perf record -c) is not sampled; perf takes the
+		// attribute's.
+		s.Period, s.HasPeriod = a.SamplePeriod, true
 	}
 	if st&sampleRead != 0 {
 		rf := a.ReadFormat

@@ -33,6 +33,9 @@ const (
 type Options struct {
 	// Symbolizer names the frames; nil makes one (without DWARF lines).
 	Symbolizer *symbolize.Symbolizer
+	// NoSymbols leaves every frame unnamed ("[unknown]" in its file): no
+	// file the recording names is opened.
+	NoSymbols bool
 	// Kind is the profile Read builds.
 	Kind Kind
 	// CPU and OffCPU are the options perfscript.Parse and ParseOffCPU
@@ -120,6 +123,7 @@ func read(data []byte, path string, opt Options) (*profile.Profile, error) {
 		return readWithPerf(data, path, kind, why, opt)
 	}
 	s := newSession(f, opt.Symbolizer)
+	s.nosym = opt.NoSymbols
 	var p *profile.Profile
 	if kind == KindOffCPU {
 		p, err = s.offCPU(opt.OffCPU)

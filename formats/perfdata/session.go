@@ -40,6 +40,7 @@ type session struct {
 	lost, samples, shortSamples uint64
 	events                      map[*Attr]uint64
 	dwarf                       bool
+	nosym                       bool // name nothing, open nothing (Options.NoSymbols)
 }
 
 // kmap is a kernel mapping other than the kernel's text: a module (its
@@ -420,8 +421,9 @@ func (s *session) dsoFor(name, buildID string, pid int32, prot uint32) *dso {
 		return d
 	}
 	d := &dso{name: name, kind: kind, pid: pid, buildID: buildID}
-	switch kind {
-	case dsoFile:
+	switch {
+	case s.nosym:
+	case kind == dsoFile:
 		open := name
 		if _, err := os.Stat(name); err != nil && pid > 0 {
 			// A container's file, while the process runs.
@@ -430,7 +432,7 @@ func (s *session) dsoFor(name, buildID string, pid int32, prot uint32) *dso {
 			}
 		}
 		d.file = s.sym.File(name, open, buildID)
-	case dsoVDSO:
+	case kind == dsoVDSO:
 		d.file = s.sym.VDSO()
 	}
 	s.dsos[key] = d
@@ -498,7 +500,11 @@ func (s *session) resolve(t *thread, cpumode uint8, ip uint64) uint32 {
 		}
 		fr := frame{pc: ip, dso: "[unknown]"}
 		inText := ip >= kernelFloor && (s.kernelEnd == 0 || ip >= s.kernelStart && ip < s.kernelEnd)
-		if km := s.findKmap(ip); km != nil && !inText {
+		if s.nosym {
+			if inText {
+				fr.dso = symbolize.KernelModule
+			}
+		} else if km := s.findKmap(ip); km != nil && !inText {
 			fr.dso = km.dso
 			if km.sym != "" {
 				fr.sym, fr.off, fr.known = km.sym, ip-km.start, true
@@ -531,7 +537,14 @@ func (s *session) resolve(t *thread, cpumode uint8, ip uint64) uint32 {
 		if m := p.find(ip); m != nil {
 			d := m.dso
 			fr.dso = d.name
-			switch d.kind {
+			kind := d.kind
+			if s.nosym {
+				kind = dsoNone
+				if d.kind == dsoPerfMap {
+					kind = dsoPerfMap + 100 // identity, unnamed
+				}
+			}
+			switch kind {
 			case dsoFile, dsoVDSO:
 				fr.pc = ip - m.start + m.pgoff
 				sf := d.file.Lookup(fr.pc)

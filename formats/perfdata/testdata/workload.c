@@ -88,6 +88,6 @@ int main(int argc, char **argv) {
 	stop = 1;
 	for (int i = 0; i < 3; i++)
 		pthread_join(t[i], NULL);
-	printf("%lu\n", sink);
+	fprintf(stderr, "%lu\n", sink); /* stderr: stdout may be perf record -o - */
 	return 0;
 }
