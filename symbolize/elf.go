@@ -32,6 +32,10 @@ type symbol struct {
 	name       string // as in the file; demangled on first use
 	bind, typ  uint8
 	demangled  bool
+	strtab     *[]byte // the string table name is read from, on first use
+	nameOff    uint32
+	nameLen    uint32 // 0: NUL-terminated
+	module     bool   // a kallsyms name with a "[module]"
 }
 
 // segment is a PT_LOAD program header.
@@ -112,7 +116,13 @@ func (s *Symbolizer) readObject(o *object) {
 		o.file = fh
 		r = fh
 	}
-	f, err := elf.NewFile(r)
+	var f *elf.File
+	var err error
+	if fh, ok := r.(*os.File); ok {
+		f, err = mapELF(fh)
+	} else {
+		f, err = elf.NewFile(r)
+	}
 	if err != nil {
 		o.problem = fmt.Sprintf("%s is not an ELF file: %v", o.path, err)
 		return
@@ -121,7 +131,7 @@ func (s *Symbolizer) readObject(o *object) {
 		// Replaced since the recording: perf's build-id cache may keep
 		// the recorded one.
 		if c := s.cachedCopy(o); c != nil {
-			if cf, err := elf.NewFile(c); err == nil && buildIDOf(cf) == o.buildID {
+			if cf, err := mapELF(c); err == nil && buildIDOf(cf) == o.buildID {
 				o.file.Close()
 				o.file, f = c, cf
 			} else {
@@ -250,10 +260,7 @@ func (s *Symbolizer) debugFile(o *object, f *elf.File) (*elf.File, string) {
 		if path == o.open || path == o.path {
 			return nil
 		}
-		if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
-			return nil
-		}
-		df, err := elf.Open(path)
+		df, err := openELF(path)
 		if err != nil {
 			return nil
 		}
@@ -397,28 +404,58 @@ func miniDebugInfo(f *elf.File) (*elf.File, error) {
 // absolute, in an allocated section; untyped symbols (assembly labels)
 // only in text or data sections and when not hidden. runtime is the
 // mapped file, whose sections stand in for NOBITS ones of a debug file.
+//
+// The table is read raw, not with debug/elf's Symbols: names stay offsets
+// into the string table until a symbol is looked up (a large C++ or Rust
+// binary has hundreds of thousands, of which a profile names a few
+// hundred).
 func elfSymbols(f, runtime *elf.File, dyn bool) []symbol {
-	var list []elf.Symbol
-	var err error
+	name := ".symtab"
+	want := elf.SHT_SYMTAB
 	if dyn {
-		list, err = f.DynamicSymbols()
-	} else {
-		list, err = f.Symbols()
+		name, want = ".dynsym", elf.SHT_DYNSYM
 	}
+	sec := f.Section(name)
+	if sec == nil || sec.Type != want || int(sec.Link) >= len(f.Sections) {
+		return nil
+	}
+	data, err := sectionData(f, sec)
 	if err != nil {
 		return nil
 	}
-	out := make([]symbol, 0, len(list)/2)
-	for _, sym := range list {
-		typ := elf.ST_TYPE(sym.Info)
-		if sym.Name == "" || sym.Section == elf.SHN_UNDEF || sym.Section == elf.SHN_ABS || sym.Section >= elf.SHN_LORESERVE {
+	strs, err := sectionData(f, f.Sections[sec.Link])
+	if err != nil {
+		return nil
+	}
+	tab := &strs
+	entSize := 24
+	if f.Class == elf.ELFCLASS32 {
+		entSize = 16
+	}
+	bo := f.ByteOrder
+	out := make([]symbol, 0, len(data)/entSize/2)
+	for off := entSize; off+entSize <= len(data); off += entSize { // entry 0 is the null symbol
+		e := data[off : off+entSize]
+		var nameOff uint32
+		var info, other byte
+		var shndx elf.SectionIndex
+		var value, size uint64
+		if entSize == 24 {
+			nameOff, info, other, shndx = bo.Uint32(e), e[4], e[5], elf.SectionIndex(bo.Uint16(e[6:]))
+			value, size = bo.Uint64(e[8:]), bo.Uint64(e[16:])
+		} else {
+			nameOff, value, size = bo.Uint32(e), uint64(bo.Uint32(e[4:])), uint64(bo.Uint32(e[8:]))
+			info, other, shndx = e[12], e[13], elf.SectionIndex(bo.Uint16(e[14:]))
+		}
+		typ := elf.ST_TYPE(info)
+		if nameOff == 0 || int(nameOff) >= len(strs) || strs[nameOff] == 0 || shndx == elf.SHN_UNDEF || shndx == elf.SHN_ABS || shndx >= elf.SHN_LORESERVE {
 			continue
 		}
 		isLabel := false
 		switch typ {
 		case elf.STT_FUNC, elf.STT_GNU_IFUNC, elf.STT_OBJECT:
 		case elf.STT_NOTYPE:
-			vis := elf.ST_VISIBILITY(sym.Other)
+			vis := elf.ST_VISIBILITY(other)
 			if vis == elf.STV_HIDDEN || vis == elf.STV_INTERNAL {
 				continue
 			}
@@ -426,28 +463,29 @@ func elfSymbols(f, runtime *elf.File, dyn bool) []symbol {
 		default:
 			continue
 		}
-		if int(sym.Section) >= len(f.Sections) {
+		if int(shndx) >= len(f.Sections) {
 			continue
 		}
-		sec := f.Sections[sym.Section]
-		if sec.Flags&elf.SHF_ALLOC == 0 {
+		s := f.Sections[shndx]
+		if s.Flags&elf.SHF_ALLOC == 0 {
 			continue
 		}
-		name := sec.Name
-		if sec.Type == elf.SHT_NOBITS && runtime != nil && int(sym.Section) < len(runtime.Sections) {
-			name = runtime.Sections[sym.Section].Name
+		if isLabel {
+			secName := s.Name
+			if s.Type == elf.SHT_NOBITS && runtime != nil && int(shndx) < len(runtime.Sections) {
+				secName = runtime.Sections[shndx].Name
+			}
+			if !strings.Contains(secName, "text") && !strings.Contains(secName, "data") {
+				continue
+			}
 		}
-		if isLabel && !strings.Contains(name, "text") && !strings.Contains(name, "data") {
-			continue
-		}
-		if (f.Machine == elf.EM_ARM || f.Machine == elf.EM_AARCH64) && len(sym.Name) >= 2 && sym.Name[0] == '$' && strings.ContainsRune("adtx", rune(sym.Name[1])) {
+		if (f.Machine == elf.EM_ARM || f.Machine == elf.EM_AARCH64) && int(nameOff)+1 < len(strs) && strs[nameOff] == '$' && bytes.IndexByte([]byte("adtx"), strs[nameOff+1]) >= 0 {
 			continue // ARM mapping symbols
 		}
-		v := sym.Value
 		if f.Machine == elf.EM_ARM && typ == elf.STT_FUNC {
-			v &^= 1 // Thumb bit
+			value &^= 1 // Thumb bit
 		}
-		out = append(out, symbol{start: v, end: v + sym.Size, name: sym.Name, bind: uint8(elf.ST_BIND(sym.Info)), typ: uint8(typ)})
+		out = append(out, symbol{start: value, end: value + size, strtab: tab, nameOff: nameOff, bind: uint8(elf.ST_BIND(info)), typ: uint8(typ)})
 	}
 	return out
 }
@@ -462,15 +500,41 @@ func fixupSymbols(syms []symbol, kallsyms bool) []symbol {
 	if len(syms) == 0 {
 		return nil
 	}
-	slices.SortStableFunc(syms, func(a, b symbol) int {
-		switch {
-		case a.start < b.start:
-			return -1
-		case a.start > b.start:
-			return 1
+	// In address order, symbols of one address in table order (perf's
+	// rb-tree keeps them so). Sorting 16-byte keys and permuting once is
+	// much faster than sorting the symbols themselves.
+	type key struct {
+		start uint64
+		i     uint32
+	}
+	keys := make([]key, len(syms))
+	sorted := true
+	for i := range syms {
+		keys[i] = key{syms[i].start, uint32(i)}
+		if i > 0 && syms[i].start < syms[i-1].start {
+			sorted = false
 		}
-		return 0
-	})
+	}
+	if !sorted {
+		slices.SortFunc(keys, func(a, b key) int {
+			switch {
+			case a.start < b.start:
+				return -1
+			case a.start > b.start:
+				return 1
+			case a.i < b.i:
+				return -1
+			case a.i > b.i:
+				return 1
+			}
+			return 0
+		})
+		out := make([]symbol, len(syms))
+		for i, k := range keys {
+			out[i] = syms[k.i]
+		}
+		syms = out
+	}
 	fixupEnd(syms, kallsyms)
 	return fixupDuplicate(syms)
 }
@@ -479,7 +543,7 @@ func fixupEnd(syms []symbol, kallsyms bool) {
 	for i := 1; i < len(syms); i++ {
 		prev, curr := &syms[i-1], &syms[i]
 		if prev.end == prev.start {
-			if kallsyms && strings.Contains(prev.name, "[") != strings.Contains(curr.name, "[") {
+			if kallsyms && prev.module != curr.module {
 				prev.end = roundUp(prev.end+4096, 4096)
 			} else {
 				prev.end = curr.start
@@ -548,7 +612,25 @@ func underscores(s string) int {
 	return n
 }
 
+// rawName reads the name from the string table the first time.
+func (s *symbol) rawName() string {
+	if s.strtab != nil {
+		strs := *s.strtab
+		end := int(s.nameLen)
+		if end == 0 {
+			end = bytes.IndexByte(strs[s.nameOff:], 0)
+		}
+		if end < 0 {
+			end = len(strs) - int(s.nameOff)
+		}
+		s.name = string(strs[s.nameOff : int(s.nameOff)+end])
+		s.strtab = nil
+	}
+	return s.name
+}
+
 func (s *symbol) demangle() {
+	s.rawName()
 	if !s.demangled {
 		s.name = Demangle(s.name)
 		s.demangled = true

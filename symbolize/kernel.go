@@ -1,7 +1,6 @@
 package symbolize
 
 import (
-	"bufio"
 	"bytes"
 	"debug/elf"
 	"errors"
@@ -9,6 +8,8 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
+	"sync"
 )
 
 // KernelModule is the Module of frames in the kernel proper, as perf names
@@ -17,8 +18,8 @@ const KernelModule = "[kernel.kallsyms]"
 
 // kernelSyms is /proc/kallsyms, read as perf reads it.
 type kernelSyms struct {
-	syms    []symbol // names without the module; mods[i] is syms[i]'s module ("" for the kernel)
-	mods    []string
+	syms    []symbol // names with their "\t[module]", as perf compares them
+	mu      sync.Mutex
 	problem string
 }
 
@@ -62,66 +63,93 @@ func ParseKallsymsLine(line []byte) (KallsymsLine, error) {
 // readKallsyms reads the kernel's symbols like perf's
 // dso__load_kallsyms: text, weak, data and bss symbols (T, W, D, B in any
 // case), unsized; ends and duplicates fixed up with the module in the name
-// (which perf compares), then the module split off.
+// (which perf compares), then the module split off. Names stay offsets into
+// the file's text until looked up.
 func readKallsyms(path string) *kernelSyms {
 	ks := &kernelSyms{}
-	f, err := os.Open(path)
+	data, err := readProcFile(path)
 	if err != nil {
 		ks.problem = fmt.Sprintf("cannot read %s: %v", path, err)
 		return ks
 	}
-	defer f.Close()
-	br := bufio.NewReaderSize(f, 256<<10)
-	var syms []symbol
+	whole := data
+	tab := &whole // data is resliced below; the table keeps the whole text
+	syms := make([]symbol, 0, bytes.Count(data, []byte{'\n'})+1)
 	nonzero := false
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			if k, perr := ParseKallsymsLine(line); perr == nil {
-				if k.Addr != 0 {
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		line := data
+		if i >= 0 {
+			line = data[:i]
+		}
+		// ADDR TYPE NAME[\t[MODULE]]
+		if sp := bytes.IndexByte(line, ' '); sp > 0 && sp+3 < len(line) && line[sp+2] == ' ' {
+			a, perr := parseHex(line[:sp])
+			typ := line[sp+1]
+			name := line[sp+3:]
+			t := typ &^ 0x20 // upper case
+			if perr == nil && len(name) > 0 {
+				if a != 0 {
 					nonzero = true
 				}
-				t := k.Type &^ 0x20 // upper case
-				if (t == 'T' || t == 'W' || t == 'D' || t == 'B') && k.Name[0] != '$' {
+				if (t == 'T' || t == 'W' || t == 'D' || t == 'B') && name[0] != '$' {
 					bind := uint8(elf.STB_LOCAL)
-					if k.Type == 'W' {
+					if typ == 'W' {
 						bind = uint8(elf.STB_WEAK)
-					} else if k.Type >= 'A' && k.Type <= 'Z' {
+					} else if typ >= 'A' && typ <= 'Z' {
 						bind = uint8(elf.STB_GLOBAL)
 					}
-					name := k.Name
-					if k.Module != "" {
-						name += "\t[" + k.Module + "]"
-					}
-					syms = append(syms, symbol{start: k.Addr, end: k.Addr, name: name, bind: bind, demangled: true})
+					off := len(*tab) - len(data) + sp + 3
+					syms = append(syms, symbol{start: a, end: a, strtab: tab, nameOff: uint32(off), nameLen: uint32(len(name)), bind: bind, demangled: true,
+						module: bytes.IndexByte(name, '[') >= 0})
 				}
 			}
 		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
-				ks.problem = fmt.Sprintf("reading %s: %v", path, err)
-			}
-			if errors.Is(err, bufio.ErrBufferFull) {
-				continue
-			}
+		if i < 0 {
 			break
 		}
+		data = data[i+1:]
 	}
 	if !nonzero {
 		ks.problem = fmt.Sprintf("%s shows every address as 0 (kernel.kptr_restrict): run as root, or sysctl -w kernel.kptr_restrict=0", path)
 		return ks
 	}
-	syms = fixupSymbols(syms, true)
-	ks.mods = make([]string, len(syms))
-	for i := range syms {
-		if j := bytes.IndexByte([]byte(syms[i].name), '\t'); j >= 0 {
-			mod := syms[i].name[j+1:]
-			syms[i].name = syms[i].name[:j]
-			ks.mods[i] = mod
+	ks.syms = fixupSymbols(syms, true)
+	return ks
+}
+
+// readProcFile reads a file whose size stat does not tell (/proc/kallsyms
+// says 0 and holds megabytes) into one buffer grown in large steps.
+func readProcFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, 0, 8<<20)
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, cap(buf))
+		}
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
 		}
 	}
-	ks.syms = syms
-	return ks
+}
+
+// kname splits a kallsyms name ("fn\t[mod]") into the function and the
+// module ("" for the kernel).
+func kname(s *symbol) (string, string) {
+	n := s.rawName()
+	if j := strings.IndexByte(n, '\t'); j >= 0 {
+		return n[:j], strings.TrimSpace(n[j+1:])
+	}
+	return n, ""
 }
 
 // lookup returns the index of the symbol containing addr, or -1.
@@ -148,21 +176,9 @@ func (ks *kernelSyms) lookup(addr uint64) int {
 // read once. Module is KernelModule or a loadable module's "[name]";
 // Offset is the address itself, as perf prints kernel addresses.
 func (s *Symbolizer) Kernel(addrs []uint64) []Frame {
-	s.kernelOnce.Do(func() { s.kernel = readKallsyms(s.opt.Kallsyms) })
-	ks := s.kernel
 	out := make([]Frame, len(addrs))
 	for i, a := range addrs {
-		f := Frame{Module: KernelModule, Offset: a}
-		if j := ks.lookup(a); j >= 0 {
-			f.Function, f.Known, f.FuncOffset = ks.syms[j].name, true, a-ks.syms[j].start
-			if ks.mods[j] != "" {
-				f.Module = ks.mods[j]
-			}
-			s.kernelNamed.Add(1)
-		} else {
-			s.kernelUnnamed.Add(1)
-		}
-		out[i] = f
+		out[i] = s.KernelFrame(a)
 	}
 	return out
 }
@@ -174,9 +190,12 @@ func (s *Symbolizer) KernelFrame(addr uint64) Frame {
 	f := Frame{Module: KernelModule, Offset: addr}
 	if j := ks.lookup(addr); j >= 0 {
 		s.kernelNamed.Add(1)
-		f.Function, f.Known, f.FuncOffset = ks.syms[j].name, true, addr-ks.syms[j].start
-		if ks.mods[j] != "" {
-			f.Module = ks.mods[j]
+		ks.mu.Lock()
+		name, mod := kname(&ks.syms[j])
+		ks.mu.Unlock()
+		f.Function, f.Known, f.FuncOffset = name, true, addr-ks.syms[j].start
+		if mod != "" {
+			f.Module = mod
 		}
 		return f
 	}

@@ -322,7 +322,7 @@ func mapFile(path string) ([]byte, func(), error) {
 		return nil, nil, fmt.Errorf("%s is a directory", path)
 	}
 	if st.Size() > 0 && st.Mode().IsRegular() && st.Size() == int64(int(st.Size())) {
-		if data, err := unix.Mmap(int(fh.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE); err == nil {
+		if data, err := unix.Mmap(int(fh.Fd()), 0, int(st.Size()), unix.PROT_READ, mapFlags); err == nil {
 			return data, func() { _ = unix.Munmap(data) }, nil
 		}
 	}

@@ -573,6 +573,12 @@ func (f *File) records(fn func(r record) error) error {
 	return nil
 }
 
+// recordAt decodes the record at file offset off, which records checked.
+func (f *File) recordAt(off int) record {
+	size := int(f.bo.Uint16(f.data[off+6:]))
+	return record{typ: f.bo.Uint32(f.data[off:]), misc: f.bo.Uint16(f.data[off+4:]), body: f.data[off+8 : off+size], off: off}
+}
+
 // attrOf finds the attribute of a sample (id at idPos) or of a side-band
 // record (id isPos words from its end).
 func (f *File) attrOf(r record) *Attr {

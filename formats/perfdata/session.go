@@ -142,13 +142,15 @@ func (s *session) procOf(pid int32, t *thread) *proc {
 // (after the maps and comms in force at its time are applied) and sideband
 // for context switches.
 func (s *session) replay(sample func(*Sample, *thread) error, sw func(r record, id sampleIDTrailer) error) error {
+	// One pass notes each record's time and offset (16 bytes a record, the
+	// records themselves stay in the file), a stable sort puts them in time
+	// order, a second pass replays them.
 	type ref struct {
 		t   uint64
-		off int32
+		off int64
 	}
-	var refs []ref
-	var recs []record
 	f := s.f
+	refs := make([]ref, 0, (f.recEnd-f.recOff)/64)
 	err := f.records(func(r record) error {
 		switch r.typ {
 		case recSample, recMMAP, recMMAP2, recComm, recFork, recExit, recSwitch, recSwitchCPUWide, recLost, recLostSamples, recKsymbol:
@@ -165,8 +167,7 @@ func (s *session) replay(sample func(*Sample, *thread) error, sw func(r record, 
 		} else if id := f.trailer(r, a); id.hasTime {
 			t = id.time
 		}
-		refs = append(refs, ref{t, int32(len(recs))})
-		recs = append(recs, r)
+		refs = append(refs, ref{t, int64(r.off)})
 		return nil
 	})
 	if f.Compressed {
@@ -174,18 +175,12 @@ func (s *session) replay(sample func(*Sample, *thread) error, sw func(r record, 
 	}
 	// perf script orders events by time (its ordered_events queue);
 	// events of one time keep their order in the file.
-	slices.SortStableFunc(refs, func(a, b ref) int {
-		switch {
-		case a.t < b.t:
-			return -1
-		case a.t > b.t:
-			return 1
-		}
-		return 0
-	})
+	if !slices.IsSortedFunc(refs, func(a, b ref) int { return cmpU64(a.t, b.t) }) {
+		slices.SortStableFunc(refs, func(a, b ref) int { return cmpU64(a.t, b.t) })
+	}
 	var smp Sample
 	for _, rf := range refs {
-		r := recs[rf.off]
+		r := f.recordAt(int(rf.off))
 		switch r.typ {
 		case recSample:
 			if perr := f.parseSample(r, &smp); perr != nil {
@@ -227,6 +222,16 @@ func (s *session) replay(sample func(*Sample, *thread) error, sw func(r record, 
 		}
 	}
 	return err
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // sampleTime reads only the time of a sample.
