@@ -182,8 +182,10 @@ func collapse(data []byte, path string, w io.Writer, copt perfscript.CollapseOpt
 			return err
 		}
 	}
-	for _, note := range s.notes() {
-		opt.note(note)
+	if opt.Notes != nil {
+		for _, note := range s.notes() {
+			opt.note(note)
+		}
 	}
 	if werr := c.Write(w); werr != nil {
 		return werr

@@ -133,8 +133,10 @@ func read(data []byte, path string, opt Options) (*profile.Profile, error) {
 	if errors.Is(err, errCompressed) {
 		return readWithPerf(data, path, kind, "its records are zstd-compressed (perf record -z), which profcap does not inflate", opt)
 	}
-	for _, n := range s.notes() {
-		opt.note(n)
+	if opt.Notes != nil {
+		for _, n := range s.notes() {
+			opt.note(n)
+		}
 	}
 	if err != nil {
 		return nil, err
