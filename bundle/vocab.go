@@ -22,10 +22,12 @@ const (
 	Mutex     Kind = "mutex"     // lock contention during the window
 	Block     Kind = "block"     // blocking on synchronisation during the window
 	Async     Kind = "async"     // async task busy/scheduled/idle time (tokio-console)
+	Wakeup    Kind = "wakeup"    // blocked time by the stack that woke the thread, joined to the blocked stack
+	Await     Kind = "await"     // task-seconds by the await point where each async task is suspended (task dumps)
 )
 
 // AllKinds lists every kind in the order reports show them.
-var AllKinds = []Kind{CPU, Wall, OffCPU, Async, Heap, Allocs, Goroutine, Mutex, Block}
+var AllKinds = []Kind{CPU, Wall, OffCPU, Wakeup, Async, Await, Heap, Allocs, Goroutine, Mutex, Block}
 
 // ParseKind reports whether s names a known kind.
 func ParseKind(s string) (Kind, bool) {

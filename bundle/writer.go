@@ -114,6 +114,11 @@ func claim(dir string) error {
 	return nil
 }
 
+// TempDir is the directory inside a bundle where collectors keep their
+// temporary files during a capture (perf.data, a tool's output); the
+// capture removes it at its end. One left behind means profcap was killed.
+const TempDir = ".tmp"
+
 // ReserveFile holds disk space for the last manifest writes: when the
 // disk fills during a capture, it is removed so the manifest can still be
 // rewritten with the final statuses of what is on disk.

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -339,6 +340,7 @@ func (r *run) start(ctx, abortCtx context.Context) {
 	r.cpu = newCPUMeter(r.opt.Targets, r.opt.Baseline)
 	r.cpu.baseline(ctx)
 	r.win = collectors.NewPendingWindow(r.opt.Duration, r.opt.Slice)
+	r.win.TempDir = filepath.Join(r.w.Dir(), bundle.TempDir)
 	r.allDone = make(chan struct{})
 
 	var prep, rest []job
@@ -545,6 +547,7 @@ func (r *run) finish(ctx context.Context, reason string) (*Outcome, error) {
 	} else if ctx.Err() == nil && !r.interruptedLate {
 		r.post(ctx)
 	}
+	os.RemoveAll(r.win.TempDir)
 	if err := r.w.Close(); err != nil {
 		return nil, fmt.Errorf("writing the manifest: %w", err)
 	}

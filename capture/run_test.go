@@ -622,10 +622,28 @@ func TestRunReadyTimeout(t *testing.T) {
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("took %v", time.Since(start))
 	}
-	if !slices.ContainsFunc(notes, func(s string) bool { return strings.Contains(s, "not ready after 300ms") && strings.Contains(s, "prep for x") }) {
+	if !slices.ContainsFunc(notes, func(s string) bool {
+		return strings.Contains(s, "not ready after 300ms") && strings.Contains(s, "prep for x")
+	}) {
 		t.Errorf("notes %q", notes)
 	}
 	if m.Window.Start == "" {
 		t.Error("the window never opened")
+	}
+}
+
+// Collectors' temporary files live inside the bundle and are gone at the end.
+func TestRunTempFilesInsideTheBundle(t *testing.T) {
+	var seen string
+	fc := &cannedCollector{kinds: []bundle.Kind{bundle.CPU}, behave: func(ctx context.Context, w *collectors.Window, tg *targets.Target, k bundle.Kind, emit collectors.Emit) {
+		seen = w.TempDir
+		emit(ok(w, k, "f"))
+	}}
+	out, _ := runFake(t, context.Background(), Options{Targets: []targets.Target{{Name: "x"}}, Collectors: []collectors.Collector{fc}})
+	if seen != filepath.Join(out.Dir, bundle.TempDir) {
+		t.Errorf("collectors were given %q, want the bundle's %s", seen, bundle.TempDir)
+	}
+	if _, err := os.Stat(seen); !os.IsNotExist(err) {
+		t.Errorf("%s left after the capture: %v", seen, err)
 	}
 }

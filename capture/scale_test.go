@@ -171,3 +171,47 @@ func BenchmarkCaptureTargets(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMergeTargets merges one kind across N targets' bundle files,
+// each a profile of 2,000 distinct stacks (half of them shared by every
+// target): the merge's cost per target must stay flat as N grows.
+func BenchmarkMergeTargets(b *testing.B) {
+	for _, n := range []int{32, 64, 128} {
+		b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
+			dir := filepath.Join(b.TempDir(), "bundle")
+			m := bundle.NewManifest("bench", time.Now(), time.Second, "bench")
+			for i := range n {
+				bt := m.AddTarget(fmt.Sprintf("svc-%d", i), nil, 0)
+				bt.Plan(bundle.CPU, "fake")
+			}
+			w, err := bundle.Create(dir, m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			w.StartWindow(time.Now())
+			for i := range n {
+				p := cannedProfile("shared", 0, 0)
+				for j := range 2000 {
+					name := fmt.Sprintf("svc%d.fn%d", i, j)
+					if j%2 == 0 {
+						name = fmt.Sprintf("common.fn%d", j)
+					}
+					f := &profile.Function{ID: uint64(j + 2), Name: name}
+					l := &profile.Location{ID: uint64(j + 2), Line: []profile.Line{{Function: f}}}
+					p.Function, p.Location = append(p.Function, f), append(p.Location, l)
+					p.Sample = append(p.Sample, &profile.Sample{Location: []*profile.Location{l, p.Location[0]}, Value: []int64{1}})
+				}
+				name := fmt.Sprintf("svc-%d", i)
+				w.Record(bundle.ProfilePath(name, bundle.CPU), bundle.Result{Target: name, Kind: bundle.CPU, Collector: "fake", Status: bundle.StatusOK, Profile: p})
+			}
+			if _, err := w.Finish(bundle.Ending{End: time.Now()}); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				mergeAll(context.Background(), w, func(Event) {})
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N)/float64(n), "ms/target")
+		})
+	}
+}

@@ -275,7 +275,7 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 	if len(recs) == 0 {
 		return
 	}
-	dir, err := os.MkdirTemp(p.opt.TempDir, "profcap-perf-")
+	dir, err := os.MkdirTemp(w.tempDir(p.opt.TempDir), "profcap-perf-")
 	if err != nil {
 		for _, r := range recs {
 			emit(Result{Kind: r.kind, Collector: p.Name(), Status: bundle.StatusFailed, Err: fmt.Errorf("perf: temp dir: %w", err)})
@@ -350,10 +350,14 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	if exited != nil {
 		res.Status, res.Err = bundle.StatusPartial, exited
 	}
-	if run.ReadyErr != nil {
+	switch {
+	case run.ReadyErr != nil && len(prof.Sample) == 0:
+		// perf never sampled: no samples says nothing about the target.
+		res.Status, res.Err = bundle.StatusFailed, fmt.Errorf("perf did not sample: %w", run.ReadyErr)
+	case run.ReadyErr != nil:
+		res.Status = bundle.StatusPartial
 		notes = append(notes, run.ReadyErr.Error())
-	}
-	if len(prof.Sample) == 0 {
+	case len(prof.Sample) == 0:
 		notes = append(notes, "no samples: the target did not run (cpu) or switch (offcpu) during the window")
 	}
 	res.Note = strings.Join(notes, "; ")

@@ -292,7 +292,7 @@ type FileOptions struct {
 // tool did not start, is for the caller's own notes.
 func (t *Tool) Record(ctx context.Context, w *Window, collector string, o FileOptions) (Result, *Run) {
 	res := Result{Kind: o.Kind, Collector: collector, Status: bundle.StatusFailed}
-	dir, err := os.MkdirTemp(o.TempDir, "profcap-"+t.Name+"-")
+	dir, err := os.MkdirTemp(w.tempDir(o.TempDir), "profcap-"+t.Name+"-")
 	if err != nil {
 		res.Err = fmt.Errorf("%s: temp dir: %w", t.Name, err)
 		return res, nil

@@ -3,6 +3,7 @@ package collectors
 import (
 	"context"
 	"math"
+	"os"
 	"sync"
 	"time"
 )
@@ -23,6 +24,11 @@ type Window struct {
 	// duration-based endpoints (a Go CPU profile cannot be stopped early, so
 	// a window cut short loses at most one slice).
 	Slice time.Duration
+	// TempDir, if set, is where collectors keep their temporary files
+	// (a directory inside the bundle, which the capture removes at its
+	// end): a profcap killed mid-capture leaves them in the bundle it was
+	// writing, not scattered in $TMPDIR.
+	TempDir string
 
 	d        time.Duration
 	ctx      context.Context
@@ -174,4 +180,18 @@ func (w *Window) WaitOpen(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// tempDir is where a collector makes its temporary directory: its own
+// option, else the window's, else os.TempDir().
+func (w *Window) tempDir(own string) string {
+	if own != "" {
+		return own
+	}
+	if w != nil && w.TempDir != "" {
+		if err := os.MkdirAll(w.TempDir, 0o700); err == nil {
+			return w.TempDir
+		}
+	}
+	return ""
 }

@@ -338,3 +338,18 @@ func TestHugeProfileIsCutNotFatal(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Long bad input is echoed cut, not whole.
+func TestLongBadInputIsEchoedCut(t *testing.T) {
+	long := strings.Repeat("y", 5000)
+	for _, args := range [][]string{
+		{"record", "--profiles", long},
+		{"record", "--target", long, "--duration", "1s"},
+		{"flame", long},
+	} {
+		_, stderr, code := runCLI(t, args...)
+		if code == 0 || len(stderr) > 1500 || strings.Contains(stderr, long) {
+			t.Errorf("%v: exit %d, %d bytes of stderr", args[:2], code, len(stderr))
+		}
+	}
+}

@@ -83,7 +83,7 @@ func realMain() int {
 		return 0
 	}
 	if err.Error() != "" && !errors.Is(err, errSilent) {
-		fmt.Fprintf(os.Stderr, "profcap: %s\n", termsafe.Lines(err.Error()))
+		fmt.Fprintf(os.Stderr, "profcap: %s\n", termsafe.Message(err.Error(), 500))
 	}
 	return exitCode(err)
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/profcap/profcap/internal/termsafe"
 	"github.com/profcap/profcap/internal/testsvc"
 )
 
@@ -27,7 +28,7 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 	var out, errb bytes.Buffer
 	err := run(context.Background(), args, &out, &errb)
 	if err != nil && err.Error() != "" {
-		errb.WriteString("profcap: " + err.Error() + "\n")
+		errb.WriteString("profcap: " + termsafe.Message(err.Error(), 500) + "\n")
 	}
 	return out.String(), errb.String(), exitCode(err)
 }

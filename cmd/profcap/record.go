@@ -13,6 +13,7 @@ import (
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/collectors/ebpf"
 	"github.com/profcap/profcap/collectors/tokioconsole"
 	"github.com/profcap/profcap/pyroscope"
 	"github.com/profcap/profcap/report"
@@ -110,6 +111,13 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return usageError("--max-profile-size: %v", err)
 	}
+	preset, ok := presets[*overhead]
+	if !ok {
+		return usageError("--overhead %q: want low, default or full", *overhead)
+	}
+	if !fs.Changed("perf-frequency") && preset.perfFrequency > 0 {
+		perfOpt.Frequency = preset.perfFrequency // before the collectors are made
+	}
 	cs := defaultCollectors(limit, perfOpt)
 	if *force != "" && !slices.ContainsFunc(cs, func(c collectors.Collector) bool { return c.Name() == *force }) {
 		var names []string
@@ -117,13 +125,6 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			names = append(names, c.Name())
 		}
 		return usageError("--collector %q: want one of %s", *force, strings.Join(names, ", "))
-	}
-	preset, ok := presets[*overhead]
-	if !ok {
-		return usageError("--overhead %q: want low, default or full", *overhead)
-	}
-	if !fs.Changed("perf-frequency") && preset.perfFrequency > 0 {
-		perfOpt.Frequency = preset.perfFrequency
 	}
 	want, explicit := preset.kinds, false
 	if len(*kinds) > 0 {
@@ -260,7 +261,13 @@ func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []coll
 	// permission).
 	return []collectors.Collector{
 		collectors.NewPySpy(collectors.SpyOptions{}),
-		collectors.NewRbspy(collectors.SpyOptions{}),
+		collectors.NewRbspy(collectors.SpyOptions{PerfFrequency: perf.Frequency}),
+		// perf for processes that write a jitdump (Bun): it names their JIT
+		// frames, which eBPF and plain perf leave unnamed.
+		collectors.NewJITPerf(perf),
+		// eBPF where it loads (root or CAP_BPF+CAP_PERFMON, kernel BTF):
+		// the whole process tree, counted in the kernel; perf otherwise.
+		ebpf.New(ebpf.Options{Frequency: perf.Frequency, ExcludeRunnable: perf.ExcludeRunnable, NoFollow: perf.NoFollow}),
 		collectors.NewPerf(perf),
 		collectors.NewSamply(collectors.SamplyOptions{}),
 		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),

@@ -74,6 +74,17 @@ func Lines(s string) string {
 	return strings.Join(parts, "\n")
 }
 
+// Message makes an error message safe and short for a terminal: Lines,
+// with every line longer than max runes cut (input echoed back in an
+// error, a 5,000-character bad name, is shown by its start).
+func Message(s string, max int) string {
+	parts := strings.Split(s, "\n")
+	for i, p := range parts {
+		parts[i] = Cut(p, max)
+	}
+	return strings.Join(parts, "\n")
+}
+
 // Cut returns String(s) cut to at most max runes with "…" and the number
 // of bytes left out, for input that may be long (a bad name echoed in an
 // error).

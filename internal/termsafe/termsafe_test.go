@@ -65,3 +65,10 @@ func TestJSON(t *testing.T) {
 		t.Errorf("JSON: %s", got)
 	}
 }
+
+func TestMessage(t *testing.T) {
+	got := Message("--profiles: unknown kind \""+strings.Repeat("y", 5000)+"\"\nsecond \x1b line", 200)
+	if len(got) > 400 || !strings.Contains(got, "more bytes") || !strings.Contains(got, "\nsecond \\x1b line") {
+		t.Errorf("Message: %q", got)
+	}
+}
