@@ -679,3 +679,37 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestPLT: calls through the PLT are named name@plt, by the relocation each
+// entry jumps through (what objdump -d shows too).
+func TestPLT(t *testing.T) {
+	testreq.Command(t, "objdump")
+	for _, flags := range [][]string{nil, {"-fcf-protection=full"}} { // lazy .plt; .plt.sec with IBT
+		bin := gcc(t, t.TempDir(), "target", "", flags...)
+		out, err := exec.Command("objdump", "-d", "-j", ".plt", "-j", ".plt.sec", bin).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// "0000000000001030 <malloc@plt>:"
+		found := 0
+		s := New(Options{NoLines: true, BuildIDCache: "-"})
+		f := s.File(bin, "", "")
+		for _, line := range strings.Split(string(out), "\n") {
+			addr, name, ok := strings.Cut(strings.TrimSuffix(line, ">:"), " <")
+			if !ok || !strings.HasSuffix(name, "@plt") {
+				continue
+			}
+			v, err := strconv.ParseUint(addr, 16, 64)
+			if err != nil {
+				continue
+			}
+			found++
+			if fr := f.LookupVaddr(v + 4); fr.Function != name {
+				t.Errorf("%v: %#x: %q, objdump says %q", flags, v+4, fr.Function, name)
+			}
+		}
+		if found == 0 {
+			t.Errorf("%v: objdump shows no PLT entries:\n%s", flags, out)
+		}
+	}
+}

@@ -41,6 +41,13 @@ type session struct {
 	events                      map[*Attr]uint64
 	dwarf                       bool
 	nosym                       bool // name nothing, open nothing (Options.NoSymbols)
+	jit                         map[int32]*jitCount
+}
+
+// jitCount counts a process's frames in anonymous executable memory.
+type jitCount struct {
+	comm           string
+	asked, unnamed int64
 }
 
 // kmap is a kernel mapping other than the kernel's text: a module (its
@@ -561,6 +568,18 @@ func (s *session) resolve(t *thread, cpumode uint8, ip uint64) uint32 {
 				if pf.Known {
 					fr.sym, fr.off, fr.known = pf.Function, pf.FuncOffset, true
 				}
+				if s.jit == nil {
+					s.jit = map[int32]*jitCount{}
+				}
+				jc := s.jit[d.pid]
+				if jc == nil {
+					jc = &jitCount{comm: t.comm}
+					s.jit[d.pid] = jc
+				}
+				jc.asked++
+				if !pf.Known {
+					jc.unnamed++
+				}
 			case dsoNone:
 				fr.pc = ip - m.start + m.pgoff
 			}
@@ -651,6 +670,12 @@ func (s *session) notes() []string {
 	}
 	if s.shortSamples > 0 {
 		out = append(out, fmt.Sprintf("%d samples shorter than their layout, skipped", s.shortSamples))
+	}
+	for pid, jc := range s.jit {
+		if jc.unnamed > 0 {
+			have := fileExists(fmt.Sprintf("/tmp/perf-%d.map", pid))
+			out = append(out, symbolize.JITNote(int(pid), jc.comm, "", jc.unnamed, jc.asked, have))
+		}
 	}
 	return append(out, s.sym.Notes()...)
 }
