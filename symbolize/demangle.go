@@ -1,6 +1,7 @@
 package symbolize
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/ianlancetaylor/demangle"
@@ -25,10 +26,13 @@ func Demangle(name string) string {
 	if s, ok := demangleRustLegacy(name); ok {
 		return s + ver
 	}
-	s, err := demangle.ToString(name, demangle.NoParams, demangle.NoClones, demangle.NoRust)
 	if strings.HasPrefix(name, "_R") {
-		s, err = demangle.ToString(name, demangle.NoParams, demangle.NoClones)
+		if s, ok := demangleRustV0(name); ok && s != "" {
+			return s + ver
+		}
+		return name + ver // libiberty gives up, and perf shows it mangled
 	}
+	s, err := cxxDemangle(name)
 	if err != nil || s == "" {
 		return name + ver
 	}
@@ -50,4 +54,15 @@ func maybeMangled(name string) bool {
 		return true
 	}
 	return strings.HasPrefix(name, "__Z")
+}
+
+// cxxDemangle runs the C++ demangler, which panics on some malformed names
+// (found by FuzzDemangle): names come from files profcap did not make.
+func cxxDemangle(name string) (s string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = "", fmt.Errorf("demangler panic: %v", r)
+		}
+	}()
+	return demangle.ToString(name, demangle.NoParams, demangle.NoClones, demangle.NoRust)
 }

@@ -118,3 +118,24 @@ func FuzzKallsymsLine(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDemangle(f *testing.F) {
+	for _, s := range []string{
+		"_RNvCs1234_7mycrate3foo",
+		"_RNCNCNCNvNtCsjrHSEGnQ3l9_3std2rt19lang_start_internal00s_0B9_",
+		"_RNvNCNKNvNtNtCsjrHSEGnQ3l9_3std2io5stdio14OUTPUT_CAPTURE0023___RUST_STD_INTERNAL_VAL",
+		"_RINvNtCs1234_4core3ptr13drop_in_placeNtNtCsabc_5tokio7runtime7RuntimeEB4_",
+		"_RNvYNtNtCs1234_5alloc6string6StringNtNtCs1234_4core3fmt5Write9write_str",
+		"_RNvCs1234_7mycrate7u5fa_1a_b5_2c_6d",
+		"_ZN3std3sys9backtrace28__rust_begin_short_backtrace17h0123456789abcdefE",
+		"_ZN2ns1WIdE3runERSt6vectorIdSaIdEE",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		out := Demangle(name)
+		if out == "" && name != "" {
+			t.Fatalf("Demangle(%q) is empty", name)
+		}
+	})
+}
