@@ -32,7 +32,7 @@ type symbol struct {
 	name       string // as in the file; demangled on first use
 	bind, typ  uint8
 	demangled  bool
-	strtab     *[]byte // the string table name is read from, on first use
+	strtab     *strtabRef // the string table name is read from, on first use
 	nameOff    uint32
 	nameLen    uint32 // 0: NUL-terminated
 	module     bool   // a kallsyms name with a "[module]"
@@ -132,9 +132,11 @@ func (s *Symbolizer) readObject(o *object) {
 		// the recorded one.
 		if c := s.cachedCopy(o); c != nil {
 			if cf, err := mapELF(c); err == nil && buildIDOf(cf) == o.buildID {
+				forget(f)
 				o.file.Close()
 				o.file, f = c, cf
 			} else {
+				forget(cf)
 				c.Close()
 			}
 		}
@@ -174,8 +176,10 @@ func (s *Symbolizer) readObject(o *object) {
 			o.debugFile = path
 			o.source = "debug file " + path
 		}
+		forget(df)
 		df.Close()
 	}
+	defer forget(f)
 	if len(syms) == 0 && o.hasSymtab {
 		syms = elfSymbols(f, f, false)
 		o.source = ".symtab"
@@ -266,11 +270,13 @@ func (s *Symbolizer) debugFile(o *object, f *elf.File) (*elf.File, string) {
 		}
 		if o.buildID != "" {
 			if id := buildIDOf(df); id != "" && id != o.buildID {
+				forget(df)
 				df.Close()
 				return nil
 			}
 		}
 		if sec := df.Section(".symtab"); sec == nil || sec.Type != elf.SHT_SYMTAB {
+			forget(df)
 			df.Close()
 			return nil
 		}
@@ -427,7 +433,7 @@ func elfSymbols(f, runtime *elf.File, dyn bool) []symbol {
 	if err != nil {
 		return nil
 	}
-	tab := &strs
+	tab := &strtabRef{b: strs, mm: mappingOf(f)}
 	entSize := 24
 	if f.Class == elf.ELFCLASS32 {
 		entSize = 16
@@ -615,7 +621,7 @@ func underscores(s string) int {
 // rawName reads the name from the string table the first time.
 func (s *symbol) rawName() string {
 	if s.strtab != nil {
-		strs := *s.strtab
+		strs := s.strtab.b
 		end := int(s.nameLen)
 		if end == 0 {
 			end = bytes.IndexByte(strs[s.nameOff:], 0)

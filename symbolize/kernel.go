@@ -72,8 +72,7 @@ func readKallsyms(path string) *kernelSyms {
 		ks.problem = fmt.Sprintf("cannot read %s: %v", path, err)
 		return ks
 	}
-	whole := data
-	tab := &whole // data is resliced below; the table keeps the whole text
+	tab := &strtabRef{b: data} // data is resliced below; the table keeps the whole text
 	syms := make([]symbol, 0, bytes.Count(data, []byte{'\n'})+1)
 	nonzero := false
 	for len(data) > 0 {
@@ -99,7 +98,7 @@ func readKallsyms(path string) *kernelSyms {
 					} else if typ >= 'A' && typ <= 'Z' {
 						bind = uint8(elf.STB_GLOBAL)
 					}
-					off := len(*tab) - len(data) + sp + 3
+					off := len(tab.b) - len(data) + sp + 3
 					syms = append(syms, symbol{start: a, end: a, strtab: tab, nameOff: uint32(off), nameLen: uint32(len(name)), bind: bind, demangled: true,
 						module: bytes.IndexByte(name, '[') >= 0})
 				}
