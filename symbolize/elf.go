@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -803,21 +804,12 @@ func (o *object) vaddr(off uint64) uint64 {
 	return off
 }
 
-// lookup returns the symbol containing virtual address v, or nil.
+// lookup returns the symbol containing virtual address v, or nil. Only the
+// immutable fields (start, end) are read: names are filled in under o.mu by
+// other goroutines.
 func (o *object) lookup(v uint64) *symbol {
-	i, _ := slices.BinarySearchFunc(o.syms, v, func(s symbol, v uint64) int {
-		switch {
-		case s.start < v:
-			return -1
-		case s.start > v:
-			return 1
-		}
-		return 0
-	})
-	// i is the first symbol starting at or after v.
-	if i < len(o.syms) && o.syms[i].start == v {
-		return &o.syms[i]
-	}
+	// i is the first symbol starting after v.
+	i := sort.Search(len(o.syms), func(i int) bool { return o.syms[i].start > v })
 	// A few symbols back, for sized symbols that overlap others.
 	for k := i - 1; k >= 0 && k >= i-4; k-- {
 		if v >= o.syms[k].start && v < o.syms[k].end {

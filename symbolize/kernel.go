@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 )
@@ -151,20 +152,10 @@ func kname(s *symbol) (string, string) {
 	return n, ""
 }
 
-// lookup returns the index of the symbol containing addr, or -1.
+// lookup returns the index of the symbol containing addr, or -1 (reading
+// only start and end: names are filled in under ks.mu).
 func (ks *kernelSyms) lookup(addr uint64) int {
-	i, found := slices.BinarySearchFunc(ks.syms, addr, func(s symbol, v uint64) int {
-		switch {
-		case s.start < v:
-			return -1
-		case s.start > v:
-			return 1
-		}
-		return 0
-	})
-	if !found {
-		i--
-	}
+	i := sort.Search(len(ks.syms), func(i int) bool { return ks.syms[i].start > addr }) - 1
 	if i < 0 || addr >= ks.syms[i].end {
 		return -1
 	}
