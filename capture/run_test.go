@@ -588,7 +588,9 @@ func TestRunWindowOpensWhenCollectorsAreReady(t *testing.T) {
 		t.Errorf("offcpu: %+v", p)
 	}
 	p := m.Target("x").Profile(bundle.CPU)
-	if p.Status != bundle.StatusPartial || p.Coverage < 0.35 || p.Coverage > 0.45 || !strings.Contains(p.Error, "covers 40% of the window") {
+	// It sampled from 60% of the planned window to the window's real end
+	// (later than planned on a loaded machine): well under MinCoverage.
+	if p.Status != bundle.StatusPartial || p.Coverage < 0.2 || p.Coverage >= 0.75 || !strings.Contains(p.Error, "of the window") {
 		t.Errorf("late cpu: %+v", p)
 	}
 	if out.ExitCode() != 3 {
