@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,10 +14,10 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
-	"github.com/ianlancetaylor/demangle"
 	"golang.org/x/sys/unix"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/formats/perfdata"
 	"github.com/profcap/profcap/formats/perfscript"
 	"github.com/profcap/profcap/targets"
 )
@@ -379,9 +377,9 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	// Off-CPU intervals still open when sampling ended are closed there, on
 	// perf's clock (CLOCK_MONOTONIC).
 	endMono := monotonicNow() - time.Since(run.End).Nanoseconds()
-	scriptStart := time.Now()
-	prof, err := p.script(ctx, r, endMono)
-	scriptTime := time.Since(scriptStart)
+	readStart := time.Now()
+	prof, readNotes, err := p.read(ctx, r, endMono)
+	readTime := time.Since(readStart)
 	if err != nil {
 		res.Status, res.Err = bundle.StatusFailed, err
 		return res
@@ -391,8 +389,8 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	prof.Comments = append(prof.Comments, "perf "+strings.Join(r.args, " "))
 	res.Profile = prof
 	res.Status = bundle.StatusOK
-	notes := append([]string(nil), r.notes...)
-	if n := unwindNote(r, prof, scriptTime); n != "" {
+	notes := append(append([]string(nil), r.notes...), readNotes...)
+	if n := unwindNote(r, prof, readTime); n != "" {
 		notes = append(notes, n)
 	}
 	if exited != nil {
@@ -412,71 +410,30 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	return res
 }
 
-// script streams `perf script` output of one recording into the parser.
-func (p *Perf) script(ctx context.Context, r *recording, endMono int64) (*profile.Profile, error) {
-	perf, err := p.tool.Find()
-	if err != nil {
-		return nil, err
+// read reads one recording with formats/perfdata: the profile perf script
+// piped into perfscript.Parse (cpu) or ParseOffCPU (offcpu) gives, without
+// running perf script after the window (perfdata runs it only for what it
+// cannot read itself: DWARF stacks, compressed records). Its notes (frames
+// left unnamed and why) go with the result.
+func (p *Perf) read(ctx context.Context, r *recording, endMono int64) (*profile.Profile, []string, error) {
+	perf, _ := p.tool.Find()
+	var notes []string
+	opt := perfdata.Options{
+		Context: ctx,
+		Perf:    perf,
+		Notes:   func(n string) { notes = append(notes, n) },
+		Kind:    perfdata.KindCPU,
+		CPU:     perfscript.Options{Frequency: p.opt.Frequency, PID: r.pid},
+		OffCPU:  perfscript.OffCPUOptions{PID: r.pid, ExcludeRunnable: p.opt.ExcludeRunnable, EndTime: endMono},
 	}
-	fields := "comm,pid,tid,time,period,event,ip,sym,symoff,dso"
 	if r.kind == bundle.OffCPU {
-		fields = "comm,pid,tid,cpu,time,event,trace,ip,sym,symoff,dso"
+		opt.Kind = perfdata.KindOffCPU
 	}
-	args := []string{"script", "-i", r.file, "--ns", "-F", fields}
-	if r.kind == bundle.OffCPU {
-		args = append(args, "--show-switch-events")
-	}
-	if r.callGraph == "dwarf" {
-		// perf 6.1 names the inlined frames of DWARF stacks through
-		// addr2line, which took 9.5 s instead of 0.43 s for 76 samples
-		// of refsvc-release (5 s at 99 Hz) and grows with every address:
-		// the functions of the stack stay, their inlined callees go.
-		args = append(args, "--no-inline")
-	}
-	cmd := exec.CommandContext(ctx, perf, args...)
-	stderr := &tailBuffer{}
-	cmd.Stderr = stderr
-	out, err := cmd.StdoutPipe()
+	prof, err := perfdata.ReadFile(r.file, opt)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("reading perf.data: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting perf script: %w", err)
-	}
-	var prof *profile.Profile
-	var perr error
-	switch r.kind {
-	case bundle.CPU:
-		prof, perr = perfscript.Parse(out, perfscript.Options{Frequency: p.opt.Frequency, PID: r.pid})
-	case bundle.OffCPU:
-		prof, perr = perfscript.ParseOffCPU(out, perfscript.OffCPUOptions{PID: r.pid, ExcludeRunnable: p.opt.ExcludeRunnable, EndTime: endMono})
-	}
-	if perr != nil {
-		_ = cmd.Process.Kill()
-	}
-	_, _ = io.Copy(io.Discard, out)
-	werr := cmd.Wait()
-	if perr != nil {
-		return nil, fmt.Errorf("reading perf script output: %w", perr)
-	}
-	if werr != nil {
-		return nil, fmt.Errorf("perf script: %v: %s", werr, lastLine(stderr.String()))
-	}
-	demangleFunctions(prof)
-	return prof, nil
-}
-
-// demangleFunctions names the functions perf left mangled. perf 6.1 as
-// Debian builds it demangles C++, legacy Rust (_ZN…17h<hash>E) and Rust v0
-// (_R…) symbols itself; a perf built without its demanglers prints them
-// as they are, and this gives the names perf would have printed
-// (refsvc::work::hash_payload, main::work::hot_loop::<u32>).
-func demangleFunctions(p *profile.Profile) {
-	for _, f := range p.Function {
-		if strings.HasPrefix(f.Name, "_Z") || strings.HasPrefix(f.Name, "_R") {
-			f.Name = demangle.Filter(f.Name)
-		}
-	}
+	return prof, notes, nil
 }
 
 // shortStack is the user stack depth at or below which a stack counts as
@@ -525,7 +482,7 @@ func shortStackShare(p *profile.Profile) (short, total int64) {
 // frames. For a frame-pointer recording where that is most of them it
 // names the flag that fixes it and its cost; for a DWARF recording it says
 // what the recording cost.
-func unwindNote(r *recording, prof *profile.Profile, scriptTime time.Duration) string {
+func unwindNote(r *recording, prof *profile.Profile, readTime time.Duration) string {
 	short, total := shortStackShare(prof)
 	if total == 0 {
 		return ""
@@ -555,7 +512,7 @@ func unwindNote(r *recording, prof *profile.Profile, scriptTime time.Duration) s
 			}
 			cost += ", "
 		}
-		return fmt.Sprintf("DWARF unwinding cost %sperf script %s; %s", cost, scriptTime.Round(10*time.Millisecond), stacks)
+		return fmt.Sprintf("DWARF unwinding cost %sreading it %s; %s", cost, readTime.Round(10*time.Millisecond), stacks)
 	}
 	return ""
 }

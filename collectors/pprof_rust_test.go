@@ -75,7 +75,7 @@ func TestPprofRefsvc(t *testing.T) {
 	if !hasFunction(cpu.Profile, "refsvc::work::hash_payload") || !hasFunction(cpu.Profile, "worker_core::compute::checksum_block") {
 		t.Errorf("cpu: no refsvc::work::hash_payload / worker_core::compute::checksum_block in the profile")
 	}
-	checkTopWork(t, cpu.Profile, rusttest.CPUDelta(before, after))
+	checkTopWork(t, cpu.Profile, rusttest.CPUDelta(before, after), false)
 	top := goPprofTop(t, cpu.Profile)
 	if !strings.Contains(top, "Type: cpu") || !strings.Contains(top, "checksum_block") {
 		t.Errorf("go tool pprof -top of the cpu profile:\n%s", top)

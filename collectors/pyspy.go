@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/pprof/profile"
@@ -35,6 +38,19 @@ type SpyOptions struct {
 	// StopTimeout is how long the tool may take to write its file after
 	// SIGINT; 0 means 15 s.
 	StopTimeout time.Duration
+	// NoNative leaves py-spy's --native out: Python frames only, without
+	// the C, Cython or Rust frames of the libraries the interpreter calls.
+	NoNative bool
+	// NoJoin keeps rbspy's Ruby frames alone, without recording the same
+	// process with perf and joining its native frames (the Rust code a
+	// Ruby worker calls through FFI) under them.
+	NoJoin bool
+	// PerfPath is the perf binary rbspy's join records with; "" looks up
+	// perf in PATH.
+	PerfPath string
+	// PerfFrequency is the joined perf recording's sampling rate (Hz); 0
+	// means 99, as the perf collector's.
+	PerfFrequency int
 }
 
 // spyTool describes one interpreter sampler.
@@ -43,37 +59,69 @@ type spyTool struct {
 	lang    string // python, ruby (the targets' labels.language)
 	display string // Python, Ruby
 	install string
-	args    func(pid, secs, rate int, file string) []string
-	isExe   func(base string) bool
-	lib     string // the interpreter's shared library, when it is embedded
+	// args are the tool's arguments for one run: kind cpu samples only
+	// threads on a CPU, wall every thread; raw is rbspy's timestamped
+	// sample file ("" for none).
+	args   func(o SpyOptions, k bundle.Kind, pid, secs int, file, raw string) []string
+	isExe  func(base string) bool
+	lib    string        // the interpreter's shared library, when it is embedded
+	offers []bundle.Kind // what the tool captures
 }
 
 var pySpyTool = spyTool{
 	name: "py-spy", lang: "python", display: "Python",
 	install: "py-spy is not installed: install it with 'pip install py-spy' (or a release binary from github.com/benfred/py-spy/releases)",
-	args: func(pid, secs, rate int, file string) []string {
-		return []string{"record", "--pid", strconv.Itoa(pid), "--duration", strconv.Itoa(secs), "--rate", strconv.Itoa(rate), "--format", "raw", "-o", file}
+	args: func(o SpyOptions, k bundle.Kind, pid, secs int, file, _ string) []string {
+		a := []string{"record", "--pid", strconv.Itoa(pid), "--duration", strconv.Itoa(secs), "--rate", strconv.Itoa(o.Rate)}
+		if !o.NoNative {
+			// The C, Cython and Rust frames under the Python ones (py-spy
+			// unwinds them with libunwind while the process is paused).
+			a = append(a, "--native")
+		}
+		if k == bundle.Wall {
+			a = append(a, "--idle") // threads off CPU too
+		}
+		return append(a, "--format", "raw", "-o", file)
 	},
-	isExe: func(b string) bool { return strings.HasPrefix(b, "python") || strings.HasPrefix(b, "pypy") },
-	lib:   "libpython",
+	isExe:  func(b string) bool { return strings.HasPrefix(b, "python") || strings.HasPrefix(b, "pypy") },
+	lib:    "libpython",
+	offers: []bundle.Kind{bundle.CPU, bundle.Wall},
 }
 
 var rbspyTool = spyTool{
 	name: "rbspy", lang: "ruby", display: "Ruby",
 	install: "rbspy is not installed: install it with 'cargo install rbspy' (or a release binary from github.com/rbspy/rbspy/releases)",
-	args: func(pid, secs, rate int, file string) []string {
-		return []string{"record", "--pid", strconv.Itoa(pid), "--duration", strconv.Itoa(secs), "--rate", strconv.Itoa(rate), "--format", "collapsed", "--file", file}
+	args: func(o SpyOptions, k bundle.Kind, pid, secs int, file, raw string) []string {
+		a := []string{"record", "--pid", strconv.Itoa(pid), "--duration", strconv.Itoa(secs), "--rate", strconv.Itoa(o.Rate)}
+		if k == bundle.CPU {
+			a = append(a, "--on-cpu") // only while the thread runs
+		}
+		a = append(a, "--format", "collapsed", "--file", file)
+		if raw != "" {
+			// The join's run: timestamped samples, and no ptrace stop of
+			// the process at each sample, which perf's off-CPU recording
+			// would see as the threads blocking (and the join would
+			// cross).
+			a = append(a, "--raw-file", raw, "--nonblocking")
+		}
+		return a
 	},
-	isExe: func(b string) bool { return strings.HasPrefix(b, "ruby") },
-	lib:   "libruby",
+	isExe:  func(b string) bool { return strings.HasPrefix(b, "ruby") },
+	lib:    "libruby",
+	offers: []bundle.Kind{bundle.CPU, bundle.Wall, bundle.OffCPU},
 }
 
-// Spy captures CPU profiles of Python (py-spy) or Ruby (rbspy) processes
-// with the interpreter's own frames: see docs/importers.md.
+// Spy captures profiles of Python (py-spy) or Ruby (rbspy) processes with
+// the interpreter's own frames: see docs/collectors.md. py-spy records cpu
+// and wall with --native, so one stack runs from a Python function into
+// the C or Rust library it calls. rbspy has no native mode: for Ruby the
+// collector records the same process with perf and joins the native frames
+// under the Ruby ones (mixed.go), for cpu, wall and offcpu.
 type Spy struct {
 	pidCollector
-	spy spyTool
-	opt SpyOptions
+	spy  spyTool
+	opt  SpyOptions
+	perf Tool // rbspy's join
 }
 
 // NewPySpy returns the py-spy collector, for targets labelled
@@ -87,13 +135,29 @@ func NewRbspy(opt SpyOptions) *Spy { return newSpy(rbspyTool, opt) }
 func newSpy(spy spyTool, opt SpyOptions) *Spy {
 	opt.Rate = orDefault(opt.Rate, 100)
 	opt.StopTimeout = orDefault(opt.StopTimeout, 15*time.Second)
-	s := &Spy{spy: spy, opt: opt}
+	opt.PerfFrequency = orDefault(opt.PerfFrequency, 99)
+	s := &Spy{spy: spy, opt: opt, perf: Tool{Name: "perf", Path: opt.PerfPath, Missing: ErrPerfMissing, Access: PerfEvents}}
 	s.pidCollector = pidCollector{
 		// Both read the interpreter's memory from outside (process_vm_readv).
 		tool:   Tool{Name: spy.name, Path: opt.Path, Missing: errors.New(spy.install), Access: Ptrace},
-		offers: []bundle.Kind{bundle.CPU}, check: s.check, collect: s.collect,
+		offers: spy.offers, check: s.check, collect: s.collect,
 	}
 	return s
+}
+
+// Prepares says rbspy's join starts perf before the window (as the perf
+// collector does), so the window opens when perf samples.
+func (s *Spy) Prepares() bool { return s.joins() }
+
+func (s *Spy) joins() bool { return s.spy.name == "rbspy" && !s.opt.NoJoin }
+
+// perfProblem says why rbspy's join cannot record kind k of pid with perf
+// here, or nil.
+func (s *Spy) perfProblem(pid int, k bundle.Kind) error {
+	if _, err := s.perf.Find(); err != nil {
+		return err
+	}
+	return s.perf.Permitted(pid, k)
 }
 
 // exeLanguage is the interpreter pid runs, from /proc/PID/exe: "python",
@@ -132,15 +196,16 @@ func exeLanguage(pid int) string {
 	return ""
 }
 
-// Kinds is CPU for targets with a PID whose language label names this
-// tool's language or, without a label, whose executable is its interpreter.
+// Kinds is what the tool offers (py-spy: cpu, wall; rbspy: cpu, wall,
+// offcpu) for targets with a PID whose language label names this tool's
+// language or, without a label, whose executable is its interpreter.
 func (s *Spy) Kinds(t *targets.Target) []bundle.Kind {
 	if !t.HasPID() {
 		return nil
 	}
 	if l := strings.ToLower(t.Labels["language"]); l != "" {
 		if l == s.spy.lang {
-			return []bundle.Kind{bundle.CPU}
+			return slices.Clone(s.spy.offers)
 		}
 		return nil
 	}
@@ -152,7 +217,7 @@ func (s *Spy) Kinds(t *targets.Target) []bundle.Kind {
 		pid, _ = followLauncher(pid)
 	}
 	if exeLanguage(pid) == s.spy.lang {
-		return []bundle.Kind{bundle.CPU}
+		return slices.Clone(s.spy.offers)
 	}
 	return nil
 }
@@ -174,23 +239,76 @@ func (s *Spy) check(t *targets.Target, k bundle.Kind) (pid int, notes []string, 
 			return 0, nil, fmt.Errorf("pid %d runs %s, not a %s interpreter (and maps no %s library)", pid, exe, s.spy.display, s.spy.lib)
 		}
 	}
-	return pid, notes, s.tool.Permitted(pid, k)
+	if err := s.tool.Permitted(pid, k); err != nil {
+		return 0, nil, err
+	}
+	if k == bundle.OffCPU {
+		// rbspy alone cannot tell blocked time: off-CPU is perf's, joined.
+		if s.opt.NoJoin {
+			return 0, nil, lack{errors.New("rbspy records no off-CPU time by itself, and joining perf's was turned off")}
+		}
+		if err := s.perfProblem(pid, k); err != nil {
+			return 0, nil, fmt.Errorf("rbspy's off-CPU profile is perf's, joined to Ruby stacks: %w", err)
+		}
+	}
+	return pid, notes, nil
 }
 
 func (s *Spy) collect(ctx context.Context, w *Window, t *targets.Target, kinds []bundle.Kind, emit Emit) {
-	pid, notes, err := s.check(t, bundle.CPU)
-	if err != nil {
-		emit(Result{Kind: bundle.CPU, Collector: s.Name(), Status: bundle.StatusFailed, Err: err})
+	defer Ready(ctx) // a Preparer is ready at the latest when it returns
+	var ok []bundle.Kind
+	var pid int
+	var notes []string
+	for _, k := range kinds {
+		p, n, err := s.check(t, k)
+		if err != nil {
+			st := bundle.StatusFailed
+			if isLack(err) && k == bundle.OffCPU {
+				st = bundle.StatusUnsupported
+			}
+			emit(Result{Kind: k, Collector: s.Name(), Status: st, Err: err})
+			continue
+		}
+		pid, notes = p, n
+		ok = append(ok, k)
+	}
+	if len(ok) == 0 {
 		return
 	}
-	res, _ := s.tool.Record(ctx, w, s.Name(), FileOptions{
-		RunOptions: RunOptions{PID: pid, Kind: bundle.CPU, StopTimeout: s.opt.StopTimeout},
+	if s.joins() {
+		s.collectJoined(ctx, w, pid, notes, ok, emit)
+		return
+	}
+	Ready(ctx)
+	var wg sync.WaitGroup
+	for _, k := range ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, run := s.record(ctx, w, pid, k, nil)
+			emit(s.finish(res, run, notes))
+		}()
+	}
+	wg.Wait()
+}
+
+// record runs the tool for kind k (cpu or wall) into its folded file, and
+// gives raw, if set, rbspy's timestamped samples.
+func (s *Spy) record(ctx context.Context, w *Window, pid int, k bundle.Kind, raw *[]interpSample) (Result, *Run) {
+	return s.tool.Record(ctx, w, s.Name(), FileOptions{
+		RunOptions: RunOptions{PID: pid, Kind: k, StopTimeout: s.opt.StopTimeout},
 		TempDir:    s.opt.TempDir,
-		File:       "cpu.folded",
+		File:       string(k) + ".folded",
 		// --duration is whole seconds, rounded up: SIGINT at the window's
 		// end stops the tool earlier, and both tools write their file on
 		// SIGINT.
-		ArgsFor: func(file string) []string { return s.spy.args(pid, w.RemainingSeconds(), s.opt.Rate, file) },
+		ArgsFor: func(file string) []string {
+			rawFile := ""
+			if raw != nil {
+				rawFile = strings.TrimSuffix(file, ".folded") + ".raw.gz"
+			}
+			return s.spy.args(s.opt, k, pid, w.RemainingSeconds(), file, rawFile)
+		},
 		Read: func(file string) (*profile.Profile, error) {
 			f, err := os.Open(file)
 			if err != nil {
@@ -201,24 +319,67 @@ func (s *Spy) collect(ctx context.Context, w *Window, t *targets.Target, kinds [
 			if err != nil {
 				return nil, err
 			}
-			return asCPU(p, s.opt.Rate), nil
+			if raw != nil {
+				if *raw, err = readRbspyRaw(strings.TrimSuffix(file, ".folded") + ".raw.gz"); err != nil {
+					return nil, err
+				}
+			}
+			cleanSpyProfile(p, s.spy.name)
+			return asSampled(p, k, s.opt.Rate), nil
 		},
 	})
-	if res.Profile != nil && len(res.Profile.Sample) == 0 {
-		notes = append(notes, "no samples: the interpreter ran no "+s.spy.display+" code on a CPU during the window")
-	}
-	if res.Profile != nil {
-		res.Note = strings.Join(notes, "; ")
-	}
-	emit(res)
 }
 
-// asCPU turns a folded profile (sample counts) into a CPU profile:
-// samples/count and cpu/nanoseconds at 1/rate seconds a sample.
-func asCPU(p *profile.Profile, rate int) *profile.Profile {
+// finish adds the notes of one run of the tool to its result.
+func (s *Spy) finish(res Result, run *Run, notes []string) Result {
+	if res.Profile == nil {
+		return res
+	}
+	notes = slices.Clone(notes)
+	if len(res.Profile.Sample) == 0 {
+		if res.Kind == bundle.CPU {
+			notes = append(notes, "no samples: the interpreter ran no "+s.spy.display+" code on a CPU during the window")
+		} else {
+			notes = append(notes, "no samples")
+		}
+	}
+	if run != nil {
+		// py-spy: "Samples: 55 Errors: 26": samples it could not take
+		// (the process was busy, a thread exited) are missing from the
+		// profile.
+		if m := spyErrors.FindStringSubmatch(run.Output()); m != nil && m[2] != "0" {
+			n, _ := strconv.Atoi(m[1])
+			e, _ := strconv.Atoi(m[2])
+			msg := fmt.Sprintf("%s could not take %d of %d samples", s.spy.name, e, n+e)
+			if e*10 > n+e {
+				msg = bundle.WarningPrefix + msg
+			}
+			notes = append(notes, msg)
+			res.Profile.Comments = append(res.Profile.Comments, msg)
+		}
+	}
+	if res.Kind == bundle.Wall {
+		if share := markIdle(res.Profile); share > 0 {
+			notes = append(notes, fmt.Sprintf("%.0f%% of the time is the interpreter's idle (under %s)", 100*share, IdleFrame))
+		}
+	}
+	res.Note = strings.Join(notes, "; ")
+	return res
+}
+
+var spyErrors = regexp.MustCompile(`Samples: (\d+) Errors: (\d+)`)
+
+// asSampled turns a folded profile (sample counts) into a CPU or wall
+// profile: samples/count and cpu/nanoseconds (wall: time/nanoseconds) at
+// 1/rate seconds a sample.
+func asSampled(p *profile.Profile, k bundle.Kind, rate int) *profile.Profile {
 	period := int64(time.Second) / int64(rate)
-	p.SampleType = []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}}
-	p.PeriodType = &profile.ValueType{Type: "cpu", Unit: "nanoseconds"}
+	unit := "cpu"
+	if k == bundle.Wall {
+		unit = "time"
+	}
+	p.SampleType = []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: unit, Unit: "nanoseconds"}}
+	p.PeriodType = &profile.ValueType{Type: unit, Unit: "nanoseconds"}
 	p.Period = period
 	for _, s := range p.Sample {
 		s.Value = []int64{s.Value[0], s.Value[0] * period}

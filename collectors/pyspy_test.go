@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,12 +26,15 @@ echo "$@" > "$FAKE_LOG"
 tool=$(basename "$0")
 [ "$1" = record ] || { echo "$tool: want record" >&2; exit 2; }
 shift
-out=; pid=; dur=; fmt=
+out=; pid=; dur=; fmt=; raw=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--pid) pid=$2; shift ;;
 	--duration) dur=$2; shift ;;
 	--rate) shift ;;
+	--native|--idle) [ "$tool" = py-spy ] || { echo "rbspy: no $1" >&2; exit 2; } ;;
+	--on-cpu|--nonblocking) [ "$tool" = rbspy ] || { echo "py-spy: no $1" >&2; exit 2; } ;;
+	--raw-file) [ "$tool" = rbspy ] || { echo "py-spy: no --raw-file" >&2; exit 2; }; raw=$2; shift ;;
 	--format) fmt=$2; shift ;;
 	-o) [ "$tool" = py-spy ] || { echo "rbspy: -o is not --file" >&2; exit 2; }; out=$2; shift ;;
 	--file) [ "$tool" = rbspy ] || { echo "py-spy: no --file" >&2; exit 2; }; out=$2; shift ;;
@@ -41,7 +45,7 @@ done
 case "$tool/$fmt" in py-spy/raw|rbspy/collapsed) ;; *) echo "$tool: bad format $fmt" >&2; exit 2 ;; esac
 [ -n "$out" ] && [ -n "$pid" ] && [ -n "$dur" ] || { echo "$tool: missing arguments" >&2; exit 2; }
 kill -0 "$pid" 2>/dev/null || { echo "Error: No such process" >&2; exit 1; }
-finish() { kill $sleeper 2>/dev/null; cp "$FAKE_OUTPUT" "$out"; exit 0; }
+finish() { kill $sleeper 2>/dev/null; cp "$FAKE_OUTPUT" "$out"; [ -z "$raw" ] || cp "$FAKE_RAW" "$raw"; exit 0; }
 trap finish INT
 sleep "$dur" & sleeper=$!
 wait $sleeper
@@ -78,13 +82,13 @@ func TestPySpyCollect(t *testing.T) {
 	pid := target.Process.Pid
 	tg := &targets.Target{Name: "api", PID: pid} // no label: detected from /proc/PID/exe
 	s := NewPySpy(SpyOptions{})
-	if k := s.Kinds(tg); len(k) != 1 || k[0] != bundle.CPU {
+	if k := s.Kinds(tg); !slices.Equal(k, []bundle.Kind{bundle.CPU, bundle.Wall}) {
 		t.Fatalf("Kinds %v", k)
 	}
 	if k := NewRbspy(SpyOptions{}).Kinds(tg); k != nil {
 		t.Errorf("rbspy Kinds for a python process: %v", k)
 	}
-	if av := s.Probe(context.Background(), tg); len(av) != 1 || !av[0].Available {
+	if av := s.Probe(context.Background(), tg); len(av) != 2 || !av[0].Available || !av[1].Available {
 		t.Fatalf("Probe %+v", av)
 	}
 	if err := s.Preflight(tg, bundle.CPU); err != nil {
@@ -107,23 +111,24 @@ func TestPySpyCollect(t *testing.T) {
 			names[l.Line[0].Function.Name] = true
 		}
 	}
-	if n != 52 || cpu != 52*10_000_000 || !names["handle (app.py:11)"] {
+	if n != 52 || cpu != 52*10_000_000 || !names["handle"] {
 		t.Errorf("samples %d cpu %d names %v", n, cpu, names)
 	}
 	args, _ := os.ReadFile(log)
-	if want := "record --pid " + strconv.Itoa(pid) + " --duration 1 --rate 100 --format raw -o "; !strings.HasPrefix(string(args), want) {
+	if want := "record --pid " + strconv.Itoa(pid) + " --duration 1 --rate 100 --native --format raw -o "; !strings.HasPrefix(string(args), want) {
 		t.Errorf("args %q, want prefix %q", args, want)
 	}
 }
 
 func TestRbspyCollectLabelled(t *testing.T) {
-	installFakeSpy(t, "rbspy", "rbspy.folded")
+	log := installFakeSpy(t, "rbspy", "rbspy.folded")
 	// A process labelled ruby whose executable is not ruby but maps
 	// libruby (an embedded interpreter): the tool is let try.
 	emb := embedding(t, "libruby.so.3.1")
 	tg := &targets.Target{Name: "web", PID: emb.Process.Pid, Labels: map[string]string{"language": "ruby"}}
-	s := NewRbspy(SpyOptions{Rate: 50})
-	if k := s.Kinds(tg); len(k) != 1 {
+	// NoJoin: rbspy alone (a fake cannot be joined with perf).
+	s := NewRbspy(SpyOptions{Rate: 50, NoJoin: true})
+	if k := s.Kinds(tg); !slices.Equal(k, []bundle.Kind{bundle.CPU, bundle.Wall, bundle.OffCPU}) {
 		t.Fatalf("Kinds %v", k)
 	}
 	if k := NewPySpy(SpyOptions{}).Kinds(tg); k != nil {
@@ -132,6 +137,9 @@ func TestRbspyCollectLabelled(t *testing.T) {
 	res := collectSamply(t, s, NewWindow(400*time.Millisecond, 0), tg, bundle.CPU, bundle.Heap)
 	if len(res) != 2 {
 		t.Fatalf("%d results for cpu and heap: %+v", len(res), res)
+	}
+	if args, _ := os.ReadFile(log); !strings.Contains(string(args), "--rate 50 --on-cpu --format collapsed --file ") {
+		t.Errorf("rbspy alone records cpu with --on-cpu: %q", args)
 	}
 	var cpu Result
 	for _, r := range res {
@@ -156,8 +164,14 @@ func TestRbspyCollectLabelled(t *testing.T) {
 	if k := s.Kinds(tg); k != nil {
 		t.Errorf("Kinds %v", k)
 	}
-	if av := s.Probe(context.Background(), tg); len(av) != 1 || av[0].Available || !strings.Contains(av[0].Reason, "not a Ruby interpreter") {
+	av := s.Probe(context.Background(), tg)
+	if len(av) != 3 {
 		t.Errorf("Probe %+v", av)
+	}
+	for _, a := range av {
+		if a.Available || !strings.Contains(a.Reason, "not a Ruby interpreter") {
+			t.Errorf("Probe %+v", a)
+		}
 	}
 	if err := s.Preflight(tg, bundle.CPU); err == nil || !strings.Contains(err.Error(), "not a Ruby interpreter") {
 		t.Errorf("Preflight %v", err)
@@ -168,15 +182,21 @@ func TestSpyMissing(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	tg := &targets.Target{Name: "x", PID: os.Getpid(), Labels: map[string]string{"language": "python"}}
 	for _, tc := range []struct {
-		c    *Spy
-		want string
+		c     *Spy
+		want  string
+		kinds int
 	}{
-		{NewPySpy(SpyOptions{}), "pip install py-spy"},
-		{NewRbspy(SpyOptions{}), "cargo install rbspy"},
+		{NewPySpy(SpyOptions{}), "pip install py-spy", 2},
+		{NewRbspy(SpyOptions{}), "cargo install rbspy", 3},
 	} {
 		av := tc.c.Probe(context.Background(), tg)
-		if len(av) != 1 || av[0].Available || !strings.Contains(av[0].Reason, tc.want) {
+		if len(av) != tc.kinds {
 			t.Errorf("%s Probe %+v", tc.c.Name(), av)
+		}
+		for _, a := range av {
+			if a.Available || !strings.Contains(a.Reason, tc.want) {
+				t.Errorf("%s Probe %+v", tc.c.Name(), a)
+			}
 		}
 		res := collectSamply(t, tc.c, NewWindow(time.Second, 0), tg, bundle.CPU)
 		if len(res) != 1 || res[0].Status != bundle.StatusFailed || !strings.Contains(res[0].Err.Error(), tc.want) {

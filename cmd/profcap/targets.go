@@ -15,6 +15,7 @@ import (
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/collectors/taskdump"
 	"github.com/profcap/profcap/internal/secret"
 	"github.com/profcap/profcap/internal/termsafe"
 	"github.com/profcap/profcap/targets"
@@ -49,7 +50,7 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fmt.Fprintf(stdout, "%d target(s) from %s\n", len(ts), source)
-	cs := defaultCollectors(0, collectors.PerfOptions{})
+	cs := defaultCollectors(0, collectors.PerfOptions{}, taskdump.Options{})
 	// What record would take each kind from: Plan's choice, by the same
 	// collectors in the same order (preflights only: nothing is contacted).
 	picks := capture.Picks(ts, cs, nil, false, "")

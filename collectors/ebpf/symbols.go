@@ -1,0 +1,27 @@
+package ebpf
+
+// Frame is one symbolised address; the fields are those of the planned
+// symbolize.Frame, so that switching to that package changes no caller.
+type Frame struct {
+	Function, File string
+	Line           int
+	Module         string
+	BuildID        string
+	Offset         uint64 // in Module: the file offset for user frames, the symbol offset for kernel ones
+	Known          bool
+}
+
+// symbolizer is what the collector needs of symbolisation: the planned
+// symbolize.Symbolizer's methods. Until that package lands, elfSymbolizer
+// (symbols_linux.go) implements it.
+type symbolizer interface {
+	// Snapshot records /proc/PID/maps, so that its addresses resolve after
+	// the process exits.
+	Snapshot(pid int) error
+	// Inherit gives pid the snapshot of parent (a child that exited before
+	// its own snapshot, and did not exec, has its parent's layout).
+	Inherit(pid, parent int)
+	User(pid int, addrs []uint64) []Frame
+	Kernel(addrs []uint64) []Frame
+	Notes() []string
+}

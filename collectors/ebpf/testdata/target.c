@@ -1,0 +1,151 @@
+/* The tests' native target: built by the tests with
+ *   gcc -O1 -g -fno-omit-frame-pointer -pthread target.c -o target
+ * Modes:
+ *   spin                 burn CPU in burn_cpu() forever
+ *   fork DELAY_MS        fork two children that burn CPU, read a line from stdin, fork a
+ *                        third DELAY_MS later; wait
+ *   sleep                a thread loops nanosleep(1 ms) in sleep_loop(); main joins it
+ *   pingpong SECONDS     two threads ping-pong a byte through two pipes for SECONDS,
+ *                        printing "rt N T" (round trips so far, CLOCK_MONOTONIC
+ *                        seconds) every 100 ms, then "round_trips N seconds S"
+ *   spinsleep            a thread burns CPU; another loops nanosleep in sleep_loop()
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile unsigned long sink;
+
+__attribute__((noinline)) void burn_cpu(void)
+{
+	for (;;)
+		for (unsigned long i = 0; i < 1000000; i++)
+			sink += i;
+}
+
+__attribute__((noinline)) void sleep_loop(void)
+{
+	struct timespec ts = {0, 1000000};
+	for (;;)
+		nanosleep(&ts, NULL);
+}
+
+static void *sleeper(void *arg)
+{
+	prctl(PR_SET_NAME, "sleeper");
+	sleep_loop();
+	return NULL;
+}
+
+static void *burner(void *arg)
+{
+	prctl(PR_SET_NAME, "burner");
+	burn_cpu();
+	return NULL;
+}
+
+static int a[2], b[2];
+static volatile int stop;
+
+__attribute__((noinline)) void echo_loop(void)
+{
+	char c;
+	for (;;) {
+		if (read(a[0], &c, 1) != 1)
+			return;
+		if (write(b[1], &c, 1) != 1)
+			return;
+	}
+}
+
+static void *echo(void *arg)
+{
+	prctl(PR_SET_NAME, "echo");
+	echo_loop();
+	return NULL;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+__attribute__((noinline)) unsigned long ping_loop(double secs)
+{
+	char c = 'x';
+	unsigned long n = 0;
+	double t = now(), end = t + secs, next = t + 0.1;
+	while (!stop) {
+		if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1)
+			break;
+		n++;
+		if ((n & 255) == 0) {
+			t = now();
+			if (t >= next) {
+				printf("rt %lu %.6f\n", n, t);
+				next += 0.1;
+			}
+			if (t >= end)
+				break;
+		}
+	}
+	return n;
+}
+
+static pid_t spawn_burner(void)
+{
+	pid_t p = fork();
+	if (p == 0) {
+		prctl(PR_SET_NAME, "child");
+		burn_cpu();
+	}
+	return p;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IONBF, 0);
+	const char *mode = argc > 1 ? argv[1] : "spin";
+	if (!strcmp(mode, "spin")) {
+		burn_cpu();
+	} else if (!strcmp(mode, "fork")) {
+		int delay = argc > 2 ? atoi(argv[2]) : 2500;
+		spawn_burner();
+		spawn_burner();
+		printf("forked 2\n");
+		char line[16];
+		if (!fgets(line, sizeof(line), stdin))
+			return 1;
+		usleep(delay * 1000);
+		spawn_burner();
+		printf("forked 3\n");
+		while (wait(NULL) > 0)
+			;
+	} else if (!strcmp(mode, "sleep") || !strcmp(mode, "spinsleep")) {
+		pthread_t t, u;
+		pthread_create(&t, NULL, sleeper, NULL);
+		if (!strcmp(mode, "spinsleep"))
+			pthread_create(&u, NULL, burner, NULL);
+		pthread_join(t, NULL);
+	} else if (!strcmp(mode, "pingpong")) {
+		double secs = argc > 2 ? atof(argv[2]) : 5;
+		pthread_t t;
+		if (pipe(a) || pipe(b))
+			return 1;
+		pthread_create(&t, NULL, echo, NULL);
+		double t0 = now();
+		unsigned long n = ping_loop(secs);
+		printf("round_trips %lu seconds %.3f\n", n, now() - t0);
+		return 0;
+	}
+	return 0;
+}
