@@ -1,0 +1,7 @@
+//go:build !linux || !amd64
+
+package ebpf
+
+func allocMachineCheck() error { return machineCheck() }
+
+func allocCheck(pid int) (string, error) { return "", errLack{machineCheck()} }
