@@ -4,6 +4,7 @@ package ebpf
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -304,3 +305,211 @@ func TestAllocsAndHeap(t *testing.T) {
 	}
 }
 
+// rustBin is a binary the Rust build installs (scripts/rust-build.sh).
+func rustBin(t testing.TB, name string) string {
+	t.Helper()
+	cache := os.Getenv("PROFCAP_CACHE")
+	if cache == "" {
+		cache = filepath.Join(os.Getenv("HOME"), ".cache", "profcap")
+	}
+	p := filepath.Join(cache, "rust", "bin", name)
+	if _, err := os.Stat(p); err != nil {
+		testreq.Missing(t, "%s (bash scripts/rust-build.sh): %v", name, err)
+	}
+	return p
+}
+
+// rustFrames are the functions of a profile's samples that are Rust's
+// (a path with ::), by value i.
+func rustFrames(p *profile.Profile, i int) map[string]int64 {
+	out := map[string]int64{}
+	for _, s := range p.Sample {
+		seen := map[string]bool{}
+		for _, l := range s.Location {
+			for _, ln := range l.Line {
+				if n := ln.Function.Name; strings.Contains(n, "::") && !seen[n] {
+					seen[n] = true
+					out[n] += s.Value[i]
+				}
+			}
+		}
+	}
+	return out
+}
+
+func topNames(m map[string]int64, n int) []string {
+	type kv struct {
+		k string
+		v int64
+	}
+	var kvs []kv
+	for k, v := range m {
+		kvs = append(kvs, kv{k, v})
+	}
+	for i := range kvs {
+		for j := i + 1; j < len(kvs); j++ {
+			if kvs[j].v > kvs[i].v || kvs[j].v == kvs[i].v && kvs[j].k < kvs[i].k {
+				kvs[i], kvs[j] = kvs[j], kvs[i]
+			}
+		}
+	}
+	var out []string
+	for i, e := range kvs {
+		if i == n {
+			break
+		}
+		out = append(out, fmt.Sprintf("%s (%d)", e.k, e.v))
+	}
+	return out
+}
+
+// TestRustJemalloc: the Rust reference service, built with
+// tikv-jemallocator (the _rjem_ prefixed jemalloc, statically linked):
+// its _rjem_ entry points are probed and the allocs and heap profiles
+// name Rust functions.
+func TestRustJemalloc(t *testing.T) {
+	needEBPF(t)
+	bin := rustBin(t, "refsvc-profiling")
+	port := 20000 + os.Getpid()%20000
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--no-console", "--steps-per-sec", "200")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	time.Sleep(time.Second)
+	res, _ := record(t, New(Options{}), cmd.Process.Pid, 6*time.Second, bundle.Allocs, bundle.Heap)
+	for _, k := range []bundle.Kind{bundle.Allocs, bundle.Heap} {
+		p := res[k].Profile
+		for _, c := range p.Comments {
+			t.Logf("%s: %s", k, c)
+		}
+		i := 1
+		rf := rustFrames(p, i)
+		t.Logf("%s: %d samples; Rust functions by %s: %s", k, len(p.Sample), p.SampleType[i].Type, strings.Join(topNames(rf, 8), ", "))
+		top(t, p, i, 3)
+		if len(rf) == 0 {
+			t.Errorf("%s: no Rust function names", k)
+		}
+	}
+	t.Logf("note: %s", res[bundle.Heap].Note)
+	if c := strings.Join(res[bundle.Allocs].Profile.Comments, "\n"); !strings.Contains(c, "_rjem_malloc") || !strings.Contains(c, "_rjem_sdallocx") {
+		t.Errorf("the _rjem_ entry points were not probed:\n%s", c)
+	}
+}
+
+// TestRustSystemAllocator: a Rust program without a global allocator
+// (std allocates through glibc's malloc) keeps records in retain_records:
+// the heap profile names it (sysalloc::retain_records), with what it kept
+// during the window within 30%.
+func TestRustSystemAllocator(t *testing.T) {
+	needEBPF(t)
+	rustc := testreq.Command(t, "rustc")
+	bin := filepath.Join(t.TempDir(), "sysalloc")
+	if out, err := exec.Command(rustc, "-C", "opt-level=1", "-C", "force-frame-pointers=yes", "-g", "testdata/sysalloc.rs", "-o", bin).CombinedOutput(); err != nil {
+		t.Fatalf("rustc: %v: %s", err, out)
+	}
+	cmd, cnt, _ := startCounting(t, bin, "8e6")
+	res, w := record(t, New(Options{}), cmd.Process.Pid, 6*time.Second, bundle.Allocs, bundle.Heap)
+	truth := cnt.between(t, "stat", w.Start, w.Ended())
+	heap, allocs := res[bundle.Heap].Profile, res[bundle.Allocs].Profile
+	for _, c := range heap.Comments {
+		t.Log(c)
+	}
+	inuse := sampleIndex(t, heap, "inuse_space")
+	held := funcValue(heap, inuse, "sysalloc::retain_records")
+	t.Logf("heap: sysalloc::retain_records holds %s, the program kept %s in the window; Rust functions: %s",
+		mb(uint64(held)), mb(uint64(truth.v[1])), strings.Join(topNames(rustFrames(heap, inuse), 5), ", "))
+	top(t, heap, inuse, 2)
+	if !within(float64(held), truth.v[1], 0.3) {
+		t.Errorf("heap: retain_records holds %s, the program kept %s: not within 30%%", mb(uint64(held)), mb(uint64(truth.v[1])))
+	}
+	space := sampleIndex(t, allocs, "alloc_space")
+	t.Logf("allocs: Rust functions: %s", strings.Join(topNames(rustFrames(allocs, space), 5), ", "))
+	if funcValue(allocs, space, "sysalloc::retain_records") == 0 {
+		t.Errorf("allocs: no sysalloc::retain_records")
+	}
+}
+
+// TestAllocAPIs: every glibc entry point is counted, once: each of seven
+// functions keeps 2 MB a second through one of them (memalign with a
+// small alignment and realloc(NULL, n) call malloc inside glibc: counted
+// by the outer call only); via_realloc's first, freed, half shows in
+// allocs and not in heap.
+func TestAllocAPIs(t *testing.T) {
+	needEBPF(t)
+	cmd, cnt, _ := startCounting(t, buildAllocTarget(t), "apis", "120", "2e6")
+	res, w := record(t, New(Options{AllocSampleBytes: 64 << 10}), cmd.Process.Pid, 5*time.Second, bundle.Allocs, bundle.Heap)
+	truth := cnt.between(t, "stat", w.Start, w.Ended())
+	first := cnt.between(t, "realloc", w.Start, w.Ended())
+	heap, allocs := res[bundle.Heap].Profile, res[bundle.Allocs].Profile
+	for _, c := range allocs.Comments {
+		t.Log(c)
+	}
+	inuse, space := sampleIndex(t, heap, "inuse_space"), sampleIndex(t, allocs, "alloc_space")
+	for i, fn := range []string{"via_malloc", "via_calloc", "via_realloc", "via_memalign", "via_posix_memalign", "via_aligned_alloc", "via_valloc"} {
+		held, alloc := funcValue(heap, inuse, fn), funcValue(allocs, space, fn)
+		want, wantAlloc := truth.v[i], truth.v[i]
+		if fn == "via_realloc" {
+			wantAlloc += first.v[0]
+		}
+		t.Logf("%-18s heap %7s (kept %7s)  allocs %7s (allocated %7s)", fn, mb(uint64(held)), mb(uint64(want)), mb(uint64(alloc)), mb(uint64(wantAlloc)))
+		if !within(float64(held), want, 0.3) {
+			t.Errorf("%s: heap %s, kept %s: not within 30%%", fn, mb(uint64(held)), mb(uint64(want)))
+		}
+		if !within(float64(alloc), wantAlloc, 0.3) {
+			t.Errorf("%s: allocs %s, allocated %s: not within 30%%", fn, mb(uint64(alloc)), mb(uint64(wantAlloc)))
+		}
+	}
+}
+
+// TestAllocProcessTree: a parent whose child leaks before the window,
+// and which forks a second leaking child 1.5 s into it: both children's
+// leaks are in the heap profile (the late one's from when it was probed).
+func TestAllocProcessTree(t *testing.T) {
+	needEBPF(t)
+	cmd, cnt, in := startCounting(t, buildAllocTarget(t), "forkleak", "4e6")
+	var kids []int
+	for i := 0; i < 100 && len(kids) < 1; i++ {
+		time.Sleep(20 * time.Millisecond)
+		kids = childrenOf(cmd.Process.Pid)
+	}
+	if len(kids) != 1 {
+		t.Fatalf("children before the window: %v", kids)
+	}
+	res, w := recordThen(t, New(Options{}), cmd.Process.Pid, 6*time.Second, func() {
+		go func() { time.Sleep(1500 * time.Millisecond); fmt.Fprintln(in, "go") }()
+	}, bundle.Heap)
+	heap := res[bundle.Heap].Profile
+	inuse := sampleIndex(t, heap, "inuse_space")
+	all := childrenOf(cmd.Process.Pid)
+	if len(all) != 2 {
+		t.Fatalf("children at the end: %v", all)
+	}
+	t.Logf("note: %s", res[bundle.Heap].Note)
+	for _, pid := range all {
+		var truth counterLine
+		if pid == kids[0] {
+			truth = cnt.between(t, fmt.Sprintf("%d stat", pid), w.Start, w.Ended())
+		} else {
+			// The late child: all its life is in the window.
+			l, ok := cnt.at(fmt.Sprintf("%d stat", pid), w.Ended())
+			if !ok {
+				t.Fatalf("the late child %d reported nothing", pid)
+			}
+			truth = l
+		}
+		held := sum(heap, inuse, func(s *profile.Sample) bool { return pidIs(pid)(s) && hasFunc(s, "leak_slowly") })
+		t.Logf("pid %d (late %v): leak_slowly holds %s, it leaked %s", pid, pid != kids[0], mb(uint64(held)), mb(uint64(truth.v[3])))
+		lo := 0.7
+		if pid != kids[0] {
+			lo = 0.5 // probed once the fork event is read
+		}
+		if float64(held) < lo*truth.v[3] || float64(held) > 1.3*truth.v[3] {
+			t.Errorf("pid %d: heap %s, leaked %s", pid, mb(uint64(held)), mb(uint64(truth.v[3])))
+		}
+	}
+	if !strings.Contains(res[bundle.Heap].Note, "profiled 3 processes") {
+		t.Errorf("note %q", res[bundle.Heap].Note)
+	}
+}

@@ -177,11 +177,13 @@ type allocStart struct {
 }
 
 type allocTstate struct {
-	_       structs.HostLayout
-	Left    int64
-	MarkSp  uint64
-	MarkRet uint64
-	Memptr  uint64
+	_            structs.HostLayout
+	Left         int64
+	MarkSp       uint64
+	MarkRet      uint64
+	MarkIp       uint64
+	MarkHijacked uint64
+	Memptr       uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -109,8 +109,10 @@ struct live_val {
 /* Per thread (task storage: created on first use, freed with the thread). */
 struct tstate {
 	s64 left;      /* bytes until the next sample; 0: not drawn yet */
-	u64 mark_sp;   /* an outer entry point's SP at entry ... */
-	u64 mark_ret;  /* ... and the return address it found there */
+	u64 mark_sp;   /* an outer entry point's SP at entry, */
+	u64 mark_ret;  /* the return address it found there */
+	u64 mark_ip;   /* and its probe's address; */
+	u64 mark_hijacked; /* its return is probed: the slot holds the trampoline */
 	u64 memptr;    /* posix_memalign's out-pointer, for the return */
 };
 
@@ -299,26 +301,33 @@ static __always_inline int alloc_entry(struct pt_regs *ctx)
 		astat(A_NO_STORAGE);
 		return 1;
 	}
-	u64 sp = SP(ctx);
+	u64 sp = SP(ctx), ip = IP(ctx);
 	if (ts->mark_sp) {
-		/* Beneath an outer call still running: deeper on the stack,
-		 * and its return address still in its slot. Otherwise the
-		 * mark is stale (the outer call returned): forget it. */
-		if (sp < ts->mark_sp) {
+		/* Beneath an outer call still running: called from it (deeper
+		 * on the stack) or tail-called by it (the same SP, another
+		 * function), and its return address still in its slot (or the
+		 * slot hijacked for its own return probe, which clears the
+		 * mark). Otherwise the mark is stale (the outer call
+		 * returned): forget it. */
+		if (sp < ts->mark_sp || (sp == ts->mark_sp && ip != ts->mark_ip)) {
 			u64 ret = 0;
-			bpf_probe_read_user(&ret, sizeof(ret), (void *)ts->mark_sp);
-			if (ret == ts->mark_ret) {
+			if (!ts->mark_hijacked)
+				bpf_probe_read_user(&ret, sizeof(ret), (void *)ts->mark_sp);
+			if (ts->mark_hijacked || ret == ts->mark_ret) {
 				astat(A_NESTED);
 				return 1;
 			}
 		}
 		ts->mark_sp = 0;
 	}
-	if (cookie & F_OUTER) {
+	bool outer = cookie & F_OUTER;
+	if (outer) {
 		u64 ret = 0;
 		bpf_probe_read_user(&ret, sizeof(ret), (void *)sp);
 		ts->mark_sp = sp;
 		ts->mark_ret = ret;
+		ts->mark_ip = ip;
+		ts->mark_hijacked = 0;
 	}
 	u64 size = 0, old = 0, memptr = 0;
 	switch (role) {
@@ -381,6 +390,8 @@ static __always_inline int alloc_entry(struct pt_regs *ctx)
 	*c = size | ((u64)role << 56);
 	if (role == R_MEMPTR)
 		ts->memptr = memptr;
+	if (outer)
+		ts->mark_hijacked = 1;
 	return 0;
 }
 
@@ -392,8 +403,12 @@ static __always_inline int alloc_return(struct pt_regs *ctx)
 	u64 size = *c & ((1ULL << 56) - 1);
 	u32 role = *c >> 56;
 	u64 ptr = RET(ctx);
+	struct tstate *ts = bpf_task_storage_get(&tstates, bpf_get_current_task_btf(), 0, 0);
+	/* A sampled call is never beneath another: any mark is its own, or
+	 * stale. */
+	if (ts)
+		ts->mark_sp = 0;
 	if (role == R_MEMPTR) {
-		struct tstate *ts = bpf_task_storage_get(&tstates, bpf_get_current_task_btf(), 0, 0);
 		if ((int)ptr != 0 || !ts || !ts->memptr) {
 			astat(A_FAILED);
 			return 0;
