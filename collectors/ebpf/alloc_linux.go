@@ -500,9 +500,15 @@ type allocTracer struct {
 	late     int // processes attached after the window opened
 	opened   bool
 
-	cpuStart map[int]time.Duration // CPU time of the tree's processes at the opening
+	cpuStart map[int]time.Duration // CPU time of the tree's processes at the opening (or when probed)
 	cpuTree  time.Duration         // their CPU time over the window
-	cpuProcs int
+
+	maxOverhead float64
+	started     time.Time
+	ended       chan struct{} // closed when the window ends
+	guardWG     sync.WaitGroup
+	stopped     time.Time // when the guard detached the probes (zero: not)
+	stopReason  string
 }
 
 func newAllocTracer(main *profcapObjects, opt Options, kinds []bundle.Kind) (*allocTracer, error) {
@@ -511,9 +517,9 @@ func newAllocTracer(main *profcapObjects, opt Options, kinds []bundle.Kind) (*al
 	if err != nil {
 		return nil, err
 	}
-	a := &allocTracer{objs: objs, heap: heap, sampleBytes: opt.AllocSampleBytes, maxPerSec: opt.AllocMaxSamples,
-		queue: make(chan int, 1024), done: make(chan struct{}),
-		files: map[profcapFileKey]*allocFile{}, attached: map[[2]uint64]bool{}, probed: map[string]string{}}
+	a := &allocTracer{objs: objs, heap: heap, sampleBytes: opt.AllocSampleBytes, maxPerSec: opt.AllocMaxSamples, maxOverhead: opt.AllocMaxOverhead,
+		queue: make(chan int, 1024), done: make(chan struct{}), ended: make(chan struct{}),
+		files: map[profcapFileKey]*allocFile{}, attached: map[[2]uint64]bool{}, probed: map[string]string{}, cpuStart: map[int]time.Duration{}}
 	go a.run()
 	return a, nil
 }
@@ -591,6 +597,12 @@ func (a *allocTracer) attach(pid int) {
 		if len(offs) == 0 {
 			continue
 		}
+		a.mu.Lock()
+		stopped := !a.stopped.IsZero()
+		a.mu.Unlock()
+		if stopped {
+			return
+		}
 		l, err := attachSession(a.objs.OnAlloc, m.open, offs, cookies, pid)
 		a.mu.Lock()
 		if err != nil {
@@ -608,6 +620,11 @@ func (a *allocTracer) attach(pid int) {
 		a.nprocs++
 		if a.opened {
 			a.late++
+			if _, ok := a.cpuStart[pid]; !ok {
+				if c, ok := processCPU(pid); ok {
+					a.cpuStart[pid] = c
+				}
+			}
 		}
 		a.mu.Unlock()
 	}
@@ -615,26 +632,109 @@ func (a *allocTracer) attach(pid int) {
 
 // enable opens counting and notes the tree's CPU time.
 func (a *allocTracer) enable(tgids []uint32) {
-	a.cpuStart = map[int]time.Duration{}
+	a.mu.Lock()
 	for _, t := range tgids {
 		if c, ok := processCPU(int(t)); ok {
 			a.cpuStart[int(t)] = c
 		}
 	}
-	a.mu.Lock()
 	a.opened = true
 	a.mu.Unlock()
+	a.started = time.Now()
 	_ = a.objs.Enabled.Set(uint32(1))
+	if a.maxOverhead > 0 {
+		a.guardWG.Add(1)
+		go a.guard()
+	}
+}
+
+// treeCPU is the CPU time the tree's processes ran since the opening
+// (those seen exited are left out).
+func (a *allocTracer) treeCPU() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var cpu time.Duration
+	for pid, c0 := range a.cpuStart {
+		if c, ok := processCPU(pid); ok {
+			cpu += c - c0
+		}
+	}
+	return cpu
+}
+
+// guard is the cost bound of the probes themselves: every probed call
+// traps into the kernel, sampled or not, so a target that calls its
+// allocator millions of times a second loses most of its speed. Every
+// half second it estimates what the probes took of the tree's CPU time
+// since the opening (the calls counted, at the measured cost of a probe
+// hit); over maxOverhead, it detaches them: the profiles then cover the
+// window up to that instant (partial), and the note says why.
+func (a *allocTracer) guard() {
+	defer a.guardWG.Done()
+	tick := time.NewTicker(guardEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-a.ended:
+			return
+		case <-tick.C:
+		}
+		cpu := a.treeCPU()
+		if cpu < guardMinCPU {
+			continue
+		}
+		est := probeCost(a.stats())
+		if share := est.Seconds() / cpu.Seconds(); share > a.maxOverhead {
+			cost := fmt.Sprintf("about %.0f%% of its CPU time", 100*share)
+			if share > 0.9 {
+				cost = "nearly all of its CPU time" // the estimate is rough: ticks of 10 ms
+			}
+			a.stop(fmt.Sprintf("the allocator probes were detached %.1f s into the window: the tree called its allocator %.0f times a second, which cost it %s (%.2f CPU-s of the %.2f it ran; the bound is %.0f%%, ebpf.Options.AllocMaxOverhead)",
+				time.Since(a.started).Seconds(), float64(a.calls(a.stats()))/max(time.Since(a.started).Seconds(), 1e-3), cost, est.Seconds(), cpu.Seconds(), 100*a.maxOverhead))
+			return
+		}
+	}
+}
+
+// stop ends the tracer's counting now and detaches its probes.
+func (a *allocTracer) stop(reason string) {
+	_ = a.objs.Enabled.Set(uint32(0))
+	a.mu.Lock()
+	if a.stopped.IsZero() {
+		a.stopped, a.stopReason = time.Now(), reason
+	}
+	links := a.links
+	a.links = nil
+	a.mu.Unlock()
+	a.cpuTree = a.treeCPU()
+	for _, l := range links {
+		_ = l.Close()
+	}
 }
 
 func (a *allocTracer) disable() {
 	_ = a.objs.Enabled.Set(uint32(0))
-	for pid, c0 := range a.cpuStart {
-		if c, ok := processCPU(pid); ok {
-			a.cpuTree += c - c0
-			a.cpuProcs++
-		}
+	close(a.ended)
+	a.guardWG.Wait()
+	a.mu.Lock()
+	stopped := !a.stopped.IsZero()
+	a.mu.Unlock()
+	if !stopped {
+		a.cpuTree = a.treeCPU()
 	}
+}
+
+func (a *allocTracer) calls(st allocStats) uint64 {
+	return st[allocAllocStatA_ALLOC_CALLS] + st[allocAllocStatA_FREE_CALLS]
+}
+
+// probeCost estimates what the probed calls took of the target's time.
+func probeCost(st allocStats) time.Duration {
+	calls := st[allocAllocStatA_ALLOC_CALLS] + st[allocAllocStatA_FREE_CALLS]
+	slow := min(st[allocAllocStatA_SLOW_CALLS], calls)
+	return time.Duration(calls-slow)*emulatedHit + time.Duration(slow)*steppedHit
 }
 
 func (a *allocTracer) close() {

@@ -3,6 +3,7 @@
 package ebpf
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -19,8 +20,13 @@ import (
 // bench/ebpf-heap: the trap and the program's fast path. They turn the
 // call counts into the estimate of what the target lost, in the note.
 const (
-	emulatedHit = 300 * time.Nanosecond
-	steppedHit  = 2200 * time.Nanosecond
+	emulatedHit = 190 * time.Nanosecond
+	steppedHit  = 2100 * time.Nanosecond
+
+	// The guard (allocTracer.guard) looks every half second, once the
+	// tree has run 50 ms of CPU (less says little).
+	guardEvery  = 500 * time.Millisecond
+	guardMinCPU = 50 * time.Millisecond
 )
 
 // allocResults emits the allocs and heap profiles.
@@ -44,16 +50,23 @@ func (s *session) allocResults(r *reader, start, end time.Time, note string, emi
 	a := s.alloc
 	st := a.stats()
 	win := end.Sub(start)
-	cost := a.costNote(st, win)
+	a.mu.Lock()
+	nprocs, failures := a.nprocs, append([]string(nil), a.failures...)
+	stopped, why := a.stopped, a.stopReason
+	a.mu.Unlock()
+	status := bundle.StatusOK
+	var stopErr error
+	if !stopped.IsZero() && stopped.Before(end) {
+		// The guard detached the probes: what was counted ends there.
+		end, win = stopped, stopped.Sub(start)
+		status, stopErr = bundle.StatusPartial, errors.New(why)
+	}
 	if note != "" {
 		note += "; "
 	}
-	note += cost
-	a.mu.Lock()
-	nprocs, failures := a.nprocs, append([]string(nil), a.failures...)
-	a.mu.Unlock()
+	note += a.costNote(st, win)
 	for _, k := range kinds {
-		res := collectors.Result{Kind: k, Collector: Name, Start: start, End: end, Status: bundle.StatusOK, Note: note}
+		res := collectors.Result{Kind: k, Collector: Name, Start: start, End: end, Status: status, Err: stopErr, Note: note}
 		if nprocs == 0 {
 			res.Status = bundle.StatusFailed
 			res.Err = fmt.Errorf("ebpf: no allocator probed in the process tree (%s)", strings.Join(append(failures, "no malloc, jemalloc or mimalloc symbols in its files"), "; "))
@@ -78,6 +91,9 @@ func (s *session) allocResults(r *reader, start, end time.Time, note string, emi
 			res.Status, res.Err = bundle.StatusFailed, fmt.Errorf("ebpf %s profile: %w", k, err)
 		} else {
 			res.Profile = p
+		}
+		if stopErr != nil {
+			p.Comments = append(p.Comments, bundle.WarningPrefix+why)
 		}
 		if res.Profile != nil && len(p.Sample) == 0 {
 			if k == bundle.Allocs {
@@ -242,9 +258,9 @@ func (a *allocTracer) comments(k bundle.Kind, st allocStats) []string {
 // costNote says what the probes cost the target: each probed call traps
 // into the kernel, whether sampled or not.
 func (a *allocTracer) costNote(st allocStats, win time.Duration) string {
-	calls := st[allocAllocStatA_ALLOC_CALLS] + st[allocAllocStatA_FREE_CALLS]
+	calls := a.calls(st)
 	slow := st[allocAllocStatA_SLOW_CALLS]
-	est := time.Duration(calls-min(slow, calls))*emulatedHit + time.Duration(slow)*steppedHit
+	est := probeCost(st)
 	n := fmt.Sprintf("allocator probes: %d calls (%.0f a second, %d single-stepped), about %.2f CPU-s of the target's time at %s a call (%s single-stepped; bench/ebpf-heap)",
 		calls, float64(calls)/max(win.Seconds(), 1e-3), slow, est.Seconds(), emulatedHit, steppedHit)
 	if a.cpuTree > 0 {

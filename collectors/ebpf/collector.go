@@ -59,6 +59,14 @@ type Options struct {
 	// over it allocations are counted without a stack and not tracked for
 	// heap, and the profile says so. 0 means 10,000; negative: no cap.
 	AllocMaxSamples int
+	// AllocMaxOverhead bounds what the allocator probes may cost the
+	// process tree, as a share of its CPU time: every probed call traps
+	// into the kernel (about 0.19 µs here), sampled or not, so a program
+	// that calls malloc millions of times a second would lose most of its
+	// speed. Over the bound the probes are detached and the allocs and
+	// heap profiles cover the window up to then (partial). 0 means 0.1
+	// (the target keeps 90% of its rate); negative: no bound.
+	AllocMaxOverhead float64
 }
 
 // Collector captures cpu, offcpu and wakeup profiles with eBPF.
@@ -82,6 +90,9 @@ func New(opt Options) *Collector {
 	}
 	if opt.AllocMaxSamples == 0 {
 		opt.AllocMaxSamples = 10000
+	}
+	if opt.AllocMaxOverhead == 0 {
+		opt.AllocMaxOverhead = 0.1
 	}
 	return &Collector{opt: opt}
 }
