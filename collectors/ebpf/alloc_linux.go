@@ -427,6 +427,9 @@ func allocCheck(pid int) (string, error) {
 	if err := allocMachineCheck(); err != nil {
 		return "", errLack{err}
 	}
+	if err := notGo(pid); err != nil {
+		return "", err
+	}
 	var found []string
 	for _, m := range execFiles(pid) {
 		f := scanAllocFile(m.open)
@@ -442,6 +445,29 @@ func allocCheck(pid int) (string, error) {
 		return "", fmt.Errorf("pid %d maps no allocator profcap knows (malloc, jemalloc, mimalloc symbols in its files' symbol tables); a Go program allocates through its runtime: use its pprof endpoint", pid)
 	}
 	return strings.Join(found, ", "), nil
+}
+
+// errGo says that a process is a Go program: it allocates through its
+// runtime, not malloc (cgo's calls to malloc aside), so malloc probes
+// would show next to nothing; its own heap profile (pprof) is whole.
+type errGo struct{ pid int }
+
+func (e errGo) Error() string {
+	return fmt.Sprintf("pid %d is a Go program: it allocates through the Go runtime, not malloc; give the target its pprof endpoint (heap and allocs from net/http/pprof)", e.pid)
+}
+
+// notGo returns errGo for a Go program (its executable has Go's build
+// information or pc-line table).
+func notGo(pid int) error {
+	ef, err := elf.Open(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return nil // unreadable: let the probes find out
+	}
+	defer ef.Close()
+	if ef.Section(".go.buildinfo") != nil || ef.Section(".gopclntab") != nil {
+		return errGo{pid}
+	}
+	return nil
 }
 
 // execFile is a file mapped executable by a process.

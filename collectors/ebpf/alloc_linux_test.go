@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/google/pprof/profile"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/internal/testreq"
 	"github.com/profcap/profcap/targets"
@@ -592,5 +594,79 @@ func TestAllocGuard(t *testing.T) {
 		t.Errorf("work 1600: the target kept %.1f%% of its rate, want >= 80%% (goal 90%%)", 100*kept2)
 	} else if kept2 < 0.9 {
 		t.Logf("NOT MET: the goal is 90%%")
+	}
+}
+
+// TestAllocCapture: through the capture, a native target's allocs and
+// heap are taken by the eBPF collector ahead of perf (which has none),
+// with the probes' cost in the manifest's note and pprof files Go's
+// tools read (alloc_space, inuse_space, a period of 512 KiB).
+func TestAllocCapture(t *testing.T) {
+	needEBPF(t)
+	cmd, _, _ := startCounting(t, buildAllocTarget(t), "apis", "120", "2e6")
+	out := filepath.Join(t.TempDir(), "bundle")
+	o, err := capture.Run(context.Background(), capture.Options{
+		Targets:    []targets.Target{{Name: "native", PID: cmd.Process.Pid}},
+		Kinds:      []bundle.Kind{bundle.Allocs, bundle.Heap},
+		Explicit:   true,
+		Duration:   4 * time.Second,
+		Out:        out,
+		Collectors: []collectors.Collector{New(Options{}), collectors.NewPerf(collectors.PerfOptions{})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range o.Manifest.Targets {
+		for _, p := range tg.Profiles {
+			t.Logf("%s %s %s samples %d period %q: %s %s", p.Kind, p.Collector, p.Status, p.Samples, p.Period, p.Error, p.Note)
+			if p.Collector != Name || p.Status != bundle.StatusOK || p.Samples == 0 {
+				t.Errorf("%s: collector %s status %s, %d samples (%s)", p.Kind, p.Collector, p.Status, p.Samples, p.Error)
+			}
+			if !strings.Contains(p.Note, "allocator probes:") || p.Period != "one sample per 512 KiB allocated" {
+				t.Errorf("%s: note %q, period %q", p.Kind, p.Note, p.Period)
+			}
+			prof, err := bundle.LoadProfile(o.Dir, p.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[bundle.Kind]string{bundle.Allocs: "alloc_space", bundle.Heap: "inuse_space"}[p.Kind]
+			if prof.DefaultSampleType != want || prof.SampleType[1].Type != want || prof.PeriodType.Type != "space" {
+				t.Errorf("%s: sample types %v (default %q), period type %v", p.Kind, prof.SampleType, prof.DefaultSampleType, prof.PeriodType)
+			}
+		}
+	}
+}
+
+// A test binary started with PROFCAP_ALLOC_TEST_SLEEP sleeps: a Go
+// program for TestAllocGoProgram.
+func init() {
+	if d, err := time.ParseDuration(os.Getenv("PROFCAP_ALLOC_TEST_SLEEP")); err == nil {
+		time.Sleep(d)
+		os.Exit(0)
+	}
+}
+
+// TestAllocGoProgram: a Go program's allocations do not go through
+// malloc: allocs and heap are unsupported for it, and say to use pprof.
+func TestAllocGoProgram(t *testing.T) {
+	needEBPF(t)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "PROFCAP_ALLOC_TEST_SLEEP=30s")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	time.Sleep(200 * time.Millisecond)
+	c := New(Options{})
+	tg := &targets.Target{Name: "go", PID: cmd.Process.Pid}
+	for _, a := range c.Probe(context.Background(), tg) {
+		t.Logf("%s available %v: %s", a.Kind, a.Available, a.Reason)
+		if slices.Contains(AllocKinds, a.Kind) && (a.Available || !strings.Contains(a.Reason, "pprof")) {
+			t.Errorf("%s: available %v (%s), want unavailable: a Go program", a.Kind, a.Available, a.Reason)
+		}
+	}
+	res, _ := recordAll(t, c, cmd.Process.Pid, time.Second, bundle.Heap)
+	if r := res[bundle.Heap]; r.Status != bundle.StatusUnsupported {
+		t.Errorf("heap of a Go program: %s (%v), want unsupported", r.Status, r.Err)
 	}
 }

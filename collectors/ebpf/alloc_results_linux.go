@@ -261,10 +261,10 @@ func (a *allocTracer) costNote(st allocStats, win time.Duration) string {
 	calls := a.calls(st)
 	slow := st[allocAllocStatA_SLOW_CALLS]
 	est := probeCost(st)
-	n := fmt.Sprintf("allocator probes: %d calls (%.0f a second, %d single-stepped), about %.2f CPU-s of the target's time at %s a call (%s single-stepped; bench/ebpf-heap)",
-		calls, float64(calls)/max(win.Seconds(), 1e-3), slow, est.Seconds(), emulatedHit, steppedHit)
+	n := fmt.Sprintf("allocator probes: %d calls (%.0f a second, %d single-stepped), about %s of the target's CPU time at %s a call (%s single-stepped; bench/ebpf-heap)",
+		calls, float64(calls)/max(win.Seconds(), 1e-3), slow, est.Round(time.Millisecond), emulatedHit, steppedHit)
 	if a.cpuTree > 0 {
-		n += fmt.Sprintf(", %.0f%% of the %.2f CPU-s it ran in the window", 100*est.Seconds()/a.cpuTree.Seconds(), a.cpuTree.Seconds())
+		n += fmt.Sprintf(", %.0f%% of the %s it ran in the window", min(100, 100*est.Seconds()/a.cpuTree.Seconds()), a.cpuTree)
 	}
 	if st[allocAllocStatA_CAPPED] > 0 {
 		n += fmt.Sprintf("; the sampling cap (%d a second) was reached", a.maxPerSec)

@@ -241,7 +241,7 @@ func (c *Collector) Collect(ctx context.Context, w *collectors.Window, t *target
 		}
 		return
 	}
-	if kinds = allocSupported(kinds, emit); len(kinds) == 0 {
+	if kinds = allocSupported(kinds, pid, emit); len(kinds) == 0 {
 		return
 	}
 	pprof.Do(ctx, pprof.Labels("component", "collector/"+Name), func(ctx context.Context) {
@@ -250,13 +250,17 @@ func (c *Collector) Collect(ctx context.Context, w *collectors.Window, t *target
 }
 
 // allocSupported emits unsupported results for the allocs and heap kinds
-// where the kernel cannot run the allocation tracer, and returns the
-// kinds left.
-func allocSupported(kinds []bundle.Kind, emit collectors.Emit) []bundle.Kind {
+// where the kernel cannot run the allocation tracer or the target is a Go
+// program, and returns the kinds left.
+func allocSupported(kinds []bundle.Kind, pid int, emit collectors.Emit) []bundle.Kind {
 	var out []bundle.Kind
 	for _, k := range kinds {
 		if slices.Contains(AllocKinds, k) {
-			if err := allocMachineCheck(); err != nil {
+			err := allocMachineCheck()
+			if err == nil {
+				err = notGo(pid)
+			}
+			if err != nil {
 				emit(collectors.Result{Kind: k, Collector: Name, Status: bundle.StatusUnsupported, Err: err})
 				continue
 			}
