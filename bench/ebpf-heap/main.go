@@ -77,8 +77,8 @@ type Level struct {
 	BPFPerRun    time.Duration // bpf_stats: the program's mean run time (sweep only)
 	BPFTotal     time.Duration // and its total over the window
 	BPFRuns      float64
-	AllocCalls   float64 // allocation calls probed in the window
-	Capped       bool    // the default cap was on (sweep)
+	AllocCalls   float64       // allocation calls probed in the window
+	Capped       bool          // the default cap was on (sweep)
 	CaptureCPU   time.Duration // profcap's own CPU for the capture (collector, not the programs)
 	Comments     []string
 }
