@@ -226,7 +226,11 @@ func (a *allocTracer) comments(k bundle.Kind, st allocStats) []string {
 	}
 	nprocs, late, failures := a.nprocs, a.late, a.failures
 	a.mu.Unlock()
-	c = append(c, fmt.Sprintf("ebpf: probed in %d processes: %s; +N: probed after N bytes of flag-only instructions, where the kernel emulates the instruction", nprocs, strings.Join(files, "; ")))
+	procs := "processes"
+	if nprocs == 1 {
+		procs = "process"
+	}
+	c = append(c, fmt.Sprintf("ebpf: probed in %d %s: %s; +N: probed after N bytes of flag-only instructions, where the kernel emulates the instruction", nprocs, procs, strings.Join(files, "; ")))
 	if late > 0 {
 		c = append(c, fmt.Sprintf("ebpf: %d processes forked or exec'd during the window were probed once seen: their first allocations are missing", late))
 	}
