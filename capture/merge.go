@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/collectors/taskdump"
 	"github.com/profcap/profcap/internal/pprofutil"
 )
 
@@ -32,6 +33,15 @@ func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 				if err != nil {
 					emit(Event{Type: EventNote, Kind: k, Msg: fmt.Sprintf("merging %s: %v", k, err)})
 					continue
+				}
+				if k == bundle.Await {
+					// Join each task's await stacks with what the console
+					// says of it (spawn location, state, busy/scheduled/idle).
+					if ap := bt.Profile(bundle.Async); ap != nil && ap.Path != "" {
+						if as, err := bundle.LoadProfile(w.Dir(), ap.Path); err == nil {
+							_, _ = taskdump.JoinConsole(pr, as)
+						}
+					}
 				}
 				pprofutil.LabelSamples(pr, "target", bt.Name)
 				if err := mg.Add(pr); err != nil {

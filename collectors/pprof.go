@@ -234,10 +234,13 @@ func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k bund
 	sliceSec := int(math.Max(1, math.Round(w.Slice.Seconds())))
 	for {
 		rem := w.Remaining()
-		if rem < 500*time.Millisecond {
+		if rem < 200*time.Millisecond {
 			break
 		}
-		sec := int(math.Round(rem.Seconds()))
+		// Whole seconds only: the last slice is rounded up, so the
+		// profile covers the window's end (and at most a second past it)
+		// rather than stopping up to a second short.
+		sec := int(math.Ceil(rem.Seconds()))
 		// The first slice is one second whatever --slice says, so a
 		// capture interrupted early still has CPU data from every target.
 		limit := sliceSec

@@ -338,9 +338,20 @@ type input struct {
 	bundle bool
 }
 
+// Schemes maps the NAME of an input written NAME:REF (pyroscope:URL) onto
+// what loads it: a profile and the origin to name it by. Commands register
+// them; an input whose NAME is not registered is a file.
+var Schemes = map[string]func(ctx context.Context, ref string) (*profile.Profile, string, error){}
+
+func scheme(name string) (func(context.Context, string) (*profile.Profile, string, error), string, bool) {
+	i := strings.IndexByte(name, ':')
+	fn, ok := Schemes[name[:max(i, 0)]]
+	return fn, name[i+1:], ok && i > 0
+}
+
 func classify(name string) (input, error) {
-	if name == "-" {
-		return input{name: name}, nil // standard input
+	if _, _, ok := scheme(name); name == "-" || ok {
+		return input{name: name}, nil // standard input, or a scheme's
 	}
 	st, err := os.Stat(name)
 	if err != nil {
@@ -378,6 +389,7 @@ func load(ctx context.Context, in input, opt LoadOptions) ([]Loaded, error) {
 	if !in.bundle {
 		var p *profile.Profile
 		var err error
+		origin := in.name
 		if in.name == "-" {
 			stdin := opt.Stdin
 			if stdin == nil {
@@ -386,10 +398,14 @@ func load(ctx context.Context, in input, opt LoadOptions) ([]Loaded, error) {
 			if p, err = Read(stdin, opt.Format); err != nil {
 				return nil, fmt.Errorf("standard input: %w", err)
 			}
+		} else if fn, ref, ok := scheme(in.name); ok {
+			if p, origin, err = fn(ctx, ref); err != nil {
+				return nil, err
+			}
 		} else if p, err = ReadFile(in.name, opt.Format); err != nil {
 			return nil, err
 		}
-		ls = append(ls, Loaded{Profile: p, Input: in.name, Origin: in.name})
+		ls = append(ls, Loaded{Profile: p, Input: in.name, Origin: origin})
 	} else {
 		m, err := bundle.Read(in.name)
 		if err != nil {
