@@ -26,6 +26,9 @@ func BenchmarkMallocHeavy(b *testing.B) {
 	for _, l := range r.Levels {
 		b.ReportMetric(100*l.Kept, "kept-%/work="+itoa(l.Work))
 	}
+	for _, l := range r.Defaults {
+		b.ReportMetric(100*l.Kept, "default-kept-%/work="+itoa(l.Work))
+	}
 	b.ReportMetric(float64(r.Levels[0].PerCall.Nanoseconds()), "ns/probed-call")
 }
 

@@ -79,15 +79,18 @@ type Level struct {
 	BPFRuns      float64
 	AllocCalls   float64       // allocation calls probed in the window
 	Capped       bool          // the default cap was on (sweep)
+	Status       string        // of the allocs profile
+	Stopped      time.Duration // when the bound detached the probes, into the window
 	CaptureCPU   time.Duration // profcap's own CPU for the capture (collector, not the programs)
 	Comments     []string
 }
 
 // Result is the whole run.
 type Result struct {
-	Window time.Duration
-	Levels []Level
-	Sweep  []Level
+	Window   time.Duration
+	Levels   []Level // the bound off
+	Defaults []Level // default options (the bound on), over twice the window
+	Sweep    []Level
 }
 
 func (r Result) String() string {
@@ -97,7 +100,16 @@ func (r Result) String() string {
 	for _, l := range r.Levels {
 		fmt.Fprintf(&b, "%6d %16.0f %16.0f %7.1f%% %12.0f %12.0f %8d %12s\n", l.Work, l.FreeRate, l.CapturedRate, 100*l.Kept, float64(l.PerCall.Nanoseconds()), l.Calls, l.Samples, l.CaptureCPU.Round(time.Millisecond))
 	}
-	fmt.Fprintf(&b, "sampling period sweep at work %d (bpf_stats on, no cap)\n", SweepWork)
+	fmt.Fprintf(&b, "default options (probes detached over 10%% of the target's CPU), %s windows\n", 2*r.Window)
+	fmt.Fprintf(&b, "%6s %16s %16s %8s %10s %14s\n", "work", "allocs/CPU-s", "captured", "kept", "status", "detached at")
+	for _, l := range r.Defaults {
+		at := "-"
+		if l.Stopped > 0 {
+			at = l.Stopped.Round(10 * time.Millisecond).String()
+		}
+		fmt.Fprintf(&b, "%6d %16.0f %16.0f %7.1f%% %10s %14s\n", l.Work, l.FreeRate, l.CapturedRate, 100*l.Kept, l.Status, at)
+	}
+	fmt.Fprintf(&b, "sampling period sweep at work %d (bpf_stats on, the bound off)\n", SweepWork)
 	fmt.Fprintf(&b, "%10s %16s %8s %10s %14s %14s %8s\n", "period", "captured", "kept", "samples", "per 1k allocs", "bpf ns/run", "cap")
 	for _, l := range r.Sweep {
 		fmt.Fprintf(&b, "%10d %16.0f %7.1f%% %10d %14.2f %14.0f %8v\n", l.Period, l.CapturedRate, 100*l.Kept, l.Samples,
@@ -216,16 +228,20 @@ func capture(pid int, window time.Duration, opt ebpf.Options) (*collectors.Windo
 		mu.Unlock()
 	})
 	for _, r := range rs {
-		if r.Status != bundle.StatusOK {
+		if r.Status != bundle.StatusOK && r.Status != bundle.StatusPartial {
 			return nil, nil, fmt.Errorf("ebpf %s: %s: %v", r.Kind, r.Status, r.Err)
 		}
 	}
 	return w, rs, nil
 }
 
-// measure runs the twins at one level and captures one of them.
-func measure(bin string, work, period int, window time.Duration, stats, capped bool) (Level, error) {
-	l := Level{Work: work, Period: period, Capped: capped}
+// measure runs the twins at one level and captures one of them with opt.
+func measure(bin string, work int, window time.Duration, opt ebpf.Options) (Level, error) {
+	if opt.AllocSampleBytes == 0 {
+		opt.AllocSampleBytes = 512 << 10
+	}
+	stats := opt.BPFStats
+	l := Level{Work: work, Period: opt.AllocSampleBytes, Capped: opt.AllocMaxSamples >= 0}
 	a, err := startTarget(bin, work)
 	if err != nil {
 		return l, err
@@ -238,10 +254,6 @@ func measure(bin string, work, period int, window time.Duration, stats, capped b
 	defer b.stop()
 	time.Sleep(time.Second)
 	c0 := selfCPU()
-	opt := ebpf.Options{AllocSampleBytes: period, BPFStats: stats}
-	if !capped {
-		opt.AllocMaxSamples = -1 // the sweep measures the samples' cost
-	}
 	w, rs, err := capture(a.cmd.Process.Pid, window, opt)
 	if err != nil {
 		return l, err
@@ -257,6 +269,10 @@ func measure(bin string, work, period int, window time.Duration, stats, capped b
 	// Two probed calls an allocation (malloc, free): what each adds.
 	l.PerCall = time.Duration((1/l.CapturedRate - 1/l.FreeRate) / 2 * 1e9)
 	l.Comments = rs[0].Profile.Comments
+	l.Status = string(rs[0].Status)
+	if rs[0].Status == bundle.StatusPartial {
+		l.Stopped = rs[0].End.Sub(w.Start)
+	}
 	cs := strings.Join(l.Comments, "\n")
 	var calls, frees, runs, ns float64
 	if _, err := fmt.Sscanf(after(cs, "so totals are unbiased estimates; sizes are those requested; "), "%f allocation calls and %f frees probed, %d allocations sampled", &calls, &frees, &l.Samples); err == nil {
@@ -294,22 +310,33 @@ func run(window time.Duration, levels, periods []int) (Result, error) {
 	if out, err := exec.Command("gcc", "-O1", "-g", "-fno-omit-frame-pointer", src, "-o", bin).CombinedOutput(); err != nil {
 		return res, fmt.Errorf("gcc: %v: %s", err, out)
 	}
+	// The probes' cost by level: the bound off, so that they stay the
+	// whole window.
 	for _, work := range levels {
-		l, err := measure(bin, work, 512<<10, window, false, true)
+		l, err := measure(bin, work, window, ebpf.Options{AllocMaxOverhead: -1})
 		if err != nil {
 			return res, err
 		}
 		res.Levels = append(res.Levels, l)
 	}
+	// The default options at the heaviest and at the lightest level.
+	for _, work := range []int{levels[0], levels[len(levels)-1]} {
+		l, err := measure(bin, work, 2*window, ebpf.Options{})
+		if err != nil {
+			return res, err
+		}
+		res.Defaults = append(res.Defaults, l)
+	}
+	// The samples' cost: no cap, then the smallest period with the cap.
 	for _, p := range periods {
-		l, err := measure(bin, SweepWork, p, window, true, false)
+		l, err := measure(bin, SweepWork, window, ebpf.Options{AllocSampleBytes: p, BPFStats: true, AllocMaxSamples: -1, AllocMaxOverhead: -1})
 		if err != nil {
 			return res, err
 		}
 		res.Sweep = append(res.Sweep, l)
 	}
 	if len(periods) > 0 {
-		l, err := measure(bin, SweepWork, periods[0], window, true, true)
+		l, err := measure(bin, SweepWork, window, ebpf.Options{AllocSampleBytes: periods[0], BPFStats: true, AllocMaxOverhead: -1})
 		if err != nil {
 			return res, err
 		}
