@@ -515,6 +515,7 @@ type allocTracer struct {
 	queue chan int
 	wg    sync.WaitGroup // attach requests in flight
 	done  chan struct{}
+	runWG sync.WaitGroup // the attaching goroutine
 
 	mu       sync.Mutex
 	files    map[profcapFileKey]*allocFile
@@ -546,6 +547,7 @@ func newAllocTracer(main *profcapObjects, opt Options, kinds []bundle.Kind) (*al
 	a := &allocTracer{objs: objs, heap: heap, sampleBytes: opt.AllocSampleBytes, maxPerSec: opt.AllocMaxSamples, maxOverhead: opt.AllocMaxOverhead,
 		queue: make(chan int, 1024), done: make(chan struct{}), ended: make(chan struct{}),
 		files: map[profcapFileKey]*allocFile{}, attached: map[[2]uint64]bool{}, probed: map[string]string{}, cpuStart: map[int]time.Duration{}}
+	a.runWG.Add(1)
 	go a.run()
 	return a, nil
 }
@@ -568,6 +570,7 @@ func (a *allocTracer) follow(pid int) {
 func (a *allocTracer) wait() { a.wg.Wait() }
 
 func (a *allocTracer) run() {
+	defer a.runWG.Done()
 	for {
 		select {
 		case pid := <-a.queue:
@@ -765,6 +768,7 @@ func probeCost(st allocStats) time.Duration {
 
 func (a *allocTracer) close() {
 	close(a.done)
+	a.runWG.Wait() // no attach after the links are closed
 	a.mu.Lock()
 	for _, l := range a.links {
 		_ = l.Close()
