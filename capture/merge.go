@@ -6,14 +6,13 @@ import (
 	"time"
 
 	"github.com/profcap/profcap/bundle"
-	"github.com/profcap/profcap/collectors/taskdump"
 	"github.com/profcap/profcap/internal/pprofutil"
 )
 
 // mergeAll writes merged/KIND.pb.gz for every kind captured from at least
 // one target. Profiles are read back from the bundle one at a time, so
 // memory holds one merge and one input, never every profile at once.
-func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
+func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event), enrich Enrich) {
 	m := w.Manifest()
 	for _, k := range bundle.AllKinds {
 		if ctx.Err() != nil {
@@ -34,14 +33,8 @@ func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 					emit(Event{Type: EventNote, Kind: k, Msg: fmt.Sprintf("merging %s: %v", k, err)})
 					continue
 				}
-				if k == bundle.Await {
-					// Join each task's await stacks with what the console
-					// says of it (spawn location, state, busy/scheduled/idle).
-					if ap := bt.Profile(bundle.Async); ap != nil && ap.Path != "" {
-						if as, err := bundle.LoadProfile(w.Dir(), ap.Path); err == nil {
-							_, _ = taskdump.JoinConsole(pr, as)
-						}
-					}
+				if enrich != nil {
+					enrich(w.Dir(), bt, pr)
 				}
 				pprofutil.LabelSamples(pr, "target", bt.Name)
 				if err := mg.Add(pr); err != nil {

@@ -103,7 +103,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	)
 	fs.StringVar(&to, "to", "", "output format: pprof, folded or speedscope (default: from -o's extension)")
 	fs.StringVarP(&out, "output", "o", "", "output file, or - for stdout (required)")
-	fs.StringVar(&inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, firefox or speedscope")
+	fs.StringVar(&inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, perfdata, firefox or speedscope")
 	fs.StringSliceVar(&kinds, "kind", nil, "with bundles: the kind to convert (cpu, heap, ...)")
 	fs.StringVar(&opt.SampleIndex, "sample-index", "", "folded: the sample type to write (default: the profile's default)")
 	fs.StringVar(&opt.Title, "title", "", "speedscope: the file's name (default: the first input's name)")
@@ -183,7 +183,7 @@ func runMerge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		kinds                   []string
 	)
 	fs.StringVarP(&out, "output", "o", "", "output pprof file (.pb.gz), or - for stdout (required)")
-	fs.StringVar(&inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, firefox or speedscope")
+	fs.StringVar(&inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, perfdata, firefox or speedscope")
 	fs.StringSliceVar(&kinds, "kind", nil, "with bundles: the kind to merge (cpu, heap, ...)")
 	fs.StringVar(&label, "label", "", "tag each sample with this label key = where it came from: its path inside its bundle (targets/worker-1/cpu.pb.gz), a bundle's name, else the file's name")
 	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) {

@@ -112,7 +112,7 @@ func (f *flameFlags) register(fs *pflag.FlagSet, diff bool) {
 	fs.BoolVar(&f.opt.Icicle, "icicle", false, "draw roots at the top (icicle flame graph)")
 	fs.Float64Var(&f.opt.MinWidth, "minwidth", 0, "leave out frames narrower than this many pixels (default 1 in html, 0.1 in svg)")
 	fs.StringVar(&f.opt.GroupBy, "group-by", "", "a root frame per value of this sample label; 'target' separates the targets of a bundle")
-	fs.StringVar(&f.inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, firefox (samply) or speedscope")
+	fs.StringVar(&f.inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, perfdata, firefox (samply) or speedscope")
 	fs.StringSliceVar(&f.kinds, "kind", nil, "with bundles: only these kinds (comma-separated or repeated)")
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"github.com/spf13/pflag"
 
 	"github.com/profcap/profcap/bundle"
@@ -207,6 +208,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Stop:       stop,
 		Events:     p.event,
 		Render:     report.Write,
+		Enrich:     joinAwait,
 		Version:    versionInfo(),
 		Baseline:   *baseline,
 	})
@@ -342,4 +344,20 @@ func humanSize(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// joinAwait joins a target's await profile with its tokio-console view of
+// the same capture (spawn location, state, busy/scheduled/idle per task)
+// before the await profiles are merged.
+func joinAwait(dir string, t *bundle.Target, p *profile.Profile) {
+	if len(p.SampleType) == 0 || p.SampleType[0].Type != taskdump.SampleType {
+		return
+	}
+	ap := t.Profile(bundle.Async)
+	if ap == nil || ap.Path == "" {
+		return
+	}
+	if as, err := bundle.LoadProfile(dir, ap.Path); err == nil {
+		_, _ = taskdump.JoinConsole(p, as)
+	}
 }

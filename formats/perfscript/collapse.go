@@ -83,6 +83,7 @@ type collapser struct {
 	key     []byte
 	scratch []byte
 	inline  [][2]int
+	mult    uint64 // the current event stands for this many (Collapser.Fold); 0 is 1
 }
 
 func newCollapser(opt CollapseOptions) *collapser {
@@ -98,9 +99,51 @@ func (c *collapser) warn(n int, text []byte) error {
 	}
 	c.warnings++
 	if c.opt.Warn != nil && c.warnings <= MaxWarnings {
-		fmt.Fprintf(c.opt.Warn, "line %d: unrecognized line: %q\n", n, truncate(text, 120))
+		if n > 0 {
+			fmt.Fprintf(c.opt.Warn, "line %d: unrecognized line: %q\n", n, truncate(text, 120))
+		} else {
+			fmt.Fprintf(c.opt.Warn, "unrecognized line: %q\n", truncate(text, 120))
+		}
 	}
 	return nil
+}
+
+// Collapser folds events given one at a time, as text lines perf script
+// would print for them; Collapse is a Collapser fed by a Reader. A reader of
+// perf's binary perf.data prints each distinct stack once, as perf script
+// would, and folds it with the number of times it occurred, so that its
+// output is byte-identical to perf script piped into Collapse.
+type Collapser struct{ c *collapser }
+
+// NewCollapser returns an empty Collapser.
+func NewCollapser(opt CollapseOptions) *Collapser { return &Collapser{c: newCollapser(opt)} }
+
+// Fold folds n identical events: header is the event's header line, frames
+// its frame lines (leaf first), without newlines, as perf script prints
+// them; the event is ended as by a blank line. Warnings and errors have no
+// line number.
+func (c *Collapser) Fold(header []byte, frames [][]byte, n uint64) error {
+	if err := c.c.header(0, header); err != nil {
+		return err
+	}
+	for _, f := range frames {
+		if err := c.c.frameLine(0, f); err != nil {
+			return err
+		}
+	}
+	c.c.mult = n
+	c.c.endOfStack()
+	c.c.mult = 0
+	return nil
+}
+
+// Write writes the folded stacks, sorted, and the count of unrecognised
+// lines not shown one by one to Warn.
+func (c *Collapser) Write(w io.Writer) error {
+	if c.c.warnings > MaxWarnings && c.c.opt.Warn != nil {
+		fmt.Fprintf(c.c.opt.Warn, "%d more unrecognized lines not shown\n", c.c.warnings-MaxWarnings)
+	}
+	return c.c.write(w)
 }
 
 func truncate(b []byte, n int) []byte {
@@ -200,11 +243,15 @@ func (c *collapser) endOfStack() {
 		}
 	}
 	c.key = k
+	add := c.period
+	if c.mult > 1 {
+		add *= c.mult
+	}
 	// Indexing with string(k) does not allocate; assigning would.
 	if v := c.counts[string(k)]; v != nil {
-		*v += c.period
+		*v += add
 	} else {
-		v := c.period
+		v := add
 		c.counts[string(k)] = &v
 	}
 	c.funcs = c.funcs[:0]
