@@ -743,9 +743,15 @@ func (a *allocTracer) stop(reason string) {
 	}
 }
 
+// disable ends counting (the window's end).
 func (a *allocTracer) disable() {
 	_ = a.objs.Enabled.Set(uint32(0))
 	close(a.ended)
+}
+
+// finish waits for the guard and reads the tree's CPU time, after the
+// window.
+func (a *allocTracer) finish() {
 	a.guardWG.Wait()
 	a.mu.Lock()
 	stopped := !a.stopped.IsZero()

@@ -268,7 +268,7 @@ func TestProbePoint(t *testing.T) {
 }
 
 // TestAllocsAndHeap: a C program churns small allocations in churn_small
-// and leaks 1-8 KiB blocks in leak_slowly, 8 MB a second; over a 6 s
+// and leaks 1-8 KiB blocks in leak_slowly, 12 MB a second; over a 6 s
 // window the allocs profile ranks churn_small first by bytes, and the
 // heap profile gives leak_slowly's retained bytes within 30% of what the
 // program says it leaked during the window. (The cost bound is off in the
@@ -276,7 +276,7 @@ func TestProbePoint(t *testing.T) {
 // target most of its speed, TestAllocGuard.)
 func TestAllocsAndHeap(t *testing.T) {
 	needEBPF(t)
-	cmd, cnt, _ := startCounting(t, buildAllocTarget(t), "leak", "120", "8e6")
+	cmd, cnt, _ := startCounting(t, buildAllocTarget(t), "leak", "120", "12e6")
 	res, w := record(t, New(Options{AllocMaxOverhead: -1}), cmd.Process.Pid, 6*time.Second, bundle.Allocs, bundle.Heap)
 	truth := cnt.between(t, "stat", w.Start, w.Ended())
 	allocs, heap := res[bundle.Allocs].Profile, res[bundle.Heap].Profile
@@ -416,7 +416,7 @@ func TestRustSystemAllocator(t *testing.T) {
 	if out, err := exec.Command(rustc, "-C", "opt-level=1", "-C", "force-frame-pointers=yes", "-g", "testdata/sysalloc.rs", "-o", bin).CombinedOutput(); err != nil {
 		t.Fatalf("rustc: %v: %s", err, out)
 	}
-	cmd, cnt, _ := startCounting(t, bin, "8e6")
+	cmd, cnt, _ := startCounting(t, bin, "12e6")
 	res, w := record(t, New(Options{AllocMaxOverhead: -1}), cmd.Process.Pid, 6*time.Second, bundle.Allocs, bundle.Heap)
 	truth := cnt.between(t, "stat", w.Start, w.Ended())
 	heap, allocs := res[bundle.Heap].Profile, res[bundle.Allocs].Profile

@@ -48,6 +48,7 @@ func (s *session) allocResults(r *reader, start, end time.Time, note string, emi
 		return
 	}
 	a := s.alloc
+	a.finish()
 	st := a.stats()
 	win := end.Sub(start)
 	a.mu.Lock()
