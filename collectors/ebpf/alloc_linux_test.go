@@ -470,12 +470,12 @@ func TestAllocAPIs(t *testing.T) {
 	}
 }
 
-// TestAllocProcessTree: a parent whose child leaks before the window,
+// TestAllocProcessTree: a parent whose child leaks (12 MB/s) before the window,
 // and which forks a second leaking child 1.5 s into it: both children's
 // leaks are in the heap profile (the late one's from when it was probed).
 func TestAllocProcessTree(t *testing.T) {
 	needEBPF(t)
-	cmd, cnt, in := startCounting(t, buildAllocTarget(t), "forkleak", "4e6")
+	cmd, cnt, in := startCounting(t, buildAllocTarget(t), "forkleak", "12e6")
 	var kids []int
 	for i := 0; i < 100 && len(kids) < 1; i++ {
 		time.Sleep(20 * time.Millisecond)
