@@ -354,10 +354,12 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 // result reads one finished recording.
 func (p *Perf) result(ctx context.Context, r *recording) Result {
 	run := r.run
+	// perf enables its events between writing "enable" and its
+	// acknowledgement, which a loaded machine can delay by a large part of
+	// a second: the profile starts when the command was written (its
+	// events cannot be older than that).
 	start := run.Start
-	if !r.ackedAt.IsZero() {
-		start = r.ackedAt
-	} else if !r.enabledAt.IsZero() {
+	if !r.enabledAt.IsZero() {
 		start = r.enabledAt
 	}
 	res := Result{Kind: r.kind, Collector: p.Name(), Start: start, End: run.End}
