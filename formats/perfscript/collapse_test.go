@@ -277,3 +277,22 @@ func TestAfterLastBlank(t *testing.T) {
 		}
 	}
 }
+
+// TestCollapseReference checks the hand-written edge cases of
+// testdata/reference against what stackcollapse-perf.pl printed for them.
+func TestCollapseReference(t *testing.T) {
+	data := readFixture(t, "reference/perf-edge-cases.txt")
+	for mode, opt := range collapseModes {
+		t.Run(mode, func(t *testing.T) {
+			want := readFixture(t, "reference/results/perf-edge-cases-collapsed-"+mode+".txt")
+			var got bytes.Buffer
+			if err := Collapse(bytes.NewReader(data), &got, opt); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Bytes(), want) {
+				t.Errorf("output differs from stackcollapse-perf.pl\n%s", golden.Diff("stackcollapse-perf.pl", "Collapse", string(want), got.String()))
+			}
+			sameAsRef(t, data, opt, smallSegments(3, 64))
+		})
+	}
+}

@@ -412,9 +412,10 @@ func parsePeriod(p []byte) uint64 {
 	return v
 }
 
-// isJavaComm: stackcollapse-perf.pl tidies Java class names for the
-// process named java.
-func isJavaComm(comm []byte) bool { return string(comm) == "java" }
+// isJavaComm: stackcollapse-perf.pl tidies Java class names when the
+// process name matches ^java (`$pname =~ m/^java/`; the name starts with
+// comm, so comm starting with java is the same test in every mode).
+func isJavaComm(comm []byte) bool { return bytes.HasPrefix(comm, []byte("java")) }
 
 // appendPname appends the process name as stackcollapse-perf.pl prints it:
 // comm, comm-PID or comm-PID/TID, blanks made underscores.
