@@ -135,7 +135,7 @@ func sameAsRef(t testing.TB, data []byte, opt CollapseOptions, cfg foldConfig) {
 // smallSegments cuts the input every few bytes, so that every event
 // boundary of a small input is a segment boundary somewhere.
 func smallSegments(workers, size int) foldConfig {
-	return foldConfig{workers: workers, segSize: size, maxSeg: MaxLineLen + size}
+	return foldConfig{workers: workers, segSize: size, maxSeg: MaxLineLen + size, warmup: 3 * size}
 }
 
 // TestCollapseSegments folds every fixture with segments from 1 byte to

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 )
 
 // folder is one worker's state: stackcollapse-perf.pl's variables, caches
@@ -108,6 +110,53 @@ func newFolder(opt *CollapseOptions) *folder {
 		f.more[i] = make(map[string]*eventEntry)
 	}
 	return f
+}
+
+// noPname marks an eventEntry not counted by this folder yet.
+const noPname = 1<<32 - 1
+
+// clone is a folder for another worker that goes on from where f stands
+// (between segments, Perl state at its start): it shares f's cached
+// strings and ids (never written once made) and copies the maps and lists
+// that will grow; its stack counts start empty, so the stacks f counted
+// are counted once.
+func (f *folder) clone() *folder {
+	g := &folder{
+		opt:        f.opt,
+		defaulted:  f.defaulted,
+		filter:     f.filter,
+		frameBytes: f.frameBytes,
+		eventBytes: f.eventBytes,
+		eventTries: f.eventTries,
+		eventHits:  f.eventHits,
+		eventSkip:  f.eventSkip,
+		names:      maps.Clone(f.names),
+		nameList:   slices.Clone(f.nameList),
+		pnames:     maps.Clone(f.pnames),
+		pnameList:  slices.Clone(f.pnameList),
+		seqs:       maps.Clone(f.seqs),
+		seqList:    slices.Clone(f.seqList),
+		stacks:     make(map[uint64]uint32),
+	}
+	for i := range f.frames {
+		// Entries' ids are full slices (len == cap): shared, never appended to.
+		g.frames[i] = maps.Clone(f.frames[i])
+		g.events[i] = make(map[string][]eventEntry, len(f.events[i]))
+		for k, v := range f.events[i] {
+			c := slices.Clone(v)
+			for j := range c {
+				c[j].pname = noPname
+			}
+			g.events[i][k] = c
+		}
+		g.more[i] = make(map[string]*eventEntry, len(f.more[i]))
+		for k, v := range f.more[i] {
+			e := *v
+			e.pname = noPname
+			g.more[i][k] = &e
+		}
+	}
+	return g
 }
 
 // segment folds one segment, leaving its line count and warnings in it.
