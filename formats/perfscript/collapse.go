@@ -275,104 +275,78 @@ func fold(r io.Reader, opt *CollapseOptions, cfg foldConfig) ([]*folder, error) 
 	return []*folder{f}, m.finish()
 }
 
-// foldParallel folds with cfg.workers workers that each cut their next
-// segment from the input (one at a time, under mu) and fold it: the
-// segment is read into the cache of the core that folds it, and there is
-// no reader to hand segments over. Segments are queued for the merger in
-// the order they were cut. A segment cut inside an event is continued by
-// the worker that cut it: the others wait until that chain ends.
+// foldParallel folds with one worker per folder while this goroutine
+// reads: it cuts the next segment while the workers fold the ones before,
+// and merges the oldest segment in flight when it needs its buffer back
+// (workers+1 buffers), so a segment costs two wake-ups, one each way. A
+// segment cut inside an event goes with the rest of that event to the
+// worker that folds its start.
 func foldParallel(c *cutter, first *segment, m *merger, folders []*folder, cfg foldConfig) ([]*folder, error) {
-	workers := len(folders)
-	var (
-		mu      sync.Mutex
-		turn    = sync.NewCond(&mu)
-		owner   = -1 // the worker whose segment was cut open; -1: none
-		stopped bool // the merger has stopped (an error), or the input ended
-		wg      sync.WaitGroup
-	)
-	// Each worker has one segment cut and being folded, and up to one
-	// more per worker may wait for the merger.
-	order := make(chan *segment, 2*workers)
+	work := make(chan *segment, len(folders))
 	quit := make(chan struct{})
-	eof := func() {
-		// Called with mu held, once.
-		stopped = true
-		close(order)
-		turn.Broadcast()
-	}
-	// cut is the next segment for worker id, in order; nil at the end.
-	cut := func(id int, buf *[]byte) *segment {
-		mu.Lock()
-		defer mu.Unlock()
-		for owner >= 0 && owner != id && !stopped {
-			turn.Wait()
-		}
-		if stopped {
-			return nil
-		}
-		seg := c.next(buf)
-		if seg == nil {
-			eof()
-			return nil
-		}
-		if seg.open {
-			owner = id
-		} else if owner == id {
-			owner = -1
-			turn.Broadcast()
-		}
-		select {
-		case order <- seg:
-		case <-quit:
-			return nil
-		}
-		return seg
-	}
-
-	for i, f := range folders {
-		var seg *segment
-		if i == 0 {
-			if first.open {
-				owner = 0
-			}
-			order <- first
-			seg = first
-		}
+	var wg sync.WaitGroup
+	for _, f := range folders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b := make([]byte, 0, cfg.segSize+cfg.segSize/4)
-			buf := &b
-			if seg != nil {
-				buf = seg.buf
-			}
-			for {
-				if seg == nil {
-					if seg = cut(i, buf); seg == nil {
+			for seg := range work {
+				for {
+					f.segment(seg)
+					close(seg.done)
+					if !seg.open {
+						break
+					}
+					select {
+					case seg = <-seg.next:
+					case <-quit:
 						return
 					}
 				}
-				f.segment(seg)
-				close(seg.done)
-				buf, seg = seg.buf, nil
 			}
 		}()
 	}
-
+	var inflight []*segment // cut, not merged yet, in input order
+	free := make([]*[]byte, 0, len(folders))
+	for range len(folders) {
+		b := make([]byte, 0, cfg.segSize+cfg.segSize/4)
+		free = append(free, &b)
+	}
+	var chain chan *segment // where the rest of an event cut open goes
 	var err error
-	for seg := range order {
-		<-seg.done
-		if err = m.merge(seg); err != nil {
-			break
+	for seg := first; seg != nil; {
+		if seg.open {
+			seg.next = make(chan *segment, 1)
+		}
+		if chain != nil {
+			chain <- seg // buffered: its worker takes it once it has folded the start
+		} else {
+			work <- seg
+		}
+		chain = seg.next
+		inflight = append(inflight, seg)
+		if len(free) == 0 {
+			old := inflight[0]
+			inflight = inflight[1:]
+			<-old.done
+			if err = m.merge(old); err != nil {
+				break
+			}
+			free = append(free, old.buf)
+		}
+		buf := free[len(free)-1]
+		free = free[:len(free)-1]
+		seg = c.next(buf)
+	}
+	close(work)
+	if err == nil {
+		for _, seg := range inflight {
+			<-seg.done
+			if err = m.merge(seg); err != nil {
+				break
+			}
 		}
 	}
 	close(quit)
-	mu.Lock()
-	if !stopped {
-		stopped = true
-		turn.Broadcast()
-	}
-	mu.Unlock()
 	wg.Wait()
 	if err != nil {
 		return nil, err
