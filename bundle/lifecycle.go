@@ -114,7 +114,7 @@ func (w *Writer) Record(rel string, r Result) Profile {
 			e.Status, e.Error = StatusFailed, fmt.Sprintf("writing profile: %v", err)
 		} else {
 			e.Path, e.Bytes, e.Samples = rel, n, len(r.Profile.Sample)
-			e.Period = DescribePeriod(r.Profile)
+			e.Period = PeriodText(r.Kind, r.Profile)
 		}
 	case r.Status.Kept():
 		e.Status, e.Error = StatusFailed, "collector returned no profile"

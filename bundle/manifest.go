@@ -36,6 +36,7 @@ type Manifest struct {
 	Profcap  string    `json:"profcap,omitempty"` // version that wrote it
 	Skew     float64   `json:"max_start_skew_seconds"`
 	Warnings []string  `json:"warnings,omitempty"`
+	Summary  *Summary  `json:"summary,omitempty"`
 }
 
 // Window is the capture window.

@@ -296,6 +296,11 @@ func (w *Writer) WriteFileFunc(rel string, fn func(io.Writer) error) error {
 	if !Inside(rel) {
 		return fmt.Errorf("path %q leaves the bundle", rel)
 	}
+	if full := w.DiskFull(); full != "" {
+		// Once the disk is full, nothing more is written but the
+		// manifest: the room the reserve frees is kept for it.
+		return fmt.Errorf("%s not written: no space left on device (writing %s failed first)", rel, full)
+	}
 	path := filepath.Join(w.dir, filepath.FromSlash(rel))
 	err := os.MkdirAll(filepath.Dir(path), DirMode)
 	if err == nil {

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/google/pprof/profile"
 	"io"
 	"os"
 	"os/exec"
@@ -67,6 +68,10 @@ type Options struct {
 	// ReadyTimeout is how long the window waits for collectors that need
 	// set-up (default 10s); one not ready by then samples less of it.
 	ReadyTimeout time.Duration
+	// Enrich, if set, may add to a target's profile before it goes into
+	// the merge of its kind (e.g. join the await profile with the same
+	// target's async one).
+	Enrich Enrich
 	// Limits bound every profile kept (zero: pprofutil.DefaultLimits).
 	Limits pprofutil.Limits
 	// Baseline is how long to measure each local target's CPU use before
@@ -99,6 +104,10 @@ type Event struct {
 	Err       error
 	Msg       string
 }
+
+// Enrich adds to profile p of target t (in the bundle in dir) before it is
+// merged.
+type Enrich func(dir string, t *bundle.Target, p *profile.Profile)
 
 // Outcome summarises a finished capture.
 type Outcome struct {
@@ -581,7 +590,7 @@ func (r *run) post(ctx context.Context) {
 			}
 		}()
 	}
-	mergeAll(post, r.w, r.emit)
+	mergeAll(post, r.w, r.emit, r.opt.Enrich)
 	if r.opt.Render != nil && post.Err() == nil {
 		done := make(chan error, 1)
 		m := r.w.Manifest()

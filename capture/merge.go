@@ -12,7 +12,7 @@ import (
 // mergeAll writes merged/KIND.pb.gz for every kind captured from at least
 // one target. Profiles are read back from the bundle one at a time, so
 // memory holds one merge and one input, never every profile at once.
-func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
+func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event), enrich Enrich) {
 	m := w.Manifest()
 	for _, k := range bundle.AllKinds {
 		if ctx.Err() != nil {
@@ -32,6 +32,9 @@ func mergeAll(ctx context.Context, w *bundle.Writer, emit func(Event)) {
 				if err != nil {
 					emit(Event{Type: EventNote, Kind: k, Msg: fmt.Sprintf("merging %s: %v", k, err)})
 					continue
+				}
+				if enrich != nil {
+					enrich(w.Dir(), bt, pr)
 				}
 				pprofutil.LabelSamples(pr, "target", bt.Name)
 				if err := mg.Add(pr); err != nil {

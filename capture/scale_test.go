@@ -209,7 +209,7 @@ func BenchmarkMergeTargets(b *testing.B) {
 			}
 			b.ResetTimer()
 			for range b.N {
-				mergeAll(context.Background(), w, func(Event) {})
+				mergeAll(context.Background(), w, func(Event) {}, nil)
 			}
 			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N)/float64(n), "ms/target")
 		})

@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -19,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/formats/perfdata"
 	"github.com/profcap/profcap/formats/perfscript"
 	"github.com/profcap/profcap/targets"
 )
@@ -313,10 +312,12 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 // result reads one finished recording.
 func (p *Perf) result(ctx context.Context, r *recording) Result {
 	run := r.run
+	// perf enables its events between writing "enable" and its
+	// acknowledgement, which a loaded machine can delay by a large part of
+	// a second: the profile starts when the command was written (its
+	// events cannot be older than that).
 	start := run.Start
-	if !r.ackedAt.IsZero() {
-		start = r.ackedAt
-	} else if !r.enabledAt.IsZero() {
+	if !r.enabledAt.IsZero() {
 		start = r.enabledAt
 	}
 	res := Result{Kind: r.kind, Collector: p.Name(), Start: start, End: run.End}
@@ -336,7 +337,7 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	// Off-CPU intervals still open when sampling ended are closed there, on
 	// perf's clock (CLOCK_MONOTONIC).
 	endMono := monotonicNow() - time.Since(run.End).Nanoseconds()
-	prof, err := p.script(ctx, r, endMono)
+	prof, readNotes, err := p.read(ctx, r, endMono)
 	if err != nil {
 		res.Status, res.Err = bundle.StatusFailed, err
 		return res
@@ -346,7 +347,7 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	prof.Comments = append(prof.Comments, "perf "+strings.Join(r.args, " "))
 	res.Profile = prof
 	res.Status = bundle.StatusOK
-	notes := append([]string(nil), r.notes...)
+	notes := append(append([]string(nil), r.notes...), readNotes...)
 	if exited != nil {
 		res.Status, res.Err = bundle.StatusPartial, exited
 	}
@@ -364,48 +365,28 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	return res
 }
 
-// script streams `perf script` output of one recording into the parser.
-func (p *Perf) script(ctx context.Context, r *recording, endMono int64) (*profile.Profile, error) {
-	perf, err := p.tool.Find()
-	if err != nil {
-		return nil, err
+// read reads one recording with formats/perfdata: the profile perf script
+// piped into perfscript.Parse (cpu) or ParseOffCPU (offcpu) gives, without
+// running perf script after the window (perfdata runs it only for what it
+// cannot read itself: DWARF stacks, compressed records). Its notes (frames
+// left unnamed and why) go with the result.
+func (p *Perf) read(ctx context.Context, r *recording, endMono int64) (*profile.Profile, []string, error) {
+	perf, _ := p.tool.Find()
+	var notes []string
+	opt := perfdata.Options{
+		Context: ctx,
+		Perf:    perf,
+		Notes:   func(n string) { notes = append(notes, n) },
+		Kind:    perfdata.KindCPU,
+		CPU:     perfscript.Options{Frequency: p.opt.Frequency, PID: r.pid},
+		OffCPU:  perfscript.OffCPUOptions{PID: r.pid, ExcludeRunnable: p.opt.ExcludeRunnable, EndTime: endMono},
 	}
-	fields := "comm,pid,tid,time,period,event,ip,sym,symoff,dso"
 	if r.kind == bundle.OffCPU {
-		fields = "comm,pid,tid,cpu,time,event,trace,ip,sym,symoff,dso"
+		opt.Kind = perfdata.KindOffCPU
 	}
-	args := []string{"script", "-i", r.file, "--ns", "-F", fields}
-	if r.kind == bundle.OffCPU {
-		args = append(args, "--show-switch-events")
-	}
-	cmd := exec.CommandContext(ctx, perf, args...)
-	stderr := &tailBuffer{}
-	cmd.Stderr = stderr
-	out, err := cmd.StdoutPipe()
+	prof, err := perfdata.ReadFile(r.file, opt)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("reading perf.data: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting perf script: %w", err)
-	}
-	var prof *profile.Profile
-	var perr error
-	switch r.kind {
-	case bundle.CPU:
-		prof, perr = perfscript.Parse(out, perfscript.Options{Frequency: p.opt.Frequency, PID: r.pid})
-	case bundle.OffCPU:
-		prof, perr = perfscript.ParseOffCPU(out, perfscript.OffCPUOptions{PID: r.pid, ExcludeRunnable: p.opt.ExcludeRunnable, EndTime: endMono})
-	}
-	if perr != nil {
-		_ = cmd.Process.Kill()
-	}
-	_, _ = io.Copy(io.Discard, out)
-	werr := cmd.Wait()
-	if perr != nil {
-		return nil, fmt.Errorf("reading perf script output: %w", perr)
-	}
-	if werr != nil {
-		return nil, fmt.Errorf("perf script: %v: %s", werr, lastLine(stderr.String()))
-	}
-	return prof, nil
+	return prof, notes, nil
 }

@@ -234,10 +234,13 @@ func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k bund
 	sliceSec := int(math.Max(1, math.Round(w.Slice.Seconds())))
 	for {
 		rem := w.Remaining()
-		if rem < 500*time.Millisecond {
+		if rem < 200*time.Millisecond {
 			break
 		}
-		sec := int(math.Round(rem.Seconds()))
+		// Whole seconds only: the last slice is rounded up, so the
+		// profile covers the window's end (and at most a second past it)
+		// rather than stopping up to a second short.
+		sec := int(math.Ceil(rem.Seconds()))
 		// The first slice is one second whatever --slice says, so a
 		// capture interrupted early still has CPU data from every target.
 		limit := sliceSec
@@ -283,6 +286,7 @@ func (c *Pprof) sliced(ctx context.Context, w *Window, t *targets.Target, k bund
 			start = t0
 		}
 		end = time.Now()
+		labelSlice(p, t0.Sub(w.Start), sec)
 		parts = append(parts, p)
 		if w.Remaining() == 0 {
 			break
@@ -512,4 +516,24 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// labelSlice says on every sample of one slice when in the window it was
+// taken: the whole second the slice started in and its length in seconds
+// (bundle.SecondLabel, SecondsLabel), so the report can draw the window's
+// timeline from sliced profiles.
+func labelSlice(p *profile.Profile, from time.Duration, sec int) {
+	first := int64(max(0, from.Round(time.Second)/time.Second))
+	for _, s := range p.Sample {
+		if s.NumLabel == nil {
+			s.NumLabel = map[string][]int64{}
+		}
+		if s.NumUnit == nil {
+			s.NumUnit = map[string][]string{}
+		}
+		s.NumLabel[bundle.SecondLabel] = []int64{first}
+		s.NumUnit[bundle.SecondLabel] = []string{bundle.SecondUnit}
+		s.NumLabel[bundle.SecondsLabel] = []int64{int64(sec)}
+		s.NumUnit[bundle.SecondsLabel] = []string{bundle.SecondUnit}
+	}
 }

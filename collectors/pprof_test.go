@@ -207,3 +207,31 @@ func TestPprofWindowEndedEarlyKeepsFinishedSlices(t *testing.T) {
 		}
 	}
 }
+
+// Sliced cpu profiles say when in the window each slice was taken, for the
+// report's timeline.
+func TestPprofSlicesCarryWindowSeconds(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	testsvc.Work(ctx)
+	srv := httptest.NewServer(testsvc.Handler(testsvc.Normal, false))
+	defer srv.Close()
+	tg := &targets.Target{Name: "svc", Pprof: srv.URL + "/debug/pprof"}
+	w := NewWindow(3*time.Second, time.Second)
+	var got Result
+	NewPprof(PprofOptions{}).Collect(context.Background(), w, tg, []bundle.Kind{bundle.CPU}, func(r Result) { got = r })
+	if got.Status != bundle.StatusOK || got.Profile == nil {
+		t.Fatalf("%+v", got)
+	}
+	seconds := map[int64]bool{}
+	for _, s := range got.Profile.Sample {
+		v := s.NumLabel[bundle.SecondLabel]
+		if len(v) != 1 || len(s.NumLabel[bundle.SecondsLabel]) != 1 || s.NumUnit[bundle.SecondLabel][0] != bundle.SecondUnit {
+			t.Fatalf("sample without its window second: %v %v", s.NumLabel, s.NumUnit)
+		}
+		seconds[v[0]] = true
+	}
+	if len(seconds) < 2 {
+		t.Errorf("slices of a 3 s window fall in seconds %v, want at least two", seconds)
+	}
+}

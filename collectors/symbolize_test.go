@@ -204,7 +204,7 @@ func TestSymbolizeProblems(t *testing.T) {
 		lib  firefox.Lib
 		note string
 	}{
-		{"stripped", firefox.Lib{Name: "demo-stripped", Path: stripped}, "is stripped"},
+		{"stripped", firefox.Lib{Name: "demo-stripped", Path: stripped}, "stripped executables"},
 		{"gone", firefox.Lib{Name: "demo", Path: filepath.Join(t.TempDir(), "gone", "demo")}, "file gone"},
 		{"replaced", firefox.Lib{Name: "demo", Path: bin, CodeID: "00112233445566778899aabbccddeeff00112233"}, "another build-id"},
 		{"kernel", firefox.Lib{Name: "[kernel.kallsyms]", Path: "[kernel.kallsyms]"}, "kernel"},

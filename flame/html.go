@@ -65,7 +65,8 @@ func Embed(id string, t *Tree, opt Options) (template.HTML, error) {
 // per sample type and, for a diff, one base total per sample type.
 func writeJSON(w *bytes.Buffer, t *Tree, opt Options) error {
 	names := []string{}
-	langs := []int{} // not []Lang: a []uint8 would marshal as base64
+	shorts := []string{} // "" where the short name is the name
+	langs := []int{}     // not []Lang: a []uint8 would marshal as base64
 	idx := map[string]int{}
 	var nums []byte
 	var walk func(n *Node)
@@ -75,6 +76,11 @@ func writeJSON(w *bytes.Buffer, t *Tree, opt Options) error {
 			k = len(names)
 			idx[n.Name] = k
 			names = append(names, n.Name)
+			short := ShortName(n.Name)
+			if short == n.Name {
+				short = ""
+			}
+			shorts = append(shorts, short)
 			langs = append(langs, int(n.Lang))
 		}
 		nums = strconv.AppendInt(nums, int64(k), 10)
@@ -106,8 +112,14 @@ func writeJSON(w *bytes.Buffer, t *Tree, opt Options) error {
 		Icicle   bool        `json:"icicle"`
 		MinWidth float64     `json:"minWidth"`
 		Names    []string    `json:"names"`
+		Shorts   []string    `json:"shorts"`
 		Langs    []int       `json:"langs"`
-	}{t.Title, t.SampleTypes, t.Selected, t.Diff, opt.Reverse, opt.Icicle, opt.MinWidth, names, langs}
+		Idle     int         `json:"idle"` // name index of IdleFrame, or -1
+		ShowIdle bool        `json:"showIdle"`
+	}{t.Title, t.SampleTypes, t.Selected, t.Diff, opt.Reverse, opt.Icicle, opt.MinWidth, names, shorts, langs, -1, t.ShowIdle || opt.ShowIdle}
+	if k, ok := idx[IdleFrame]; ok && t.Idle != nil {
+		head.Idle = k
+	}
 	if opt.Title != "" {
 		head.Title = opt.Title
 	}

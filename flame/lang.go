@@ -33,7 +33,12 @@ func (l Lang) String() string {
 var (
 	rustHash = regexp.MustCompile(`::h[0-9a-f]{16}$`)
 	// Go: "pkg.Func", "pkg.(*T).M", "example.com/x/pkg.Func.func1".
-	goName = regexp.MustCompile(`^(?:[\w.\-~]+/)*[\w\-~]+\.(?:\(\*?\w+(?:\[[^\]]*\])?\)\.)?\w+(?:\[[^\]]*\])?(?:\.(?:func\d+|gowrap\d+|\d+))*$`)
+	// Go: "pkg.Func", "pkg.(*T).M", "pkg.T.M" (a value receiver),
+	// "example.com/x/pkg.Func.func1", "pkg.F-fm" (a method value),
+	// "pkg.f.abi0" (assembly), "pkg.F[...]" (generic).
+	goName = regexp.MustCompile(`^(?:[\w.\-~]+/)*[\w\-~]+\.(?:\(\*?\w+(?:\[[^\]]*\])?\)\.|\w+(?:\[[^\]]*\])?\.)?\w+(?:\[[^\]]*\])?(?:\.(?:func\d+|gowrap\d+|\d+))*(?:-fm|-range\d+)?(?:\.abi[01])?$`)
+	// GCC's clones of a C function: "f.isra.0", "f.part.3", "f.cold".
+	cClone = regexp.MustCompile(`\.(?:isra|part|constprop|cold|lto_priv|localalias)(?:\.\d+)*$`)
 )
 
 // classify guesses a frame's language. The cheap signals come first: the
@@ -71,6 +76,8 @@ func classify(name, file, mapping string) Lang {
 			strings.HasPrefix(name, "<") && strings.Contains(name, " as ") {
 			return LangRust
 		}
+		return LangC
+	case cClone.MatchString(name):
 		return LangC
 	case strings.HasPrefix(name, "runtime.") || strings.HasPrefix(name, "main.") || goName.MatchString(name) && strings.Contains(name, "."):
 		return LangGo

@@ -25,6 +25,14 @@ type Options struct {
 	Icicle      bool    // draw the root at the top
 	MinWidth    float64 // frames narrower than this many pixels are not drawn (HTML default 1, SVG default 0.1)
 	GroupBy     string  // a sample label key (e.g. "target"): one root frame per value
+	// Kind is the kind of profile (cpu, wall, offcpu, ...). For kinds
+	// where IdleKind holds, stacks IdleReason recognises go under one
+	// IdleFrame root frame, a frame per reason below it, which the HTML
+	// viewer hides by default (HideIdle) and a toggle shows.
+	Kind string
+	// ShowIdle makes the HTML viewer show the idle frame on load; by
+	// default it is hidden, and shares are of the rest.
+	ShowIdle bool
 	// MaxNodes bounds the tree's memory whatever the input: when a build
 	// passes it, frames too narrow to be seen (below a share of the total
 	// that doubles until the tree fits) are dropped, their time staying in
@@ -90,6 +98,12 @@ type Tree struct {
 	// dropped to bound the tree (0: nothing was dropped).
 	PrunedBelow float64
 
+	// Idle holds the total of the stacks grouped under IdleFrame, one value
+	// per sample type (nil when there were none).
+	Idle []int64
+	// ShowIdle is Options.ShowIdle.
+	ShowIdle bool
+
 	maxNodes int
 	live     int   // nodes allocated since the last compaction
 	grand    int64 // total of the selected sample type, for pruning
@@ -110,7 +124,7 @@ func NewTree(p *profile.Profile, opt Options) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tree{Selected: sel, Title: opt.Title}
+	t := &Tree{Selected: sel, Title: opt.Title, ShowIdle: opt.ShowIdle}
 	if t.Title == "" {
 		t.Title = "Flame graph"
 	}
@@ -129,6 +143,12 @@ func NewTree(p *profile.Profile, opt Options) (*Tree, error) {
 	b := newBuilder(opt)
 	for _, s := range p.Sample {
 		frames := b.stack(s)
+		if b.idle {
+			if r := b.idleReason(); r != "" {
+				frames = b.withIdle(frames, r)
+				addVals(t.idleVals(nt), s.Value)
+			}
+		}
 		t.add(frames, s.Value, false)
 		if t.maxNodes > 0 && t.live > t.maxNodes {
 			t.prune()
@@ -242,7 +262,13 @@ func NewDiffTree(base, cur *profile.Profile, opt Options) (*Tree, error) {
 				vals[i] = s.Value[j]
 			}
 		}
-		t.addBase(b.stack(s), vals)
+		frames := b.stack(s)
+		if b.idle {
+			if r := b.idleReason(); r != "" {
+				frames = b.withIdle(frames, r)
+			}
+		}
+		t.addBase(frames, vals)
 	}
 	return t, nil
 }
@@ -259,10 +285,73 @@ type builder struct {
 	locs  map[*profile.Location][]frame
 	buf   []frame
 	group map[string]frame
+	idle  bool    // classify idle stacks (Options.Kind)
+	leaf  []Frame // the last stack, leaf first, for IdleReason
+	ibuf  []frame
 }
 
 func newBuilder(opt Options) *builder {
-	return &builder{opt: opt, locs: map[*profile.Location][]frame{}, group: map[string]frame{}}
+	return &builder{opt: opt, locs: map[*profile.Location][]frame{}, group: map[string]frame{}, idle: IdleKind(opt.Kind)}
+}
+
+// IdleFrame names the root frame idle stacks are grouped under.
+const IdleFrame = "[idle]"
+
+// idleReason classifies the stack the last call to stack built.
+func (b *builder) idleReason() string {
+	b.leaf = b.leaf[:0]
+	start := 0
+	if b.opt.GroupBy != "" {
+		start = 1
+	}
+	f := b.buf[start:]
+	if b.opt.Reverse {
+		for _, x := range f {
+			b.leaf = append(b.leaf, Frame{Name: x.name, Lang: x.lang})
+		}
+	} else {
+		for i := len(f) - 1; i >= 0; i-- {
+			b.leaf = append(b.leaf, Frame{Name: f[i].name, Lang: f[i].lang})
+		}
+	}
+	return IdleReason(b.opt.Kind, b.leaf)
+}
+
+// withIdle puts the idle frame and the reason's frame at the top of the
+// stack (below a group-by frame).
+func (b *builder) withIdle(frames []frame, reason string) []frame {
+	b.ibuf = b.ibuf[:0]
+	start := 0
+	if b.opt.GroupBy != "" {
+		start = 1
+		b.ibuf = append(b.ibuf, frames[0])
+	}
+	b.ibuf = append(b.ibuf, frame{name: IdleFrame, lang: LangGroup}, frame{name: reason, lang: LangGroup})
+	b.ibuf = append(b.ibuf, frames[start:]...)
+	return b.ibuf
+}
+
+// Stacks names the frames of samples as trees do, for callers that
+// aggregate a profile themselves (report's top tables and summaries).
+type Stacks struct {
+	b   *builder
+	out []Frame
+}
+
+// NewStacks returns a namer that caches names per location.
+func NewStacks() *Stacks { return &Stacks{b: newBuilder(Options{})} }
+
+// Leaf returns s's frames leaf first (inlined functions innermost first),
+// named as in a tree. The slice is reused by the next call.
+func (st *Stacks) Leaf(s *profile.Sample) []Frame {
+	st.out = st.out[:0]
+	for _, loc := range s.Location {
+		fs := st.b.frames(loc)
+		for i := len(fs) - 1; i >= 0; i-- {
+			st.out = append(st.out, Frame{Name: fs[i].name, Lang: fs[i].lang})
+		}
+	}
+	return st.out
 }
 
 // stack returns s's frames root first (leaf first with Reverse). The slice
@@ -457,3 +546,10 @@ func (t *Tree) finish() {
 
 // Total returns the root's value for sample type i.
 func (t *Tree) Total(i int) int64 { return t.Root.Total[i] }
+
+func (t *Tree) idleVals(nt int) []int64 {
+	if t.Idle == nil {
+		t.Idle = make([]int64, nt)
+	}
+	return t.Idle
+}

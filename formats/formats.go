@@ -30,6 +30,7 @@ import (
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/formats/firefox"
 	"github.com/profcap/profcap/formats/folded"
+	"github.com/profcap/profcap/formats/perfdata"
 	"github.com/profcap/profcap/formats/perfscript"
 	"github.com/profcap/profcap/formats/speedscope"
 	"github.com/profcap/profcap/internal/pprofutil"
@@ -43,6 +44,7 @@ const (
 	FormatPprof      Format = "pprof"      // pprof protobuf, gzipped or raw
 	FormatFolded     Format = "folded"     // "frame;frame COUNT" lines
 	FormatPerfScript Format = "perfscript" // `perf script` text
+	FormatPerfData   Format = "perfdata"   // perf.data, as perf record writes it
 	FormatFirefox    Format = "firefox"    // processed Firefox Profiler JSON (samply)
 	FormatSpeedscope Format = "speedscope" // speedscope JSON
 	FormatUnknown    Format = "unknown"    // Sniff could not tell
@@ -53,7 +55,7 @@ const (
 const maxPprofFile = 1 << 30
 
 // Formats lists the formats a user can name, in the order --help shows them.
-var Formats = []Format{FormatPprof, FormatFolded, FormatPerfScript, FormatFirefox, FormatSpeedscope}
+var Formats = []Format{FormatPprof, FormatFolded, FormatPerfScript, FormatPerfData, FormatFirefox, FormatSpeedscope}
 
 // ParseFormat maps a user's --input-format value to a Format. "auto" and ""
 // mean FormatAuto; "perf" and "perf-script" are accepted for perfscript.
@@ -67,12 +69,14 @@ func ParseFormat(s string) (Format, error) {
 		return FormatFolded, nil
 	case "perfscript", "perf-script", "perf":
 		return FormatPerfScript, nil
+	case "perfdata", "perf.data", "perf-data":
+		return FormatPerfData, nil
 	case "firefox", "samply", "gecko", "fxprof":
 		return FormatFirefox, nil
 	case "speedscope":
 		return FormatSpeedscope, nil
 	}
-	return FormatUnknown, fmt.Errorf("unknown input format %q (want auto, pprof, folded, perfscript, firefox or speedscope)", s)
+	return FormatUnknown, fmt.Errorf("unknown input format %q (want auto, pprof, folded, perfscript, perfdata, firefox or speedscope)", s)
 }
 
 // SniffLen is how many leading bytes Sniff wants to see. 64 KiB holds many
@@ -94,6 +98,9 @@ var (
 // first SniffLen bytes). Gzipped content is judged by what it decompresses
 // to. It returns FormatUnknown when nothing fits.
 func Sniff(head []byte) Format {
+	if perfdata.IsPerfData(head) {
+		return FormatPerfData
+	}
 	if bytes.HasPrefix(head, gzipMagic) {
 		inner, _ := gunzipHead(head)
 		if len(inner) == 0 {
@@ -211,6 +218,21 @@ func ReadFile(path string, f Format) (*profile.Profile, error) {
 	if st, err := fh.Stat(); err == nil && st.IsDir() {
 		return nil, fmt.Errorf("%s is a directory, not a profile", path)
 	}
+	if f == FormatPerfData || f == FormatAuto {
+		var head [8]byte
+		n, _ := io.ReadFull(fh, head[:])
+		if f == FormatPerfData || perfdata.IsPerfData(head[:n]) {
+			// Mapped, not read: perf.data files run to gigabytes.
+			p, err := readPerfData(path, nil)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+			return p, nil
+		}
+		if _, err := fh.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+	}
 	p, err := Read(fh, f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -283,6 +305,11 @@ func Read(r io.Reader, f Format) (*profile.Profile, error) {
 				return nil, fmt.Errorf("reading perf script: %w", err)
 			}
 		}
+	case FormatPerfData:
+		p, err = readPerfData("", br)
+		if err != nil {
+			return nil, err
+		}
 	case FormatUnknown:
 		return nil, ErrUnknownFormat
 	default:
@@ -294,6 +321,27 @@ func Read(r io.Reader, f Format) (*profile.Profile, error) {
 	if err := p.CheckValid(); err != nil {
 		return nil, fmt.Errorf("invalid profile: %w", err)
 	}
+	return p, nil
+}
+
+// readPerfData reads a perf.data file (at path, else from r): a CPU profile,
+// or an off-CPU one for a recording of sched:sched_switch with switch events;
+// what the reader says about it (frames left unnamed and why, perf script
+// run for DWARF stacks) goes to the profile's comments.
+func readPerfData(path string, r io.Reader) (*profile.Profile, error) {
+	var notes []string
+	opt := perfdata.Options{Notes: func(n string) { notes = append(notes, n) }}
+	var p *profile.Profile
+	var err error
+	if path != "" {
+		p, err = perfdata.ReadFile(path, opt)
+	} else {
+		p, err = perfdata.Read(r, opt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading perf.data: %w", err)
+	}
+	p.Comments = append(p.Comments, notes...)
 	return p, nil
 }
 
@@ -338,9 +386,20 @@ type input struct {
 	bundle bool
 }
 
+// Schemes maps the NAME of an input written NAME:REF (pyroscope:URL) onto
+// what loads it: a profile and the origin to name it by. Commands register
+// them; an input whose NAME is not registered is a file.
+var Schemes = map[string]func(ctx context.Context, ref string) (*profile.Profile, string, error){}
+
+func scheme(name string) (func(context.Context, string) (*profile.Profile, string, error), string, bool) {
+	i := strings.IndexByte(name, ':')
+	fn, ok := Schemes[name[:max(i, 0)]]
+	return fn, name[i+1:], ok && i > 0
+}
+
 func classify(name string) (input, error) {
-	if name == "-" {
-		return input{name: name}, nil // standard input
+	if _, _, ok := scheme(name); name == "-" || ok {
+		return input{name: name}, nil // standard input, or a scheme's
 	}
 	st, err := os.Stat(name)
 	if err != nil {
@@ -378,6 +437,7 @@ func load(ctx context.Context, in input, opt LoadOptions) ([]Loaded, error) {
 	if !in.bundle {
 		var p *profile.Profile
 		var err error
+		origin := in.name
 		if in.name == "-" {
 			stdin := opt.Stdin
 			if stdin == nil {
@@ -386,10 +446,14 @@ func load(ctx context.Context, in input, opt LoadOptions) ([]Loaded, error) {
 			if p, err = Read(stdin, opt.Format); err != nil {
 				return nil, fmt.Errorf("standard input: %w", err)
 			}
+		} else if fn, ref, ok := scheme(in.name); ok {
+			if p, origin, err = fn(ctx, ref); err != nil {
+				return nil, err
+			}
 		} else if p, err = ReadFile(in.name, opt.Format); err != nil {
 			return nil, err
 		}
-		ls = append(ls, Loaded{Profile: p, Input: in.name, Origin: in.name})
+		ls = append(ls, Loaded{Profile: p, Input: in.name, Origin: origin})
 	} else {
 		m, err := bundle.Read(in.name)
 		if err != nil {

@@ -20,12 +20,15 @@ package pyroscope
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha1"
 	"fmt"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/pprof/profile"
 
@@ -207,7 +210,7 @@ func seriesLabels(captureID string, t *bundle.Target, it Item) []Label {
 	}
 	ls := make([]Label, 0, len(set))
 	for k, v := range set {
-		ls = append(ls, Label{Name: k, Value: v})
+		ls = append(ls, Label{Name: k, Value: strings.ToValidUTF8(v, "\uFFFD")})
 	}
 	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
 	return ls
@@ -235,14 +238,152 @@ func sanitizeName(s string) string {
 	return b.String()
 }
 
-// Payload loads the item's profile from the bundle in dir and returns it
-// gzipped as it is pushed: TimeNanos and DurationNanos set to the item's
-// time range, a period type where the profile has none (Pyroscope's profile
-// type ids name one), and for memory profiles only the half that belongs to
-// the kind (in-use for heap, allocations for allocs), so that Grafana's
-// memory:alloc_* and memory:inuse_* series each come from one kind and
-// nothing is counted twice.
+// Prepared is a profile as it is pushed: the gzipped pprof and, per sample
+// type, the profile type id Pyroscope files it under with the total of its
+// values (what the server must give back for the profile).
+type Prepared struct {
+	Bytes  []byte
+	Totals []Total
+	// Uncompressed is the pprof's size before gzip, what the server's size
+	// and rate limits count.
+	Uncompressed int
+}
+
+// Total is the sum of one sample type's values in one profile.
+type Total struct {
+	Type  string // profile type id, e.g. process_cpu:cpu:nanoseconds:cpu:nanoseconds
+	Value int64
+}
+
+// ProfileTypeID is the id Pyroscope gives a series' sample type:
+// __name__:type:unit:period_type:period_unit.
+func ProfileTypeID(name string, sampleType, periodType profile.ValueType) string {
+	return name + ":" + sampleType.Type + ":" + sampleType.Unit + ":" + periodType.Type + ":" + periodType.Unit
+}
+
+// periodTypes are the period types of the profile type ids Pyroscope's
+// own clients send for each kind (pyroscope-go, grafana-agent/Alloy's
+// pprof scrape, the Java and eBPF profilers): the period type is the last
+// two parts of the id, so a profile whose period type differs lands under
+// an id no dashboard looks at. Kinds Pyroscope has no client for
+// (offcpu, wakeup, async) take their main sample type.
+var periodTypes = map[string]profile.ValueType{
+	"cpu":       {Type: "cpu", Unit: "nanoseconds"},
+	"wall":      {Type: "wallclock", Unit: "nanoseconds"},
+	"offcpu":    {Type: "offcpu", Unit: "nanoseconds"},
+	"wakeup":    {Type: "wakeup", Unit: "nanoseconds"},
+	"async":     {Type: "busy", Unit: "nanoseconds"},
+	"heap":      {Type: "space", Unit: "bytes"},
+	"allocs":    {Type: "space", Unit: "bytes"},
+	"goroutine": {Type: "goroutine", Unit: "count"},
+	"mutex":     {Type: "contentions", Unit: "count"},
+	"block":     {Type: "contentions", Unit: "count"},
+}
+
+// PeriodType returns the period type a profile of kind is pushed with;
+// for a kind not in the table, the profile's own (or, when it has none,
+// its default sample type).
+func PeriodType(kind string, p *profile.Profile) profile.ValueType {
+	if pt, ok := periodTypes[kind]; ok {
+		return pt
+	}
+	// The pprof parser gives a profile without a period type an empty
+	// one, never nil.
+	if p.PeriodType != nil && (p.PeriodType.Type != "" || p.PeriodType.Unit != "") {
+		return *p.PeriodType
+	}
+	if len(p.SampleType) == 0 {
+		return profile.ValueType{}
+	}
+	st := p.SampleType[0]
+	for _, s := range p.SampleType {
+		if s.Type == p.DefaultSampleType {
+			st = s
+		}
+	}
+	return profile.ValueType{Type: st.Type, Unit: st.Unit}
+}
+
+// DefaultTypeID is the profile type id a kind's main sample type lands
+// under, the one Grafana and pprof show by default
+// (process_cpu:cpu:nanoseconds:cpu:nanoseconds for cpu), or "" for a kind
+// profcap does not know.
+func DefaultTypeID(kind string) string {
+	types := KindSampleTypes(kind)
+	if len(types) == 0 {
+		return ""
+	}
+	return ProfileTypeID(MetricName(kind), types[mainSampleType(kind)], periodTypes[kind])
+}
+
+// KindSampleTypes lists the sample types profcap pushes for a kind, in
+// the order its collectors write them, or nil for a kind it does not know.
+func KindSampleTypes(kind string) []profile.ValueType {
+	vt := func(t, u string) profile.ValueType { return profile.ValueType{Type: t, Unit: u} }
+	switch kind {
+	case "cpu":
+		return []profile.ValueType{vt("samples", "count"), vt("cpu", "nanoseconds")}
+	case "wall":
+		return []profile.ValueType{vt("samples", "count"), vt("time", "nanoseconds")}
+	case "offcpu":
+		return []profile.ValueType{vt("offcpu", "nanoseconds")}
+	case "wakeup":
+		return []profile.ValueType{vt("wakeup", "nanoseconds")}
+	case "async":
+		return []profile.ValueType{vt("busy", "nanoseconds"), vt("scheduled", "nanoseconds"), vt("idle", "nanoseconds"), vt("polls", "count")}
+	case "heap":
+		return []profile.ValueType{vt("inuse_objects", "count"), vt("inuse_space", "bytes")}
+	case "allocs":
+		return []profile.ValueType{vt("alloc_objects", "count"), vt("alloc_space", "bytes")}
+	case "goroutine":
+		return []profile.ValueType{vt("goroutine", "count")}
+	case "mutex", "block":
+		return []profile.ValueType{vt("contentions", "count"), vt("delay", "nanoseconds")}
+	}
+	return nil
+}
+
+// mainSampleType is the index in KindSampleTypes of the kind's default
+// sample type: the last (the Go runtime's and pprof's default), but the
+// first for async (tokio-console's busy time).
+func mainSampleType(kind string) int {
+	if kind == "async" {
+		return 0
+	}
+	return len(KindSampleTypes(kind)) - 1
+}
+
+// NoStack is the frame given to samples without a stack (goroutines the
+// runtime could not unwind, a collector's "unknown"): Pyroscope drops
+// samples with no location, which would make its totals short of the
+// bundle's.
+const NoStack = "[no stack]"
+
+// Payload returns the item's profile gzipped as Prepare does.
 func Payload(dir string, it Item) ([]byte, error) {
+	pr, err := Prepare(dir, it)
+	if err != nil {
+		return nil, err
+	}
+	return pr.Bytes, nil
+}
+
+// Prepare loads the item's profile from the bundle in dir and returns it
+// as it is pushed (the file in the bundle stays as it is):
+//
+//   - TimeNanos and DurationNanos set to the item's time range;
+//   - for memory profiles only the half that belongs to the kind (in-use
+//     for heap, allocations for allocs), so that Grafana's memory:alloc_*
+//     and memory:inuse_* series each come from one kind and nothing is
+//     counted twice;
+//   - the period type of the kind's documented profile type ids
+//     (PeriodType);
+//   - sample label names made valid for Pyroscope (SanitizeLabelName; the
+//     server turns sample labels into series labels, and v1.6 refuses a
+//     name such as task.id); values made valid UTF-8;
+//   - a NoStack frame for samples without a stack, which the server
+//     would drop.
+func Prepare(dir string, it Item) (*Prepared, error) {
 	p, err := bundle.LoadProfile(dir, it.Path)
 	if err != nil {
 		return nil, err
@@ -255,23 +396,120 @@ func Payload(dir string, it Item) ([]byte, error) {
 	case "allocs":
 		keepSampleTypes(p, "alloc_")
 	}
-	if p.PeriodType == nil && len(p.SampleType) > 0 {
-		st := p.SampleType[0]
-		for _, s := range p.SampleType {
-			if s.Type == p.DefaultSampleType {
-				st = s
-			}
-		}
-		p.PeriodType = &profile.ValueType{Type: st.Type, Unit: st.Unit}
-	}
+	pt := PeriodType(it.Kind, p)
+	p.PeriodType = &pt
+	sanitizeSampleLabels(p)
+	fillEmptyStacks(p)
 	if err := p.CheckValid(); err != nil {
 		return nil, fmt.Errorf("%s: %w", it.Path, err)
 	}
-	var buf bytes.Buffer
-	if err := p.Write(&buf); err != nil { // Write gzips
+	pr := &Prepared{}
+	for i, st := range p.SampleType {
+		var sum int64
+		for _, s := range p.Sample {
+			if i < len(s.Value) {
+				sum += s.Value[i]
+			}
+		}
+		pr.Totals = append(pr.Totals, Total{Type: ProfileTypeID(it.Name, *st, pt), Value: sum})
+	}
+	var raw bytes.Buffer
+	if err := p.WriteUncompressed(&raw); err != nil {
 		return nil, fmt.Errorf("encoding %s: %w", it.Path, err)
 	}
-	return buf.Bytes(), nil
+	pr.Uncompressed = raw.Len()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(raw.Bytes()); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	pr.Bytes = buf.Bytes()
+	return pr, nil
+}
+
+// SanitizeLabelName maps s onto a label name Pyroscope accepts,
+// [a-zA-Z_][a-zA-Z0-9_]*: every other character becomes _, and a name
+// starting with a digit gets a _ in front (task.id becomes task_id, as
+// Pyroscope's own sanitizer since v1.14 does for dots).
+func SanitizeLabelName(s string) string { return sanitizeName(s) }
+
+// sanitizeSampleLabels renames sample labels Pyroscope would refuse and
+// makes their values valid UTF-8. Two names that sanitize alike in one
+// sample (task.id and task_id) are both kept, the renamed one with a
+// numbered suffix, so no value is lost. Numeric labels are left alone:
+// Pyroscope ignores them.
+func sanitizeSampleLabels(p *profile.Profile) {
+	for _, s := range p.Sample {
+		if len(s.Label) == 0 {
+			continue
+		}
+		keys := make([]string, 0, len(s.Label))
+		clean := true
+		for k, vs := range s.Label {
+			keys = append(keys, k)
+			if sanitizeName(k) != k {
+				clean = false
+			}
+			for _, v := range vs {
+				if !utf8.ValidString(v) {
+					clean = false
+				}
+			}
+		}
+		if clean {
+			continue
+		}
+		sort.Strings(keys)
+		out := make(map[string][]string, len(s.Label))
+		// Valid names first, so that a renamed one never takes their place.
+		for _, pass := range []bool{true, false} {
+			for _, k := range keys {
+				n := sanitizeName(k)
+				if (n == k) != pass {
+					continue
+				}
+				for i := 2; out[n] != nil; i++ {
+					n = sanitizeName(k) + "_" + strconv.Itoa(i)
+				}
+				vs := make([]string, len(s.Label[k]))
+				for i, v := range s.Label[k] {
+					vs[i] = strings.ToValidUTF8(v, "\uFFFD")
+				}
+				out[n] = vs
+			}
+		}
+		s.Label = out
+	}
+}
+
+// fillEmptyStacks gives samples without a location the NoStack frame.
+func fillEmptyStacks(p *profile.Profile) {
+	var loc *profile.Location
+	for _, s := range p.Sample {
+		if len(s.Location) > 0 {
+			continue
+		}
+		if loc == nil {
+			var maxFn, maxLoc uint64
+			for _, f := range p.Function {
+				maxFn = max(maxFn, f.ID)
+			}
+			for _, l := range p.Location {
+				maxLoc = max(maxLoc, l.ID)
+			}
+			fn := &profile.Function{ID: maxFn + 1, Name: NoStack, SystemName: NoStack}
+			p.Function = append(p.Function, fn)
+			loc = &profile.Location{ID: maxLoc + 1, Line: []profile.Line{{Function: fn}}}
+			if len(p.Mapping) > 0 {
+				loc.Mapping = p.Mapping[0]
+			}
+			p.Location = append(p.Location, loc)
+		}
+		s.Location = []*profile.Location{loc}
+	}
 }
 
 // keepSampleTypes drops the sample types not starting with prefix, unless

@@ -1,23 +1,14 @@
 package pyroscope
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
-	"net/url"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
@@ -42,6 +33,10 @@ const (
 	// to hide the round trip for bundles of hundreds of targets, few
 	// enough not to trip a server's per-tenant rate limit.
 	DefaultConcurrency = 4
+	// DefaultVerifyWait bounds the wait for accepted profiles to show in
+	// queries. A Pyroscope ingester answers for its head at once; the
+	// margin covers a loaded server and a distributor's retries.
+	DefaultVerifyWait = 15 * time.Second
 )
 
 // Options configure a push.
@@ -69,6 +64,18 @@ type Options struct {
 	Timeout     time.Duration // one attempt; 0 means DefaultTimeout
 	UserAgent   string        // e.g. "profcap/1.2.3"
 
+	// Verify queries the server back (querier.v1 SelectSeries, one query
+	// per profile type) and compares, per profile and profile type, the
+	// total it holds with the bundle's. Before sending, the same query
+	// finds what the server already holds (not sent again, whatever
+	// pushed.json says) and what it no longer holds (a server restarted
+	// without its data: sent again); after sending, it checks that what
+	// was accepted is stored. pushed.json records what was verified.
+	Verify bool
+	// VerifyWait bounds how long verification waits for accepted profiles
+	// to show in queries; 0 means DefaultVerifyWait.
+	VerifyWait time.Duration
+
 	// Progress, if set, is called once per profile as its outcome is known
 	// (calls are serialized).
 	Progress func(Result)
@@ -81,6 +88,7 @@ type Status string
 const (
 	StatusPushed   Status = "pushed"
 	StatusSkipped  Status = "skipped"    // pushed.json says it already went
+	StatusStored   Status = "stored"     // not sent: the server already holds it (Options.Verify)
 	StatusDryRun   Status = "would push" // dry run
 	StatusFailed   Status = "failed"
 	StatusNotTried Status = "not tried" // the push stopped first (cancelled, credentials rejected)
@@ -93,6 +101,14 @@ type Result struct {
 	Bytes  int // gzipped pprof payload; 0 when not prepared
 	Tries  int
 	Err    error
+	// Checks compare the bundle's totals with the server's, per profile
+	// type, when the server was queried (Options.Verify); Verified is set
+	// when they are all equal.
+	Checks   []Check
+	Verified bool
+	// Resent is set when pushed.json said the profile went but the server
+	// no longer held it, so it was sent again.
+	Resent bool
 }
 
 // Report is the outcome of a push.
@@ -100,9 +116,39 @@ type Report struct {
 	Server  string // redacted base URL
 	Tenant  string
 	Results []Result // in manifest order
+	// ServerInfo is who answered at Server (build, start), as far as it
+	// says.
+	ServerInfo ServerInfo
+	// Notes are what the push noticed and did about it, for the user: the
+	// server is not the one pushed.json recorded, what it holds could not
+	// be checked.
+	Notes []string
 	// StateErr is set when pushed.json could not be written: the push
 	// itself went through, but a re-run would send the profiles again.
 	StateErr error
+}
+
+// Verified returns how many profiles the server gave back whole.
+func (r *Report) Verified() int {
+	n := 0
+	for _, res := range r.Results {
+		if res.Verified {
+			n++
+		}
+	}
+	return n
+}
+
+// Resent returns how many profiles were sent again because the server no
+// longer held them.
+func (r *Report) Resent() int {
+	n := 0
+	for _, res := range r.Results {
+		if res.Resent && res.Status == StatusPushed {
+			n++
+		}
+	}
+	return n
 }
 
 // Count returns how many results have status s.
@@ -145,7 +191,11 @@ func (e *PushError) Error() string {
 	default:
 		fmt.Fprintf(&b, "pushing to %s", e.Server)
 	}
-	fmt.Fprintf(&b, "; %d of %d profiles did not go", len(e.Failed), e.Total)
+	if n := countUnverified(e.Failed); n > 0 {
+		fmt.Fprintf(&b, "; %d of %d profiles did not go or are not stored as sent", len(e.Failed), e.Total)
+	} else {
+		fmt.Fprintf(&b, "; %d of %d profiles did not go", len(e.Failed), e.Total)
+	}
 	// Profiles that failed alike are listed together.
 	var msgs []string
 	names := map[string][]string{}
@@ -193,6 +243,17 @@ func (e *PushError) Error() string {
 const maxListed = 8
 
 func (e *PushError) Unwrap() error { return e.Cause }
+
+func countUnverified(rs []Result) int {
+	n := 0
+	for _, r := range rs {
+		var ve *VerifyError
+		if errors.As(r.Err, &ve) {
+			n++
+		}
+	}
+	return n
+}
 
 func countStatus(rs []Result, s Status) int {
 	n := 0
@@ -258,10 +319,13 @@ func (e *AuthError) Error() string {
 }
 
 // Push sends the profiles of the bundle in dir to the server in opts. It
-// returns a report of every profile and, when some did not go, a
-// *PushError. Profiles already pushed to the same server and tenant
-// (pushed.json) are skipped unless opts.Force. Only pushed.json is written
-// in the bundle; nothing else changes.
+// returns a report of every profile and, when some did not go (or, with
+// opts.Verify, are not stored as sent), a *PushError. Profiles already
+// pushed to the same server and tenant (pushed.json) are skipped unless
+// opts.Force; with opts.Verify, or when the server is not the one
+// pushed.json recorded (ServerInfo), what the server holds decides
+// instead. Only pushed.json is written in the bundle; nothing else
+// changes.
 func Push(ctx context.Context, dir string, opts Options) (*Report, error) {
 	m, err := bundle.Read(dir)
 	if err != nil {
@@ -275,7 +339,10 @@ func Push(ctx context.Context, dir string, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Server: p.server, Tenant: p.creds.Tenant, Results: make([]Result, len(items))}
+	rep := &Report{Server: p.server, Tenant: p.tenant, Results: make([]Result, len(items))}
+	for i, it := range items {
+		rep.Results[i] = Result{Item: it}
+	}
 	var state *State
 	if p.server != "" {
 		state, err = ReadState(dir)
@@ -286,21 +353,12 @@ func Push(ctx context.Context, dir string, opts Options) (*Report, error) {
 			state = &State{Schema: StateSchema}
 		}
 	}
-	var todo []int
-	for i, it := range items {
-		rep.Results[i] = Result{Item: it}
-		if state != nil && !opts.Force && state.Pushed(p.server, p.creds.Tenant, it.ID) {
-			rep.Results[i].Status = StatusSkipped
-			p.progress(rep.Results[i])
-			continue
-		}
-		todo = append(todo, i)
-	}
 	if opts.DryRun {
-		for _, i := range todo {
+		for i := range rep.Results {
 			r := &rep.Results[i]
-			payload, err := Payload(dir, r.Item)
-			if err != nil {
+			if state != nil && !opts.Force && state.Pushed(p.server, p.tenant, r.ID) {
+				r.Status = StatusSkipped
+			} else if payload, err := Payload(dir, r.Item); err != nil {
 				r.Status, r.Err = StatusFailed, err
 			} else {
 				r.Status, r.Bytes = StatusDryRun, len(payload)
@@ -310,13 +368,76 @@ func Push(ctx context.Context, dir string, opts Options) (*Report, error) {
 		return rep, failures(rep, p.server, nil)
 	}
 
+	// Who answers at the URL, and whether it is who pushed.json saw.
+	rep.ServerInfo = p.conn.info(ctx)
+	probe := opts.Verify
+	if d := state.destination(p.server, p.tenant, false); !probe && d != nil && len(d.Profiles) > 0 &&
+		d.ServerInfo != nil && d.ServerInfo.Known() && rep.ServerInfo.Known() && !d.ServerInfo.Same(rep.ServerInfo) {
+		probe = true
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s is not the server pushed.json recorded (%s then, %s now): checking what it holds", p.server, d.ServerInfo, rep.ServerInfo))
+	}
+	// stored[i] is what the server holds of item i, nil when not asked.
+	var stored [][]Check
+	if probe && !opts.Force {
+		stored, err = p.check(ctx, dir, m.ID, items, nil, 0)
+		if err != nil {
+			if opts.Verify || ctx.Err() != nil {
+				return rep, err
+			}
+			rep.Notes = append(rep.Notes, fmt.Sprintf("could not check what it holds (%v): trusting pushed.json", err))
+			stored = nil
+		}
+	}
+	now := func() string { return time.Now().UTC().Format(time.RFC3339) }
+	var todo []int
+	for i, it := range items {
+		r := &rep.Results[i]
+		rec := state.find(p.server, p.tenant, it.ID)
+		switch {
+		case opts.Force:
+			todo = append(todo, i)
+			continue
+		case stored != nil && stored[i] != nil: // nil: not prepared, the push reports why
+			r.Checks = stored[i]
+			switch holds(stored[i]) {
+			case holdsAll:
+				if empty(stored[i]) && rec == nil {
+					todo = append(todo, i) // nothing to find: send it, harmlessly
+					continue
+				}
+				r.Status, r.Verified = StatusStored, true
+				if rec != nil {
+					r.Status = StatusSkipped
+				}
+				state.record(p.server, p.tenant, verifiedRecord(rec, it, stored[i], now()))
+			case holdsNone:
+				r.Resent = rec != nil
+				todo = append(todo, i)
+				continue
+			default:
+				r.Status, r.Err = StatusFailed, &VerifyError{Server: p.server, Checks: stored[i], Before: true}
+			}
+		case rec != nil:
+			r.Status = StatusSkipped
+		default:
+			todo = append(todo, i)
+			continue
+		}
+		p.progress(*r)
+	}
+
 	// stop ends the push early on a fatal error (credentials rejected).
 	pctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	var (
-		mu       sync.Mutex // guards state, lastSave, rep.StateErr
+		mu       sync.Mutex // guards state, lastSave, dirty, rep.StateErr, refusedOld
 		lastSave = time.Now()
 		dirty    bool
+		// refusedOld is the newest start the server refused as older than
+		// its ingestion window, with the refusal: every profile at least
+		// as old is refused too, so it is not sent.
+		refusedOld    time.Time
+		refusedOldErr error
 	)
 	save := func(force bool) {
 		if !dirty || (!force && time.Since(lastSave) < time.Second) {
@@ -330,6 +451,9 @@ func Push(ctx context.Context, dir string, opts Options) (*Report, error) {
 		}
 		lastSave = time.Now()
 	}
+	// pushed lists the profiles the server accepted, for verifying.
+	var pushed []int
+	totals := make([][]Total, len(items))
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for w := 0; w < min(p.concurrency, len(todo)); w++ {
@@ -342,29 +466,48 @@ func Push(ctx context.Context, dir string, opts Options) (*Report, error) {
 						p.progress(*r)
 						continue
 					}
-					payload, err := Payload(dir, r.Item)
+					mu.Lock()
+					old, oldErr := refusedOld, refusedOldErr
+					mu.Unlock()
+					if oldErr != nil && !r.Start.After(old) {
+						r.Status, r.Err = StatusFailed, oldErr
+						p.progress(*r)
+						continue
+					}
+					pr, err := Prepare(dir, r.Item)
 					if err != nil {
 						r.Status, r.Err = StatusFailed, err
 						p.progress(*r)
 						continue
 					}
-					r.Bytes = len(payload)
-					r.Tries, err = p.pushOne(pctx, r.Item, payload)
+					r.Bytes = len(pr.Bytes)
+					r.Tries, err = p.pushOne(pctx, r.Item, pr.Bytes)
 					if err != nil {
 						r.Status, r.Err = StatusFailed, err
 						if isFatal(err) {
 							stop(err)
+						}
+						if tooOld(err) {
+							mu.Lock()
+							if r.Start.After(refusedOld) || refusedOldErr == nil {
+								refusedOld, refusedOldErr = r.Start, err
+							}
+							mu.Unlock()
 						}
 						p.progress(*r)
 						continue
 					}
 					r.Status = StatusPushed
 					mu.Lock()
-					state.record(p.server, p.creds.Tenant, PushedProfile{ID: r.ID, Target: r.Target, Kind: r.Kind, Pushed: time.Now().UTC().Format(time.RFC3339)})
+					totals[i] = pr.Totals
+					pushed = append(pushed, i)
+					state.record(p.server, p.tenant, PushedProfile{ID: r.ID, Target: r.Target, Kind: r.Kind, Pushed: now()})
 					dirty = true
 					save(false)
 					mu.Unlock()
-					p.progress(*r)
+					if !opts.Verify {
+						p.progress(*r)
+					}
 				}
 			})
 		})
@@ -374,7 +517,46 @@ func Push(ctx context.Context, dir string, opts Options) (*Report, error) {
 	}
 	close(work)
 	wg.Wait()
+
+	// What was accepted is stored: query it back.
+	if opts.Verify && len(pushed) > 0 && pctx.Err() == nil {
+		wait := orDefault(opts.VerifyWait, DefaultVerifyWait)
+		got, err := p.check(pctx, dir, m.ID, items, totals, wait)
+		for _, i := range pushed {
+			r := &rep.Results[i]
+			switch {
+			case err != nil:
+				r.Err = err // accepted, but not verified: still a failure of --verify
+				r.Status = StatusFailed
+			case holds(got[i]) == holdsAll:
+				r.Checks, r.Verified = got[i], true
+				state.record(p.server, p.tenant, verifiedRecord(state.find(p.server, p.tenant, r.ID), r.Item, got[i], now()))
+			default:
+				r.Checks = got[i]
+				r.Status, r.Err = StatusFailed, &VerifyError{Server: p.server, Checks: got[i]}
+				if holds(got[i]) == holdsNone {
+					// Accepted but not stored: not "already pushed".
+					state.forget(p.server, p.tenant, r.ID)
+				}
+			}
+			p.progress(*r)
+		}
+		mu.Lock()
+		dirty = true
+		mu.Unlock()
+	} else if opts.Verify {
+		for _, i := range pushed {
+			p.progress(rep.Results[i])
+		}
+	}
 	mu.Lock()
+	if rep.ServerInfo.Known() && (len(pushed) > 0 || stored != nil) {
+		d := state.destination(p.server, p.tenant, true)
+		info := rep.ServerInfo
+		d.ServerInfo = &info
+		dirty = true
+	}
+	dirty = dirty || stored != nil
 	save(true)
 	mu.Unlock()
 	var cause error
@@ -382,6 +564,21 @@ func Push(ctx context.Context, dir string, opts Options) (*Report, error) {
 		cause = context.Cause(pctx)
 	}
 	return rep, failures(rep, p.server, cause)
+}
+
+// verifiedRecord is the pushed.json record of a profile the server gave
+// back whole.
+func verifiedRecord(rec *PushedProfile, it Item, checks []Check, now string) PushedProfile {
+	out := PushedProfile{ID: it.ID, Target: it.Target, Kind: it.Kind, Pushed: now}
+	if rec != nil {
+		out.Pushed = rec.Pushed
+	}
+	out.Verified = now
+	out.Totals = map[string]int64{}
+	for _, c := range checks {
+		out.Totals[c.Type] = c.Bundle
+	}
+	return out
 }
 
 func failures(rep *Report, server string, cause error) error {
@@ -401,75 +598,36 @@ func failures(rep *Report, server string, cause error) error {
 }
 
 type pusher struct {
+	conn        *conn  // nil for a dry run without a server
 	server      string // base URL without credentials
-	host        string
-	creds       Credentials
+	tenant      string
 	client      pushv1connect.PusherServiceClient
+	query       *Client
 	concurrency int
-	tries       int
-	minBackoff  time.Duration
-	maxBackoff  time.Duration
-	timeout     time.Duration
 	progressMu  sync.Mutex
 	progressFn  func(Result)
 }
 
 func newPusher(opts Options) (*pusher, error) {
 	p := &pusher{
-		creds:       opts.Credentials,
 		concurrency: orDefault(opts.Concurrency, DefaultConcurrency),
-		tries:       orDefault(opts.Tries, DefaultTries),
-		minBackoff:  orDefault(opts.MinBackoff, DefaultMinBackoff),
-		maxBackoff:  orDefault(opts.MaxBackoff, DefaultMaxBackoff),
-		timeout:     orDefault(opts.Timeout, DefaultTimeout),
 		progressFn:  opts.Progress,
-	}
-	if p.maxBackoff < p.minBackoff {
-		p.maxBackoff = p.minBackoff
+		tenant:      opts.Credentials.Tenant,
 	}
 	if opts.DryRun && opts.Server == "" {
 		return p, nil
 	}
-	base, user, err := parseServer(opts.Server)
+	c, err := newConn(connOptions{
+		Server: opts.Server, Credentials: opts.Credentials, HTTPClient: opts.HTTPClient, UserAgent: opts.UserAgent,
+		Tries: opts.Tries, MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff, Timeout: opts.Timeout,
+	})
 	if err != nil {
 		return nil, err
 	}
-	if user != nil {
-		if p.creds.Token != "" || p.creds.Username != "" {
-			return nil, fmt.Errorf("server URL %s carries credentials and others were given too; give one", RedactURL(opts.Server))
-		}
-		p.creds.Username = user.Username()
-		p.creds.Password, _ = user.Password()
-	}
-	if err := p.creds.validate(); err != nil {
-		return nil, err
-	}
-	p.server = base
-	u, _ := url.Parse(base)
-	p.host = u.Host
-	if opts.DryRun {
-		return p, nil
-	}
-	hc := opts.HTTPClient
-	if hc == nil {
-		hc = &http.Client{}
-	}
-	next := hc.Transport
-	if next == nil {
-		next = http.DefaultTransport
-	}
-	c := *hc
-	c.Transport = &transport{next: next, host: p.host, creds: p.creds, userAgent: opts.UserAgent}
-	p.client = pushv1connect.NewPusherServiceClient(&c, base)
+	p.conn, p.server = c, c.server
+	p.client = pushv1connect.NewPusherServiceClient(c.hc, c.server)
+	p.query = newClient(c)
 	return p, nil
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 func (p *pusher) progress(r Result) {
@@ -492,148 +650,15 @@ func (p *pusher) pushOne(ctx context.Context, it Item, payload []byte) (int, err
 		Labels:  labels,
 		Samples: []*pushv1.RawSample{{RawProfile: payload, ID: it.ID}},
 	}}}
-	backoff := p.minBackoff
-	for try := 1; ; try++ {
-		rec := &response{}
-		actx, cancel := context.WithTimeout(context.WithValue(ctx, responseKey{}, rec), p.timeout)
-		_, err := p.client.Push(actx, connect.NewRequest(msg))
-		cancel()
-		if err == nil {
-			return try, nil
-		}
-		if ctx.Err() != nil {
-			return try, context.Cause(ctx)
-		}
-		err, retry := p.classify(err, rec)
-		if !retry || try >= p.tries {
-			if retry {
-				err = fmt.Errorf("%w (gave up after %d tries)", err, try)
-			}
-			return try, err
-		}
-		// Up to 25% jitter keeps the workers from retrying in lockstep.
-		wait := backoff + time.Duration(rand.Int64N(int64(backoff)/4+1))
-		if rec.retryAfter > wait {
-			wait = min(rec.retryAfter, p.maxBackoff)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return try, context.Cause(ctx)
-		case <-t.C:
-		}
-		backoff = min(backoff*2, p.maxBackoff)
-	}
-}
-
-// classify turns a failed attempt into the error reported and whether to
-// try again: 5xx, 429 and connection errors are retried; other 4xx are the
-// request's fault and are not.
-func (p *pusher) classify(err error, rec *response) (error, bool) {
-	msg := err.Error()
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		msg = ce.Message()
-	}
-	if rec.status != 0 {
-		// For a body that is not a connect error (a proxy's or a plain
-		// server's text) connect gives only the status: use the body.
-		generic := fmt.Sprintf("%d %s", rec.status, http.StatusText(rec.status))
-		if msg == "" || strings.HasPrefix(msg, "HTTP status ") || msg == generic || msg == http.StatusText(rec.status) {
-			msg = rec.body
-		}
-		he := HTTPError{Server: p.server, Status: rec.status, Message: msg}
-		switch {
-		case rec.status == http.StatusUnauthorized || rec.status == http.StatusForbidden:
-			return &AuthError{HTTPError: he, Credentials: p.creds.String()}, false
-		case rec.status == http.StatusNotFound:
-			he.Message = strings.TrimSpace(he.Message + " (is " + p.server + " a Pyroscope server? it has no " + pushv1connect.PusherServicePushProcedure + ")")
-			return &he, false
-		case rec.status >= 500 || rec.status == http.StatusTooManyRequests:
-			return &he, true
-		case rec.status >= 400:
-			return &he, false
-		}
-		// A 2xx or 3xx that is not a valid push response.
-		return fmt.Errorf("unexpected response (HTTP %d): %v", rec.status, err), false
-	}
-	// No response: the connection failed or the attempt timed out.
-	inner := err
-	if ce != nil && ce.Unwrap() != nil {
-		inner = ce.Unwrap()
-	}
-	var certErr *tls.CertificateVerificationError
-	var unknownCA x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	if errors.As(err, &certErr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr) {
-		return &FatalError{fmt.Errorf("connecting to %s: %v (trust its CA with --ca-file)", p.server, inner)}, false
-	}
-	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
-		return &FatalError{fmt.Errorf("connecting to %s: %v", p.server, dnsErr)}, false
-	}
-	return fmt.Errorf("connecting to %s: %v", p.server, inner), true
-}
-
-// response records what the server answered to one attempt: the connect
-// client maps HTTP statuses onto its codes, and retrying needs the status.
-type response struct {
-	status     int
-	retryAfter time.Duration
-	body       string // start of a non-connect error body
-}
-
-// maxMessage bounds how much of an error body is quoted.
-const maxMessage = 512
-
-// printable reduces an error body to one line of text.
-func printable(b []byte) string {
-	s := strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f || r == utf8.RuneError {
-			return ' '
-		}
-		return r
-	}, string(b))
-	return strings.Join(strings.Fields(s), " ")
-}
-
-type responseKey struct{}
-
-// transport adds the credentials, the tenant and the user agent to requests
-// to the server's host (not to a host a redirect leads to) and records
-// each response's status.
-type transport struct {
-	next      http.RoundTripper
-	host      string
-	creds     Credentials
-	userAgent string
-}
-
-func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	if r.URL.Host == t.host {
-		t.creds.header(r.Header)
-	}
-	if t.userAgent != "" {
-		r.Header.Set("User-Agent", t.userAgent)
-	}
-	resp, err := t.next.RoundTrip(r)
-	if rec, ok := r.Context().Value(responseKey{}).(*response); ok && err == nil {
-		rec.status = resp.StatusCode
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-			rec.retryAfter = time.Duration(s) * time.Second
-		}
-		if resp.StatusCode >= 300 && !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-			// Keep the start of a plain error body for the message; the
-			// client still reads the whole body.
-			head, _ := io.ReadAll(io.LimitReader(resp.Body, maxMessage))
-			rec.body = printable(head)
-			resp.Body = struct {
-				io.Reader
-				io.Closer
-			}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	tries, err := p.conn.retry(ctx, pushProcedure, func(ctx context.Context) error {
+		_, err := p.client.Push(ctx, connect.NewRequest(msg))
+		return err
+	})
+	var he *HTTPError
+	if errors.As(err, &he) {
+		if le := limitFor(he, it.Start); le != nil {
+			err = le
 		}
 	}
-	return resp, err
+	return tries, err
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -31,9 +32,12 @@ type State struct {
 // Destination is one server (and tenant) the bundle was pushed to. Server
 // is the base URL without credentials, query or fragment.
 type Destination struct {
-	Server   string          `json:"server"`
-	Tenant   string          `json:"tenant,omitempty"`
-	Profiles []PushedProfile `json:"profiles"`
+	Server string `json:"server"`
+	Tenant string `json:"tenant,omitempty"`
+	// ServerInfo is the server as last seen (build, start time): a server
+	// that differs may not hold what this one accepted.
+	ServerInfo *ServerInfo     `json:"server_info,omitempty"`
+	Profiles   []PushedProfile `json:"profiles"`
 }
 
 // PushedProfile is one profile the server accepted.
@@ -41,7 +45,13 @@ type PushedProfile struct {
 	ID     string `json:"id"`
 	Target string `json:"target"`
 	Kind   string `json:"kind"`
-	Pushed string `json:"pushed"` // RFC 3339
+	Pushed string `json:"pushed"` // RFC 3339; when it was accepted (or, if it was found already stored, first seen there)
+	// Verified is when the server was last queried and gave back the
+	// profile's totals, Totals those totals by profile type id (the
+	// bundle's, which the server's equalled). Both are empty when it was
+	// never verified.
+	Verified string           `json:"verified,omitempty"`
+	Totals   map[string]int64 `json:"totals,omitempty"`
 }
 
 // ReadState reads the bundle's push state; a bundle never pushed has an
@@ -81,16 +91,30 @@ func (s *State) destination(server, tenant string, create bool) *Destination {
 
 // Pushed reports whether the profile id went to server and tenant.
 func (s *State) Pushed(server, tenant, id string) bool {
+	return s.find(server, tenant, id) != nil
+}
+
+// find returns the record of profile id at server and tenant, or nil.
+func (s *State) find(server, tenant, id string) *PushedProfile {
 	d := s.destination(server, tenant, false)
 	if d == nil {
-		return false
+		return nil
 	}
-	for _, p := range d.Profiles {
-		if p.ID == id {
-			return true
+	for i := range d.Profiles {
+		if d.Profiles[i].ID == id {
+			return &d.Profiles[i]
 		}
 	}
-	return false
+	return nil
+}
+
+// forget removes the record of profile id at server and tenant.
+func (s *State) forget(server, tenant, id string) {
+	d := s.destination(server, tenant, false)
+	if d == nil {
+		return
+	}
+	d.Profiles = slices.DeleteFunc(d.Profiles, func(p PushedProfile) bool { return p.ID == id })
 }
 
 func (s *State) record(server, tenant string, p PushedProfile) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html/template"
 	"math"
+	"math/rand/v2"
 	"regexp"
 	"sort"
 
@@ -14,21 +15,40 @@ import (
 	"github.com/profcap/profcap/internal/pprofutil"
 )
 
-// An outlier row compares one instance with the merge of its peers (the
-// other instances of the same role) over the same window.
+// Outliers: each instance of a role against the other instances of that
+// role, over the same window. On-CPU time is compared by the first frame
+// of user code it ran for; waiting kinds (wall clock, off-CPU, block,
+// await points, async idle time) by the code that waits (attr.go), idle
+// stacks left out. Distances between distributions estimated from a few
+// dozen samples are mostly noise (two identical orchestrators with 26
+// samples each differed by 70 points of total variation), so every row
+// carries its sample count, the distance sampling alone gives at that
+// count, and a permutation test (stats.go); only an instance beyond both
+// is said to differ.
+
+// An outlier row compares one instance with its role.
 type outlier struct {
-	Target string
-	Score  float64 // half the L1 distance between self-time shares: 0 same shape, 100 nothing in common
-	Grew   string  // the function whose share grew most
-	GrewBy float64 // by how many percentage points
-	Graph  template.HTML
-	Error  string
+	Target   string
+	Samples  int     // counts tested
+	Distance float64 // points
+	Noise    float64 // points
+	Score    float64 // Distance − Noise, points, at least 0
+	P        float64
+	Differs  bool
+	TooFew   bool   // too few samples to compare
+	Function string // the function whose share differs most
+	Share    float64
+	Base     float64
+	Graph    template.HTML
+	Error    string
 }
 
 type outlierGroup struct {
-	Role string
-	Kind bundle.Kind
-	Rows []outlier
+	Role      string
+	Kind      bundle.Kind
+	Basis     string // what is compared, for the heading
+	Rows      []outlier
+	Threshold float64 // p below which an instance differs
 }
 
 var instanceSuffix = regexp.MustCompile(`-\d+$`)
@@ -42,13 +62,27 @@ func roleOf(t *bundle.Target) string {
 	return instanceSuffix.ReplaceAllString(t.Name, "")
 }
 
-// outlierKinds are compared per instance; instant snapshots (heap,
-// goroutine) say less about a window and are left out to keep the page light.
-var outlierKinds = map[bundle.Kind]bool{bundle.CPU: true, bundle.Wall: true, bundle.OffCPU: true, bundle.Async: true}
+// outlierKinds are compared per instance, with the sample type compared.
+// Instant snapshots (heap, goroutine) say less about a window.
+var outlierKinds = []struct {
+	Kind       bundle.Kind
+	SampleType string
+}{{bundle.CPU, ""}, {bundle.Wall, ""}, {bundle.OffCPU, ""}, {bundle.Block, "delay"}, {bundle.Async, "idle"}, {bundle.Await, ""}, {bundle.Wakeup, ""}}
+
+// Outlier thresholds: an instance differs when its permutation p-value is
+// under differP (no more than two of 1,999 random sets of its size were as
+// far from the rest) and its distance exceeds the noise by minScore
+// points: with thousands of samples a test finds differences too small to
+// matter.
+const (
+	differP  = 0.002
+	minScore = 10
+)
 
 // outliers builds, for every role with at least two instances and every
-// time kind, each instance diffed against the merge of its peers.
-func outliers(dir string, m *bundle.Manifest) []outlierGroup {
+// compared kind, each instance against its role. graphs adds a diff flame
+// graph per instance (the page has them, the summary does not need them).
+func outliers(dir string, m *bundle.Manifest, graphs bool) []outlierGroup {
 	groups := map[string][]*bundle.Target{}
 	var roles []string
 	for _, t := range m.Targets {
@@ -64,110 +98,234 @@ func outliers(dir string, m *bundle.Manifest) []outlierGroup {
 		if len(members) < 2 {
 			continue
 		}
-		for _, mg := range m.Merged {
-			if !outlierKinds[mg.Kind] {
+		for _, ok := range outlierKinds {
+			if _, merged := m.MergedPath(ok.Kind); !merged {
 				continue
 			}
-			if g := outlierGroupFor(dir, role, mg.Kind, members); len(g.Rows) >= 2 {
+			if g := outlierGroupFor(dir, role, ok.Kind, ok.SampleType, members, graphs); len(g.Rows) >= 2 {
 				out = append(out, g)
 			}
 		}
 	}
+	// The groups with an instance that differs first, most different first.
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].Rows[0], out[j].Rows[0]
+		if a.Differs != b.Differs {
+			return a.Differs
+		}
+		return a.Score > b.Score
+	})
 	return out
 }
 
-func outlierGroupFor(dir, role string, kind bundle.Kind, members []*bundle.Target) outlierGroup {
-	g := outlierGroup{Role: role, Kind: kind}
-	type inst struct {
-		name string
-		p    *profile.Profile
+// instanceObs is one instance's observations.
+type instanceObs struct {
+	name string
+	p    *profile.Profile
+	obs  []obs
+}
+
+// keys interns the keys of one group.
+type keys struct {
+	ids   map[string]int
+	names []string
+}
+
+func (k *keys) id(name string) int {
+	if i, ok := k.ids[name]; ok {
+		return i
 	}
-	var insts []inst
-	var all *profile.Profile
+	k.ids[name] = len(k.names)
+	k.names = append(k.names, name)
+	return len(k.names) - 1
+}
+
+func outlierGroupFor(dir, role string, kind bundle.Kind, sampleType string, members []*bundle.Target, graphs bool) outlierGroup {
+	g := outlierGroup{Role: role, Kind: kind, Threshold: differP}
+	switch {
+	case kind == bundle.CPU:
+		g.Basis = "on-CPU time by the first frame of user code: the runtime, libraries and kernel it calls count as its own"
+	case kind == bundle.Async:
+		g.Basis = "idle (waiting) time by task"
+	default:
+		g.Basis = "waiting time by the code that waits, idle left out"
+	}
+	ks := &keys{ids: map[string]int{}}
+	var insts []instanceObs
 	for _, t := range members {
-		for _, p := range t.Profiles {
-			if p.Kind != kind || p.Path == "" {
-				continue
-			}
-			pr, err := bundle.LoadProfile(dir, p.Path)
-			if err != nil {
-				continue
-			}
-			insts = append(insts, inst{t.Name, pr})
-			if all == nil {
-				all = pr.Copy()
-			} else if mg, err := pprofutil.Merge(all, pr); err == nil {
-				all = mg
-			}
-		}
-	}
-	if len(insts) < 2 || all == nil {
-		return g
-	}
-	idx, err := pprofutil.SampleIndex(all, "")
-	if err != nil {
-		return g
-	}
-	for _, in := range insts {
-		row := outlier{Target: in.name}
-		peers, err := pprofutil.Delta(in.p, all) // everyone but this instance
-		if err != nil {
-			row.Error = err.Error()
-			g.Rows = append(g.Rows, row)
+		pr := t.Profile(kind)
+		if pr == nil || pr.Path == "" {
 			continue
 		}
-		row.Score, row.Grew, row.GrewBy = distance(in.p, peers, idx)
-		opt := flame.Options{Title: fmt.Sprintf("%s %s vs its %d peers", in.name, kind, len(insts)-1)}
-		if t, err := flame.NewDiffTree(peers, in.p, opt); err != nil {
-			row.Error = err.Error()
-		} else if h, err := flame.Embed(fmt.Sprintf("outlier-%s-%s", kind, in.name), t, opt); err != nil {
-			row.Error = err.Error()
-		} else {
-			row.Graph = h
+		p, err := bundle.LoadProfile(dir, pr.Path)
+		if err != nil {
+			continue
+		}
+		o, err := observations(kind, sampleType, p, ks, seedOf(role, string(kind), t.Name))
+		if err != nil || len(o) == 0 {
+			continue
+		}
+		insts = append(insts, instanceObs{name: t.Name, p: p, obs: o})
+	}
+	if len(insts) < 2 {
+		return g
+	}
+	all := make([][]obs, len(insts))
+	for i := range insts {
+		all[i] = insts[i].obs
+	}
+	peers := peerSets(all, len(ks.names))
+	for i, in := range insts {
+		var ps [][]obs
+		for _, j := range peers[i] {
+			ps = append(ps, all[j])
+		}
+		f := compare(in.obs, ps, len(ks.names), seedOf(role, string(kind), in.name, "perm"))
+		row := outlier{Target: in.name, Samples: f.N, Distance: 100 * f.Distance, Noise: 100 * f.Noise, P: f.P,
+			Share: f.Share, Base: f.Base}
+		if f.Worst >= 0 {
+			row.Function = ks.names[f.Worst]
+		}
+		row.Score = math.Max(0, row.Distance-row.Noise)
+		row.Differs = f.P < g.Threshold && row.Score >= minScore
+		row.TooFew = f.N < minObs || f.Cells < 2
+		if graphs {
+			row.Graph, row.Error = peerDiff(insts, i, kind, sampleType)
 		}
 		g.Rows = append(g.Rows, row)
 	}
-	sort.SliceStable(g.Rows, func(i, j int) bool { return g.Rows[i].Score > g.Rows[j].Score })
+	sort.SliceStable(g.Rows, func(i, j int) bool {
+		a, b := g.Rows[i], g.Rows[j]
+		if a.Differs != b.Differs {
+			return a.Differs
+		}
+		if a.Score != b.Score {
+			return a.Score > b.Score
+		}
+		return a.P < b.P
+	})
 	return g
 }
 
-// distance compares the self-time shares by function of a and b: half the
-// L1 distance in percent (0: the same shape; 100: nothing in common), and
-// the function whose share grew most in a.
-func distance(a, b *profile.Profile, idx int) (score float64, grew string, by float64) {
-	sa, ta := selfShares(a, idx)
-	sb, tb := selfShares(b, idx)
-	if ta == 0 || tb == 0 {
-		return 0, "", 0
-	}
-	seen := map[string]bool{}
-	sum := 0.0
-	for f, v := range sa {
-		seen[f] = true
-		d := v/ta - sb[f]/tb
-		sum += math.Abs(d)
-		if d*100 > by {
-			grew, by = f, d*100
-		}
-	}
-	for f, v := range sb {
-		if !seen[f] {
-			sum += v / tb
-		}
-	}
-	return 50 * sum, grew, by
-}
+// minObs is the fewest observations an instance needs for a comparison
+// worth reading; fewer are said to be too few.
+const minObs = 20
 
-func selfShares(p *profile.Profile, idx int) (map[string]float64, float64) {
-	m := map[string]float64{}
-	total := 0.0
+// observations are a profile's observations for the outlier test, keys
+// interned in ks: one per on-CPU sampling tick, √c for a record of c
+// wall-clock ticks, blocking events (block, mutex) or tasks (async), else
+// one per recorded stack (off-CPU, await), each carrying its share of the
+// record's value.
+func observations(kind bundle.Kind, sampleType string, p *profile.Profile, ks *keys, seed uint64) ([]obs, error) {
+	idx, err := pprofutil.SampleIndex(p, sampleType)
+	if err != nil {
+		if sampleType == "" {
+			return nil, err
+		}
+		if idx, err = pprofutil.SampleIndex(p, ""); err != nil {
+			return nil, err
+		}
+	}
+	ci := -1
+	if kind == bundle.CPU || kind == bundle.Wall || kind == bundle.Block || kind == bundle.Mutex {
+		ci = countIndex(p)
+	}
+	a := newAttributor(kind)
+	type rec struct {
+		key int
+		v   float64
+		c   int64
+	}
+	var recs []rec
+	var total int64
 	for _, s := range p.Sample {
-		if idx >= len(s.Value) || len(s.Location) == 0 {
+		v := s.Value[idx]
+		if v <= 0 {
 			continue
 		}
-		v := float64(s.Value[idx])
-		total += v
-		m[locationNames(s.Location[0])[0]] += v
+		var key string
+		switch kind {
+		case bundle.CPU:
+			key, _ = waiter(a.frames(s))
+		case bundle.Async:
+			key = a.attribute(s).Key
+		default:
+			at := a.attribute(s)
+			if at.Idle != "" || !at.Wait {
+				continue
+			}
+			key = at.Key
+		}
+		c := int64(1)
+		switch {
+		case ci >= 0 && s.Value[ci] > 0 && kind == bundle.CPU:
+			c = s.Value[ci]
+		case ci >= 0 && s.Value[ci] > 0:
+			// Wall-clock ticks and blocking events of one stack are not
+			// independent (a wait spans many ticks of the goroutine that
+			// waits, contention comes in bursts of events), nor are they
+			// one observation (a record sums the whole window): a record
+			// of c counts as √c observations. On-CPU ticks of a function
+			// come from many short runs and count one each.
+			c = int64(math.Ceil(math.Sqrt(float64(s.Value[ci]))))
+		case kind == bundle.Async && len(s.NumLabel["tasks"]) > 0 && s.NumLabel["tasks"][0] > 0:
+			// Tasks of one name and location, their figures summed (and
+			// interpolated at the window's edges by the collector): √c
+			// too.
+			c = int64(math.Ceil(math.Sqrt(float64(s.NumLabel["tasks"][0]))))
+		}
+		recs = append(recs, rec{ks.id(key), float64(v), c})
+		total += c
 	}
-	return m, total
+	// Thin records of many observations so an instance has at most
+	// about maxObs (randomised rounding keeps the expected count).
+	scale := 1.0
+	if total > maxObs {
+		scale = float64(maxObs) / float64(total)
+	}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var out []obs
+	for _, r := range recs {
+		n := float64(r.c) * scale
+		k := int64(n)
+		if rng.Float64() < n-float64(k) {
+			k++
+		}
+		for j := int64(0); j < k; j++ {
+			out = append(out, obs{r.key, r.v / float64(r.c)})
+		}
+	}
+	return out, nil
+}
+
+// peerDiff is the diff flame graph of instance i against the merge of the
+// others.
+func peerDiff(insts []instanceObs, i int, kind bundle.Kind, sampleType string) (template.HTML, string) {
+	var m pprofutil.Merger
+	for j, in := range insts {
+		if j != i {
+			if err := m.Add(in.p.Copy()); err != nil {
+				return "", err.Error()
+			}
+		}
+	}
+	peers, err := m.Result()
+	if err != nil || peers == nil {
+		return "", fmt.Sprint("merging the peers: ", err)
+	}
+	opt := flame.Options{Title: fmt.Sprintf("%s %s vs its %d peers", insts[i].name, kind, len(insts)-1), Kind: string(kind), Icicle: true}
+	if sampleType != "" {
+		if _, err := pprofutil.SampleIndex(insts[i].p, sampleType); err == nil {
+			opt.SampleIndex = sampleType
+		}
+	}
+	t, err := flame.NewDiffTree(peers, insts[i].p, opt)
+	if err != nil {
+		return "", err.Error()
+	}
+	h, err := flame.Embed(fmt.Sprintf("outlier-%s-%s", kind, insts[i].name), t, opt)
+	if err != nil {
+		return "", err.Error()
+	}
+	return h, ""
 }

@@ -111,17 +111,17 @@ func TestOutliersRankTheSickInstanceFirst(t *testing.T) {
 	dir, m := writeBundle(t, map[string]*profile.Profile{
 		"worker-1": cpuProfile(healthy), "worker-2": cpuProfile(sick), "worker-3": cpuProfile(healthy), "worker-4": cpuProfile(healthy),
 	}, map[string]string{"role": "worker"})
-	groups := outliers(dir, m)
+	groups := outliers(dir, m, true)
 	if len(groups) != 1 || len(groups[0].Rows) != 4 {
 		t.Fatalf("groups %+v", groups)
 	}
 	top := groups[0].Rows[0]
-	if top.Target != "worker-2" || top.Grew != "main.retryStorm" || top.Score < 50 || top.Graph == "" {
-		t.Errorf("top outlier %+v, want worker-2 with main.retryStorm", top)
+	if top.Target != "worker-2" || top.Function != "main.retryStorm" || !top.Differs || top.Score < 50 || top.Graph == "" {
+		t.Errorf("top outlier %+v, want worker-2 differing with main.retryStorm", top)
 	}
 	for _, r := range groups[0].Rows[1:] {
-		if r.Score > top.Score/2 {
-			t.Errorf("healthy %s scores %.1f, close to the sick one's %.1f", r.Target, r.Score, top.Score)
+		if r.Differs || r.Score > 5 {
+			t.Errorf("healthy %s differs (score %.1f, p %.3g)", r.Target, r.Score, r.P)
 		}
 	}
 	if err := Write(dir, m); err != nil {

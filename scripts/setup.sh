@@ -200,6 +200,15 @@ if [ -f scripts/rust-build.sh ]; then
 	fi
 fi
 
+# ---- Grafana Pyroscope (a real server for the push and verify tests) ------
+# Built from the Go module proxy; the first build takes 10-20 minutes.
+if [ -f scripts/pyroscope-build.sh ]; then
+	if ! [ -x "$CACHE/pyroscope/bin/pyroscope-v1.21.1" ] || ! [ -x "$CACHE/pyroscope/bin/pyroscope-v1.6.0" ]; then
+		step pyroscope bash scripts/pyroscope-build.sh
+		did=1
+	fi
+fi
+
 if ((did)); then
 	echo "setup: all done in $((SECONDS - total_start))s (PROFCAP_CACHE=$CACHE)"
 fi

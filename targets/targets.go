@@ -31,6 +31,10 @@ type Target struct {
 	Auth         *Auth             `yaml:"auth,omitempty"`
 	TLS          *TLS              `yaml:"tls,omitempty"`
 
+	// TokioTaskdump is a tokio task-dump URL (text, as the reference
+	// service's /debug/tokio/dump), e.g. http://127.0.0.1:8080/debug/tokio/dump.
+	TokioTaskdump string `yaml:"tokio_taskdump,omitempty"`
+
 	// Source says where the target came from, for messages.
 	Source string `yaml:"-"`
 }
@@ -165,8 +169,8 @@ func Parse(data []byte) (*Config, error) {
 			return nil, fmt.Errorf("targets[%d]: duplicate name %q", i, t.Name)
 		}
 		seen[t.Name] = true
-		if t.Pprof == "" && t.PID == 0 && t.PIDFile == "" && t.TokioConsole == "" {
-			return nil, fmt.Errorf("target %q: nothing to attach to: give pprof, pid, pidfile or tokio_console", t.Name)
+		if t.Pprof == "" && t.PID == 0 && t.PIDFile == "" && t.TokioConsole == "" && t.TokioTaskdump == "" {
+			return nil, fmt.Errorf("target %q: nothing to attach to: give pprof, pid, pidfile, tokio_console or tokio_taskdump", t.Name)
 		}
 		if t.PID < 0 {
 			return nil, fmt.Errorf("target %q: invalid pid %d", t.Name, t.PID)
@@ -174,6 +178,11 @@ func Parse(data []byte) (*Config, error) {
 		if t.Pprof != "" {
 			if err := checkURL(t.Pprof); err != nil {
 				return nil, fmt.Errorf("target %q: pprof: %v", t.Name, err)
+			}
+		}
+		if t.TokioTaskdump != "" {
+			if err := checkURL(t.TokioTaskdump); err != nil {
+				return nil, fmt.Errorf("target %q: tokio_taskdump: %v", t.Name, err)
 			}
 		}
 		for k := range t.Labels {

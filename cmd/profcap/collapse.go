@@ -2,13 +2,18 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
+	"unicode/utf8"
 
 	"github.com/spf13/pflag"
 
+	"github.com/profcap/profcap/formats/perfdata"
 	"github.com/profcap/profcap/formats/perfscript"
 )
 
@@ -24,11 +29,20 @@ Examples:
   # only the cycles samples of a recording with several events
   profcap collapse --event-filter cycles perf.txt
 
+  # perf.data itself, without perf script (several times faster)
+  profcap collapse perf.data > out.folded
+
 The output is byte-identical to FlameGraph's stackcollapse-perf.pl with the
 same options: "comm;root;...;leaf COUNT" lines sorted bytewise, COUNT being
 the sum of the samples' periods (1 when perf printed none). Lines it cannot
 read are reported on stderr with their line number and skipped, as the Perl
 script does; --strict makes them an error.
+
+A perf.data file (recognised by its PERFILE2 magic) is read directly and
+folds to what 'perf script | profcap collapse' gives; with --pid or --tid
+its pids are real (as with perf script -F +pid). Recordings with DWARF
+stacks (--call-graph dwarf) or compressed records (-z) are handed to perf
+script, with a note on stderr.
 `
 
 func runCollapse(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -52,21 +66,77 @@ func runCollapse(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	var in io.Reader = os.Stdin
 	name := "standard input"
+	path := ""
 	if fs.NArg() == 1 && fs.Arg(0) != "-" {
 		f, err := os.Open(fs.Arg(0))
 		if err != nil {
 			return fmt.Errorf("collapse: %w", err)
 		}
 		defer f.Close()
-		in, name = f, fs.Arg(0)
+		if st, err := f.Stat(); err == nil && st.IsDir() {
+			return fmt.Errorf("collapse: %s is a directory, not perf script text or perf.data", fs.Arg(0))
+		}
+		in, name, path = f, fs.Arg(0), fs.Arg(0)
 	}
-	in = &ctxReader{ctx: ctx, r: in}
-	opt.Warn = &prefixWriter{prefix: "profcap collapse: " + name + ": ", w: stderr}
+	warn := &prefixWriter{prefix: "profcap collapse: " + name + ": ", w: stderr}
+	br := bufio.NewReaderSize(&ctxReader{ctx: ctx, r: in}, 256<<10)
+	head, _ := br.Peek(4096)
 	bw := bufio.NewWriterSize(stdout, 256<<10)
-	if err := perfscript.Collapse(in, bw, opt); err != nil {
+	if perfdata.IsPerfData(head) {
+		// Symbol tables are most of what reading perf.data allocates,
+		// and all of it lives to the end: collect garbage less often.
+		debug.SetGCPercent(400)
+		popt := perfdata.Options{Context: ctx, Notes: func(n string) { fmt.Fprintln(warn, n) }}
+		var err error
+		if path != "" {
+			err = perfdata.CollapseFile(path, bw, opt, popt)
+		} else {
+			err = perfdata.Collapse(br, bw, opt, popt)
+		}
+		if err != nil {
+			return fmt.Errorf("collapse %s: %w", name, err)
+		}
+		return bw.Flush()
+	}
+	if why := binaryInput(head); why != "" {
+		return fmt.Errorf("collapse %s: %w: %s; give the text of perf script, or a perf.data file", name, errNotPerfText, why)
+	}
+	opt.Warn = warn
+	if err := perfscript.Collapse(br, bw, opt); err != nil {
 		return fmt.Errorf("collapse %s: %w", name, err)
 	}
 	return bw.Flush()
+}
+
+var errNotPerfText = errors.New("not perf script text")
+
+// binaryInput says why head is not text ("" when it is): perf script
+// prints text, so NUL bytes or invalid UTF-8 mean another file (a pprof
+// profile, an archive, an executable) was given.
+func binaryInput(head []byte) string {
+	if len(head) == 0 {
+		return ""
+	}
+	switch {
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		return "it is gzip-compressed (decompress it first; a pprof profile goes to profcap flame or convert)"
+	case bytes.HasPrefix(head, []byte("\x7fELF")):
+		return "it is an ELF file (an executable or library)"
+	case bytes.IndexByte(head, 0) >= 0:
+		return "it holds NUL bytes, so it is binary data"
+	}
+	b := head
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r == utf8.RuneError && n <= 1 {
+			if len(b) < utf8.UTFMax && !utf8.FullRune(b) {
+				break // cut at the end of the head
+			}
+			return "it is not UTF-8 text"
+		}
+		b = b[n:]
+	}
+	return ""
 }
 
 // ctxReader stops reading once ctx is done (Ctrl-C on a long input).

@@ -99,3 +99,43 @@ func TestCollapseUsage(t *testing.T) {
 		t.Errorf("missing file: err = %v", err)
 	}
 }
+
+// TestCollapsePerfData: a perf.data file is read directly (sniffed by its
+// PERFILE2 magic), from a path or from standard input.
+func TestCollapsePerfData(t *testing.T) {
+	const rec = "../../formats/perfdata/testdata/fp-cpu.data"
+	var out, errb bytes.Buffer
+	if err := runCollapse(context.Background(), []string{"--tid", rec}, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), "spinner-") || !strings.Contains(out.String(), ";") {
+		t.Errorf("folded:\n%s", out.String())
+	}
+	if strings.Contains(errb.String(), "unrecognized line") {
+		t.Errorf("perf.data read as text: %s", errb.String())
+	}
+}
+
+// TestCollapseBinaryInput: a binary file that is not perf.data is one clear
+// error naming it (and a non-zero exit), not a warning per "line".
+func TestCollapseBinaryInput(t *testing.T) {
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{
+		"cpu.pb.gz": {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3},
+		"program":   append([]byte("\x7fELF\x02\x01\x01"), make([]byte, 100)...),
+		"blob.bin":  {'a', 'b', 0, 0, 0xff, 0xfe, '\n', 'x'},
+	} {
+		path := dir + "/" + name
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out, errb bytes.Buffer
+		err := run(context.Background(), []string{"collapse", path}, &out, &errb)
+		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not perf script text") {
+			t.Errorf("%s: %v", name, err)
+		}
+		if strings.Contains(errb.String(), "unrecognized line") || out.Len() > 0 {
+			t.Errorf("%s: stdout %q stderr %q", name, out.String(), errb.String())
+		}
+	}
+}

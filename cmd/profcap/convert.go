@@ -4,14 +4,18 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/google/pprof/profile"
 	"github.com/spf13/pflag"
 
+	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/flame"
 	"github.com/profcap/profcap/formats"
+	"github.com/profcap/profcap/internal/pprofutil"
 )
 
 const convertUsage = `Usage: profcap convert [flags] INPUT... -o OUT
@@ -50,8 +54,10 @@ const mergeUsage = `Usage: profcap merge [flags] -o OUT.pb.gz INPUT...
 
 Merge profiles of one kind (the same sample types) into one pprof file.
 Inputs are anything 'profcap flame' reads, or bundle directories with
---kind. --label KEY tags every sample with KEY=<input file name>, so the
-merged profile can still be split ('profcap flame --group-by KEY').
+--kind. --label KEY tags every sample with KEY=where it came from, so the
+merged profile can still be split ('profcap flame --group-by KEY'): a file
+inside a bundle by its path there (targets/worker-1/cpu.pb.gz), a bundle by
+its directory's name, any other file by its name.
 
 Flags:
 `
@@ -64,6 +70,9 @@ Examples:
   # keep track of where each sample came from
   profcap merge --label host -o all.pb.gz host1.pb.gz host2.pb.gz
   profcap flame --group-by host -o all.html all.pb.gz
+
+  # two targets of one bundle, labelled targets/worker-1/cpu.pb.gz and ...-2/...
+  profcap merge --label src -o w.pb.gz b/targets/worker-1/cpu.pb.gz b/targets/worker-2/cpu.pb.gz
 
   # heap profiles of two bundles
   profcap merge --kind heap -o heap.pb.gz ./profcap-a ./profcap-b
@@ -94,7 +103,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	)
 	fs.StringVar(&to, "to", "", "output format: pprof, folded or speedscope (default: from -o's extension)")
 	fs.StringVarP(&out, "output", "o", "", "output file, or - for stdout (required)")
-	fs.StringVar(&inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, firefox or speedscope")
+	fs.StringVar(&inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, perfdata, firefox or speedscope")
 	fs.StringSliceVar(&kinds, "kind", nil, "with bundles: the kind to convert (cpu, heap, ...)")
 	fs.StringVar(&opt.SampleIndex, "sample-index", "", "folded: the sample type to write (default: the profile's default)")
 	fs.StringVar(&opt.Title, "title", "", "speedscope: the file's name (default: the first input's name)")
@@ -174,9 +183,9 @@ func runMerge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		kinds                   []string
 	)
 	fs.StringVarP(&out, "output", "o", "", "output pprof file (.pb.gz), or - for stdout (required)")
-	fs.StringVar(&inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, firefox or speedscope")
+	fs.StringVar(&inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, perfdata, firefox or speedscope")
 	fs.StringSliceVar(&kinds, "kind", nil, "with bundles: the kind to merge (cpu, heap, ...)")
-	fs.StringVar(&label, "label", "", "tag each sample with this label key = the input's file name")
+	fs.StringVar(&label, "label", "", "tag each sample with this label key = where it came from: its path inside its bundle (targets/worker-1/cpu.pb.gz), a bundle's name, else the file's name")
 	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) {
 		fmt.Fprintf(w, "%s%s%s", mergeUsage, fs.FlagUsages(), mergeExamples)
 	}); done || err != nil {
@@ -195,9 +204,12 @@ func runMerge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError("merge: %v", err)
 	}
-	lo.Label = label
-	p, _, err := loadOneKind(ctx, "merge", fs.Args(), lo)
-	if err != nil {
+	var p *profile.Profile
+	if label == "" {
+		if p, _, err = loadOneKind(ctx, "merge", fs.Args(), lo); err != nil {
+			return err
+		}
+	} else if p, err = loadLabelled(ctx, fs.Args(), lo, label); err != nil {
 		return err
 	}
 	p = p.Compact()
@@ -208,4 +220,117 @@ func runMerge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("merge: %w", err)
 	}
 	return nil
+}
+
+// loadLabelled reads every input of merge --label and tags its samples
+// with label = where it came from (labelValues), then merges them: one
+// kind only, as merge writes one profile.
+func loadLabelled(ctx context.Context, inputs []string, lo formats.LoadOptions, label string) (*profile.Profile, error) {
+	values := labelValues(inputs)
+	byKind := map[bundle.Kind][]formats.Loaded{}
+	var order []bundle.Kind
+	files, bundles := 0, 0
+	for _, in := range inputs {
+		ls, err := formats.Load(ctx, in, lo)
+		if err != nil {
+			return nil, fmt.Errorf("merge: %w", err)
+		}
+		if in != "-" && bundle.IsBundle(in) {
+			bundles++
+		} else {
+			files++
+		}
+		for _, l := range ls {
+			pprofutil.LabelSamples(l.Profile, label, values[in])
+			if _, ok := byKind[l.Kind]; !ok {
+				order = append(order, l.Kind)
+			}
+			byKind[l.Kind] = append(byKind[l.Kind], l)
+		}
+	}
+	if files > 0 && bundles > 0 {
+		return nil, fmt.Errorf("merge: %w", formats.ErrMixedInputs)
+	}
+	if len(order) > 1 {
+		var ks []string
+		for _, k := range order {
+			ks = append(ks, string(k))
+		}
+		return nil, usageError("merge: the bundles hold %d kinds (%s); pick one with --kind", len(order), strings.Join(ks, ", "))
+	}
+	if len(order) == 0 {
+		return nil, fmt.Errorf("merge: the inputs hold no profile")
+	}
+	p, err := formats.Merge(byKind[order[0]])
+	if err != nil {
+		return nil, fmt.Errorf("merge: %w", err)
+	}
+	return p, nil
+}
+
+// labelValues names each input for merge --label: a file inside a bundle by
+// its path inside the bundle (targets/worker-1/cpu.pb.gz; with files of
+// several bundles, the bundle's name first), a bundle by its name, any
+// other file by its name, or by its path as given when two share a name.
+func labelValues(inputs []string) map[string]string {
+	out := map[string]string{}
+	roots := map[string]bool{}
+	rel := map[string][2]string{} // input → bundle root, path inside it
+	for _, in := range inputs {
+		if in == "-" {
+			continue
+		}
+		if root, r, ok := bundleRelative(in); ok {
+			rel[in] = [2]string{root, r}
+			roots[root] = true
+		}
+	}
+	names := map[string]int{}
+	for _, in := range inputs {
+		names[filepath.Base(filepath.Clean(in))]++
+	}
+	for _, in := range inputs {
+		switch r, ok := rel[in]; {
+		case in == "-":
+			out[in] = "-"
+		case ok && r[1] == ".":
+			out[in] = filepath.Base(r[0]) // a bundle directory
+		case ok && len(roots) > 1:
+			out[in] = filepath.Base(r[0]) + "/" + r[1]
+		case ok:
+			out[in] = r[1]
+		case names[filepath.Base(filepath.Clean(in))] > 1:
+			out[in] = filepath.ToSlash(filepath.Clean(in))
+		default:
+			out[in] = filepath.Base(filepath.Clean(in))
+		}
+	}
+	return out
+}
+
+// bundleRelative finds the bundle a path lies in (the nearest directory at
+// or above it that holds a manifest) and the path inside it.
+func bundleRelative(path string) (root, rel string, ok bool) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", "", false
+	}
+	dir := abs
+	if st, err := os.Stat(abs); err == nil && !st.IsDir() {
+		dir = filepath.Dir(abs)
+	}
+	for {
+		if bundle.IsBundle(dir) {
+			r, err := filepath.Rel(dir, abs)
+			if err != nil {
+				return "", "", false
+			}
+			return dir, filepath.ToSlash(r), true
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", "", false
+		}
+		dir = parent
+	}
 }

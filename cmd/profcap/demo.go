@@ -45,6 +45,9 @@ Examples:
   profcap demo --stop --dir /tmp/demo       # stop it
   profcap demo --port-offset 1000           # ports 9080, 9100, 9200, 9300
   profcap demo --free-ports --detach        # any free ports (see profcap.yaml)
+  profcap demo --workers 3 --sick worker-rust-2 --detach
+                                            # three of each worker, one of them sick:
+                                            # the report's outlier view should find it
 
 Flags:
 `
@@ -63,6 +66,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Float64Var(&opts.Rate, "rate", demo.DefaultRate, "workflows each orchestrator starts per second")
 	fs.Float64Var(&opts.Work, "work", 1, "scale of the CPU work each step does")
 	fs.DurationVar(&opts.HealthTimeout, "timeout", demo.DefaultHealthTimeout, "how long to wait for every service to answer /health")
+	fs.IntVar(&opts.Workers, "workers", 1, "instances of each worker (worker-rust-1 … worker-rust-`N`, and as many Ruby and Python workers)")
+	fs.StringSliceVar(&opts.Sick, "sick", nil, "make these services sick (comma-separated `names`): a worker spends 6× the CPU on transform steps and waits on a 3× slower database that reconnects for every query, an orchestrator's database is 3× slower")
 	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) { fmt.Fprint(w, demoHelp+fs.FlagUsages()) }); done || err != nil {
 		return err
 	}
@@ -70,7 +75,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError("demo: unexpected argument %q (see 'profcap demo --help')", fs.Arg(0))
 	}
 	if *stop {
-		for _, f := range []string{"detach", "port-offset", "free-ports", "rate", "work", "timeout"} {
+		for _, f := range []string{"detach", "port-offset", "free-ports", "rate", "work", "timeout", "workers", "sick"} {
 			if fs.Changed(f) {
 				return usageError("demo: --stop cannot be combined with --%s", f)
 			}
@@ -85,6 +90,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if opts.Work <= 0 || opts.Work > 100 {
 		return usageError("demo: --work must be above 0 and at most 100")
+	}
+	if opts.Workers < 1 || opts.Workers > demo.MaxWorkers {
+		return usageError("demo: --workers must be between 1 and %d", demo.MaxWorkers)
 	}
 	opts.Dir = *dir
 
@@ -153,7 +161,11 @@ func printCluster(w io.Writer, c *demo.Cluster) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "NAME\tROLE\tLANGUAGE\tPID\tPPROF\n")
 	for _, s := range c.Services {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s/debug/pprof\n", s.Name, s.Role, s.Language, s.PID, s.URL)
+		name := s.Name
+		if s.Sick {
+			name += " (sick)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s/debug/pprof\n", name, s.Group(), s.Language, s.PID, s.URL)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\ntargets: %s\nlogs:    %s\n", c.ConfigPath, filepath.Join(c.Dir, demo.LogsDir))
@@ -229,6 +241,7 @@ func runDemoService(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringSliceVar(&cfg.Peers, "peers", nil, "worker base `URLs`, comma-separated (orchestration only)")
 	fs.Float64Var(&cfg.Rate, "rate", demo.DefaultRate, "workflows started per second (orchestration only)")
 	fs.Float64Var(&cfg.Work, "work", 1, "scale of the CPU work of each step")
+	fs.BoolVar(&cfg.Sick, "sick", false, "make this service an outlier: more CPU in transform steps, a slower database")
 	fs.String("cluster", "", "cluster `directory` (identifies the process to 'profcap demo --stop')")
 	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) { fmt.Fprint(w, demoServiceHelp+fs.FlagUsages()) }); done || err != nil {
 		return err

@@ -112,7 +112,7 @@ func (f *flameFlags) register(fs *pflag.FlagSet, diff bool) {
 	fs.BoolVar(&f.opt.Icicle, "icicle", false, "draw roots at the top (icicle flame graph)")
 	fs.Float64Var(&f.opt.MinWidth, "minwidth", 0, "leave out frames narrower than this many pixels (default 1 in html, 0.1 in svg)")
 	fs.StringVar(&f.opt.GroupBy, "group-by", "", "a root frame per value of this sample label; 'target' separates the targets of a bundle")
-	fs.StringVar(&f.inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, firefox (samply) or speedscope")
+	fs.StringVar(&f.inputFormat, "input-format", "auto", "input format: auto, pprof, folded, perfscript, perfdata, firefox (samply) or speedscope")
 	fs.StringSliceVar(&f.kinds, "kind", nil, "with bundles: only these kinds (comma-separated or repeated)")
 }
 
@@ -221,6 +221,15 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if base[0].Bundles != cur[0].Bundles {
 		return usageError("diff: BASE and NEW must both be bundles or both be profiles")
 	}
+	baseName, newName := inputName(fs.Arg(0)), inputName(fs.Arg(1))
+	if base[0].Bundles {
+		warnTargets(stderr, fs.Arg(0), fs.Arg(1))
+	}
+	if f.output == "" {
+		// Named after the two inputs, not flame.html: a second diff in the
+		// same directory does not overwrite the first.
+		f.output = "diff-" + flameFileName(baseName) + "-vs-" + flameFileName(newName) + flameExt[format]
+	}
 	var graphs []flame.Section
 	for _, c := range cur {
 		i := slices.IndexFunc(base, func(b formats.Set) bool { return b.Kind == c.Kind })
@@ -231,7 +240,10 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		b := base[i]
 		opt := f.opt
 		if opt.Title == "" {
-			opt.Title = "diff " + b.Title() + " → " + c.Title()
+			opt.Title = "diff " + baseName + " → " + newName
+			if c.Bundles {
+				opt.Title = string(c.Kind) + ": " + baseName + " → " + newName
+			}
 		}
 		t, err := buildFlameTree(c, opt, len(cur) > 1, stderr, func(o flame.Options) (*flame.Tree, error) { return flame.NewDiffTree(b.Profile, c.Profile, o) })
 		if err != nil {
@@ -246,6 +258,9 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if len(graphs) == 0 {
 		return fmt.Errorf("diff: BASE and NEW share no kind of profile")
+	}
+	if f.opt.Title == "" && len(graphs) > 1 {
+		f.opt.Title = "profcap diff: " + baseName + " → " + newName
 	}
 	return writeFlameGraphs("diff", f, format, graphs, stdout, stderr)
 }
@@ -274,8 +289,8 @@ func loadOptions(inputFormat string, kinds []string) (formats.LoadOptions, error
 		return formats.LoadOptions{}, err
 	}
 	opt := formats.LoadOptions{Format: inf}
-	for _, k := range kinds {
-		opt.Kinds = append(opt.Kinds, bundle.Kind(k))
+	if opt.Kinds, err = parseKinds("--kind", kinds); err != nil {
+		return formats.LoadOptions{}, err
 	}
 	return opt, nil
 }
@@ -371,4 +386,60 @@ func writeFlameOutput(path string, stdout, stderr io.Writer, fn func(io.Writer) 
 	}
 	fmt.Fprintf(stderr, "wrote %s\n", path)
 	return nil
+}
+
+// inputName is an input as titles and file names say it: a bundle's or a
+// file's base name.
+func inputName(in string) string {
+	if in == "-" {
+		return "stdin"
+	}
+	n := filepath.Base(filepath.Clean(in))
+	for _, ext := range []string{".gz", ".pb", ".json", ".folded", ".txt"} {
+		n = strings.TrimSuffix(n, ext)
+	}
+	return n
+}
+
+// warnTargets says on stderr when two bundles were captured from different
+// targets: their diff then compares different clusters (shares are of each
+// bundle's whole).
+func warnTargets(stderr io.Writer, a, b string) {
+	ma, err1 := bundle.Read(a)
+	mb, err2 := bundle.Read(b)
+	if err1 != nil || err2 != nil {
+		return
+	}
+	names := func(m *bundle.Manifest) map[string]bool {
+		out := map[string]bool{}
+		for _, t := range m.Targets {
+			out[t.Name] = true
+		}
+		return out
+	}
+	na, nb := names(ma), names(mb)
+	var onlyA, onlyB []string
+	for n := range na {
+		if !nb[n] {
+			onlyA = append(onlyA, n)
+		}
+	}
+	for n := range nb {
+		if !na[n] {
+			onlyB = append(onlyB, n)
+		}
+	}
+	if len(onlyA) == 0 && len(onlyB) == 0 {
+		return
+	}
+	slices.Sort(onlyA)
+	slices.Sort(onlyB)
+	msg := "profcap diff: warning: the bundles were captured from different targets"
+	if len(onlyA) > 0 {
+		msg += "; only in BASE: " + strings.Join(onlyA, ", ")
+	}
+	if len(onlyB) > 0 {
+		msg += "; only in NEW: " + strings.Join(onlyB, ", ")
+	}
+	fmt.Fprintln(stderr, termsafe.String(msg+" (each share is of its whole bundle)"))
 }

@@ -125,7 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd, ok := commands[name]
 	if !ok {
 		usage(stderr)
-		return usageError("unknown command %q", name)
+		return usageError("unknown command %q%s", name, didYouMean(name, commandNames()))
 	}
 	return cmd.run(ctx, args[1:], stdout, stderr)
 }
@@ -203,7 +203,7 @@ func parseArgs(fs *pflag.FlagSet, args []string, stdout io.Writer, help func(w i
 			help(stdout)
 			return true, nil
 		}
-		return false, usageError("%s: %v (see 'profcap %s --help')", fs.Name(), err, fs.Name())
+		return false, usageError("%s: %v%s (see 'profcap %s --help')", fs.Name(), err, flagSuggestion(fs, err), fs.Name())
 	}
 	return false, nil
 }

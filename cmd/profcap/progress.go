@@ -16,7 +16,6 @@ import (
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/capture"
-	"github.com/profcap/profcap/internal/pprofutil"
 	"github.com/profcap/profcap/internal/secret"
 	"github.com/profcap/profcap/internal/termsafe"
 	"github.com/profcap/profcap/report"
@@ -46,14 +45,21 @@ type printer struct {
 	order    []string
 	state    map[string]map[bundle.Kind]string
 	kinds    map[string][]bundle.Kind
+	coll     map[string]map[bundle.Kind]string // collector by target and kind
 	bytes    int64
-	drawn    int // lines drawn last time (live mode)
-	stop     chan struct{}
-	done     chan struct{}
+	// After the window: when it ended, the kinds merged so far, and how
+	// many kinds have a profile to merge (known once every result is in).
+	ended   time.Time
+	merged  []bundle.Kind
+	toMerge map[bundle.Kind]bool
+	drawn   int // lines drawn last time (live mode)
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func newPrinter(stdout, stderr io.Writer, quiet, jsonOut bool) *printer {
-	p := &printer{w: stderr, out: stdout, width: 8, state: map[string]map[bundle.Kind]string{}, kinds: map[string][]bundle.Kind{}}
+	p := &printer{w: stderr, out: stdout, width: 8, state: map[string]map[bundle.Kind]string{}, kinds: map[string][]bundle.Kind{},
+		coll: map[string]map[bundle.Kind]string{}, toMerge: map[bundle.Kind]bool{}}
 	switch {
 	case jsonOut:
 		p.mode = progressJSON
@@ -75,6 +81,7 @@ func (p *printer) header(ts []targets.Target, d time.Duration, dir string) {
 		p.width = max(p.width, len(termsafe.String(t.Name)))
 		p.order = append(p.order, t.Name)
 		p.state[t.Name] = map[bundle.Kind]string{}
+		p.coll[t.Name] = map[bundle.Kind]string{}
 	}
 	p.deadline = time.Now().Add(d)
 	switch p.mode {
@@ -100,6 +107,7 @@ func (p *printer) event(e capture.Event) {
 	case capture.EventPlanned:
 		p.kinds[e.Target] = append(p.kinds[e.Target], e.Kind)
 		p.state[e.Target][e.Kind] = "waiting"
+		p.coll[e.Target][e.Kind] = e.Collector
 	case capture.EventStarted:
 		p.start = e.Time
 		for _, ks := range p.state {
@@ -111,8 +119,27 @@ func (p *printer) event(e capture.Event) {
 			p.stop, p.done = make(chan struct{}), make(chan struct{})
 			go p.ticker()
 		}
+	case capture.EventWindowEnd:
+		p.ended = e.Time
+		// What is still capturing is now being finished: perf and samply
+		// symbolise, the others fetch their last request.
+		for name, ks := range p.state {
+			for k, st := range ks {
+				if st == "capturing" || st == "waiting" {
+					ks[k] = "finishing"
+					if c := p.coll[name][k]; c == "perf" || c == "samply" {
+						ks[k] = "symbolising"
+					}
+				}
+			}
+		}
+	case capture.EventMerged:
+		p.merged = append(p.merged, e.Kind)
 	case capture.EventResult:
 		p.bytes += e.Bytes
+		if e.Status.Kept() {
+			p.toMerge[e.Kind] = true
+		}
 		if ks := p.state[e.Target]; ks != nil {
 			st := "done"
 			switch e.Status {
@@ -197,14 +224,21 @@ func (p *printer) plain(e capture.Event) {
 		if e.Err != nil {
 			line += " " + e.Err.Error()
 		} else {
-			line += fmt.Sprintf(" %d samples, %s", e.Samples, humanSize(e.Bytes))
+			line += fmt.Sprintf(" %s, %s", countText(e.Samples, "stack"), humanSize(e.Bytes))
 			if e.Msg != "" {
 				line += " (" + e.Msg + ")"
 			}
 		}
 		fmt.Fprintln(p.w, line)
 	case capture.EventWindowEnd:
-		fmt.Fprintf(p.w, "%s window ended; collecting the last results\n", stamp)
+		fmt.Fprintf(p.w, "%s window ended; %s\n", stamp, p.after())
+	case capture.EventMerged:
+		if len(p.merged) == 1 {
+			fmt.Fprintf(p.w, "%s merging the kinds across targets\n", stamp)
+		}
+		if p.allMerged() {
+			fmt.Fprintf(p.w, "%s merged %d kinds; writing the report\n", stamp, len(p.merged))
+		}
 	case capture.EventNote:
 		fmt.Fprintf(p.w, "%s %s\n", stamp, e.Msg)
 	}
@@ -228,8 +262,64 @@ func (p *printer) ticker() {
 
 // ANSI colours and marks for the live table (compact, so a line per target
 // fits a terminal and redrawing in place never wraps).
-var stateColour = map[string]string{"waiting": "\x1b[2m", "capturing": "\x1b[36m", "done": "\x1b[32m", "failed": "\x1b[31;1m", "partial": "\x1b[33m", "n/a": "\x1b[2m"}
-var stateMark = map[string]string{"waiting": "·", "capturing": "…", "done": "✓", "failed": "✗", "partial": "~", "n/a": "-"}
+var stateColour = map[string]string{"waiting": "\x1b[2m", "capturing": "\x1b[36m", "finishing": "\x1b[35m", "symbolising": "\x1b[35m", "done": "\x1b[32m", "failed": "\x1b[31;1m", "partial": "\x1b[33m", "n/a": "\x1b[2m"}
+var stateMark = map[string]string{"waiting": "·", "capturing": "…", "finishing": "↓", "symbolising": "§", "done": "✓", "failed": "✗", "partial": "~", "n/a": "-"}
+
+// after says what runs after the window: symbolising and fetching the
+// last profiles, merging the kinds, writing the report.
+func (p *printer) after() string {
+	sym, fin := 0, 0
+	for _, ks := range p.state {
+		for _, st := range ks {
+			switch st {
+			case "symbolising":
+				sym++
+			case "finishing", "capturing":
+				fin++
+			}
+		}
+	}
+	var parts []string
+	if sym > 0 {
+		parts = append(parts, fmt.Sprintf("symbolising %s (§)", countText(sym, "perf/samply profile")))
+	}
+	if fin > 0 {
+		parts = append(parts, fmt.Sprintf("collecting the last %s (↓)", countText(fin, "profile")))
+	}
+	if len(parts) > 0 {
+		return strings.Join(parts, ", ")
+	}
+	switch {
+	case p.allMerged():
+		return "writing the report"
+	case len(p.merged) > 0:
+		return fmt.Sprintf("merging the kinds across targets (%d of %d)", len(p.merged), len(p.toMerge))
+	}
+	return "merging the kinds across targets"
+}
+
+// allMerged reports whether every kind with a profile has been merged.
+func (p *printer) allMerged() bool {
+	if len(p.merged) == 0 {
+		return false
+	}
+	for _, st := range p.state {
+		for _, s := range st {
+			if s == "capturing" || s == "finishing" || s == "symbolising" {
+				return false
+			}
+		}
+	}
+	return len(p.merged) >= len(p.toMerge)
+}
+
+// countText is "1 stack", "3 stacks".
+func countText(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
 
 func (p *printer) clear() {
 	if p.drawn > 0 {
@@ -241,11 +331,15 @@ func (p *printer) clear() {
 // draw redraws the live table: a countdown, then one line per target.
 func (p *printer) draw() {
 	var b strings.Builder
-	left := time.Until(p.deadline).Round(time.Second)
-	if left < 0 {
-		left = 0
+	if p.ended.IsZero() {
+		left := time.Until(p.deadline).Round(time.Second)
+		if left < 0 {
+			left = 0
+		}
+		fmt.Fprintf(&b, "window: %s left · %s received   (… capturing ✓ done ✗ failed ~ partial - not offered)\n", left, humanSize(p.bytes))
+	} else {
+		fmt.Fprintf(&b, "window ended %s ago · %s received · %s\n", time.Since(p.ended).Round(100*time.Millisecond), humanSize(p.bytes), p.after())
 	}
-	fmt.Fprintf(&b, "window: %s left · %s received   (… capturing ✓ done ✗ failed ~ partial - not offered)\n", left, humanSize(p.bytes))
 	for _, name := range p.order {
 		fmt.Fprintf(&b, "  %-*s", p.width, termsafe.String(name))
 		for _, k := range p.kinds[name] {
@@ -272,42 +366,55 @@ func (p *printer) finish() {
 	}
 }
 
-// summary prints, per kind, the top functions across the cluster and, per
-// target, what failed.
+// summary prints what the capture found: the workload's exit status, the
+// profiles by outcome (adding up to those requested), per kind the total,
+// idle share and top functions, what the cluster waits on, the instances
+// that differ from their peers, and the incomplete profiles. It writes the
+// same summary into the manifest when the capture did not.
 func (p *printer) summary(o *capture.Outcome) {
 	p.finish()
 	m := o.Manifest
+	sum := m.Summary
+	if sum == nil {
+		var err error
+		if sum, err = report.Summarize(o.Dir, m); err == nil && len(m.Merged) > 0 {
+			if err := bundle.WriteSummary(o.Dir, sum); err == nil {
+				m.Summary = sum
+			}
+		}
+	}
 	if p.mode == progressJSON {
-		p.json(map[string]any{"event": "done", "bundle": o.Dir, "status": m.Status, "reason": m.Reason,
-			"captured": o.Captured, "failed": o.Failed, "unsupported": o.Unsupported, "report": m.Report})
+		v := map[string]any{"event": "done", "bundle": o.Dir, "status": m.Status, "reason": m.Reason,
+			"captured": o.Captured, "failed": o.Failed, "unsupported": o.Unsupported, "report": m.Report}
+		if sum != nil {
+			v["summary"] = sum
+		}
+		if m.Workload != nil {
+			v["workload_exit_code"] = m.Workload.ExitCode
+		}
+		p.json(v)
 		return
 	}
+	if w := m.Workload; w != nil && p.mode != progressQuiet {
+		cmd := termsafe.String(strings.Join(w.Command, " "))
+		switch {
+		case w.Error != "":
+			fmt.Fprintf(p.w, "workload %q: %s (after %.1f s)\n", cmd, termsafe.String(w.Error), w.Seconds)
+		default:
+			fmt.Fprintf(p.w, "workload %q exited with status %d after %.1f s\n", cmd, w.ExitCode, w.Seconds)
+		}
+	}
 	if p.mode != progressQuiet {
-		fmt.Fprintf(p.w, "captured %d profile(s), %d failed, %d unsupported; status %s", o.Captured, o.Failed, o.Unsupported, m.Status)
+		c := countProfiles(m)
+		fmt.Fprintf(p.w, "%s requested: %d ok, %d partial, %d failed, %d not offered by the target; status %s", countText(c.Requested, "profile"), c.OK, c.Partial, c.Failed, c.Unsupported, m.Status)
 		if m.Reason != "" {
 			fmt.Fprintf(p.w, " (%s)", termsafe.String(m.Reason))
 		}
 		fmt.Fprintln(p.w)
-		for _, mg := range m.Merged {
-			pr, err := bundle.LoadProfile(o.Dir, mg.Path)
-			if err != nil {
-				continue
+		if sum != nil {
+			for _, l := range report.SummaryLines(sum) {
+				fmt.Fprintf(p.w, "  %s\n", termsafe.String(l))
 			}
-			idx, err := pprofutil.SampleIndex(pr, "")
-			if err != nil {
-				continue
-			}
-			_, _, total := report.Top(pr, idx, 0)
-			top := pr
-			if mg.Kind == bundle.OffCPU {
-				top = report.UserLeaves(pr) // not "__schedule 100%"
-			}
-			bySelf, _, _ := report.Top(top, idx, 5)
-			var parts []string
-			for _, f := range bySelf {
-				parts = append(parts, fmt.Sprintf("%s %.0f%%", termsafe.String(shortFunc(f.Name)), f.SelfPct))
-			}
-			fmt.Fprintf(p.w, "  %-9s %-10s top: %s\n", mg.Kind, pprofutil.FormatValue(total, pr.SampleType[idx].Unit), strings.Join(parts, ", "))
 		}
 	}
 	type failure struct{ target, kind, err string }
@@ -332,13 +439,27 @@ func (p *printer) summary(o *capture.Outcome) {
 	}
 }
 
-// shortFunc trims a function name's package path for the one-line summary.
-func shortFunc(name string) string {
-	if i := strings.LastIndex(name, "/"); i >= 0 && !strings.Contains(name[i:], " ") {
-		name = name[i+1:]
+// countProfiles counts the manifest's profile entries by outcome: they add
+// up to the profiles requested.
+func countProfiles(m *bundle.Manifest) bundle.ProfileCounts {
+	if m.Summary != nil {
+		return m.Summary.Profiles
 	}
-	if len(name) > 48 {
-		name = name[:47] + "…"
+	var c bundle.ProfileCounts
+	for _, t := range m.Targets {
+		for _, p := range t.Profiles {
+			c.Requested++
+			switch p.Status {
+			case bundle.StatusOK:
+				c.OK++
+			case bundle.StatusPartial:
+				c.Partial++
+			case bundle.StatusUnsupported:
+				c.Unsupported++
+			default:
+				c.Failed++
+			}
+		}
 	}
-	return name
+	return c
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/formats"
 	"github.com/profcap/profcap/pyroscope"
 	"github.com/profcap/profcap/targets"
 )
@@ -32,13 +34,21 @@ Examples:
   # Bearer token from a file, a multi-tenant Pyroscope
   profcap push ./capture --server https://pyroscope.internal --token-file /run/secrets/pyroscope --tenant team-a
 
+  # Query every profile back and compare its totals with the bundle's;
+  # send again what the server no longer holds (a restart without its data)
+  profcap push ./capture --server http://127.0.0.1:4040 --verify
+
   # What would be sent, without contacting anything
   profcap push ./capture --dry-run
 
 A push that fails part-way says which profiles did not go; run the same
 command again and only those are sent (pushed.json in the bundle records
-what went where). --force sends everything again.
+what went where, and what was verified). --force sends everything again.
 `
+
+// Inputs written pyroscope:URL (profcap flame, diff, convert) are queries
+// of a Pyroscope server.
+func init() { formats.Schemes[pyroscope.Scheme] = pyroscope.OpenQuery }
 
 func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("push", pflag.ContinueOnError)
@@ -53,6 +63,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	insecure := fs.Bool("insecure-skip-verify", false, "do not verify the server's certificate")
 	force := fs.Bool("force", false, "send profiles pushed.json says already went to this server")
 	dryRun := fs.Bool("dry-run", false, "show what would be sent, without contacting the server")
+	verify := fs.Bool("verify", false, "query the server back and compare each profile's totals with the bundle's; what it already holds is not sent, what it no longer holds is sent again")
 	concurrency := fs.Int("concurrency", pyroscope.DefaultConcurrency, "profiles in flight at once")
 	timeout := fs.Duration("timeout", pyroscope.DefaultTimeout, "longest single request")
 	quiet := fs.Bool("quiet", false, "print only errors and the summary")
@@ -115,6 +126,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Credentials: creds,
 		Force:       *force,
 		DryRun:      *dryRun,
+		Verify:      *verify && !*dryRun,
 		Concurrency: *concurrency,
 		Timeout:     *timeout,
 		UserAgent:   "profcap/" + strings.Fields(versionInfo() + " devel")[0],
@@ -139,11 +151,21 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if rep == nil {
 		return err
 	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(stderr, "profcap: note: %s\n", n)
+	}
 	if rep.StateErr != nil {
 		fmt.Fprintf(stderr, "profcap: warning: could not record what was pushed (%v); a re-run will send those profiles again\n", rep.StateErr)
 	}
 	summary(stdout, m, rep, *dryRun)
 	return err
+}
+
+// cannotQuery reports whether err says the server could not be queried
+// (record --push then pushes without verifying).
+func cannotQuery(err error) bool {
+	var qe *pyroscope.QueryError
+	return errors.As(err, &qe)
 }
 
 func timeRange(it pyroscope.Item) string {
@@ -164,16 +186,49 @@ func printDryRun(w io.Writer, r pyroscope.Result) {
 func printPushed(w io.Writer, r pyroscope.Result) {
 	switch r.Status {
 	case pyroscope.StatusPushed:
-		tries := ""
+		var notes []string
 		if r.Tries > 1 {
-			tries = fmt.Sprintf(" after %d tries", r.Tries)
+			notes = append(notes, fmt.Sprintf("after %d tries", r.Tries))
 		}
-		fmt.Fprintf(w, "pushed   %s %s (%s, %s)%s\n", r.Target, r.Kind, r.Name, humanSize(int64(r.Bytes)), tries)
+		if r.Resent {
+			notes = append(notes, "again: the server no longer held it")
+		}
+		if r.Verified {
+			notes = append(notes, "verified: "+checks(r.Checks))
+		}
+		fmt.Fprintf(w, "pushed   %s %s (%s, %s)%s\n", r.Target, r.Kind, r.Name, humanSize(int64(r.Bytes)), joinNotes(notes))
 	case pyroscope.StatusSkipped:
-		fmt.Fprintf(w, "skipped  %s %s (already pushed)\n", r.Target, r.Kind)
+		note := ""
+		if r.Verified {
+			note = ", verified: " + checks(r.Checks)
+		}
+		fmt.Fprintf(w, "skipped  %s %s (already pushed%s)\n", r.Target, r.Kind, note)
+	case pyroscope.StatusStored:
+		fmt.Fprintf(w, "stored   %s %s (the server already holds it: %s)\n", r.Target, r.Kind, checks(r.Checks))
 	case pyroscope.StatusFailed:
 		fmt.Fprintf(w, "FAILED   %s %s: %v\n", r.Target, r.Kind, r.Err)
 	}
+}
+
+func joinNotes(notes []string) string {
+	if len(notes) == 0 {
+		return ""
+	}
+	return " " + strings.Join(notes, "; ")
+}
+
+// checks shows the totals a verification compared, main type first:
+// "process_cpu:cpu:nanoseconds:cpu:nanoseconds 1030000000 = server, 1 more".
+func checks(cs []pyroscope.Check) string {
+	if len(cs) == 0 {
+		return "nothing to compare (no samples)"
+	}
+	c := cs[len(cs)-1]
+	s := fmt.Sprintf("%s %d = server", c.Type, c.Bundle)
+	if len(cs) > 1 {
+		s += fmt.Sprintf(", and %d more type(s)", len(cs)-1)
+	}
+	return s
 }
 
 // summary prints the counts and the Grafana query that finds the capture.
@@ -194,8 +249,14 @@ func summary(w io.Writer, m *bundle.Manifest, rep *pyroscope.Report, dryRun bool
 		}
 	}
 	fmt.Fprintf(w, "%s %d of %d profiles%s", verb, n, len(rep.Results), dest)
-	if s := rep.Count(pyroscope.StatusSkipped); s > 0 {
+	if s := rep.Count(pyroscope.StatusSkipped) + rep.Count(pyroscope.StatusStored); s > 0 {
 		fmt.Fprintf(w, ", %d already there", s)
+	}
+	if n := rep.Resent(); n > 0 {
+		fmt.Fprintf(w, ", %d sent again (the server no longer held them)", n)
+	}
+	if n := rep.Verified(); n > 0 {
+		fmt.Fprintf(w, ", %d verified (the server's totals equal the bundle's)", n)
 	}
 	if f := rep.Count(pyroscope.StatusFailed) + rep.Count(pyroscope.StatusNotTried); f > 0 {
 		fmt.Fprintf(w, ", %d did not go", f)
@@ -209,7 +270,7 @@ func summary(w io.Writer, m *bundle.Manifest, rep *pyroscope.Report, dryRun bool
 			}
 		}
 	}
-	if len(services) == 0 || (!dryRun && rep.Count(pyroscope.StatusPushed)+rep.Count(pyroscope.StatusSkipped) == 0) {
+	if len(services) == 0 || (!dryRun && rep.Count(pyroscope.StatusPushed)+rep.Count(pyroscope.StatusSkipped)+rep.Count(pyroscope.StatusStored) == 0) {
 		return
 	}
 	var names []string

@@ -8,12 +8,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"github.com/spf13/pflag"
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/capture"
 	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/collectors/ebpf"
+	"github.com/profcap/profcap/collectors/taskdump"
 	"github.com/profcap/profcap/collectors/tokioconsole"
 	"github.com/profcap/profcap/pyroscope"
 	"github.com/profcap/profcap/report"
@@ -73,10 +75,13 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&perfOpt.CallGraph, "call-graph", "fp", "perf stack unwinding: fp (frame pointers, cheap) or dwarf (works without frame pointers, costs more)")
 	fs.BoolVar(&perfOpt.ExcludeRunnable, "offcpu-exclude-runnable", false, "leave preempted (runnable, state R) time out of offcpu profiles")
 	fs.BoolVar(&perfOpt.NoFollow, "perf-no-follow", false, "profile the PID as given, without following a launcher (uv run, sh -c) to its child")
+	var tdOpt taskdump.Options
+	fs.DurationVar(&tdOpt.Interval, "taskdump-interval", taskdump.DefaultInterval, "time between task dumps of a Tokio target (await profiles); each dump pauses the runtime's workers for a moment (docs/taskdump.md)")
 	force := fs.String("collector", "", "take every kind this collector offers from it, even where another would be preferred: perf, samply, py-spy, rbspy, pprof or tokio-console")
 	baseline := fs.Duration("baseline", time.Second, "measure each local target's CPU use for this long before the window, to compare with its use during the window (0 to skip)")
 	quiet := fs.Bool("quiet", false, "print only the bundle path and errors")
 	push := fs.String("push", "", "after the capture, send the bundle to the Grafana Pyroscope server at `URL` (credentials from PROFCAP_PYROSCOPE_* variables; see profcap push --help)")
+	pushVerify := fs.Bool("push-verify", true, "with --push, query the server back and compare what it stores with the bundle (=false for credentials that may push but not query)")
 	jsonOut := fs.Bool("json", false, "print machine-readable events, one JSON object per line, on stdout")
 	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) {
 		fmt.Fprintf(w, "Usage: profcap record [flags] [-- WORKLOAD COMMAND...]\n\nCapture profiles of live services over one window into a bundle with a report.\n\nFlags:\n%s%s", fs.FlagUsages(), recordExamples)
@@ -111,6 +116,9 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return usageError("--max-profile-size: %v", err)
 	}
+	if tdOpt.Interval < 10*time.Millisecond {
+		return usageError("--taskdump-interval must be at least 10ms")
+	}
 	preset, ok := presets[*overhead]
 	if !ok {
 		return usageError("--overhead %q: want low, default or full", *overhead)
@@ -118,7 +126,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !fs.Changed("perf-frequency") && preset.perfFrequency > 0 {
 		perfOpt.Frequency = preset.perfFrequency // before the collectors are made
 	}
-	cs := defaultCollectors(limit, perfOpt)
+	cs := defaultCollectors(limit, perfOpt, tdOpt)
 	if *force != "" && !slices.ContainsFunc(cs, func(c collectors.Collector) bool { return c.Name() == *force }) {
 		var names []string
 		for _, c := range cs {
@@ -130,12 +138,12 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(*kinds) > 0 {
 		want, explicit = nil, true
 	}
-	for _, k := range *kinds {
-		kk, ok := bundle.ParseKind(strings.TrimSpace(k))
-		if !ok {
-			return usageError("--profiles: unknown kind %q (known: %s)", k, kindList())
+	if len(*kinds) > 0 {
+		ks, err := parseKinds("--profiles", *kinds)
+		if err != nil {
+			return usageError("%v", err)
 		}
-		want = append(want, kk)
+		want = ks
 	}
 	var pushCreds pyroscope.Credentials
 	if *push != "" {
@@ -200,6 +208,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Stop:       stop,
 		Events:     p.event,
 		Render:     report.Write,
+		Enrich:     joinAwait,
 		Version:    versionInfo(),
 		Baseline:   *baseline,
 	})
@@ -208,18 +217,41 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	p.summary(outcome)
 	if *push != "" && outcome.Captured > 0 && ctx.Err() == nil {
-		rep, err := pyroscope.Push(ctx, outcome.Dir, pyroscope.Options{Server: *push, Credentials: pushCreds})
-		switch {
-		case err != nil:
-			// The capture itself is kept whole; a failed push makes the
-			// run partial, and profcap push can send the rest later.
-			fmt.Fprintf(stderr, "push to %s: %v\n(the bundle is intact; run 'profcap push %s --server %s' to retry)\n", pyroscope.RedactURL(*push), err, outcome.Dir, pyroscope.RedactURL(*push))
+		// The capture itself is kept whole whatever the push does; a
+		// failed push makes the run partial (exit status 3), and profcap
+		// push can send the rest later.
+		server := pyroscope.RedactURL(*push)
+		opts := pyroscope.Options{Server: *push, Credentials: pushCreds, Verify: *pushVerify, UserAgent: "profcap/" + strings.Fields(versionInfo() + " devel")[0]}
+		rep, err := pyroscope.Push(ctx, outcome.Dir, opts)
+		if opts.Verify && cannotQuery(err) && (rep == nil || rep.Count(pyroscope.StatusPushed) == 0) {
+			// The server cannot be queried with these credentials (or at
+			// all): push without verifying rather than not at all.
+			fmt.Fprintf(stderr, "push to %s: cannot verify (%v); pushing without verifying (--push-verify=false says so up front)\n", server, err)
+			opts.Verify = false
+			rep, err = pyroscope.Push(ctx, outcome.Dir, opts)
+		}
+		if rep != nil {
+			for _, n := range rep.Notes {
+				fmt.Fprintf(stderr, "push to %s: note: %s\n", server, n)
+			}
+			msg := fmt.Sprintf("pushed %d of %d profile(s) to %s", rep.Count(pyroscope.StatusPushed), len(rep.Results), server)
+			if opts.Verify {
+				msg += fmt.Sprintf(", %d verified (the server's totals equal the bundle's)", rep.Verified())
+			}
+			if n := rep.Count(pyroscope.StatusSkipped) + rep.Count(pyroscope.StatusStored); n > 0 {
+				msg += fmt.Sprintf(", %d already there", n)
+			}
+			if n := rep.Count(pyroscope.StatusFailed) + rep.Count(pyroscope.StatusNotTried); n > 0 {
+				msg += fmt.Sprintf(", %d failed", n)
+			}
+			fmt.Fprintln(stderr, msg)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "push to %s: %v\n(the bundle is intact; run 'profcap push %s --server %s --verify' to retry)\n", server, err, outcome.Dir, server)
 			if !*jsonOut {
 				fmt.Fprintf(stdout, "%s\n", outcome.Dir)
 			}
 			return &exitError{code: 3, err: errSilent}
-		case rep != nil:
-			fmt.Fprintf(stderr, "pushed %d profile(s) to %s\n", rep.Count(pyroscope.StatusPushed), pyroscope.RedactURL(*push))
 		}
 	}
 	if !*jsonOut {
@@ -255,7 +287,7 @@ var presets = map[string]preset{
 // comes first: where a target's PID is local and perf is allowed, its CPU
 // profile costs a service less than Go's own profiler and also shows
 // kernel and native frames.
-func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []collectors.Collector {
+func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions, td taskdump.Options) []collectors.Collector {
 	// py-spy and rbspy offer cpu only for Python and Ruby targets (and only
 	// where installed); samply is taken where perf cannot work (macOS, no
 	// permission).
@@ -272,6 +304,7 @@ func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions) []coll
 		collectors.NewSamply(collectors.SamplyOptions{}),
 		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),
 		tokioconsole.New(tokioconsole.Options{}),
+		taskdump.New(td),
 	}
 }
 
@@ -311,4 +344,20 @@ func humanSize(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// joinAwait joins a target's await profile with its tokio-console view of
+// the same capture (spawn location, state, busy/scheduled/idle per task)
+// before the await profiles are merged.
+func joinAwait(dir string, t *bundle.Target, p *profile.Profile) {
+	if len(p.SampleType) == 0 || p.SampleType[0].Type != taskdump.SampleType {
+		return
+	}
+	ap := t.Profile(bundle.Async)
+	if ap == nil || ap.Path == "" {
+		return
+	}
+	if as, err := bundle.LoadProfile(dir, ap.Path); err == nil {
+		_, _ = taskdump.JoinConsole(p, as)
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/collectors/taskdump"
 	"github.com/profcap/profcap/internal/secret"
 	"github.com/profcap/profcap/internal/termsafe"
 	"github.com/profcap/profcap/targets"
@@ -44,7 +45,7 @@ func runTargets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fmt.Fprintf(stdout, "%d target(s) from %s\n", len(ts), source)
-	cs := defaultCollectors(0, collectors.PerfOptions{})
+	cs := defaultCollectors(0, collectors.PerfOptions{}, taskdump.Options{})
 	results := make([][]collectors.Availability, len(ts))
 	if !*noProbe {
 		var wg sync.WaitGroup

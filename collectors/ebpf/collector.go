@@ -1,8 +1,10 @@
 // Package ebpf is profcap's native collector on eBPF: on-CPU samples,
 // off-CPU time with the blocking stack, and wakeups (the stack of the
 // thread that ended a block), of a process and all its descendants,
-// counted in the kernel over exactly the window. See docs/ebpf.md and
-// docs/design/ebpf-offcpu.md.
+// counted in the kernel over exactly the window; and the allocations and
+// heap growth of native processes, sampled by bytes at the allocator's
+// entry points. See docs/ebpf.md, docs/design/ebpf-offcpu.md and
+// docs/design/ebpf-heap.md.
 //
 // The BPF programs are C under bpf/, compiled by clang through bpf2go
 // (gen.go); the generated objects are committed, so building profcap needs
@@ -48,6 +50,23 @@ type Options struct {
 	BPFStats bool
 	// MaxProcs bounds the process tree tracked (0: 4096, the map's size).
 	MaxProcs int
+
+	// AllocSampleBytes is the allocs and heap kinds' sampling period: one
+	// allocation sampled per this many bytes allocated, on average; 0
+	// means 512 KiB (see docs/design/ebpf-heap.md).
+	AllocSampleBytes int
+	// AllocMaxSamples caps the allocation samples (stack walks) a second;
+	// over it allocations are counted without a stack and not tracked for
+	// heap, and the profile says so. 0 means 10,000; negative: no cap.
+	AllocMaxSamples int
+	// AllocMaxOverhead bounds what the allocator probes may cost the
+	// process tree, as a share of its CPU time: every probed call traps
+	// into the kernel (about 0.19 µs here), sampled or not, so a program
+	// that calls malloc millions of times a second would lose most of its
+	// speed. Over the bound the probes are detached and the allocs and
+	// heap profiles cover the window up to then (partial). 0 means 0.1
+	// (the target keeps 90% of its rate); negative: no bound.
+	AllocMaxOverhead float64
 }
 
 // Collector captures cpu, offcpu and wakeup profiles with eBPF.
@@ -66,6 +85,15 @@ func New(opt Options) *Collector {
 	if opt.MaxProcs <= 0 || opt.MaxProcs > 4096 {
 		opt.MaxProcs = 4096
 	}
+	if opt.AllocSampleBytes <= 0 {
+		opt.AllocSampleBytes = 512 << 10
+	}
+	if opt.AllocMaxSamples == 0 {
+		opt.AllocMaxSamples = 10000
+	}
+	if opt.AllocMaxOverhead == 0 {
+		opt.AllocMaxOverhead = 0.1
+	}
 	return &Collector{opt: opt}
 }
 
@@ -78,13 +106,23 @@ var _ interface {
 // Kinds is what the collector offers a target with a PID.
 var Kinds = []bundle.Kind{bundle.CPU, bundle.OffCPU, bundle.Wakeup}
 
+// AllocKinds are offered too for a native target: one with a PID and no
+// pprof endpoint (a Go program allocates through its runtime, which
+// pprof profiles whole; a service that serves its own heap profile knows
+// more than a window's samples).
+var AllocKinds = []bundle.Kind{bundle.Allocs, bundle.Heap}
+
 func (c *Collector) Name() string { return Name }
 
 func (c *Collector) Kinds(t *targets.Target) []bundle.Kind {
-	if t.HasPID() {
-		return slices.Clone(Kinds)
+	if !t.HasPID() {
+		return nil
 	}
-	return nil
+	ks := slices.Clone(Kinds)
+	if t.Pprof == "" {
+		ks = append(ks, AllocKinds...)
+	}
+	return ks
 }
 
 // Prepares: loading and attaching takes a fraction of a second (more on a
@@ -146,22 +184,49 @@ func (c *Collector) Probe(ctx context.Context, t *targets.Target) []collectors.A
 		}
 		out = append(out, a)
 	}
+	if t.Pprof == "" {
+		out = append(out, c.probeAlloc(pid, notes, err)...)
+	}
+	return out
+}
+
+// probeAlloc is Probe's answer for the allocs and heap kinds: the
+// allocators the process maps.
+func (c *Collector) probeAlloc(pid int, notes []string, err error) []collectors.Availability {
+	var found string
+	if err == nil {
+		found, err = allocCheck(pid)
+	}
+	var out []collectors.Availability
+	for _, k := range AllocKinds {
+		a := collectors.Availability{Kind: k, Collector: Name}
+		if err != nil {
+			a.Reason = err.Error()
+		} else {
+			a.Available = true
+			a.Reason = strings.Join(append([]string{fmt.Sprintf("pid %d and its descendants: %s", pid, found)}, notes...), "; ")
+		}
+		out = append(out, a)
+	}
 	return out
 }
 
 // Preflight implements collectors.Preflighter by the check Probe makes.
 func (c *Collector) Preflight(t *targets.Target, k bundle.Kind) error {
-	if !slices.Contains(Kinds, k) {
+	if !slices.Contains(c.Kinds(t), k) {
 		return fmt.Errorf("%s does not capture %s profiles", Name, k)
 	}
-	_, _, err := c.check(t)
+	pid, _, err := c.check(t)
+	if err == nil && slices.Contains(AllocKinds, k) {
+		_, err = allocCheck(pid)
+	}
 	return err
 }
 
 // Collect implements collectors.Collector.
 func (c *Collector) Collect(ctx context.Context, w *collectors.Window, t *targets.Target, kinds []bundle.Kind, emit collectors.Emit) {
 	defer collectors.Ready(ctx)
-	kinds = collectors.Unsupported(Name, kinds, emit, Kinds...)
+	kinds = collectors.Unsupported(Name, kinds, emit, c.Kinds(t)...)
 	if len(kinds) == 0 {
 		return
 	}
@@ -176,7 +241,31 @@ func (c *Collector) Collect(ctx context.Context, w *collectors.Window, t *target
 		}
 		return
 	}
+	if kinds = allocSupported(kinds, pid, emit); len(kinds) == 0 {
+		return
+	}
 	pprof.Do(ctx, pprof.Labels("component", "collector/"+Name), func(ctx context.Context) {
 		c.collect(ctx, w, pid, notes, kinds, emit)
 	})
+}
+
+// allocSupported emits unsupported results for the allocs and heap kinds
+// where the kernel cannot run the allocation tracer or the target is a Go
+// program, and returns the kinds left.
+func allocSupported(kinds []bundle.Kind, pid int, emit collectors.Emit) []bundle.Kind {
+	var out []bundle.Kind
+	for _, k := range kinds {
+		if slices.Contains(AllocKinds, k) {
+			err := allocMachineCheck()
+			if err == nil {
+				err = notGo(pid)
+			}
+			if err != nil {
+				emit(collectors.Result{Kind: k, Collector: Name, Status: bundle.StatusUnsupported, Err: err})
+				continue
+			}
+		}
+		out = append(out, k)
+	}
+	return out
 }

@@ -66,6 +66,9 @@ func (s *session) results(start, end time.Time, startMono, endMono uint64, notes
 			finish(base(bundle.Wakeup), p, c)
 		}
 	}
+	if s.wants(bundle.Allocs) || s.wants(bundle.Heap) {
+		s.allocResults(r, start, end, note, emit)
+	}
 }
 
 type stats [profcapStatSTAT_MAX]uint64

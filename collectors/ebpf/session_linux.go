@@ -124,6 +124,11 @@ type session struct {
 
 	bpfTime time.Duration // the programs' run time over the window (BPFStats)
 	bpfEach []string
+
+	// The allocs and heap kinds (alloc_linux.go): the tracer, or why it
+	// could not start (the other kinds go on without it).
+	alloc    *allocTracer
+	allocErr error
 }
 
 // progRuntime is the run time of every program so far (0 without
@@ -132,7 +137,10 @@ func (s *session) progRuntime() (time.Duration, map[string][2]uint64) {
 	var t time.Duration
 	each := map[string][2]uint64{}
 	for name, p := range map[string]*cebpf.Program{"on_cpu_sample": s.objs.OnCpuSample, "on_switch": s.objs.OnSwitch, "on_waking": s.objs.OnWaking,
-		"on_sys_exit": s.objs.OnSysExit, "on_fork": s.objs.OnFork, "on_exec": s.objs.OnExec, "on_exit": s.objs.OnExit} {
+		"on_sys_exit": s.objs.OnSysExit, "on_fork": s.objs.OnFork, "on_exec": s.objs.OnExec, "on_exit": s.objs.OnExit, "on_alloc": s.allocProg()} {
+		if p == nil {
+			continue
+		}
 		if st, err := p.Stats(); err == nil {
 			t += st.Runtime
 			each[name] = [2]uint64{uint64(st.Runtime), st.RunCount}
@@ -156,6 +164,9 @@ func (s *session) close() {
 	}
 	for _, l := range s.links {
 		_ = l.Close()
+	}
+	if s.alloc != nil {
+		s.alloc.close()
 	}
 	if s.rd != nil {
 		_ = s.rd.Close()
@@ -221,6 +232,11 @@ func (s *session) setUp() error {
 		return err
 	}
 	s.objs = objs
+	if s.wants(bundle.Allocs) || s.wants(bundle.Heap) {
+		// Before the tree is followed, so that every process it adds is
+		// probed.
+		s.alloc, s.allocErr = newAllocTracer(objs, s.opt, s.kinds)
+	}
 	if s.rd, err = ringbuf.NewReader(objs.Events); err != nil {
 		return err
 	}
@@ -235,6 +251,9 @@ func (s *session) setUp() error {
 	}
 	if err := s.seedTree(); err != nil {
 		return err
+	}
+	if s.alloc != nil {
+		s.alloc.wait() // the tree's allocators are probed before Ready
 	}
 	if err := s.unw.install(objs); err != nil {
 		return err
@@ -339,13 +358,26 @@ func (s *session) enable() (time.Time, uint64) {
 			}
 		}
 	}
+	if s.alloc != nil {
+		s.alloc.enable(s.tgids())
+	}
 	_ = s.objs.Enabled.Set(uint32(1))
 	return time.Now(), monoNow()
 }
 
 func (s *session) disable() (time.Time, uint64) {
 	_ = s.objs.Enabled.Set(uint32(0))
+	if s.alloc != nil {
+		s.alloc.disable()
+	}
 	return time.Now(), monoNow()
+}
+
+func (s *session) allocProg() *cebpf.Program {
+	if s.alloc == nil {
+		return nil
+	}
+	return s.alloc.objs.OnAlloc
 }
 
 func (s *session) tgids() []uint32 {
@@ -402,6 +434,9 @@ func (s *session) addProc(tgid, ppid uint32, comm, how string) {
 		s.mu.Unlock()
 		if how == "exec'd" {
 			_ = s.sym.Snapshot(int(tgid))
+			if s.alloc != nil {
+				s.alloc.follow(int(tgid)) // the new image's allocators
+			}
 		}
 		return
 	}
@@ -412,6 +447,9 @@ func (s *session) addProc(tgid, ppid uint32, comm, how string) {
 		// Exited already: a forked child that did not exec shares its
 		// parent's layout.
 		s.sym.Inherit(int(tgid), int(ppid))
+	}
+	if s.alloc != nil {
+		s.alloc.follow(int(tgid))
 	}
 }
 

@@ -6,7 +6,7 @@
   'use strict';
   if (window.profcapFlame) return;
   var ROW = 18, FONT = '12px Verdana, system-ui, sans-serif';
-  var LANGS = ['other', 'Go', 'Rust', 'C/C++', 'kernel', 'JIT/JS', 'Python', 'Ruby', 'group'];
+  var LANGS = ['other', 'Go', 'Rust', 'C/C++', 'kernel', 'JIT/JS', 'Python', 'Ruby', 'group/idle'];
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -66,7 +66,8 @@
     var T = data.types.length, D = !!data.diff, stride = 2 + T * (D ? 2 : 1);
     var raw = data.nodes, N = raw.length / stride;
     var tr = {N: N, T: T, name: new Int32Array(N), parent: new Int32Array(N), end: new Int32Array(N),
-      depth: new Int32Array(N), tot: [], base: D ? [] : null, names: data.names, langs: data.langs};
+      depth: new Int32Array(N), tot: [], base: D ? [] : null, names: data.names, langs: data.langs,
+      shorts: data.shorts || []};
     for (var t = 0; t < T; t++) { tr.tot.push(new Float64Array(N)); if (D) tr.base.push(new Float64Array(N)); }
     var st = [], rem = [], maxd = 0;
     for (var i = 0; i < N; i++) {
@@ -92,7 +93,7 @@
   }
 
   // Flattens nested {n: nameIndex, v: [..], b: [..], c: Map} nodes into a tree.
-  function flatten(root, T, D, names, langs) {
+  function flatten(root, T, D, names, langs, shorts) {
     var nodes = [];
     (function walk(x) {
       var kids = Array.from(x.c.values());
@@ -102,17 +103,51 @@
       if (D) for (t = 0; t < T; t++) nodes.push(x.b[t]);
       kids.forEach(walk);
     })(root);
-    return decode({types: new Array(T), diff: D, nodes: nodes, names: names, langs: langs});
+    return decode({types: new Array(T), diff: D, nodes: nodes, names: names, langs: langs, shorts: shorts});
   }
 
-  function Graph(root) {
-    var id = root.getAttribute('data-pcf');
-    var script = document.getElementById(id + '-data');
-    var data = JSON.parse(script.textContent);
+  // without returns tr without the subtrees rooted at frames named k (the
+  // idle frame), their values taken out of every ancestor.
+  function without(tr, k) {
+    var T = tr.T, D = !!tr.base, N = tr.N, i, t, a;
+    var sub = [], bsub = [];
+    for (t = 0; t < T; t++) { sub.push(new Float64Array(N)); if (D) bsub.push(new Float64Array(N)); }
+    var drop = new Uint8Array(N), any = false;
+    for (i = 1; i < N;) {
+      if (tr.name[i] !== k) { i++; continue; }
+      any = true; drop[i] = 1;
+      for (a = tr.parent[i]; a >= 0; a = tr.parent[a]) {
+        for (t = 0; t < T; t++) { sub[t][a] += tr.tot[t][i]; if (D) bsub[t][a] += tr.base[t][i]; }
+      }
+      i = tr.end[i];
+    }
+    if (!any) return tr;
+    var nodes = [];
+    (function emit(i) {
+      var kids = [];
+      for (var j = i + 1; j < tr.end[i]; j = tr.end[j]) if (!drop[j]) kids.push(j);
+      nodes.push(tr.name[i], kids.length);
+      for (var t = 0; t < T; t++) nodes.push(tr.tot[t][i] - sub[t][i]);
+      if (D) for (t = 0; t < T; t++) nodes.push(tr.base[t][i] - bsub[t][i]);
+      kids.forEach(emit);
+    })(0);
+    return decode({types: new Array(T), diff: D, nodes: nodes, names: tr.names, langs: tr.langs, shorts: tr.shorts});
+  }
+
+  function Graph(root, data) {
+    if (!data) {
+      var id = root.getAttribute('data-pcf');
+      var script = document.getElementById(id + '-data');
+      data = JSON.parse(script.textContent);
+    }
     var g = this;
     g.root = root; g.data = data; g.types = data.types; g.sel = data.sel; g.icicle = !!data.icicle;
     g.minWidth = data.minWidth > 0 ? data.minWidth : 1;
-    g.full = decode(data); g.tree = g.full; g.view = 'all'; g.focus = 0; g.selected = -1; g.re = null;
+    g.full = decode(data); g.view = 'all'; g.focus = 0; g.selected = -1; g.re = null;
+    g.idle = data.idle >= 0 ? data.idle : -1;
+    g.showIdle = g.idle < 0 || !!data.showIdle;
+    g.base = g.showIdle ? g.full : without(g.full, g.idle);
+    g.tree = g.base;
     g.nameColor = [];
     for (var k = 0; k < data.names.length; k++) g.nameColor.push(langColor(data.names[k], data.langs[k]));
     g.build();
@@ -125,6 +160,13 @@
     var g = this, d = g.data, root = g.root;
     var bar = el('div', 'pcf-bar');
     bar.appendChild(el('span', 'pcf-title', d.title));
+    if (g.idle >= 0) {
+      var idleBtn = el('button', 'pcf-idle');
+      idleBtn.title = 'idle: threads and goroutines of the runtime waiting for work (Go scheduler, idle connections, parked workers, event loops in epoll_wait); hidden, shares are of the rest';
+      idleBtn.addEventListener('click', function () { g.setIdle(!g.showIdle); });
+      bar.appendChild(idleBtn);
+      g.idleBtn = idleBtn;
+    }
     if (g.types.length > 1) {
       var sel = el('select', 'pcf-type');
       sel.title = 'sample type';
@@ -158,7 +200,8 @@
     root.appendChild(bar);
     g.crumbs = el('div', 'pcf-crumbs'); root.appendChild(g.crumbs);
     g.status = el('div', 'pcf-status'); root.appendChild(g.status);
-    g.canvas = el('canvas', 'pcf-canvas'); root.appendChild(g.canvas);
+    g.viewport = el('div', 'pcf-view'); root.appendChild(g.viewport);
+    g.canvas = el('canvas', 'pcf-canvas'); g.viewport.appendChild(g.canvas);
     g.tip = el('div', 'pcf-tip'); root.appendChild(g.tip);
     var leg = el('div', 'pcf-legend');
     if (d.diff) {
@@ -175,9 +218,10 @@
         leg.appendChild(document.createTextNode(LANGS[+l] || 'other'));
       });
     }
-    leg.appendChild(document.createTextNode('  Click: zoom. Esc: reset. Search: regular expression.'));
+    leg.appendChild(document.createTextNode('  Click: zoom. Esc: reset. Search: regular expression (full names). Names are shortened, cut from the left; the tooltip has the full name.'));
     root.appendChild(leg);
     g.searchBox = search; g.callersBtn = callers; g.calleesBtn = callees;
+    g.idleLabel();
     var c = g.canvas;
     c.addEventListener('mousemove', function (e) { g.hover(e); });
     c.addEventListener('mouseleave', function () { g.tip.style.display = 'none'; });
@@ -208,6 +252,32 @@
     }
     g.runSearch();
     g.draw();
+    g.idleLabel();
+  };
+
+  // idleShare is the idle frame's share of everything, for sample type s.
+  Graph.prototype.idleShare = function () {
+    var tr = this.full, s = this.sel, sum = 0, k = this.idle;
+    if (k < 0) return 0;
+    for (var i = 1; i < tr.N;) { if (tr.name[i] === k) { sum += tr.tot[s][i]; i = tr.end[i]; } else i++; }
+    return tr.tot[s][0] > 0 ? sum / tr.tot[s][0] : 0;
+  };
+
+  Graph.prototype.idleLabel = function () {
+    var g = this;
+    if (!g.idleBtn) return;
+    var p = (100 * g.idleShare()).toFixed(1) + '%';
+    g.idleBtn.textContent = g.showIdle ? 'Hide idle (' + p + ')' : 'Show idle (' + p + ' hidden)';
+    g.root.setAttribute('data-idle', g.showIdle ? 'shown' : 'hidden');
+  };
+
+  // setIdle shows or hides the idle frame; hidden, every share is of the rest.
+  Graph.prototype.setIdle = function (show) {
+    var g = this;
+    g.showIdle = show;
+    g.base = show ? g.full : without(g.full, g.idle);
+    g.tree = g.base; g.view = 'all'; g.focus = 0; g.selected = -1;
+    g.relayout(); g.zoom(0); g.idleLabel();
   };
 
   Graph.prototype.delta = function (i) {
@@ -242,8 +312,9 @@
       rows[d].push(i, x, w);
       var n = Math.floor((w - 6) / charW);
       if (n >= 3) {
-        var name = names[tr.name[i]];
-        if (name.length > n) name = name.slice(0, n - 2) + '..';
+        var k = tr.name[i], name = tr.shorts[k] || names[k];
+        // Cut from the left: the function's own name is at the end.
+        if (name.length > n) name = '…' + name.slice(name.length - (n - 1));
         ctx.fillStyle = '#000';
         ctx.fillText(name, x + 3, y + ROW / 2);
       }
@@ -252,6 +323,8 @@
     ctx.globalAlpha = 0.6;
     for (var a = tr.parent[f]; a >= 0; a = tr.parent[a]) rect(a, 0, W);
     ctx.globalAlpha = 1;
+    if (!icicle && g.viewport.scrollHeight > g.viewport.clientHeight && g.lastH !== H) g.viewport.scrollTop = g.viewport.scrollHeight;
+    g.lastH = H;
     var end = tr.end[f];
     for (var i = f; i < end;) {
       var w = Math.max(0, tot[i]) * k;
@@ -304,7 +377,7 @@
 
   Graph.prototype.showAll = function () {
     var g = this;
-    if (g.view !== 'all') { g.tree = g.full; g.view = 'all'; g.relayout(); }
+    if (g.view !== 'all') { g.tree = g.base; g.view = 'all'; g.relayout(); }
     g.selected = -1; g.zoom(0);
   };
 
@@ -315,7 +388,8 @@
     if (g.view !== 'all') c.appendChild(el('span', null, g.view + ': '));
     path.forEach(function (i, j) {
       if (j) c.appendChild(el('span', 'sep', ' › '));
-      var b = el('button', null, tr.names[tr.name[i]]);
+      var k = tr.name[i], b = el('button', null, tr.shorts[k] || tr.names[k]);
+      b.title = tr.names[k];
       b.addEventListener('click', function () { g.zoom(i); });
       c.appendChild(b);
     });
@@ -359,9 +433,9 @@
   // rooted at it whose children are its callers, their children the callers'
   // callers. Recursive calls count once, at their outermost occurrence.
   Graph.prototype.showCallers = function () {
-    var g = this, tr = g.full, i0 = g.selected;
+    var g = this, tr = g.base, i0 = g.selected;
     if (i0 <= 0) return;
-    var target = tr.name[i0], T = tr.T, D = !!tr.base;
+    var target = g.tree.name[i0], T = tr.T, D = !!tr.base;
     function mk(n) { return {n: n, v: new Array(T).fill(0), b: new Array(T).fill(0), c: new Map()}; }
     var root = mk(target);
     for (var i = 1; i < tr.N;) {
@@ -376,7 +450,7 @@
       }
       i = tr.end[i];
     }
-    g.tree = flatten(root, T, D, tr.names, tr.langs);
+    g.tree = flatten(root, T, D, tr.names, tr.langs, tr.shorts);
     g.view = 'Callers of ' + tr.names[target];
     g.focus = 0;
     g.relayout();
@@ -387,9 +461,9 @@
   // at every call site merged into one, rooted at the function. Recursive
   // calls count once, at their outermost occurrence.
   Graph.prototype.showCallees = function () {
-    var g = this, tr = g.full, i0 = g.selected;
+    var g = this, tr = g.base, i0 = g.selected;
     if (i0 <= 0) return;
-    var target = tr.name[i0], T = tr.T, D = !!tr.base;
+    var target = g.tree.name[i0], T = tr.T, D = !!tr.base;
     function mk(n) { return {n: n, v: new Array(T).fill(0), b: new Array(T).fill(0), c: new Map()}; }
     var root = mk(target);
     for (var i = 1; i < tr.N;) {
@@ -407,7 +481,7 @@
       }
       i = tr.end[i];
     }
-    g.tree = flatten(root, T, D, tr.names, tr.langs);
+    g.tree = flatten(root, T, D, tr.names, tr.langs, tr.shorts);
     g.view = 'Callees of ' + tr.names[target];
     g.focus = 0;
     g.relayout();
@@ -454,6 +528,18 @@
       });
     }
   }
-  window.profcapFlame = {init: initAll};
+  // render draws a graph of data (the JSON Embed writes) into the element
+  // el, replacing what it held: pages that build graphs themselves (the
+  // report's timeline spans) use it.
+  function render(el, data) {
+    el.textContent = '';
+    el.pcfGraph = null;
+    try { el.pcfGraph = new Graph(el, data); } catch (err) {
+      el.textContent = 'flame graph failed: ' + err.message;
+      if (window.console) console.error(err);
+    }
+    return el.pcfGraph;
+  }
+  window.profcapFlame = {init: initAll, render: render};
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', initAll); else initAll();
 })();

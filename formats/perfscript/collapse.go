@@ -53,6 +53,61 @@ func Collapse(r io.Reader, w io.Writer, opt CollapseOptions) error {
 	return collapse(r, w, opt, foldConfig{workers: collapseWorkers(), segSize: segSize, maxSeg: maxSeg, warmup: warmup})
 }
 
+// Collapser folds events given one at a time, as the text lines perf
+// script would print for them, with what Collapse uses to fold text. A
+// reader of perf's binary perf.data prints each distinct stack once, as
+// perf script would, and folds it with the number of times it occurred, so
+// that its output is byte-identical to perf script piped into Collapse.
+type Collapser struct {
+	opt CollapseOptions
+	f   *folder
+	seg segment // what the last Fold warned about
+	m   merger
+}
+
+// NewCollapser returns an empty Collapser.
+func NewCollapser(opt CollapseOptions) *Collapser {
+	if opt.All {
+		opt.Kernel, opt.JIT = true, true
+	}
+	c := &Collapser{opt: opt}
+	c.f = newFolder(&c.opt)
+	c.m = merger{opt: &c.opt, noLines: true}
+	return c
+}
+
+// Fold folds n identical events: header is the event's header line, frames
+// its frame lines (leaf first), without newlines, as perf script prints
+// them; the event is ended as by a blank line. Warnings and errors have no
+// line number.
+func (c *Collapser) Fold(header []byte, frames [][]byte, n uint64) error {
+	f := c.f
+	c.seg.warns, c.seg.nwarn, c.seg.noticed, c.seg.err = c.seg.warns[:0], 0, false, nil
+	f.seg, f.line = &c.seg, 0
+	// Perl tries the frame expression on a line it did not take for a
+	// header; the frame lines go to the frame expression as they are.
+	failed := f.header(header) == notHeader && !f.frame(header) && f.unrecognized(header) == lineFailed
+	for _, fr := range frames {
+		if failed {
+			break
+		}
+		failed = !f.frame(fr) && f.unrecognized(fr) == lineFailed
+	}
+	if !failed {
+		f.mult = n
+		f.endOfStack()
+		f.mult = 0
+	}
+	return c.m.merge(&c.seg)
+}
+
+// Write writes the folded stacks, sorted, and the count of unrecognised
+// lines not shown one by one to Warn.
+func (c *Collapser) Write(w io.Writer) error {
+	c.m.finish()
+	return writeFolded(w, []*folder{c.f})
+}
+
 func collapse(r io.Reader, w io.Writer, opt CollapseOptions, cfg foldConfig) error {
 	if opt.All {
 		opt.Kernel, opt.JIT = true, true
@@ -361,6 +416,7 @@ type merger struct {
 	base     int // lines before the segment being merged
 	warnings int
 	noticed  bool
+	noLines  bool // the lines have no numbers (Collapser.Fold)
 }
 
 func (m *merger) merge(seg *segment) error {
@@ -376,7 +432,11 @@ func (m *merger) merge(seg *segment) error {
 		shown++
 		m.warnings++
 		if m.opt.Warn != nil && m.warnings <= MaxWarnings {
-			fmt.Fprintf(m.opt.Warn, "line %d: unrecognized line: %q\n", m.base+w.line, w.text)
+			if m.noLines {
+				fmt.Fprintf(m.opt.Warn, "unrecognized line: %q\n", w.text)
+			} else {
+				fmt.Fprintf(m.opt.Warn, "line %d: unrecognized line: %q\n", m.base+w.line, w.text)
+			}
 		}
 	}
 	m.warnings += seg.nwarn - shown

@@ -296,3 +296,78 @@ func TestCollapseReference(t *testing.T) {
 		})
 	}
 }
+
+// TestCollapserFold: events given to Collapser.Fold n times over fold to
+// what Collapse makes of their text with each event written n times (what
+// the perf.data reader relies on), and bad lines are reported without a
+// line number.
+func TestCollapserFold(t *testing.T) {
+	for _, name := range append(fixtureFiles(t), "bench/perf-rust-refsvc.txt.gz") {
+		rd := NewReader(bytes.NewReader(readFixture(t, name)))
+		var events [][][]byte // header, then frames
+		for {
+			ev, err := rd.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Header == nil {
+				continue
+			}
+			e := [][]byte{bytes.Clone(ev.Header)}
+			for _, l := range ev.Lines {
+				e = append(e, bytes.Clone(l.Text))
+			}
+			events = append(events, e)
+		}
+		for mode, opt := range collapseModes {
+			for _, n := range []int{1, 3} {
+				var text bytes.Buffer
+				for _, e := range events {
+					for range n {
+						for _, l := range e {
+							text.Write(l)
+							text.WriteByte('\n')
+						}
+						text.WriteByte('\n')
+					}
+				}
+				var want, got bytes.Buffer
+				if err := Collapse(&text, &want, opt); err != nil {
+					t.Fatal(err)
+				}
+				c := NewCollapser(opt)
+				for _, e := range events {
+					if err := c.Fold(e[0], e[1:], uint64(n)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := c.Write(&got); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got.Bytes(), want.Bytes()) {
+					t.Fatalf("%s %s n=%d: Fold differs from Collapse\n%s", name, mode, n, golden.Diff("Collapse", "Fold", want.String(), got.String()))
+				}
+			}
+		}
+	}
+	var warn bytes.Buffer
+	c := NewCollapser(CollapseOptions{Warn: &warn})
+	if err := c.Fold([]byte("demo 1 1.0: 1 cycles: "), [][]byte{[]byte("\tffff f (/a)"), []byte("junk")}, 2); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := c.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "demo;f 2\n" || warn.String() != "unrecognized line: \"junk\"\n" {
+		t.Errorf("output %q, warnings %q", out.String(), warn.String())
+	}
+	err := NewCollapser(CollapseOptions{Strict: true}).Fold([]byte("demo 1 1.0: 1 cycles: "), [][]byte{[]byte("junk")}, 1)
+	var se *SyntaxError
+	if !errors.As(err, &se) || se.Line != 0 {
+		t.Errorf("strict: err = %v, want a *SyntaxError without a line", err)
+	}
+}

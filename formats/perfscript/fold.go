@@ -28,6 +28,7 @@ type folder struct {
 	gstart             []int32  // where each frame line's names start in ids
 	lastSeq            uint32   // sequence id of the last stack counted
 	lastPname, lastIdx uint32   // process id and counts index of the last stack counted
+	mult               uint64   // the event stands for this many (Collapser.Fold); 0 is 1
 
 	// frames caches what a frame line gives, by its text (and whether the
 	// process is java, which changes the tidying).
@@ -587,7 +588,11 @@ func (f *folder) endOfStack() {
 		f.seqList = append(f.seqList, s)
 	}
 	f.lastSeq = seq
-	f.count(f.pnameID, seq, f.period)
+	n := f.period
+	if f.mult > 1 {
+		n *= f.mult
+	}
+	f.count(f.pnameID, seq, n)
 	f.ids, f.gstart, f.hasPname = f.ids[:0], f.gstart[:0], false
 }
 

@@ -129,37 +129,8 @@ type offInterval struct {
 // (the prev_state letter: S sleeping, D disk, R preempted, …) and the
 // numeric labels tid and pid (pid where known). Other events are ignored.
 func ParseOffCPU(r io.Reader, opt OffCPUOptions) (*profile.Profile, error) {
-	p := &profile.Profile{
-		SampleType: []*profile.ValueType{{Type: "offcpu", Unit: "nanoseconds"}},
-		PeriodType: &profile.ValueType{Type: "offcpu", Unit: "nanoseconds"},
-		Period:     1,
-	}
-	b := newBuilder(p)
-	open := map[int]*offInterval{}
+	o := NewOffCPUBuilder(opt)
 	rd := NewReader(r)
-	var first, last int64 = -1, -1
-	values := []int64{0}
-	emit := func(tid int, iv *offInterval, end int64) {
-		d := end - iv.start
-		if d <= 0 {
-			return
-		}
-		st := State(iv.state)
-		if st == "R" && opt.ExcludeRunnable {
-			return
-		}
-		b.stack = append(b.stack[:0], iv.stack...)
-		if st == "R" {
-			b.lines = append(b.lines[:0], profile.Line{Function: b.function(PreemptedFrame, "")})
-			b.stack = append(b.stack, b.location(Frame{}, b.lines))
-		}
-		values[0] = d
-		num := [][2]any{{"tid", int64(tid)}}
-		if iv.pid >= 0 {
-			num = append(num, [2]any{"pid", int64(iv.pid)})
-		}
-		b.add(values, [][2]string{{"thread", iv.comm}, {"state", st}}, num)
-	}
 	for {
 		ev, h, err := rd.nextSample()
 		if err == io.EOF {
@@ -168,21 +139,11 @@ func ParseOffCPU(r io.Reader, opt OffCPUOptions) (*profile.Profile, error) {
 		if err != nil {
 			return nil, err
 		}
-		if h.Time >= 0 {
-			if first < 0 {
-				first = h.Time
-			}
-			if h.Time > last {
-				last = h.Time
-			}
-		}
+		o.Time(h.Time)
 		if h.Event == "PERF_RECORD_SWITCH" || h.Event == "PERF_RECORD_SWITCH_CPU_WIDE" {
 			// perf record --switch-events: the thread's own switch-in.
 			if bytes.HasPrefix(h.Trace, []byte("IN")) && h.TID > 0 && h.Time >= 0 {
-				if iv := open[h.TID]; iv != nil {
-					emit(h.TID, iv, h.Time)
-					delete(open, h.TID)
-				}
+				o.SwitchIn(h.TID, h.Time)
 			}
 			continue
 		}
@@ -196,51 +157,141 @@ func ParseOffCPU(r io.Reader, opt OffCPUOptions) (*profile.Profile, error) {
 		if err != nil {
 			return nil, err
 		}
-		// Switch-in first: a thread may switch out and in within one event
-		// only when prev == next, which the kernel does not report.
-		if iv := open[sw.NextPID]; iv != nil {
-			emit(sw.NextPID, iv, h.Time)
-			delete(open, sw.NextPID)
-		}
-		if sw.PrevPID == 0 {
-			continue // idle task
-		}
-		if opt.PID != 0 && h.PID >= 0 && h.PID != opt.PID {
-			continue
-		}
-		if h.TID >= 0 && h.TID != sw.PrevPID {
-			// The event fires in the context of prev, so its callchain is
-			// prev's; otherwise the stack is not the blocked one.
-			continue
-		}
-		if err := b.addFrames(ev.Lines); err != nil {
+		if err := o.SchedSwitch(h, sw, func() error { return o.b.addFrames(ev.Lines) }); err != nil {
 			return nil, err
 		}
-		open[sw.PrevPID] = &offInterval{
-			start: h.Time,
-			state: sw.PrevState,
-			comm:  sw.PrevComm,
-			pid:   h.PID,
-			stack: append([]*profile.Location(nil), b.stack...),
+	}
+	return o.Profile()
+}
+
+// OffCPUBuilder builds the off-CPU profile ParseOffCPU builds, from events
+// given one at a time, in time order: what a reader of perf's binary
+// perf.data uses to give the same profile as ParseOffCPU does of `perf
+// script` text.
+type OffCPUBuilder struct {
+	b           *builder
+	opt         OffCPUOptions
+	open        map[int]*offInterval
+	first, last int64
+	values      []int64
+}
+
+// NewOffCPUBuilder returns an empty OffCPUBuilder.
+func NewOffCPUBuilder(opt OffCPUOptions) *OffCPUBuilder {
+	p := &profile.Profile{
+		SampleType: []*profile.ValueType{{Type: "offcpu", Unit: "nanoseconds"}},
+		PeriodType: &profile.ValueType{Type: "offcpu", Unit: "nanoseconds"},
+		Period:     1,
+	}
+	return &OffCPUBuilder{b: newBuilder(p), opt: opt, open: map[int]*offInterval{}, first: -1, last: -1, values: []int64{0}}
+}
+
+// Time notes the timestamp of an event of the input (any event: it bounds
+// the profile's duration and closes open intervals at the end); -1 is none.
+func (o *OffCPUBuilder) Time(t int64) {
+	if t >= 0 {
+		if o.first < 0 {
+			o.first = t
+		}
+		if t > o.last {
+			o.last = t
 		}
 	}
-	if !opt.DropOpen {
-		end := last
-		if opt.EndTime > end {
-			end = opt.EndTime
+}
+
+// SwitchIn ends the off-CPU interval of thread tid at time t (a
+// PERF_RECORD_SWITCH IN of the thread).
+func (o *OffCPUBuilder) SwitchIn(tid int, t int64) {
+	if iv := o.open[tid]; iv != nil {
+		o.emit(tid, iv, t)
+		delete(o.open, tid)
+	}
+}
+
+// SchedSwitch handles a sched:sched_switch event with header h (its Time
+// set): the switch-in of sw.NextPID ends its interval, the switch-out of
+// sw.PrevPID starts one with the event's stack, which stack sets as the
+// current stack (SetStack, or the text's frame lines) when it is wanted.
+func (o *OffCPUBuilder) SchedSwitch(h Header, sw SchedSwitch, stack func() error) error {
+	// Switch-in first: a thread may switch out and in within one event
+	// only when prev == next, which the kernel does not report.
+	if iv := o.open[sw.NextPID]; iv != nil {
+		o.emit(sw.NextPID, iv, h.Time)
+		delete(o.open, sw.NextPID)
+	}
+	if sw.PrevPID == 0 {
+		return nil // idle task
+	}
+	if o.opt.PID != 0 && h.PID >= 0 && h.PID != o.opt.PID {
+		return nil
+	}
+	if h.TID >= 0 && h.TID != sw.PrevPID {
+		// The event fires in the context of prev, so its callchain is
+		// prev's; otherwise the stack is not the blocked one.
+		return nil
+	}
+	if err := stack(); err != nil {
+		return err
+	}
+	o.open[sw.PrevPID] = &offInterval{
+		start: h.Time,
+		state: sw.PrevState,
+		comm:  sw.PrevComm,
+		pid:   h.PID,
+		stack: append([]*profile.Location(nil), o.b.stack...),
+	}
+	return nil
+}
+
+// SetStack makes frames (leaf first) the stack of the switch-out being
+// handled; call it from SchedSwitch's stack function.
+func (o *OffCPUBuilder) SetStack(frames []Frame) { o.b.setStack(frames) }
+
+func (o *OffCPUBuilder) emit(tid int, iv *offInterval, end int64) {
+	d := end - iv.start
+	if d <= 0 {
+		return
+	}
+	st := State(iv.state)
+	if st == "R" && o.opt.ExcludeRunnable {
+		return
+	}
+	b := o.b
+	b.stack = append(b.stack[:0], iv.stack...)
+	if st == "R" {
+		b.lines = append(b.lines[:0], profile.Line{Function: b.function(PreemptedFrame, "")})
+		b.stack = append(b.stack, b.location(Frame{}, b.lines))
+	}
+	o.values[0] = d
+	num := [][2]any{{"tid", int64(tid)}}
+	if iv.pid >= 0 {
+		num = append(num, [2]any{"pid", int64(iv.pid)})
+	}
+	b.add(o.values, [][2]string{{"thread", iv.comm}, {"state", st}}, num)
+}
+
+// Profile closes the intervals still open (unless DropOpen) and returns
+// the profile, checked.
+func (o *OffCPUBuilder) Profile() (*profile.Profile, error) {
+	if !o.opt.DropOpen {
+		end := o.last
+		if o.opt.EndTime > end {
+			end = o.opt.EndTime
 		}
 		// Deterministic order: by tid.
-		tids := make([]int, 0, len(open))
-		for tid := range open {
+		tids := make([]int, 0, len(o.open))
+		for tid := range o.open {
 			tids = append(tids, tid)
 		}
 		slices.Sort(tids)
 		for _, tid := range tids {
-			emit(tid, open[tid], end)
+			o.emit(tid, o.open[tid], end)
 		}
+		clear(o.open)
 	}
-	if first >= 0 {
-		p.DurationNanos = last - first
+	p := o.b.p
+	if o.first >= 0 {
+		p.DurationNanos = o.last - o.first
 	}
 	if err := p.CheckValid(); err != nil {
 		return nil, fmt.Errorf("perf script: building off-CPU profile: %w", err)

@@ -326,6 +326,7 @@ type builder struct {
 	key     []byte
 	stack   []*profile.Location
 	lines   []profile.Line
+	frames  []Frame
 }
 
 func newBuilder(p *profile.Profile) *builder {
@@ -377,16 +378,26 @@ func symName(f Frame) string {
 // addFrames parses frame lines into b.stack (leaf first). Inline frames are
 // folded into the Location of the real frame that follows them.
 func (b *builder) addFrames(lines []Line) error {
-	b.stack = b.stack[:0]
-	b.lines = b.lines[:0]
+	b.frames = b.frames[:0]
 	for _, l := range lines {
 		f, ok, err := ParseFrame(l.N, l.Text)
 		if err != nil {
 			return err
 		}
-		if !ok {
-			continue
+		if ok {
+			b.frames = append(b.frames, f)
 		}
+	}
+	b.setStack(b.frames)
+	return nil
+}
+
+// setStack makes frames (leaf first) the current stack b.stack. Inline
+// frames are folded into the Location of the real frame that follows them.
+func (b *builder) setStack(frames []Frame) {
+	b.stack = b.stack[:0]
+	b.lines = b.lines[:0]
+	for _, f := range frames {
 		b.lines = append(b.lines, profile.Line{Function: b.function(symName(f), f.Module)})
 		if f.Inlined {
 			continue
@@ -397,7 +408,6 @@ func (b *builder) addFrames(lines []Line) error {
 	if len(b.lines) > 0 { // inline frames with no real frame after them
 		b.stack = append(b.stack, b.location(Frame{}, b.lines))
 	}
-	return nil
 }
 
 func (b *builder) location(f Frame, lines []profile.Line) *profile.Location {
@@ -484,21 +494,8 @@ func eventMatches(filter, e string) bool {
 // thread (comm), and the numeric labels tid and pid (pid only where the
 // input has it). Errors are *SyntaxError values naming the line.
 func Parse(r io.Reader, opt Options) (*profile.Profile, error) {
-	freq := opt.Frequency
-	if freq <= 0 {
-		freq = DefaultFrequency
-	}
-	nsPerSample := int64(1e9 / freq)
-	p := &profile.Profile{
-		SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}},
-		PeriodType: &profile.ValueType{Type: "cpu", Unit: "nanoseconds"},
-		Period:     nsPerSample,
-	}
-	b := newBuilder(p)
+	c := NewCPUBuilder(opt)
 	rd := NewReader(r)
-	filter := opt.Event
-	var first, last int64 = -1, -1
-	values := make([]int64, 2)
 	for {
 		ev, h, err := rd.nextSample()
 		if err == io.EOF {
@@ -507,37 +504,107 @@ func Parse(r io.Reader, opt Options) (*profile.Profile, error) {
 		if err != nil {
 			return nil, err
 		}
-		if strings.HasPrefix(h.Event, "PERF_RECORD_") {
-			continue // side-band records carry no samples
-		}
-		if filter == "" {
-			filter = h.Event
-		} else if !eventMatches(filter, h.Event) {
+		if !c.Wants(h) {
 			continue
 		}
-		if opt.PID != 0 && h.PID >= 0 && h.PID != opt.PID {
-			continue
-		}
-		if h.Time >= 0 {
-			if first < 0 || h.Time < first {
-				first = h.Time
-			}
-			if h.Time > last {
-				last = h.Time
-			}
-		}
-		if err := b.addFrames(ev.Lines); err != nil {
+		if err := c.b.addFrames(ev.Lines); err != nil {
 			return nil, err
 		}
-		values[0] = 1
-		values[1] = nsPerSample
-		if h.HasPeriod && isTimeEvent(h.Event) {
-			values[1] = int64(h.Period)
-		}
-		b.add(values, [][2]string{{"thread", h.Comm}}, idLabels(h))
+		c.add(h)
 	}
-	if first >= 0 {
-		p.DurationNanos = last - first
+	return c.Profile()
+}
+
+// CPUBuilder builds the CPU profile Parse builds, from samples given one at
+// a time: what a reader of perf's binary perf.data uses to give the same
+// profile as Parse does of `perf script` text.
+type CPUBuilder struct {
+	b           *builder
+	opt         Options
+	filter      string
+	nsPerSample int64
+	first, last int64
+	values      []int64
+}
+
+// NewCPUBuilder returns an empty CPUBuilder.
+func NewCPUBuilder(opt Options) *CPUBuilder {
+	freq := opt.Frequency
+	if freq <= 0 {
+		freq = DefaultFrequency
+	}
+	ns := int64(1e9 / freq)
+	p := &profile.Profile{
+		SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}},
+		PeriodType: &profile.ValueType{Type: "cpu", Unit: "nanoseconds"},
+		Period:     ns,
+	}
+	return &CPUBuilder{b: newBuilder(p), opt: opt, filter: opt.Event, nsPerSample: ns, first: -1, last: -1, values: make([]int64, 2)}
+}
+
+// Wants reports whether a sample with header h goes into the profile
+// (Options.Event and Options.PID; the first event type seen becomes the
+// filter when Options.Event is empty). Side-band records never do.
+func (c *CPUBuilder) Wants(h Header) bool {
+	if strings.HasPrefix(h.Event, "PERF_RECORD_") {
+		return false // side-band records carry no samples
+	}
+	if c.filter == "" {
+		c.filter = h.Event
+	} else if !eventMatches(c.filter, h.Event) {
+		return false
+	}
+	return !(c.opt.PID != 0 && h.PID >= 0 && h.PID != c.opt.PID)
+}
+
+// Add adds a sample that Wants accepted: h as Parse would read it from the
+// header line, frames leaf first as ParseFrame would read them.
+func (c *CPUBuilder) Add(h Header, frames []Frame) {
+	c.b.setStack(frames)
+	c.add(h)
+}
+
+// AddN adds n samples that Wants accepted, of one stack: h as Add takes it
+// (its Time is not looked at: give every sample's time to Observe), period
+// the sum of their periods.
+func (c *CPUBuilder) AddN(h Header, frames []Frame, n int64, period uint64) {
+	c.b.setStack(frames)
+	c.values[0] = n
+	c.values[1] = n * c.nsPerSample
+	if h.HasPeriod && isTimeEvent(h.Event) {
+		c.values[1] = int64(period)
+	}
+	c.b.add(c.values, [][2]string{{"thread", h.Comm}}, idLabels(h))
+}
+
+// Observe notes the time of a sample (-1: none), for the profile's
+// duration.
+func (c *CPUBuilder) Observe(t int64) {
+	if t >= 0 {
+		if c.first < 0 || t < c.first {
+			c.first = t
+		}
+		if t > c.last {
+			c.last = t
+		}
+	}
+}
+
+func (c *CPUBuilder) add(h Header) {
+	c.Observe(h.Time)
+	c.values[0] = 1
+	c.values[1] = c.nsPerSample
+	if h.HasPeriod && isTimeEvent(h.Event) {
+		c.values[1] = int64(h.Period)
+	}
+	c.b.add(c.values, [][2]string{{"thread", h.Comm}}, idLabels(h))
+}
+
+// Profile returns the profile built, checked.
+func (c *CPUBuilder) Profile() (*profile.Profile, error) {
+	p := c.b.p
+	if c.first >= 0 {
+		p.DurationNanos = c.last - c.first
 	}
 	if err := p.CheckValid(); err != nil {
 		return nil, fmt.Errorf("perf script: building profile: %w", err)

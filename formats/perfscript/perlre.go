@@ -203,3 +203,9 @@ func reEvent(s []byte) (period, event []byte, ok bool) {
 	}
 	return period, s[m[4]:m[5]], true
 }
+
+// PerlHeader matches stackcollapse-perf.pl's header expression on line:
+// the comm ($1), the first number ($2) and the number after a slash ($3,
+// nil when absent). Note that a one-letter comm takes the fields after it
+// into $1 (the expression wants two characters), as the Perl script does.
+func PerlHeader(line []byte) (comm, n1, n2 []byte, ok bool) { return perlHeader(line) }

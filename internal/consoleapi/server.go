@@ -17,12 +17,25 @@
 //	...
 //	srv.Run("step:fetch", consoleapi.KindTask, func() { fetch() })
 //
-// Accounting follows console-subscriber (console-subscriber/src/stats.rs):
-// scheduled_time grows at each poll start by poll_start − max(last_wake,
-// last_poll_ended), or − created_at for a first poll that was never woken;
-// busy_time grows at each poll end by the length of that poll, so a poll in
-// progress is not in busy_time; waking a waker by value also counts as
-// dropping it.
+// Accounting and publishing follow console-subscriber 0.5.0
+// (console-subscriber/src/stats.rs and aggregator/): scheduled_time grows at
+// each poll start by poll_start − max(last_wake, last_poll_ended), and by
+// nothing for a first poll that was never woken (the time from spawn to the
+// first poll is not scheduled time); last_wake is the latest wake; busy_time
+// grows at each poll end by the length of that poll, so a poll in progress
+// is not in busy_time; waking a waker by value also counts as dropping it.
+// A new watcher's first update is the whole state, its `now` taken before
+// the state is read; while that is MaxMessageSize or more the retention of
+// completed tasks is halved for good, and once it is down to the publish
+// interval the watcher gets no first update at all. Updates go out only
+// while some watcher is subscribed, and carry the tasks never sent to any
+// watcher and the stats changed since the last update sent to any; a first
+// update clears neither. dropped_events is one counter for all watchers,
+// reset by every update (a first one too). With Options.ReuseSpanIDs a
+// completed task's id goes to the next task spawned, as tracing's registry
+// does. What it does not reproduce: the subscriber reads a task's stats
+// under two locks while the task is polled on other threads, so a snapshot
+// can be torn; here one mutex guards everything.
 package consoleapi
 
 import (
@@ -36,6 +49,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -92,6 +107,11 @@ type Options struct {
 	// WatcherBuffer is how many updates may queue for one watcher before it
 	// is dropped as too slow (default 1024).
 	WatcherBuffer int
+	// ReuseSpanIDs gives a completed task's span id to the next task
+	// spawned (most recently freed first), as tracing's registry reuses the
+	// slot of a closed span; the new task replaces the old one in the
+	// server's state at once, even when its final stats were never sent.
+	ReuseSpanIDs bool
 }
 
 // MaxMessageSize is the size the full first update is kept under by
@@ -109,11 +129,15 @@ type Server struct {
 
 	mu          sync.Mutex
 	nextID      uint64
+	freeIDs     []uint64         // ids of completed tasks, with ReuseSpanIDs
 	tasks       map[uint64]*Task // live and retained completed tasks, by span id
-	newTasks    []*Task          // spawned since the last publish
-	dropped     uint64           // events lost since the last publish
+	metaSent    bool             // the metadata went out in an incremental update
+	dropped     uint64           // spawn events lost since the last update
+	retention   time.Duration    // cut by too-large first updates, for good
 	paused      bool
 	watchers    map[*watcher]struct{}
+	states      map[chan bool]struct{} // WatchState streams
+	watchCalls  int                    // WatchUpdates streams ever opened
 	started     bool
 	stopped     bool
 	publishDone chan struct{}
@@ -148,11 +172,13 @@ func NewServer(opts Options) *Server {
 		opts.WatcherBuffer = 1024
 	}
 	s := &Server{
-		opts:     opts,
-		base:     time.Now(),
-		stopCh:   make(chan struct{}),
-		tasks:    map[uint64]*Task{},
-		watchers: map[*watcher]struct{}{},
+		opts:      opts,
+		base:      time.Now(),
+		stopCh:    make(chan struct{}),
+		tasks:     map[uint64]*Task{},
+		retention: opts.Retention,
+		watchers:  map[*watcher]struct{}{},
+		states:    map[chan bool]struct{}{},
 	}
 	s.grpc = grpc.NewServer()
 	pb.RegisterInstrumentServer(s.grpc, &service{s: s})
@@ -221,38 +247,78 @@ func (s *Server) publishLoop() {
 }
 
 // Flush publishes the changes since the last update now, without waiting
-// for the next tick. It does nothing while paused.
+// for the next tick. Like console-subscriber it publishes only while some
+// watcher is subscribed and not paused (the state watchers hear every tick),
+// and then drops completed tasks older than the retention that have been
+// sent.
 func (s *Server) Flush() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.paused || s.stopped {
+	if s.stopped {
 		return
 	}
-	now := s.Now()
+	for ch := range s.states {
+		select {
+		case ch <- s.paused:
+		default:
+		}
+	}
+	if !s.paused && len(s.watchers) > 0 {
+		upd := s.update(false)
+		for w := range s.watchers {
+			select {
+			case w.ch <- upd:
+			default: // too slow: drop it, as console-subscriber does
+				delete(s.watchers, w)
+				close(w.closed)
+			}
+		}
+	}
+	s.cleanup(s.Now())
+}
+
+// update builds an Update of everything (a first update) or of what was
+// not sent yet (clearing the dirty flags). Called with s.mu held.
+func (s *Server) update(all bool) *pb.Update {
+	now := s.Now() // before the state is read, as the subscriber does for a first update
 	upd := &pb.Update{
 		Now:        timestamppb.New(now),
 		TaskUpdate: &pb.TaskUpdate{StatsUpdate: map[uint64]*pb.Stats{}, DroppedEvents: s.dropped},
 	}
-	s.dropped = 0
-	for _, t := range s.newTasks {
-		upd.TaskUpdate.NewTasks = append(upd.TaskUpdate.NewTasks, t.protoTask())
+	s.dropped = 0 // one counter for every watcher, reset by every update
+	if all || !s.metaSent {
+		upd.NewMetadata = &pb.RegisterMetadata{Metadata: []*pb.RegisterMetadata_NewMetadata{{Id: &pb.MetaId{Id: metaID}, Metadata: s.metadata()}}}
+		s.metaSent = s.metaSent || !all
 	}
-	s.newTasks = nil
-	for id, t := range s.tasks {
-		if t.dirty {
+	ids := make([]uint64, 0, len(s.tasks))
+	for id := range s.tasks {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		t := s.tasks[id]
+		if all || t.unsent {
+			upd.TaskUpdate.NewTasks = append(upd.TaskUpdate.NewTasks, t.protoTask())
+		}
+		if all || t.dirty {
 			upd.TaskUpdate.StatsUpdate[id] = t.protoStats()
-			t.dirty = false
 		}
-		if !t.droppedAt.IsZero() && !t.dirty && now.Sub(t.droppedAt) > s.opts.Retention {
-			delete(s.tasks, id)
+		if !all {
+			t.unsent, t.dirty = false, false
 		}
 	}
-	for w := range s.watchers {
-		select {
-		case w.ch <- upd:
-		default: // too slow: drop it, as console-subscriber does
-			delete(s.watchers, w)
-			close(w.closed)
+	if !all {
+		upd.Now = timestamppb.New(s.Now()) // an incremental update's now is taken after
+	}
+	return upd
+}
+
+// cleanup drops completed tasks older than the retention, but keeps those
+// not yet sent while there are watchers. Called with s.mu held.
+func (s *Server) cleanup(now time.Time) {
+	for id, t := range s.tasks {
+		if !t.droppedAt.IsZero() && now.Sub(t.droppedAt) > s.retention && !(t.dirty && len(s.watchers) > 0) {
+			delete(s.tasks, id)
 		}
 	}
 }
@@ -272,47 +338,48 @@ func (s *Server) Resume() {
 	s.mu.Unlock()
 }
 
-// AddDroppedEvents records n instrumentation events as lost (what
-// console-subscriber reports when its event buffer overflows). They are
-// reported in the next update's dropped_events.
+// Retention is the retention of completed tasks now: Options.Retention, or
+// less once a too-large first update has cut it.
+func (s *Server) Retention() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.retention
+}
+
+// WatchUpdatesCalls is how many WatchUpdates streams were ever opened: each
+// costs the subscriber a whole first update, so clients should open few.
+func (s *Server) WatchUpdatesCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.watchCalls
+}
+
+// AddDroppedEvents records n spawn events as lost, as console-subscriber
+// counts them when its event buffer is full. They are reported in the next
+// update's dropped_events. See SpawnLost for a task that is really missing.
 func (s *Server) AddDroppedEvents(n uint64) {
 	s.mu.Lock()
 	s.dropped += n
 	s.mu.Unlock()
 }
 
-// fullUpdate is the first update of a new watcher: every task, all stats,
-// the metadata. Called with s.mu held.
-func (s *Server) fullUpdate() *pb.Update {
-	now := s.Now()
-	retention := s.opts.Retention
+// firstUpdate is a new watcher's first update: every task, all stats, the
+// metadata; nil when it stays MaxMessageSize or more even with the
+// retention cut to the publish interval. Each try that is too large halves
+// the retention for good and drops the completed tasks it no longer covers,
+// as console-subscriber does. Called with s.mu held.
+func (s *Server) firstUpdate() *pb.Update {
 	for {
-		upd := &pb.Update{
-			Now:         timestamppb.New(now),
-			TaskUpdate:  &pb.TaskUpdate{StatsUpdate: map[uint64]*pb.Stats{}},
-			NewMetadata: &pb.RegisterMetadata{Metadata: []*pb.RegisterMetadata_NewMetadata{{Id: &pb.MetaId{Id: metaID}, Metadata: s.metadata()}}},
+		upd := s.update(true) // resets dropped_events, sent or not, as the subscriber does
+		if proto.Size(upd) < MaxMessageSize {
+			return upd
 		}
-		ids := make([]uint64, 0, len(s.tasks))
-		for id := range s.tasks {
-			ids = append(ids, id)
+		s.retention /= 2
+		s.cleanup(s.Now())
+		if s.retention <= s.opts.PublishInterval {
+			s.retention = s.opts.PublishInterval
+			return nil
 		}
-		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-		completed := 0 // completed tasks included: what a shorter retention can drop
-		for _, id := range ids {
-			t := s.tasks[id]
-			if !t.droppedAt.IsZero() {
-				if now.Sub(t.droppedAt) > retention {
-					continue
-				}
-				completed++
-			}
-			upd.TaskUpdate.NewTasks = append(upd.TaskUpdate.NewTasks, t.protoTask())
-			upd.TaskUpdate.StatsUpdate[id] = t.protoStats()
-		}
-		if completed == 0 || retention < time.Millisecond || proto.Size(upd) < MaxMessageSize {
-			return upd // live tasks are always sent, however large
-		}
-		retention /= 2
 	}
 }
 
@@ -336,7 +403,8 @@ func (svc *service) WatchUpdates(_ *pb.InstrumentRequest, stream grpc.ServerStre
 		s.mu.Unlock()
 		return errors.New("server stopped")
 	}
-	first := s.fullUpdate()
+	s.watchCalls++
+	first := s.firstUpdate()
 	s.watchers[w] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
@@ -344,8 +412,10 @@ func (svc *service) WatchUpdates(_ *pb.InstrumentRequest, stream grpc.ServerStre
 		delete(s.watchers, w)
 		s.mu.Unlock()
 	}()
-	if err := stream.Send(first); err != nil {
-		return err
+	if first != nil {
+		if err := stream.Send(first); err != nil {
+			return err
+		}
 	}
 	ctx := stream.Context()
 	for {
@@ -376,6 +446,71 @@ func (svc *service) WatchUpdates(_ *pb.InstrumentRequest, stream grpc.ServerStre
 			}
 		}
 	}
+}
+
+// WatchState implements the Instrument service: the state now, then at
+// every tick.
+func (svc *service) WatchState(_ *pb.StateRequest, stream grpc.ServerStreamingServer[pb.State]) error {
+	s := svc.s
+	ch := make(chan bool, 1)
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return errors.New("server stopped")
+	}
+	ch <- s.paused
+	s.states[ch] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.states, ch)
+		s.mu.Unlock()
+	}()
+	ctx := stream.Context()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stopCh:
+			<-ctx.Done()
+			return ctx.Err()
+		case paused := <-ch:
+			t := pb.Temporality_LIVE
+			if paused {
+				t = pb.Temporality_PAUSED
+			}
+			if err := stream.Send(&pb.State{Temporality: t}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// WatchTaskDetails implements the Instrument service as far as profcap
+// uses it: NotFound for an id no task has (and for id 0 InvalidArgument, as
+// console-subscriber 0.5.0 answers); for a task, one message and then
+// nothing until the client goes.
+func (svc *service) WatchTaskDetails(req *pb.TaskDetailsRequest, stream grpc.ServerStreamingServer[pb.TaskDetails]) error {
+	s := svc.s
+	id := req.GetId().GetId()
+	if req.GetId() == nil || id == 0 {
+		return status.Error(codes.InvalidArgument, "task_id cannot be 0")
+	}
+	s.mu.Lock()
+	_, ok := s.tasks[id]
+	now := s.Now()
+	s.mu.Unlock()
+	if !ok {
+		return status.Error(codes.NotFound, "task not found")
+	}
+	if err := stream.Send(&pb.TaskDetails{TaskId: &pb.Id{Id: id}, Now: timestamppb.New(now)}); err != nil {
+		return err
+	}
+	select {
+	case <-stream.Context().Done():
+	case <-s.stopCh:
+	}
+	return nil
 }
 
 // Pause implements the Instrument service.

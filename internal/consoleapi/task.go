@@ -29,8 +29,10 @@ type Task struct {
 	firstPoll                    time.Time
 	lastPollStarted, lastPollEnd time.Time
 	busy, scheduled              time.Duration
-	polling                      int // nesting depth of StartPoll
-	dirty                        bool
+	polling                      int  // nesting depth of StartPoll
+	dirty                        bool // stats changed since the last incremental update
+	unsent                       bool // never sent in an incremental update
+	lost                         bool // its spawn event was dropped: no watcher sees it
 }
 
 // Spawn registers a new task: name is its task.name ("" for an unnamed
@@ -43,16 +45,32 @@ func (s *Server) Spawn(name string, loc Location, kind Kind, fields ...Field) *T
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.nextID++
+	var id uint64
+	if n := len(s.freeIDs); n > 0 {
+		id, s.freeIDs = s.freeIDs[n-1], s.freeIDs[:n-1]
+	} else {
+		s.nextID++
+		id = s.nextID
+	}
 	t := &Task{
-		s: s, id: s.nextID, name: name, loc: loc, kind: kind,
+		s: s, id: id, name: name, loc: loc, kind: kind,
 		fields:    append([]Field(nil), fields...),
 		createdAt: s.Now(),
 		dirty:     true,
+		unsent:    true,
 	}
-	s.tasks[t.id] = t
-	s.newTasks = append(s.newTasks, t)
+	s.tasks[t.id] = t // replaces a completed task that had this id
 	return t
+}
+
+// SpawnLost is Spawn for a task whose spawn event the subscriber dropped
+// (its event buffer was full): the task runs, but no watcher ever sees it,
+// and the next update's dropped_events counts it. Its methods do nothing.
+func (s *Server) SpawnLost(name string, loc Location, kind Kind, fields ...Field) *Task {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropped++
+	return &Task{s: s, name: name, loc: loc, kind: kind, lost: true, droppedAt: s.Now()}
 }
 
 // Run spawns a task at the caller's location, polls it once with fn and
@@ -64,7 +82,8 @@ func (s *Server) Run(name string, kind Kind, fn func()) {
 	t.Poll(fn)
 }
 
-// ID is the task's proto id (its span id), unique for the server's lifetime.
+// ID is the task's proto id (its span id): unique for the server's
+// lifetime, unless Options.ReuseSpanIDs.
 func (t *Task) ID() uint64 { return t.id }
 
 // Poll records one poll of the task: busy time is the time fn takes. A
@@ -90,15 +109,13 @@ func (t *Task) StartPoll() {
 	}
 	now := s.Now()
 	// scheduled_time: from the later of the last wake and the end of the
-	// last poll (or from creation, for a first poll) to now.
-	since := t.createdAt
-	if t.lastWake.After(since) {
-		since = t.lastWake
-	}
+	// last poll to now; nothing for a first poll never woken (tokio
+	// schedules a new task without a wake, and the subscriber counts none).
+	since := t.lastWake
 	if t.lastPollEnd.After(since) {
 		since = t.lastPollEnd
 	}
-	if d := now.Sub(since); d > 0 {
+	if d := now.Sub(since); !since.IsZero() && d > 0 {
 		t.scheduled += d
 	}
 	if t.polls == 0 {
@@ -147,7 +164,9 @@ func (t *Task) wake(byValue, self bool) {
 	if self {
 		t.selfWakes++
 	}
-	t.lastWake = s.Now()
+	if now := s.Now(); now.After(t.lastWake) {
+		t.lastWake = now // the latest wake, as the subscriber keeps it
+	}
 	t.dirty = true
 }
 
@@ -198,6 +217,9 @@ func (t *Task) Done() {
 	}
 	t.droppedAt = s.Now()
 	t.dirty = true
+	if s.opts.ReuseSpanIDs {
+		s.freeIDs = append(s.freeIDs, t.id) // the span closed: tracing may hand its id out again
+	}
 }
 
 // protoTask is the Task message; called with s.mu held.

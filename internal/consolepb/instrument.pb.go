@@ -27,6 +27,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Temporality int32
+
+const (
+	Temporality_LIVE   Temporality = 0
+	Temporality_PAUSED Temporality = 1
+)
+
+// Enum value maps for Temporality.
+var (
+	Temporality_name = map[int32]string{
+		0: "LIVE",
+		1: "PAUSED",
+	}
+	Temporality_value = map[string]int32{
+		"LIVE":   0,
+		"PAUSED": 1,
+	}
+)
+
+func (x Temporality) Enum() *Temporality {
+	p := new(Temporality)
+	*p = x
+	return p
+}
+
+func (x Temporality) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Temporality) Descriptor() protoreflect.EnumDescriptor {
+	return file_rs_tokio_console_instrument_proto_enumTypes[0].Descriptor()
+}
+
+func (Temporality) Type() protoreflect.EnumType {
+	return &file_rs_tokio_console_instrument_proto_enumTypes[0]
+}
+
+func (x Temporality) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Temporality.Descriptor instead.
+func (Temporality) EnumDescriptor() ([]byte, []int) {
+	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{0}
+}
+
 type InstrumentRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -63,6 +109,130 @@ func (*InstrumentRequest) Descriptor() ([]byte, []int) {
 	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{0}
 }
 
+type TaskDetailsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            *Id                    `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskDetailsRequest) Reset() {
+	*x = TaskDetailsRequest{}
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskDetailsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskDetailsRequest) ProtoMessage() {}
+
+func (x *TaskDetailsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskDetailsRequest.ProtoReflect.Descriptor instead.
+func (*TaskDetailsRequest) Descriptor() ([]byte, []int) {
+	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TaskDetailsRequest) GetId() *Id {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+type StateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateRequest) Reset() {
+	*x = StateRequest{}
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateRequest) ProtoMessage() {}
+
+func (x *StateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
+func (*StateRequest) Descriptor() ([]byte, []int) {
+	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{2}
+}
+
+type State struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Temporality   Temporality            `protobuf:"varint,1,opt,name=temporality,proto3,enum=rs.tokio.console.instrument.Temporality" json:"temporality,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *State) Reset() {
+	*x = State{}
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *State) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*State) ProtoMessage() {}
+
+func (x *State) ProtoReflect() protoreflect.Message {
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use State.ProtoReflect.Descriptor instead.
+func (*State) Descriptor() ([]byte, []int) {
+	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *State) GetTemporality() Temporality {
+	if x != nil {
+		return x.Temporality
+	}
+	return Temporality_LIVE
+}
+
 type PauseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -71,7 +241,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_rs_tokio_console_instrument_proto_msgTypes[1]
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -83,7 +253,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rs_tokio_console_instrument_proto_msgTypes[1]
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -96,7 +266,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{1}
+	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{4}
 }
 
 type PauseResponse struct {
@@ -107,7 +277,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_rs_tokio_console_instrument_proto_msgTypes[2]
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -119,7 +289,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rs_tokio_console_instrument_proto_msgTypes[2]
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -132,7 +302,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{2}
+	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{5}
 }
 
 type ResumeRequest struct {
@@ -143,7 +313,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_rs_tokio_console_instrument_proto_msgTypes[3]
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +325,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rs_tokio_console_instrument_proto_msgTypes[3]
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +338,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{3}
+	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{6}
 }
 
 type ResumeResponse struct {
@@ -179,7 +349,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_rs_tokio_console_instrument_proto_msgTypes[4]
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +361,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rs_tokio_console_instrument_proto_msgTypes[4]
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +374,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{4}
+	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{7}
 }
 
 type Update struct {
@@ -220,7 +390,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_rs_tokio_console_instrument_proto_msgTypes[5]
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -232,7 +402,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_rs_tokio_console_instrument_proto_msgTypes[5]
+	mi := &file_rs_tokio_console_instrument_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -245,7 +415,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{5}
+	return file_rs_tokio_console_instrument_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Update) GetNow() *timestamppb.Timestamp {
@@ -274,7 +444,12 @@ var File_rs_tokio_console_instrument_proto protoreflect.FileDescriptor
 const file_rs_tokio_console_instrument_proto_rawDesc = "" +
 	"\n" +
 	"!rs/tokio/console/instrument.proto\x12\x1brs.tokio.console.instrument\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1drs/tokio/console/common.proto\x1a\x1crs/tokio/console/tasks.proto\"\x13\n" +
-	"\x11InstrumentRequest\"\x0e\n" +
+	"\x11InstrumentRequest\"A\n" +
+	"\x12TaskDetailsRequest\x12+\n" +
+	"\x02id\x18\x01 \x01(\v2\x1b.rs.tokio.console.common.IdR\x02id\"\x0e\n" +
+	"\fStateRequest\"S\n" +
+	"\x05State\x12J\n" +
+	"\vtemporality\x18\x01 \x01(\x0e2(.rs.tokio.console.instrument.TemporalityR\vtemporality\"\x0e\n" +
 	"\fPauseRequest\"\x0f\n" +
 	"\rPauseResponse\"\x0f\n" +
 	"\rResumeRequest\"\x10\n" +
@@ -283,10 +458,17 @@ const file_rs_tokio_console_instrument_proto_rawDesc = "" +
 	"\x03now\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12C\n" +
 	"\vtask_update\x18\x02 \x01(\v2\".rs.tokio.console.tasks.TaskUpdateR\n" +
 	"taskUpdate\x12L\n" +
-	"\fnew_metadata\x18\x05 \x01(\v2).rs.tokio.console.common.RegisterMetadataR\vnewMetadata2\xbc\x02\n" +
+	"\fnew_metadata\x18\x05 \x01(\v2).rs.tokio.console.common.RegisterMetadataR\vnewMetadata*#\n" +
+	"\vTemporality\x12\b\n" +
+	"\x04LIVE\x10\x00\x12\n" +
+	"\n" +
+	"\x06PAUSED\x10\x012\x8b\x04\n" +
 	"\n" +
 	"Instrument\x12g\n" +
-	"\fWatchUpdates\x12..rs.tokio.console.instrument.InstrumentRequest\x1a#.rs.tokio.console.instrument.Update\"\x000\x01\x12`\n" +
+	"\fWatchUpdates\x12..rs.tokio.console.instrument.InstrumentRequest\x1a#.rs.tokio.console.instrument.Update\"\x000\x01\x12l\n" +
+	"\x10WatchTaskDetails\x12/.rs.tokio.console.instrument.TaskDetailsRequest\x1a#.rs.tokio.console.tasks.TaskDetails\"\x000\x01\x12_\n" +
+	"\n" +
+	"WatchState\x12).rs.tokio.console.instrument.StateRequest\x1a\".rs.tokio.console.instrument.State\"\x000\x01\x12`\n" +
 	"\x05Pause\x12).rs.tokio.console.instrument.PauseRequest\x1a*.rs.tokio.console.instrument.PauseResponse\"\x00\x12c\n" +
 	"\x06Resume\x12*.rs.tokio.console.instrument.ResumeRequest\x1a+.rs.tokio.console.instrument.ResumeResponse\"\x00B/Z-github.com/profcap/profcap/internal/consolepbb\x06proto3"
 
@@ -302,33 +484,46 @@ func file_rs_tokio_console_instrument_proto_rawDescGZIP() []byte {
 	return file_rs_tokio_console_instrument_proto_rawDescData
 }
 
-var file_rs_tokio_console_instrument_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_rs_tokio_console_instrument_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_rs_tokio_console_instrument_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_rs_tokio_console_instrument_proto_goTypes = []any{
-	(*InstrumentRequest)(nil),     // 0: rs.tokio.console.instrument.InstrumentRequest
-	(*PauseRequest)(nil),          // 1: rs.tokio.console.instrument.PauseRequest
-	(*PauseResponse)(nil),         // 2: rs.tokio.console.instrument.PauseResponse
-	(*ResumeRequest)(nil),         // 3: rs.tokio.console.instrument.ResumeRequest
-	(*ResumeResponse)(nil),        // 4: rs.tokio.console.instrument.ResumeResponse
-	(*Update)(nil),                // 5: rs.tokio.console.instrument.Update
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
-	(*TaskUpdate)(nil),            // 7: rs.tokio.console.tasks.TaskUpdate
-	(*RegisterMetadata)(nil),      // 8: rs.tokio.console.common.RegisterMetadata
+	(Temporality)(0),              // 0: rs.tokio.console.instrument.Temporality
+	(*InstrumentRequest)(nil),     // 1: rs.tokio.console.instrument.InstrumentRequest
+	(*TaskDetailsRequest)(nil),    // 2: rs.tokio.console.instrument.TaskDetailsRequest
+	(*StateRequest)(nil),          // 3: rs.tokio.console.instrument.StateRequest
+	(*State)(nil),                 // 4: rs.tokio.console.instrument.State
+	(*PauseRequest)(nil),          // 5: rs.tokio.console.instrument.PauseRequest
+	(*PauseResponse)(nil),         // 6: rs.tokio.console.instrument.PauseResponse
+	(*ResumeRequest)(nil),         // 7: rs.tokio.console.instrument.ResumeRequest
+	(*ResumeResponse)(nil),        // 8: rs.tokio.console.instrument.ResumeResponse
+	(*Update)(nil),                // 9: rs.tokio.console.instrument.Update
+	(*Id)(nil),                    // 10: rs.tokio.console.common.Id
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*TaskUpdate)(nil),            // 12: rs.tokio.console.tasks.TaskUpdate
+	(*RegisterMetadata)(nil),      // 13: rs.tokio.console.common.RegisterMetadata
+	(*TaskDetails)(nil),           // 14: rs.tokio.console.tasks.TaskDetails
 }
 var file_rs_tokio_console_instrument_proto_depIdxs = []int32{
-	6, // 0: rs.tokio.console.instrument.Update.now:type_name -> google.protobuf.Timestamp
-	7, // 1: rs.tokio.console.instrument.Update.task_update:type_name -> rs.tokio.console.tasks.TaskUpdate
-	8, // 2: rs.tokio.console.instrument.Update.new_metadata:type_name -> rs.tokio.console.common.RegisterMetadata
-	0, // 3: rs.tokio.console.instrument.Instrument.WatchUpdates:input_type -> rs.tokio.console.instrument.InstrumentRequest
-	1, // 4: rs.tokio.console.instrument.Instrument.Pause:input_type -> rs.tokio.console.instrument.PauseRequest
-	3, // 5: rs.tokio.console.instrument.Instrument.Resume:input_type -> rs.tokio.console.instrument.ResumeRequest
-	5, // 6: rs.tokio.console.instrument.Instrument.WatchUpdates:output_type -> rs.tokio.console.instrument.Update
-	2, // 7: rs.tokio.console.instrument.Instrument.Pause:output_type -> rs.tokio.console.instrument.PauseResponse
-	4, // 8: rs.tokio.console.instrument.Instrument.Resume:output_type -> rs.tokio.console.instrument.ResumeResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	10, // 0: rs.tokio.console.instrument.TaskDetailsRequest.id:type_name -> rs.tokio.console.common.Id
+	0,  // 1: rs.tokio.console.instrument.State.temporality:type_name -> rs.tokio.console.instrument.Temporality
+	11, // 2: rs.tokio.console.instrument.Update.now:type_name -> google.protobuf.Timestamp
+	12, // 3: rs.tokio.console.instrument.Update.task_update:type_name -> rs.tokio.console.tasks.TaskUpdate
+	13, // 4: rs.tokio.console.instrument.Update.new_metadata:type_name -> rs.tokio.console.common.RegisterMetadata
+	1,  // 5: rs.tokio.console.instrument.Instrument.WatchUpdates:input_type -> rs.tokio.console.instrument.InstrumentRequest
+	2,  // 6: rs.tokio.console.instrument.Instrument.WatchTaskDetails:input_type -> rs.tokio.console.instrument.TaskDetailsRequest
+	3,  // 7: rs.tokio.console.instrument.Instrument.WatchState:input_type -> rs.tokio.console.instrument.StateRequest
+	5,  // 8: rs.tokio.console.instrument.Instrument.Pause:input_type -> rs.tokio.console.instrument.PauseRequest
+	7,  // 9: rs.tokio.console.instrument.Instrument.Resume:input_type -> rs.tokio.console.instrument.ResumeRequest
+	9,  // 10: rs.tokio.console.instrument.Instrument.WatchUpdates:output_type -> rs.tokio.console.instrument.Update
+	14, // 11: rs.tokio.console.instrument.Instrument.WatchTaskDetails:output_type -> rs.tokio.console.tasks.TaskDetails
+	4,  // 12: rs.tokio.console.instrument.Instrument.WatchState:output_type -> rs.tokio.console.instrument.State
+	6,  // 13: rs.tokio.console.instrument.Instrument.Pause:output_type -> rs.tokio.console.instrument.PauseResponse
+	8,  // 14: rs.tokio.console.instrument.Instrument.Resume:output_type -> rs.tokio.console.instrument.ResumeResponse
+	10, // [10:15] is the sub-list for method output_type
+	5,  // [5:10] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_rs_tokio_console_instrument_proto_init() }
@@ -343,13 +538,14 @@ func file_rs_tokio_console_instrument_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rs_tokio_console_instrument_proto_rawDesc), len(file_rs_tokio_console_instrument_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   6,
+			NumEnums:      1,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_rs_tokio_console_instrument_proto_goTypes,
 		DependencyIndexes: file_rs_tokio_console_instrument_proto_depIdxs,
+		EnumInfos:         file_rs_tokio_console_instrument_proto_enumTypes,
 		MessageInfos:      file_rs_tokio_console_instrument_proto_msgTypes,
 	}.Build()
 	File_rs_tokio_console_instrument_proto = out.File

@@ -24,9 +24,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Instrument_WatchUpdates_FullMethodName = "/rs.tokio.console.instrument.Instrument/WatchUpdates"
-	Instrument_Pause_FullMethodName        = "/rs.tokio.console.instrument.Instrument/Pause"
-	Instrument_Resume_FullMethodName       = "/rs.tokio.console.instrument.Instrument/Resume"
+	Instrument_WatchUpdates_FullMethodName     = "/rs.tokio.console.instrument.Instrument/WatchUpdates"
+	Instrument_WatchTaskDetails_FullMethodName = "/rs.tokio.console.instrument.Instrument/WatchTaskDetails"
+	Instrument_WatchState_FullMethodName       = "/rs.tokio.console.instrument.Instrument/WatchState"
+	Instrument_Pause_FullMethodName            = "/rs.tokio.console.instrument.Instrument/Pause"
+	Instrument_Resume_FullMethodName           = "/rs.tokio.console.instrument.Instrument/Resume"
 )
 
 // InstrumentClient is the client API for Instrument service.
@@ -36,6 +38,14 @@ type InstrumentClient interface {
 	// The first message is the full state, then one message per publish
 	// interval with what changed.
 	WatchUpdates(ctx context.Context, in *InstrumentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Update], error)
+	// A stream of the task's details (histograms); profcap only opens it, for
+	// an id no task has, to tell a console-subscriber older than 0.5.0 (which
+	// answers NotFound) from another gRPC server (Unimplemented).
+	WatchTaskDetails(ctx context.Context, in *TaskDetailsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TaskDetails], error)
+	// A stream of the aggregator's state (live or paused), one message at
+	// once and one per publish interval; console-subscriber 0.5.0 (console-api
+	// 0.9) and later. It costs the subscriber nothing like WatchUpdates does.
+	WatchState(ctx context.Context, in *StateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[State], error)
 	Pause(ctx context.Context, in *PauseRequest, opts ...grpc.CallOption) (*PauseResponse, error)
 	Resume(ctx context.Context, in *ResumeRequest, opts ...grpc.CallOption) (*ResumeResponse, error)
 }
@@ -67,6 +77,44 @@ func (c *instrumentClient) WatchUpdates(ctx context.Context, in *InstrumentReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Instrument_WatchUpdatesClient = grpc.ServerStreamingClient[Update]
 
+func (c *instrumentClient) WatchTaskDetails(ctx context.Context, in *TaskDetailsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TaskDetails], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Instrument_ServiceDesc.Streams[1], Instrument_WatchTaskDetails_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TaskDetailsRequest, TaskDetails]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Instrument_WatchTaskDetailsClient = grpc.ServerStreamingClient[TaskDetails]
+
+func (c *instrumentClient) WatchState(ctx context.Context, in *StateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[State], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Instrument_ServiceDesc.Streams[2], Instrument_WatchState_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StateRequest, State]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Instrument_WatchStateClient = grpc.ServerStreamingClient[State]
+
 func (c *instrumentClient) Pause(ctx context.Context, in *PauseRequest, opts ...grpc.CallOption) (*PauseResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PauseResponse)
@@ -94,6 +142,14 @@ type InstrumentServer interface {
 	// The first message is the full state, then one message per publish
 	// interval with what changed.
 	WatchUpdates(*InstrumentRequest, grpc.ServerStreamingServer[Update]) error
+	// A stream of the task's details (histograms); profcap only opens it, for
+	// an id no task has, to tell a console-subscriber older than 0.5.0 (which
+	// answers NotFound) from another gRPC server (Unimplemented).
+	WatchTaskDetails(*TaskDetailsRequest, grpc.ServerStreamingServer[TaskDetails]) error
+	// A stream of the aggregator's state (live or paused), one message at
+	// once and one per publish interval; console-subscriber 0.5.0 (console-api
+	// 0.9) and later. It costs the subscriber nothing like WatchUpdates does.
+	WatchState(*StateRequest, grpc.ServerStreamingServer[State]) error
 	Pause(context.Context, *PauseRequest) (*PauseResponse, error)
 	Resume(context.Context, *ResumeRequest) (*ResumeResponse, error)
 	mustEmbedUnimplementedInstrumentServer()
@@ -108,6 +164,12 @@ type UnimplementedInstrumentServer struct{}
 
 func (UnimplementedInstrumentServer) WatchUpdates(*InstrumentRequest, grpc.ServerStreamingServer[Update]) error {
 	return status.Error(codes.Unimplemented, "method WatchUpdates not implemented")
+}
+func (UnimplementedInstrumentServer) WatchTaskDetails(*TaskDetailsRequest, grpc.ServerStreamingServer[TaskDetails]) error {
+	return status.Error(codes.Unimplemented, "method WatchTaskDetails not implemented")
+}
+func (UnimplementedInstrumentServer) WatchState(*StateRequest, grpc.ServerStreamingServer[State]) error {
+	return status.Error(codes.Unimplemented, "method WatchState not implemented")
 }
 func (UnimplementedInstrumentServer) Pause(context.Context, *PauseRequest) (*PauseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Pause not implemented")
@@ -146,6 +208,28 @@ func _Instrument_WatchUpdates_Handler(srv interface{}, stream grpc.ServerStream)
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Instrument_WatchUpdatesServer = grpc.ServerStreamingServer[Update]
+
+func _Instrument_WatchTaskDetails_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TaskDetailsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(InstrumentServer).WatchTaskDetails(m, &grpc.GenericServerStream[TaskDetailsRequest, TaskDetails]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Instrument_WatchTaskDetailsServer = grpc.ServerStreamingServer[TaskDetails]
+
+func _Instrument_WatchState_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StateRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(InstrumentServer).WatchState(m, &grpc.GenericServerStream[StateRequest, State]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Instrument_WatchStateServer = grpc.ServerStreamingServer[State]
 
 func _Instrument_Pause_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PauseRequest)
@@ -203,6 +287,16 @@ var Instrument_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchUpdates",
 			Handler:       _Instrument_WatchUpdates_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchTaskDetails",
+			Handler:       _Instrument_WatchTaskDetails_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchState",
+			Handler:       _Instrument_WatchState_Handler,
 			ServerStreams: true,
 		},
 	},

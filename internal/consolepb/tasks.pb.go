@@ -69,7 +69,7 @@ func (x Task_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Task_Kind.Descriptor instead.
 func (Task_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_rs_tokio_console_tasks_proto_rawDescGZIP(), []int{1, 0}
+	return file_rs_tokio_console_tasks_proto_rawDescGZIP(), []int{2, 0}
 }
 
 // TaskUpdate carries the tasks spawned since the previous update and a
@@ -79,7 +79,11 @@ type TaskUpdate struct {
 	NewTasks []*Task                `protobuf:"bytes,1,rep,name=new_tasks,json=newTasks,proto3" json:"new_tasks,omitempty"`
 	// field 2 is not used by console-api either
 	StatsUpdate map[uint64]*Stats `protobuf:"bytes,3,rep,name=stats_update,json=statsUpdate,proto3" json:"stats_update,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// events the subscriber lost since the previous update
+	// events the subscriber lost since the previous update sent to any
+	// watcher (its counter is shared by all watchers and reset by every
+	// update, a new watcher's first one included): spawn events (whole tasks
+	// missing, never announced) and callsite registrations; a task's stats are
+	// never lost this way
 	DroppedEvents uint64 `protobuf:"varint,4,opt,name=dropped_events,json=droppedEvents,proto3" json:"dropped_events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -136,6 +140,60 @@ func (x *TaskUpdate) GetDroppedEvents() uint64 {
 	return 0
 }
 
+// TaskDetails is the subset of console-api's message profcap decodes (the
+// histograms, fields 3 to 5, are skipped).
+type TaskDetails struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        *Id                    `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Now           *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=now,proto3" json:"now,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskDetails) Reset() {
+	*x = TaskDetails{}
+	mi := &file_rs_tokio_console_tasks_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskDetails) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskDetails) ProtoMessage() {}
+
+func (x *TaskDetails) ProtoReflect() protoreflect.Message {
+	mi := &file_rs_tokio_console_tasks_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskDetails.ProtoReflect.Descriptor instead.
+func (*TaskDetails) Descriptor() ([]byte, []int) {
+	return file_rs_tokio_console_tasks_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TaskDetails) GetTaskId() *Id {
+	if x != nil {
+		return x.TaskId
+	}
+	return nil
+}
+
+func (x *TaskDetails) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
 type Task struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            *Id                    `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -150,7 +208,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_rs_tokio_console_tasks_proto_msgTypes[1]
+	mi := &file_rs_tokio_console_tasks_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -162,7 +220,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_rs_tokio_console_tasks_proto_msgTypes[1]
+	mi := &file_rs_tokio_console_tasks_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -175,7 +233,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_rs_tokio_console_tasks_proto_rawDescGZIP(), []int{1}
+	return file_rs_tokio_console_tasks_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Task) GetId() *Id {
@@ -237,7 +295,7 @@ type Stats struct {
 
 func (x *Stats) Reset() {
 	*x = Stats{}
-	mi := &file_rs_tokio_console_tasks_proto_msgTypes[2]
+	mi := &file_rs_tokio_console_tasks_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +307,7 @@ func (x *Stats) String() string {
 func (*Stats) ProtoMessage() {}
 
 func (x *Stats) ProtoReflect() protoreflect.Message {
-	mi := &file_rs_tokio_console_tasks_proto_msgTypes[2]
+	mi := &file_rs_tokio_console_tasks_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +320,7 @@ func (x *Stats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stats.ProtoReflect.Descriptor instead.
 func (*Stats) Descriptor() ([]byte, []int) {
-	return file_rs_tokio_console_tasks_proto_rawDescGZIP(), []int{2}
+	return file_rs_tokio_console_tasks_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Stats) GetCreatedAt() *timestamppb.Timestamp {
@@ -340,7 +398,10 @@ const file_rs_tokio_console_tasks_proto_rawDesc = "" +
 	"\x0edropped_events\x18\x04 \x01(\x04R\rdroppedEvents\x1a]\n" +
 	"\x10StatsUpdateEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x123\n" +
-	"\x05value\x18\x02 \x01(\v2\x1d.rs.tokio.console.tasks.StatsR\x05value:\x028\x01\"\xfa\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x1d.rs.tokio.console.tasks.StatsR\x05value:\x028\x01\"q\n" +
+	"\vTaskDetails\x124\n" +
+	"\atask_id\x18\x01 \x01(\v2\x1b.rs.tokio.console.common.IdR\x06taskId\x12,\n" +
+	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\xfa\x02\n" +
 	"\x04Task\x12+\n" +
 	"\x02id\x18\x01 \x01(\v2\x1b.rs.tokio.console.common.IdR\x02id\x12;\n" +
 	"\bmetadata\x18\x02 \x01(\v2\x1f.rs.tokio.console.common.MetaIdR\bmetadata\x125\n" +
@@ -382,42 +443,45 @@ func file_rs_tokio_console_tasks_proto_rawDescGZIP() []byte {
 }
 
 var file_rs_tokio_console_tasks_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_rs_tokio_console_tasks_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_rs_tokio_console_tasks_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_rs_tokio_console_tasks_proto_goTypes = []any{
 	(Task_Kind)(0),                // 0: rs.tokio.console.tasks.Task.Kind
 	(*TaskUpdate)(nil),            // 1: rs.tokio.console.tasks.TaskUpdate
-	(*Task)(nil),                  // 2: rs.tokio.console.tasks.Task
-	(*Stats)(nil),                 // 3: rs.tokio.console.tasks.Stats
-	nil,                           // 4: rs.tokio.console.tasks.TaskUpdate.StatsUpdateEntry
-	(*Id)(nil),                    // 5: rs.tokio.console.common.Id
-	(*MetaId)(nil),                // 6: rs.tokio.console.common.MetaId
-	(*Field)(nil),                 // 7: rs.tokio.console.common.Field
-	(*SpanId)(nil),                // 8: rs.tokio.console.common.SpanId
-	(*Location)(nil),              // 9: rs.tokio.console.common.Location
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*PollStats)(nil),             // 11: rs.tokio.console.common.PollStats
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*TaskDetails)(nil),           // 2: rs.tokio.console.tasks.TaskDetails
+	(*Task)(nil),                  // 3: rs.tokio.console.tasks.Task
+	(*Stats)(nil),                 // 4: rs.tokio.console.tasks.Stats
+	nil,                           // 5: rs.tokio.console.tasks.TaskUpdate.StatsUpdateEntry
+	(*Id)(nil),                    // 6: rs.tokio.console.common.Id
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*MetaId)(nil),                // 8: rs.tokio.console.common.MetaId
+	(*Field)(nil),                 // 9: rs.tokio.console.common.Field
+	(*SpanId)(nil),                // 10: rs.tokio.console.common.SpanId
+	(*Location)(nil),              // 11: rs.tokio.console.common.Location
+	(*PollStats)(nil),             // 12: rs.tokio.console.common.PollStats
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
 }
 var file_rs_tokio_console_tasks_proto_depIdxs = []int32{
-	2,  // 0: rs.tokio.console.tasks.TaskUpdate.new_tasks:type_name -> rs.tokio.console.tasks.Task
-	4,  // 1: rs.tokio.console.tasks.TaskUpdate.stats_update:type_name -> rs.tokio.console.tasks.TaskUpdate.StatsUpdateEntry
-	5,  // 2: rs.tokio.console.tasks.Task.id:type_name -> rs.tokio.console.common.Id
-	6,  // 3: rs.tokio.console.tasks.Task.metadata:type_name -> rs.tokio.console.common.MetaId
-	0,  // 4: rs.tokio.console.tasks.Task.kind:type_name -> rs.tokio.console.tasks.Task.Kind
-	7,  // 5: rs.tokio.console.tasks.Task.fields:type_name -> rs.tokio.console.common.Field
-	8,  // 6: rs.tokio.console.tasks.Task.parents:type_name -> rs.tokio.console.common.SpanId
-	9,  // 7: rs.tokio.console.tasks.Task.location:type_name -> rs.tokio.console.common.Location
-	10, // 8: rs.tokio.console.tasks.Stats.created_at:type_name -> google.protobuf.Timestamp
-	10, // 9: rs.tokio.console.tasks.Stats.dropped_at:type_name -> google.protobuf.Timestamp
-	10, // 10: rs.tokio.console.tasks.Stats.last_wake:type_name -> google.protobuf.Timestamp
-	11, // 11: rs.tokio.console.tasks.Stats.poll_stats:type_name -> rs.tokio.console.common.PollStats
-	12, // 12: rs.tokio.console.tasks.Stats.scheduled_time:type_name -> google.protobuf.Duration
-	3,  // 13: rs.tokio.console.tasks.TaskUpdate.StatsUpdateEntry.value:type_name -> rs.tokio.console.tasks.Stats
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	3,  // 0: rs.tokio.console.tasks.TaskUpdate.new_tasks:type_name -> rs.tokio.console.tasks.Task
+	5,  // 1: rs.tokio.console.tasks.TaskUpdate.stats_update:type_name -> rs.tokio.console.tasks.TaskUpdate.StatsUpdateEntry
+	6,  // 2: rs.tokio.console.tasks.TaskDetails.task_id:type_name -> rs.tokio.console.common.Id
+	7,  // 3: rs.tokio.console.tasks.TaskDetails.now:type_name -> google.protobuf.Timestamp
+	6,  // 4: rs.tokio.console.tasks.Task.id:type_name -> rs.tokio.console.common.Id
+	8,  // 5: rs.tokio.console.tasks.Task.metadata:type_name -> rs.tokio.console.common.MetaId
+	0,  // 6: rs.tokio.console.tasks.Task.kind:type_name -> rs.tokio.console.tasks.Task.Kind
+	9,  // 7: rs.tokio.console.tasks.Task.fields:type_name -> rs.tokio.console.common.Field
+	10, // 8: rs.tokio.console.tasks.Task.parents:type_name -> rs.tokio.console.common.SpanId
+	11, // 9: rs.tokio.console.tasks.Task.location:type_name -> rs.tokio.console.common.Location
+	7,  // 10: rs.tokio.console.tasks.Stats.created_at:type_name -> google.protobuf.Timestamp
+	7,  // 11: rs.tokio.console.tasks.Stats.dropped_at:type_name -> google.protobuf.Timestamp
+	7,  // 12: rs.tokio.console.tasks.Stats.last_wake:type_name -> google.protobuf.Timestamp
+	12, // 13: rs.tokio.console.tasks.Stats.poll_stats:type_name -> rs.tokio.console.common.PollStats
+	13, // 14: rs.tokio.console.tasks.Stats.scheduled_time:type_name -> google.protobuf.Duration
+	4,  // 15: rs.tokio.console.tasks.TaskUpdate.StatsUpdateEntry.value:type_name -> rs.tokio.console.tasks.Stats
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_rs_tokio_console_tasks_proto_init() }
@@ -426,14 +490,14 @@ func file_rs_tokio_console_tasks_proto_init() {
 		return
 	}
 	file_rs_tokio_console_common_proto_init()
-	file_rs_tokio_console_tasks_proto_msgTypes[2].OneofWrappers = []any{}
+	file_rs_tokio_console_tasks_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rs_tokio_console_tasks_proto_rawDesc), len(file_rs_tokio_console_tasks_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,6 +59,14 @@ type Options struct {
 	Detach bool
 	// Rate and Work are passed to every service (see ServiceConfig).
 	Rate, Work float64
+	// Workers is how many instances of each worker run (default 1):
+	// worker-rust-1 … worker-rust-N, and as many Ruby and Python workers.
+	Workers int
+	// Sick names services to make sick (ServiceConfig.Sick): a worker
+	// spends more CPU on transform steps and waits on a slower database
+	// that reconnects for every query; an orchestrator's database is
+	// slower. The report's outlier view should single them out.
+	Sick []string
 	// HealthTimeout bounds the wait for every /health to answer
 	// (default DefaultHealthTimeout).
 	HealthTimeout time.Duration
@@ -75,6 +84,7 @@ type Service struct {
 	URL     string // http://127.0.0.1:PORT
 	PIDFile string // absolute
 	LogFile string // absolute
+	Sick    bool   // started sick (Options.Sick)
 }
 
 // Cluster is a running demo cluster started by Start.
@@ -139,15 +149,22 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := checkNotRunning(dir); err != nil {
 		return nil, err
 	}
+	if opts.Workers > MaxWorkers {
+		return nil, fmt.Errorf("at most %d instances of each worker", MaxWorkers)
+	}
+	layout := LayoutFor(opts.Workers)
+	if err := checkSick(layout, opts.Sick); err != nil {
+		return nil, err
+	}
 
 	// Open every port here and hand the listeners down: a port that is
 	// taken fails now, by name, and none can be taken in between.
-	lns, err := listenAll(opts)
+	lns, err := listenAll(layout, opts)
 	if err != nil {
 		return nil, err
 	}
 	defer closeAll(lns)
-	cls, err := listenConsoles(opts)
+	cls, err := listenConsoles(layout, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +172,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 
 	c := &Cluster{Dir: dir, ConfigPath: filepath.Join(dir, ConfigFile), done: make(chan struct{})}
 	var peers []string
-	for i, in := range Layout {
+	for i, in := range layout {
 		port := lns[i].Addr().(*net.TCPAddr).Port
 		s := Service{
 			Instance: in,
@@ -208,9 +225,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
-func listenAll(opts Options) ([]net.Listener, error) {
+func listenAll(layout []Instance, opts Options) ([]net.Listener, error) {
 	var lns []net.Listener
-	for _, in := range Layout {
+	for _, in := range layout {
 		port := 0
 		if !opts.FreePorts {
 			port = in.Port(opts.PortOffset)
@@ -233,9 +250,9 @@ func listenAll(opts Options) ([]net.Listener, error) {
 }
 
 // listenConsoles opens each service's tokio-console port (see ConsolePort).
-func listenConsoles(opts Options) ([]net.Listener, error) {
+func listenConsoles(layout []Instance, opts Options) ([]net.Listener, error) {
 	var lns []net.Listener
-	for i, in := range Layout {
+	for i, in := range layout {
 		port := 0
 		if !opts.FreePorts {
 			port = ConsolePort(i, opts.PortOffset)
@@ -300,6 +317,10 @@ func (c *Cluster) spawn(exe string, s *Service, ln, cln net.Listener, peers []st
 	}
 	if opts.Work > 0 {
 		args = append(args, "--work", strconv.FormatFloat(opts.Work, 'g', -1, 64))
+	}
+	if slices.Contains(opts.Sick, s.Name) {
+		args = append(args, "--sick")
+		s.Sick = true
 	}
 	if !opts.Detach {
 		args = append(args, "--parent-pid", strconv.Itoa(os.Getpid()))
@@ -401,7 +422,7 @@ func writeConfig(file string, svcs []Service) error {
 			Pprof:        s.URL + "/debug/pprof",
 			PIDFile:      filepath.Join(PidsDir, s.Name+".pid"),
 			TokioConsole: s.Console,
-			Labels:       map[string]string{"role": string(s.Role), "language": s.Language},
+			Labels:       map[string]string{"role": s.Group(), "language": s.Language},
 		})
 	}
 	body, err := yaml.Marshal(&cfg)
@@ -625,4 +646,55 @@ func Stop(ctx context.Context, dir string, grace time.Duration) ([]StopResult, e
 		}
 	}
 	return results, errors.Join(errs...)
+}
+
+// checkSick fails when a name to make sick is not a service of the layout,
+// suggesting the nearest one.
+func checkSick(layout []Instance, sick []string) error {
+	var names []string
+	for _, in := range layout {
+		names = append(names, in.Name)
+	}
+	for _, n := range sick {
+		if slices.Contains(names, n) {
+			continue
+		}
+		msg := fmt.Sprintf("--sick %q: no such service (the cluster has %s)", n, strings.Join(names, ", "))
+		if near := nearest(n, names); near != "" {
+			msg = fmt.Sprintf("--sick %q: no such service; did you mean %q? (more instances of a worker: --workers N)", n, near)
+		}
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// nearest is the name closest to s by edit distance, if close enough.
+func nearest(s string, names []string) string {
+	best, bd := "", len(s)/2+2
+	for _, n := range names {
+		if d := editDistance(s, n); d < bd {
+			best, bd = n, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := 1
+			if a[i-1] == b[j-1] {
+				c = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -327,7 +327,7 @@ func TestCluster(t *testing.T) {
 	}
 	for i, tg := range cfg.Targets {
 		s := c.Services[i]
-		if tg.Name != s.Name || tg.Pprof != s.URL+"/debug/pprof" || tg.Labels["role"] != string(s.Role) || tg.Labels["language"] != s.Language {
+		if tg.Name != s.Name || tg.Pprof != s.URL+"/debug/pprof" || tg.Labels["role"] != s.Group() || tg.Labels["language"] != s.Language {
 			t.Errorf("target %d = %+v, want %s at %s", i, tg, s.Name, s.URL)
 		}
 		if pid, err := tg.ResolvePID(); err != nil || pid != s.PID {

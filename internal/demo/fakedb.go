@@ -15,6 +15,9 @@ import (
 type fakeDB struct {
 	pool    chan *dbConn
 	latency time.Duration // mean query latency
+	// flaky makes every query reconnect first (a sick service's database:
+	// its connections keep dropping), which costs twice the latency.
+	flaky bool
 }
 
 type dbConn struct{ id int }
@@ -43,7 +46,12 @@ func (db *fakeDB) query(ctx context.Context, table string, n int) ([]dbRow, erro
 		return nil, err
 	}
 	defer db.releaseConn(conn)
-	if err := conn.waitForReply(ctx, db.latency); err != nil {
+	if db.flaky {
+		if err := db.reconnect(ctx, conn); err != nil {
+			return nil, err
+		}
+	}
+	if err := db.waitForReply(ctx, conn); err != nil {
 		return nil, err
 	}
 	return decodeRows(table, n), nil
@@ -61,9 +69,10 @@ func (db *fakeDB) acquireConn(ctx context.Context) (*dbConn, error) {
 
 func (db *fakeDB) releaseConn(c *dbConn) { db.pool <- c }
 
-// waitForReply is the slow part of a query: it blocks, off CPU, for between
-// half and one and a half times the mean latency.
-func (c *dbConn) waitForReply(ctx context.Context, mean time.Duration) error {
+// waitForReply is the slow part of a query on connection c: it blocks, off
+// CPU, for between half and one and a half times the mean latency.
+func (db *fakeDB) waitForReply(ctx context.Context, c *dbConn) error {
+	mean := db.latency
 	d := mean/2 + rand.N(mean)
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -72,6 +81,19 @@ func (c *dbConn) waitForReply(ctx context.Context, mean time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("database query on connection %d: %w", c.id, ctx.Err())
+	}
+}
+
+// reconnect re-establishes a dropped connection: a handshake of about
+// twice the query latency, off CPU.
+func (db *fakeDB) reconnect(ctx context.Context, c *dbConn) error {
+	t := time.NewTimer(db.latency + rand.N(2*db.latency))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("reconnecting database connection %d: %w", c.id, ctx.Err())
 	}
 }
 

@@ -49,13 +49,39 @@ const ConsoleBasePort = 6669
 func ConsolePort(i, offset int) int { return ConsoleBasePort + i + offset }
 
 // Layout is the reference cluster: orchestration on 8080+, the Rust worker
-// on 8100+, Ruby on 8200+ and Python on 8300+.
-var Layout = []Instance{
-	{Name: "orchestration-1", Role: RoleOrchestration, Language: "go", BasePort: 8080, Index: 1},
-	{Name: "orchestration-2", Role: RoleOrchestration, Language: "go", BasePort: 8080, Index: 2},
-	{Name: "worker-rust-1", Role: RoleWorker, Language: "rust", BasePort: 8100, Index: 1},
-	{Name: "worker-ruby-1", Role: RoleWorker, Language: "ruby", BasePort: 8200, Index: 1},
-	{Name: "worker-python-1", Role: RoleWorker, Language: "python", BasePort: 8300, Index: 1},
+// on 8100+, Ruby on 8200+ and Python on 8300+, one instance of each worker.
+var Layout = LayoutFor(1)
+
+// LayoutFor is the reference cluster with workers instances of each worker
+// (at least one): worker-rust-1 … worker-rust-N on 8100 …, and so on.
+func LayoutFor(workers int) []Instance {
+	workers = max(1, workers)
+	l := []Instance{
+		{Name: "orchestration-1", Role: RoleOrchestration, Language: "go", BasePort: 8080, Index: 1},
+		{Name: "orchestration-2", Role: RoleOrchestration, Language: "go", BasePort: 8080, Index: 2},
+	}
+	for _, w := range []struct {
+		lang string
+		port int
+	}{{"rust", 8100}, {"ruby", 8200}, {"python", 8300}} {
+		for i := 1; i <= workers; i++ {
+			l = append(l, Instance{Name: fmt.Sprintf("worker-%s-%d", w.lang, i), Role: RoleWorker, Language: w.lang, BasePort: w.port, Index: i})
+		}
+	}
+	return l
+}
+
+// MaxWorkers bounds --workers: ports of one worker kind are 100 apart.
+const MaxWorkers = 20
+
+// Group is the instance's kind of service, the "role" label profcap.yaml
+// gives it: orchestration, worker-rust, worker-ruby, worker-python. The
+// report compares the instances of one group with each other.
+func (in Instance) Group() string {
+	if in.Role == RoleWorker {
+		return "worker-" + in.Language
+	}
+	return string(in.Role)
 }
 
 // ParseRole parses a --role value.

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"runtime/pprof"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -105,9 +104,8 @@ func planTree(depth int) []stepSpec {
 type orchestrator struct {
 	name     string
 	workers  []string // worker base URLs
-	next     atomic.Uint64
-	rate     float64 // workflows started per second
-	inflight int     // most workflows running at once
+	rate     float64  // workflows started per second
+	inflight int      // most workflows running at once
 	client   *http.Client
 	db       *fakeDB
 	store    *workflowStore
@@ -116,6 +114,10 @@ type orchestrator struct {
 }
 
 func newOrchestrator(cfg *ServiceConfig, m *serviceMetrics) *orchestrator {
+	dbLatency := 3 * time.Millisecond
+	if cfg.Sick {
+		dbLatency *= SickDB
+	}
 	return &orchestrator{
 		name:     cfg.Name,
 		workers:  cfg.Peers,
@@ -125,7 +127,7 @@ func newOrchestrator(cfg *ServiceConfig, m *serviceMetrics) *orchestrator {
 			MaxIdleConnsPerHost: 16,
 			IdleConnTimeout:     30 * time.Second,
 		}},
-		db:    newFakeDB(8, 3*time.Millisecond),
+		db:    newFakeDB(8, dbLatency),
 		store: newWorkflowStore(200),
 		m:     m,
 		event: cfg.event,
@@ -278,8 +280,11 @@ func (o *orchestrator) executeSteps(ctx context.Context, wf *workflow) error {
 	return firstErr
 }
 
-// dispatchStep sends one step to a worker, round robin, and tries the next
-// worker once if that one fails.
+// dispatchStep sends one step to a worker picked at random, and tries the
+// next worker once if that one fails. Random, not round robin: workflows
+// have a fixed shape, and a rotation in step with it would send every
+// fetch step to the same few workers, which would then differ from their
+// peers for no reason a reader could fix.
 func (o *orchestrator) dispatchStep(ctx context.Context, wf *workflow, i int, inputs []string) (stepResult, error) {
 	step := wf.Steps[i]
 	body, err := json.Marshal(stepRequest{
@@ -290,8 +295,9 @@ func (o *orchestrator) dispatchStep(ctx context.Context, wf *workflow, i int, in
 		return stepResult{}, err
 	}
 	var lastErr error
+	first := rand.N(len(o.workers))
 	for attempt := range 2 {
-		w := o.workers[(o.next.Add(1)-1)%uint64(len(o.workers))]
+		w := o.workers[(first+attempt)%len(o.workers)]
 		o.m.stepsDispatched.inc(step.Kind)
 		res, err := o.postStep(ctx, w, body)
 		if err == nil {

@@ -40,6 +40,13 @@ type ServiceConfig struct {
 	Rate float64
 	// Work scales the CPU work of every step (default 1).
 	Work float64
+	// Sick makes the service an outlier among its peers, for the report's
+	// outlier view to find: a sick worker spends SickCPU times the CPU on
+	// transform steps, and its database is SickDB times slower, with two
+	// connections instead of four that drop after every query (each query
+	// reconnects first: demo.(*fakeDB).reconnect); a sick orchestrator's
+	// database is SickDB times slower.
+	Sick bool
 	// Logger receives the service's log (default: text to stderr).
 	Logger *slog.Logger
 
@@ -101,6 +108,12 @@ type Event struct {
 // with SHA extensions (measured with /proc/PID/stat over 10 s); hashing is
 // slower without them, so expect more there.
 const DefaultRate = 8
+
+// How much worse a sick service is (ServiceConfig.Sick).
+const (
+	SickCPU = 6
+	SickDB  = 3
+)
 
 // Profiling rates set by RunService. The defaults of the runtime leave the
 // mutex and block profiles empty.

@@ -73,6 +73,7 @@ type worker struct {
 	console *consoleapi.Server // nil: no async task tracking
 	name    string
 	scale   float64 // multiplies generated rows and checksum rounds
+	sick    bool    // SickCPU times the checksum rounds of transform steps
 	db      *fakeDB
 	stats   *sharedStats
 	cache   *resultCache
@@ -85,11 +86,17 @@ func newWorker(cfg *ServiceConfig, m *serviceMetrics) *worker {
 	if s, ok := languageSpeed[cfg.Language]; ok {
 		scale *= s
 	}
+	// Four connections and a 6ms mean latency: enough that bursts of
+	// fetch steps queue for a connection, which the block profile shows.
+	db := newFakeDB(4, 6*time.Millisecond)
+	if cfg.Sick {
+		db = newFakeDB(2, SickDB*6*time.Millisecond)
+		db.flaky = true
+	}
 	return &worker{
-		name: cfg.Name,
-		// Four connections and a 6ms mean latency: enough that bursts of
-		// fetch steps queue for a connection, which the block profile shows.
-		db:      newFakeDB(4, 6*time.Millisecond),
+		name:    cfg.Name,
+		sick:    cfg.Sick,
+		db:      db,
 		stats:   newSharedStats(1024),
 		cache:   newResultCache(32), // reports are up to ~0.5 MB: ~16 MB live per worker
 		scale:   scale,
@@ -175,7 +182,11 @@ func (w *worker) runStep(ctx context.Context, req stepRequest) (stepResult, erro
 		if report, err = w.encodeReport(req, rows); err != nil {
 			return
 		}
-		sum = w.computeChecksum(report, w.scaled(cost.rounds))
+		rounds := w.scaled(cost.rounds)
+		if w.sick && req.Kind == kindTransform {
+			rounds *= SickCPU
+		}
+		sum = w.computeChecksum(report, rounds)
 		if cost.compress {
 			report, err = w.compressReport(report)
 		}

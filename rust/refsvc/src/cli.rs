@@ -1,6 +1,24 @@
 //! Command line: a small hand parser (`--flag VALUE` or `--flag=VALUE`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where the tokio-console gRPC server listens: TCP, or a Unix socket
+/// (`unix:/path`, console-subscriber's `ServerAddr::Unix`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsoleAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ConsoleAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConsoleAddr::Tcp(a) => write!(f, "{a}"),
+            ConsoleAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -24,7 +42,7 @@ pub struct Args {
     pub bind: String,
     pub port: u16,
     /// None: no console
-    pub console: Option<SocketAddr>,
+    pub console: Option<ConsoleAddr>,
     pub pprof: bool,
     pub jemalloc_prof: bool,
     pub taskdump: bool,
@@ -37,6 +55,13 @@ pub struct Args {
     pub spin_ms: u64,
     pub steps_per_sec: f64,
     pub console_retention_secs: u64,
+    /// console-subscriber's publish interval (its default: 1 s)
+    pub console_publish_ms: u64,
+    /// console-subscriber's event buffer capacity (None: its default, 102400)
+    pub console_buffer: Option<usize>,
+    /// long-lived named idle tasks spawned at start, and the length of each name
+    pub idle_tasks: usize,
+    pub idle_task_name_bytes: usize,
 }
 
 pub const USAGE: &str = "\
@@ -46,7 +71,7 @@ usage: refsvc [flags]
   --role ROLE            orchestration | worker (default: orchestration)
   --bind HOST            REST listen host (default: 127.0.0.1)
   --port N               REST port (default: 8080)
-  --console ADDR         tokio-console gRPC bind (default: $TOKIO_CONSOLE_BIND, else 127.0.0.1:6669)
+  --console ADDR         tokio-console gRPC bind, HOST:PORT or unix:/PATH (default: $TOKIO_CONSOLE_BIND, else 127.0.0.1:6669)
   --no-console           no tokio-console server (and no console instrumentation layer)
   --pprof                serve GET /debug/pprof/profile (pprof-rs CPU profile)
   --jemalloc-prof        serve GET /debug/pprof/heap (jemalloc heap profile); without it heap sampling is off
@@ -61,6 +86,12 @@ usage: refsvc [flags]
   --spin-ms N            truth-spinner's CPU per poll (default: 3)
   --steps-per-sec F      steps dispatched per second (default: 40)
   --console-retention S  seconds tokio-console keeps completed tasks (default: 20)
+  --console-publish-ms N tokio-console publish interval in milliseconds (default: 1000, the subscriber's)
+  --console-buffer N     tokio-console event buffer capacity (default: the subscriber's, 102400); a small one
+                         makes the subscriber drop spawn events (dropped_events)
+  --idle-tasks N         spawn N long-lived idle tasks at start, named idle.NNNNNN (default: 0)
+  --idle-task-name-bytes B  pad each idle task's name with '.' to B bytes (default: 0: no padding), so
+                         that a few thousand of them make the console's state exceed 4 MiB
   -h, --help             this text
 ";
 
@@ -87,6 +118,10 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         spin_ms: 3,
         steps_per_sec: 40.0,
         console_retention_secs: 20,
+        console_publish_ms: 1000,
+        console_buffer: None,
+        idle_tasks: 0,
+        idle_task_name_bytes: 0,
     };
     let mut console_flag: Option<String> = None;
     let mut no_console = false;
@@ -128,6 +163,10 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--spin-ms" => a.spin_ms = num("--spin-ms", &value(&mut it)?)?,
             "--steps-per-sec" => a.steps_per_sec = num("--steps-per-sec", &value(&mut it)?)?,
             "--console-retention" => a.console_retention_secs = num("--console-retention", &value(&mut it)?)?,
+            "--console-publish-ms" => a.console_publish_ms = num("--console-publish-ms", &value(&mut it)?)?,
+            "--console-buffer" => a.console_buffer = Some(num("--console-buffer", &value(&mut it)?)?),
+            "--idle-tasks" => a.idle_tasks = num("--idle-tasks", &value(&mut it)?)?,
+            "--idle-task-name-bytes" => a.idle_task_name_bytes = num("--idle-task-name-bytes", &value(&mut it)?)?,
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
@@ -137,12 +176,21 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
     if !(a.steps_per_sec > 0.0) {
         return Err("--steps-per-sec must be positive".into());
     }
+    if a.console_publish_ms == 0 {
+        return Err("--console-publish-ms must be positive".into());
+    }
+    if a.console_buffer == Some(0) {
+        return Err("--console-buffer must be positive".into());
+    }
     if !no_console {
         let addr = console_flag
             .or_else(|| std::env::var("TOKIO_CONSOLE_BIND").ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "127.0.0.1:6669".into());
-        let sa = resolve(&addr).map_err(|e| format!("console address {addr:?}: {e}"))?;
-        a.console = Some(sa);
+        a.console = Some(match addr.strip_prefix("unix:") {
+            Some(path) if !path.is_empty() => ConsoleAddr::Unix(PathBuf::from(path)),
+            Some(_) => return Err("console address \"unix:\" has no path".into()),
+            None => ConsoleAddr::Tcp(resolve(&addr).map_err(|e| format!("console address {addr:?}: {e}"))?),
+        });
     }
     Ok(a)
 }
@@ -170,12 +218,18 @@ mod tests {
         assert_eq!(a.name, "worker-rust-1");
         assert_eq!(a.role, Role::Worker);
         assert_eq!(a.port, 8100);
-        assert_eq!(a.console.unwrap().port(), 6671);
+        assert_eq!(a.console, Some(ConsoleAddr::Tcp("127.0.0.1:6671".parse().unwrap())));
         assert!(a.pprof && a.sick && !a.taskdump);
         assert_eq!(a.workers, 3);
         assert!(p(&["--no-console"]).unwrap().console.is_none());
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["--port"]).is_err());
         assert!(p(&["--role", "x"]).is_err());
+        let u = p(&["--console", "unix:/tmp/c.sock", "--idle-tasks", "3", "--idle-task-name-bytes=64"]).unwrap();
+        assert_eq!(u.console, Some(ConsoleAddr::Unix("/tmp/c.sock".into())));
+        assert_eq!(u.console.unwrap().to_string(), "unix:/tmp/c.sock");
+        assert_eq!((u.idle_tasks, u.idle_task_name_bytes), (3, 64));
+        assert!(p(&["--console", "unix:"]).is_err());
+        assert!(p(&["--console-publish-ms", "0"]).is_err());
     }
 }

@@ -25,6 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/truth", get(truth_json))
+        .route("/truth/at", get(truth_at_json))
         .route("/debug/pprof/profile", get(cpu_profile))
         .route("/debug/pprof/heap", get(heap_profile))
         .route("/debug/tokio/dump", get(task_dump))
@@ -353,7 +354,7 @@ pub fn truth_document(app: &App) -> String {
         app.args.pprof,
         app.args.jemalloc_prof,
         app.args.taskdump,
-        app.args.console.map(|a| jstr(&a.to_string())).unwrap_or_else(|| "null".into()),
+        app.args.console.as_ref().map(|a| jstr(&a.to_string())).unwrap_or_else(|| "null".into()),
         app.started_unix_ns,
         truth::unix_ns(),
         truth::ns(app.started.elapsed()),
@@ -406,4 +407,53 @@ pub fn truth_document(app: &App) -> String {
 
 async fn truth_json(State(app): State<Arc<App>>) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], truth_document(&app)).into_response()
+}
+
+/// `GET /truth/at?unix_ns=T[,T...]`: each ground-truth task's state at each
+/// past instant T (Unix ns, mapped onto the monotonic clock with the current
+/// offset), from the task's timeline (see truth::At for what each field
+/// holds). `covered` is false for an instant older than the timeline keeps.
+async fn truth_at_json(State(app): State<Arc<App>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(list) = q.get("unix_ns") else {
+        return (StatusCode::BAD_REQUEST, "400 want ?unix_ns=T[,T...]\n").into_response();
+    };
+    let mut ts = Vec::new();
+    for v in list.split(',') {
+        match v.trim().parse::<u64>() {
+            Ok(t) => ts.push(t),
+            Err(_) => return (StatusCode::BAD_REQUEST, format!("400 unix_ns: not a number: {v:?}\n")).into_response(),
+        }
+    }
+    let now_mono = truth::mono_ns();
+    let now_unix = truth::unix_ns();
+    let mut o = format!("{{\"now_unix_ns\":{now_unix},\"at\":[");
+    for (i, &t) in ts.iter().enumerate() {
+        let future = t > now_unix;
+        let mono = now_mono.saturating_sub(now_unix.saturating_sub(t));
+        let _ = write!(o, "{}{{\"unix_ns\":{t},\"future\":{future},\"tasks\":[", if i > 0 { "," } else { "" });
+        for (j, s) in app.truth.all().iter().enumerate() {
+            let a = s.timeline.at(mono.min(now_mono));
+            let a0 = a.unwrap_or_default();
+            let _ = write!(
+                o,
+                "{}{{\"name\":{},\"covered\":{},\"instances\":{},\"alive_ns\":{},\"busy_ns\":{},\"scheduled_ns\":{},\
+\"first_poll_wait_ns\":{},\"idle_ns\":{},\"polls\":{},\"wakes\":{},\"self_wakes\":{}}}",
+                if j > 0 { "," } else { "" },
+                jstr(&s.name),
+                a.is_some() && !future,
+                a0.instances,
+                a0.alive_ns,
+                a0.busy_ns,
+                a0.scheduled_ns,
+                a0.first_poll_wait_ns,
+                a0.idle_ns(),
+                a0.polls,
+                a0.wakes,
+                a0.self_wakes,
+            );
+        }
+        o.push_str("]}");
+    }
+    o.push_str("]}\n");
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], o).into_response()
 }

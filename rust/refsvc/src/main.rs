@@ -62,8 +62,8 @@ fn main() {
         eprintln!("refsvc: --jemalloc-prof: jemalloc profiling is not available (opt.prof is false)");
     }
 
-    if let Some(addr) = args.console {
-        start_console(addr, Duration::from_secs(args.console_retention_secs));
+    if let Some(addr) = args.console.clone() {
+        start_console(addr, &args);
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -79,11 +79,22 @@ fn main() {
 
 /// console-subscriber's layer, with its gRPC server on a thread of its own (a
 /// failed bind is reported and the service goes on without a console).
-fn start_console(addr: std::net::SocketAddr, retention: Duration) {
-    let (layer, server) = console_subscriber::ConsoleLayer::builder()
-        .server_addr(addr)
-        .retention(retention)
-        .build();
+fn start_console(addr: cli::ConsoleAddr, args: &cli::Args) {
+    let mut builder = console_subscriber::ConsoleLayer::builder()
+        .retention(Duration::from_secs(args.console_retention_secs))
+        .publish_interval(Duration::from_millis(args.console_publish_ms));
+    if let Some(n) = args.console_buffer {
+        builder = builder.event_buffer_capacity(n);
+    }
+    builder = match &addr {
+        cli::ConsoleAddr::Tcp(a) => builder.server_addr(*a),
+        cli::ConsoleAddr::Unix(p) => {
+            // a socket file left by an earlier run would make the bind fail
+            let _ = std::fs::remove_file(p);
+            builder.server_addr(p.as_path())
+        }
+    };
+    let (layer, server) = builder.build();
     fn console_filter(meta: &tracing::Metadata<'_>) -> bool {
         if meta.is_event() {
             return meta.target().starts_with("runtime") || meta.target().starts_with("tokio");
@@ -137,7 +148,7 @@ async fn run(args: cli::Args) -> i32 {
         args.name,
         args.role.as_str(),
         std::process::id(),
-        args.console.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        args.console.as_ref().map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         args.pprof,
         args.jemalloc_prof,
         args.taskdump,

@@ -227,6 +227,19 @@ pub fn start(app: &Arc<App>) {
     if app.args.spawn_backlog > 0 {
         spawn_named("backlog.coordinator", backlog_coordinator(app.clone()));
     }
+    for i in 0..app.args.idle_tasks {
+        spawn_named(&idle_task_name(i, app.args.idle_task_name_bytes), std::future::pending::<()>());
+    }
+}
+
+/// `idle.NNNNNN`, padded with '.' to `bytes` bytes: --idle-tasks spawns these,
+/// each polled once and then idle for the life of the process.
+pub fn idle_task_name(i: usize, bytes: usize) -> String {
+    let mut name = format!("idle.{:06}", i + 1);
+    while name.len() < bytes {
+        name.push('.');
+    }
+    name
 }
 
 // ---------------------------------------------------------------------------

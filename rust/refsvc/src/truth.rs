@@ -8,7 +8,7 @@
 //! (`scheduled_ns`). The task body adds the time it spends in each named wait to
 //! the same [`TaskStats`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -73,6 +73,9 @@ pub struct TaskStats {
     pub instances: AtomicU64,
     pub max_first_poll_delay_ns: AtomicU64,
     pub backlog_ahead: AtomicU64,
+    /// every spawn, poll start and end, wake and end of every instance, for
+    /// the state at any past instant (`GET /truth/at`)
+    pub timeline: Timeline,
 }
 
 impl TaskStats {
@@ -122,6 +125,7 @@ struct TrackWaker {
 impl TrackWaker {
     fn record(&self) {
         let s = &self.stats;
+        s.timeline.log(Ev::Wake);
         s.wakes.fetch_add(1, Relaxed);
         if s.in_poll.load(Relaxed) {
             s.self_wakes.fetch_add(1, Relaxed);
@@ -150,13 +154,14 @@ pub struct Tracked<F> {
     stats: Arc<TaskStats>,
     waker: Arc<TrackWaker>,
     waker_handle: Waker,
+    ended: bool,
 }
 
 impl<F: Future> Tracked<F> {
     pub fn new(fut: F, stats: Arc<TaskStats>) -> Self {
         let waker = Arc::new(TrackWaker { stats: stats.clone(), inner: Mutex::new(None) });
         let waker_handle = Waker::from(waker.clone());
-        Tracked { inner: Box::pin(fut), stats, waker, waker_handle }
+        Tracked { inner: Box::pin(fut), stats, waker, waker_handle, ended: false }
     }
 }
 
@@ -167,7 +172,7 @@ impl<F: Future> Future for Tracked<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
         let s = &this.stats;
-        let start = mono_ns();
+        let start = s.timeline.log(Ev::PollStart);
         if s.first_poll_mono.load(Relaxed) == 0 {
             s.first_poll_mono.store(start, Relaxed);
             if let Some(d) = s.first_poll_delay_ns() {
@@ -193,7 +198,7 @@ impl<F: Future> Future for Tracked<F> {
         let mut cx2 = Context::from_waker(&this.waker_handle);
         let r = this.inner.as_mut().poll(&mut cx2);
         s.in_poll.store(false, Relaxed);
-        let end = mono_ns();
+        let end = s.timeline.log(Ev::PollEnd);
         let busy = end.saturating_sub(start);
         s.polls.fetch_add(1, Relaxed);
         s.busy_ns.fetch_add(busy, Relaxed);
@@ -201,8 +206,20 @@ impl<F: Future> Future for Tracked<F> {
         s.last_poll_end_mono.store(end, Relaxed);
         if r.is_ready() {
             s.completed_mono.store(end, Relaxed);
+            s.timeline.log(Ev::End);
+            this.ended = true;
         }
         r
+    }
+}
+
+impl<F> Drop for Tracked<F> {
+    /// An instance dropped before it completed (aborted) ends here.
+    fn drop(&mut self) {
+        if !self.ended {
+            let end = self.stats.timeline.log(Ev::End);
+            let _ = self.stats.completed_mono.compare_exchange(0, end, Relaxed, Relaxed);
+        }
     }
 }
 
@@ -272,7 +289,7 @@ where
     F::Output: Send + 'static,
 {
     stats.spawned_at_unix_ns.store(unix_ns(), Relaxed);
-    stats.spawned_mono.store(mono_ns(), Relaxed);
+    stats.spawned_mono.store(stats.timeline.log(Ev::Spawn), Relaxed);
     stats.instances.fetch_add(1, Relaxed);
     let h = spawn_named(&stats.name.clone(), Tracked::new(fut, stats.clone()));
     *stats.task_id.lock().unwrap() = h.id().to_string();
@@ -298,5 +315,191 @@ impl Future for SelfWake {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Timeline: the state of a tracked task at any past instant.
+
+/// One event of a tracked task's timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ev {
+    Spawn,
+    PollStart,
+    PollEnd,
+    Wake,
+    End,
+}
+
+/// Events kept per task (16 bytes each); older ones are folded into a
+/// running total, so only instants before the oldest kept event are lost
+/// (truth-self-waker, the busiest, logs about 1,300 events a second: 100 s).
+const TIMELINE_CAP: usize = 1 << 17;
+
+#[derive(Default)]
+pub struct Timeline {
+    inner: Mutex<TimelineInner>,
+}
+
+#[derive(Default)]
+struct TimelineInner {
+    events: VecDeque<(u64, Ev)>,
+    /// the state after every event already dropped from `events`
+    base: At,
+}
+
+/// What a task did up to an instant, summed over all its instances.
+/// Every nanosecond of an instance's life is in exactly one of busy (in a
+/// poll), first_poll_wait (spawned, not yet polled), scheduled (woken, not
+/// yet polled again: from the first wake after a poll ended, or from the end
+/// of a poll during which it was woken, to the next poll) and idle (the rest).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct At {
+    /// the time of the last event applied (mono ns)
+    pub last: u64,
+    alive: bool,
+    polled: bool,
+    in_poll: bool,
+    woken_in_poll: bool,
+    runnable: bool,
+    pub instances: u64,
+    pub alive_ns: u64,
+    pub busy_ns: u64,
+    pub scheduled_ns: u64,
+    pub first_poll_wait_ns: u64,
+    pub polls: u64,
+    pub wakes: u64,
+    pub self_wakes: u64,
+}
+
+impl At {
+    fn advance(&mut self, to: u64) {
+        let d = to.saturating_sub(self.last);
+        if self.alive {
+            self.alive_ns += d;
+            if self.in_poll {
+                self.busy_ns += d;
+            } else if !self.polled {
+                self.first_poll_wait_ns += d;
+            } else if self.runnable {
+                self.scheduled_ns += d;
+            }
+        }
+        self.last = self.last.max(to);
+    }
+
+    fn apply(&mut self, t: u64, ev: Ev) {
+        self.advance(t);
+        match ev {
+            Ev::Spawn => {
+                self.alive = true;
+                self.polled = false;
+                self.in_poll = false;
+                self.woken_in_poll = false;
+                self.runnable = false;
+                self.instances += 1;
+            }
+            Ev::PollStart => {
+                self.polled = true;
+                self.in_poll = true;
+                self.runnable = false;
+                self.woken_in_poll = false;
+                self.polls += 1;
+            }
+            Ev::PollEnd => {
+                self.in_poll = false;
+                self.runnable = self.woken_in_poll;
+                self.woken_in_poll = false;
+            }
+            Ev::Wake => {
+                self.wakes += 1;
+                if self.in_poll {
+                    self.self_wakes += 1;
+                    self.woken_in_poll = true;
+                } else if self.polled {
+                    self.runnable = true;
+                }
+            }
+            Ev::End => {
+                self.alive = false;
+                self.in_poll = false;
+                self.runnable = false;
+            }
+        }
+    }
+
+    pub fn idle_ns(&self) -> u64 {
+        self.alive_ns
+            .saturating_sub(self.busy_ns)
+            .saturating_sub(self.scheduled_ns)
+            .saturating_sub(self.first_poll_wait_ns)
+    }
+}
+
+impl Timeline {
+    /// Records ev now and returns its time; the time is taken under the
+    /// lock, so the events are in time order.
+    pub fn log(&self, ev: Ev) -> u64 {
+        let mut g = self.inner.lock().unwrap();
+        let t = mono_ns();
+        if g.events.len() >= TIMELINE_CAP {
+            if let Some((t0, e0)) = g.events.pop_front() {
+                g.base.apply(t0, e0);
+            }
+        }
+        g.events.push_back((t, ev));
+        t
+    }
+
+    /// The state at mono instant t, or None when t is older than the
+    /// events kept.
+    pub fn at(&self, t: u64) -> Option<At> {
+        let g = self.inner.lock().unwrap();
+        if t < g.base.last {
+            return None;
+        }
+        let mut a = g.base;
+        for &(te, ev) in &g.events {
+            if te > t {
+                break;
+            }
+            a.apply(te, ev);
+        }
+        a.advance(t);
+        Some(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_splits_life() {
+        let mut a = At::default();
+        // spawned at 10, first poll 30..35 (woken by itself inside it), polled
+        // again 40..41, woken at 60, polled 70..72, ended at 80
+        for (t, e) in [
+            (10, Ev::Spawn),
+            (30, Ev::PollStart),
+            (33, Ev::Wake),
+            (35, Ev::PollEnd),
+            (40, Ev::PollStart),
+            (41, Ev::PollEnd),
+            (60, Ev::Wake),
+            (65, Ev::Wake),
+            (70, Ev::PollStart),
+            (72, Ev::PollEnd),
+            (80, Ev::End),
+        ] {
+            a.apply(t, e);
+        }
+        a.advance(100);
+        assert_eq!(a.alive_ns, 70);
+        assert_eq!(a.first_poll_wait_ns, 20);
+        assert_eq!(a.busy_ns, 5 + 1 + 2);
+        assert_eq!(a.scheduled_ns, 5 + 10);
+        assert_eq!(a.idle_ns(), 70 - 20 - 8 - 15);
+        assert_eq!((a.polls, a.wakes, a.self_wakes, a.instances), (3, 3, 1, 1));
     }
 }

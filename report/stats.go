@@ -1,0 +1,245 @@
+package report
+
+import (
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+)
+
+// The statistics behind the outlier view. Each instance is a set of
+// observations (a sampling tick, a blocking event, a recorded stack), each
+// with a key (the function it is attributed to) and a value (time, bytes).
+// An instance is compared with its peers by the total variation distance
+// between their value-weighted distributions over keys, and a permutation
+// test says how often a random set of as many observations drawn from the
+// instance and its peers together is as far from the rest: values are
+// heavy-tailed (one long wait can be a tenth of an instance's off-CPU
+// time), which a test on counts alone would take for certainty.
+
+// obs is one observation.
+type obs struct {
+	key int
+	v   float64
+}
+
+// fit is one instance against its peers.
+type fit struct {
+	N        int     // the instance's observations
+	Cells    int     // keys compared after pooling the rare ones: under 2, too few samples to tell
+	Distance float64 // total variation distance to its peers, 0 to 1
+	Noise    float64 // the mean distance of random sets of as many observations
+	P        float64 // permutation p-value: (1 + permutations at least as far) / (1 + permutations)
+	Worst    int     // the key whose share differs most, or -1
+	Share    float64 // its share in the instance
+	Base     float64 // its share in the peers
+}
+
+// Permutation rounds: a first pass, and more for the instances the first
+// pass cannot tell from the extreme. With permRounds the smallest p is
+// 1/(permRounds+1), under the threshold an instance must pass to differ.
+const (
+	permFirst  = 199
+	permRounds = 1999
+	// maxObs bounds the observations of one instance (a uniform
+	// subsample of them is used beyond it) to bound the test's time.
+	maxObs = 20000
+)
+
+// peerSets picks each instance's peers: every other instance; with three
+// or more instances, not the one farthest from the role's mean (so that
+// one sick instance does not pull the baseline its healthy peers are
+// measured against). The farthest instance itself is compared with all
+// the others.
+func peerSets(insts [][]obs, nkeys int) [][]int {
+	n := len(insts)
+	peers := make([][]int, n)
+	far := -1
+	if n >= 3 {
+		shares := make([][]float64, n)
+		mean := make([]float64, nkeys)
+		for i, in := range insts {
+			shares[i] = sharesOf(in, nkeys)
+			for k, s := range shares[i] {
+				mean[k] += s / float64(n)
+			}
+		}
+		farD := -1.0
+		for i := range insts {
+			if d := tvdVec(shares[i], mean); d > farD {
+				far, farD = i, d
+			}
+		}
+	}
+	for i := range insts {
+		for j := range insts {
+			if j != i && (j != far || i == far) {
+				peers[i] = append(peers[i], j)
+			}
+		}
+	}
+	return peers
+}
+
+func sharesOf(in []obs, nkeys int) []float64 {
+	s := make([]float64, nkeys)
+	var t float64
+	for _, o := range in {
+		s[o.key] += o.v
+		t += o.v
+	}
+	if t > 0 {
+		for k := range s {
+			s[k] /= t
+		}
+	}
+	return s
+}
+
+func tvdVec(a, b []float64) float64 {
+	d := 0.0
+	for k := range a {
+		d += math.Abs(a[k] - b[k])
+	}
+	return d / 2
+}
+
+// compare tests instance in against its peers (their observations
+// pooled). seed makes the permutations, and so the report, reproducible.
+func compare(in []obs, peers [][]obs, nkeys int, seed uint64) fit {
+	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	in = subsample(in, rng)
+	pool := append([]obs(nil), in...)
+	for _, p := range peers {
+		pool = append(pool, subsample(p, rng)...)
+	}
+	m := len(in)
+	f := fit{N: m, P: 1, Worst: -1}
+	if m == 0 || len(pool) == m {
+		return f
+	}
+	total := make([]float64, nkeys)
+	var sumAll float64
+	for _, o := range pool {
+		total[o.key] += o.v
+		sumAll += o.v
+	}
+	// Keys too rare to tell apart at this sample size (under five of the
+	// instance's observations expected) are pooled into one: a function
+	// sampled once in one instance and never in another is not a
+	// difference.
+	other := -1
+	remap := make([]int, nkeys)
+	for k := range remap {
+		remap[k] = k
+		if sumAll > 0 && total[k]/sumAll*float64(m) < 5 {
+			if other < 0 {
+				other = k
+			}
+			remap[k] = other
+		}
+	}
+	if other >= 0 {
+		for i := range pool {
+			pool[i].key = remap[pool[i].key]
+		}
+		in = pool[:m]
+		clear(total)
+		for _, o := range pool {
+			total[o.key] += o.v
+		}
+	}
+	part := make([]float64, nkeys)
+	dist := func(part []float64, sumPart float64) float64 {
+		rest := sumAll - sumPart
+		if sumPart <= 0 || rest <= 0 {
+			return 1
+		}
+		d := 0.0
+		for k := range part {
+			d += math.Abs(part[k]/sumPart - (total[k]-part[k])/rest)
+		}
+		return d / 2
+	}
+	for _, v := range total {
+		if v > 0 {
+			f.Cells++
+		}
+	}
+	var sumIn float64
+	for _, o := range in {
+		part[o.key] += o.v
+		sumIn += o.v
+	}
+	f.Distance = dist(part, sumIn)
+	// The function that differs most: the one whose share grew most (what
+	// this instance does that its peers do not), else the one that shrank
+	// most.
+	worst := math.Inf(-1)
+	for k := range part {
+		if k == other {
+			continue
+		}
+		s := part[k] / sumIn
+		b := (total[k] - part[k]) / (sumAll - sumIn)
+		d := s - b
+		if d < 0 {
+			d = -d - 2 // below every growth
+		}
+		if d > worst && (s > 0 || b > 0) {
+			worst, f.Worst, f.Share, f.Base = d, k, s, b
+		}
+	}
+	// Draw m of the pool without replacement (a partial Fisher–Yates
+	// shuffle of indices), as many times as the rounds ask.
+	idx := make([]int, len(pool))
+	for i := range idx {
+		idx[i] = i
+	}
+	var ge, rounds int
+	var nullSum float64
+	run := func(until int) {
+		for ; rounds < until; rounds++ {
+			clear(part)
+			var s float64
+			for i := 0; i < m; i++ {
+				j := i + rng.IntN(len(idx)-i)
+				idx[i], idx[j] = idx[j], idx[i]
+				o := pool[idx[i]]
+				part[o.key] += o.v
+				s += o.v
+			}
+			d := dist(part, s)
+			nullSum += d
+			if d >= f.Distance-1e-12 {
+				ge++
+			}
+		}
+	}
+	run(permFirst)
+	if ge <= 1 {
+		run(permRounds) // near the extreme: tell it more finely
+	}
+	f.Noise = nullSum / float64(rounds)
+	f.P = float64(1+ge) / float64(1+rounds)
+	return f
+}
+
+func subsample(in []obs, rng *rand.Rand) []obs {
+	if len(in) <= maxObs {
+		return in
+	}
+	out := make([]obs, maxObs)
+	for i, j := range rng.Perm(len(in))[:maxObs] {
+		out[i] = in[j]
+	}
+	return out
+}
+
+func seedOf(parts ...string) uint64 {
+	h := fnv.New64a()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
+}

@@ -1,0 +1,310 @@
+package report
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/profcap/profcap/bundle"
+)
+
+const demo = "github.com/profcap/profcap/internal/demo."
+
+// stackProfile builds a profile of one sample type from folded-style
+// stacks (root first, ";"-separated) and their values.
+func stackProfile(typ, unit string, stacks map[string]int64) *profile.Profile {
+	p := &profile.Profile{SampleType: []*profile.ValueType{{Type: typ, Unit: unit}}, PeriodType: &profile.ValueType{Type: typ, Unit: unit}, Period: 1}
+	locs := map[string]*profile.Location{}
+	loc := func(name string) *profile.Location {
+		if l, ok := locs[name]; ok {
+			return l
+		}
+		f := &profile.Function{ID: uint64(len(p.Function) + 1), Name: name}
+		l := &profile.Location{ID: uint64(len(p.Location) + 1), Line: []profile.Line{{Function: f}}}
+		p.Function, p.Location = append(p.Function, f), append(p.Location, l)
+		locs[name] = l
+		return l
+	}
+	for st, v := range stacks {
+		names := strings.Split(st, ";")
+		s := &profile.Sample{Value: []int64{v}}
+		for i := len(names) - 1; i >= 0; i-- {
+			s.Location = append(s.Location, loc(names[i]))
+		}
+		p.Sample = append(p.Sample, s)
+	}
+	return p
+}
+
+// writeKinds writes a bundle of one target per profile of each kind, and
+// their merges.
+func writeKinds(t *testing.T, byKind map[bundle.Kind]map[string]*profile.Profile, labels map[string]map[string]string) (string, *bundle.Manifest) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "b")
+	m := &bundle.Manifest{ID: "test", Status: "ok", Merged: []bundle.Merged{},
+		Window: bundle.Window{Start: "2026-12-01T10:00:00Z", End: "2026-12-01T10:00:10Z", RequestedSeconds: 10}}
+	w, err := bundle.Create(dir, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := map[string]*bundle.Target{}
+	for _, k := range bundle.AllKinds {
+		profs, ok := byKind[k]
+		if !ok {
+			continue
+		}
+		var all []*profile.Profile
+		var names []string
+		for name, p := range profs {
+			rel := "targets/" + name + "/" + string(k) + ".pb.gz"
+			if _, err := w.WriteProfile(rel, p); err != nil {
+				t.Fatal(err)
+			}
+			tg := targets[name]
+			if tg == nil {
+				tg = &bundle.Target{Name: name, Labels: labels[name], Status: "ok"}
+				targets[name] = tg
+				m.Targets = append(m.Targets, tg)
+			}
+			tg.Profiles = append(tg.Profiles, &bundle.Profile{Kind: k, Collector: "pprof", Status: "ok", Path: rel, Samples: len(p.Sample)})
+			c := p.Copy()
+			for _, s := range c.Sample {
+				s.Label = map[string][]string{"target": {name}}
+			}
+			all = append(all, c)
+			names = append(names, name)
+		}
+		merged, err := profile.Merge(all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		merged.DurationNanos = 10e9
+		rel := "merged/" + string(k) + ".pb.gz"
+		if _, err := w.WriteProfile(rel, merged); err != nil {
+			t.Fatal(err)
+		}
+		m.Merged = append(m.Merged, bundle.Merged{Kind: k, Path: rel, Targets: names})
+	}
+	return dir, m
+}
+
+// A wall-clock profile of a Go service is mostly idle goroutines; the
+// summary names the idle share and, of the rest, the code that waits.
+func TestSummaryIdleAndWaits(t *testing.T) {
+	wall := stackProfile("time", "nanoseconds", map[string]int64{
+		"runtime.goexit;net/http.(*Server).Serve.gowrap3;net/http.(*conn).serve;bufio.(*Reader).Peek;net/http.(*connReader).Read;net.(*conn).Read;internal/poll.runtime_pollWait;runtime.netpollblock;runtime.gopark": 600e9,
+		"runtime.goexit;" + demo + "RunService.func15;" + demo + "janitor;runtime.selectgo;runtime.gopark":                                                                                                            100e9,
+		"runtime.goexit;" + demo + "fgprofHandler;runtime.selectgo;runtime.gopark":                                                                                                                                    100e9,
+		"runtime.goexit;net/http.(*conn).serve;net/http.HandlerFunc.ServeHTTP;" + demo + "(*worker).runStep;" + demo + "(*fakeDB).query;" + demo + "(*fakeDB).waitForReply;runtime.selectgo;runtime.gopark":           60e9,
+		"runtime.goexit;net/http.(*conn).serve;net/http.HandlerFunc.ServeHTTP;" + demo + "(*worker).runStep;" + demo + "(*fakeDB).query;" + demo + "(*fakeDB).acquireConn;runtime.selectgo;runtime.gopark":            30e9,
+		"runtime.goexit;net/http.(*conn).serve;net/http.HandlerFunc.ServeHTTP;" + demo + "(*worker).runStep;" + demo + "(*worker).computeChecksum;crypto/internal/fips140/sha256.blockSHANI.abi0":                     10e9,
+	})
+	offcpu := stackProfile("offcpu", "nanoseconds", map[string]int64{
+		"runtime.mcall;runtime.stopm;runtime.notesleep;runtime.futex.abi0;__schedule":                90e9,
+		"runtime.goexit;net/http.(*conn).serve;net.(*conn).Write;syscall.write;__schedule":           6e9,
+		"[preempted: runnable, waiting for a CPU];runtime.goexit;" + demo + "(*worker).encodeReport": 4e9,
+	})
+	dir, m := writeKinds(t, map[bundle.Kind]map[string]*profile.Profile{bundle.Wall: {"worker-1": wall}, bundle.OffCPU: {"worker-1": offcpu}}, nil)
+	s, err := Summarize(dir, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Kinds) != 2 || s.Kinds[0].Kind != bundle.Wall {
+		t.Fatalf("kinds %+v", s.Kinds)
+	}
+	w := s.Kinds[0]
+	if w.IdleShare < 0.88 || w.IdleShare > 0.89 { // 800 of 900 s
+		t.Errorf("wall idle share %.3f, want 0.889", w.IdleShare)
+	}
+	if len(w.Top) == 0 || w.Top[0].Short != "demo.(*fakeDB).waitForReply" || w.Top[0].Via != "select" || w.Top[0].Share < 0.59 || w.Top[0].Share > 0.61 {
+		t.Errorf("wall top %+v, want demo.(*fakeDB).waitForReply at 60%% of the rest, via select", w.Top)
+	}
+	if len(s.Waits) != 2 || s.Waits[0].Top[0].Short != "demo.(*fakeDB).waitForReply" {
+		t.Fatalf("waits %+v", s.Waits)
+	}
+	// Running code is not waiting: computeChecksum is in the kind's top
+	// list but not in what the cluster waits on.
+	for _, x := range s.Waits[0].Top {
+		if strings.Contains(x.Name, "computeChecksum") {
+			t.Errorf("a running stack counted as a wait: %+v", x)
+		}
+	}
+	o := s.Kinds[1]
+	if o.IdleShare < 0.89 || o.IdleShare > 0.91 {
+		t.Errorf("offcpu idle share %.3f, want 0.9 (the scheduler thread)", o.IdleShare)
+	}
+	for _, x := range o.Top {
+		if strings.Contains(x.Name, "futex") || x.Name == "__schedule" {
+			t.Errorf("offcpu top names the kernel or the runtime: %+v", o.Top)
+		}
+	}
+	lines := strings.Join(SummaryLines(s), "\n")
+	for _, want := range []string{"wall", "89% idle", "demo.(*fakeDB).waitForReply 60% (select)", "waiting on:"} {
+		if !strings.Contains(lines, want) {
+			t.Errorf("summary lines lack %q:\n%s", want, lines)
+		}
+	}
+	var page bytes.Buffer
+	if err := Render(&page, dir, m); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), "Show idle") && !strings.Contains(page.String(), `"idle":`) {
+		t.Error("the page's wall graph has no idle frame")
+	}
+}
+
+func TestUnitsAndPeriods(t *testing.T) {
+	pt := func(typ, unit string, period int64) *profile.Profile {
+		return &profile.Profile{PeriodType: &profile.ValueType{Type: typ, Unit: unit}, Period: period}
+	}
+	for _, tc := range []struct {
+		k    bundle.Kind
+		p    *profile.Profile
+		want string
+	}{
+		{bundle.OffCPU, pt("offcpu", "nanoseconds", 1), "every context switch"},
+		{bundle.CPU, pt("cpu", "nanoseconds", 10e6), "10 ms (100 Hz)"},
+		{bundle.Block, pt("contentions", "count", 1), "1 contention"},
+		{bundle.Mutex, pt("contentions", "count", 5), "5 contentions"},
+		{bundle.Goroutine, pt("goroutine", "count", 1), "1 goroutine"},
+		{bundle.Heap, pt("space", "bytes", 512<<10), "one sample per 512 KiB allocated"},
+		{bundle.Async, &profile.Profile{}, ""},
+		{bundle.CPU, pt("cpu", "nanoseconds", 0), ""},
+	} {
+		if got := describePeriod(tc.k, tc.p); got != tc.want {
+			t.Errorf("describePeriod(%s, %+v) = %q, want %q", tc.k, tc.p.PeriodType, got, tc.want)
+		}
+	}
+	for in, want := range map[string]string{"0s (1000000000 Hz)": "every context switch", "1 contentions/count": "1 contention", "1 goroutine/count": "1 goroutine", "10.101ms (99 Hz)": "10.101ms (99 Hz)"} {
+		k := bundle.Block
+		if strings.HasPrefix(in, "0s") {
+			k = bundle.OffCPU
+		}
+		if got := periodText(k, in); got != want {
+			t.Errorf("periodText(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		v         int64
+		typ, unit string
+		want      string
+	}{{142, "goroutine", "count", "142 goroutines"}, {1, "contentions", "count", "1 contention"}, {1024, "samples", "count", "1,024 samples"}, {1500000, "delay", "nanoseconds", "1.50 ms"}} {
+		if got := formatValue(tc.v, tc.typ, tc.unit); got != tc.want {
+			t.Errorf("formatValue(%d, %s) = %q, want %q", tc.v, tc.typ, got, tc.want)
+		}
+	}
+}
+
+// observationsOf draws n sampling ticks from a distribution over functions.
+func ticks(rng *rand.Rand, n int, dist map[string]float64) map[string]int64 {
+	keys := make([]string, 0, len(dist))
+	for k := range dist {
+		keys = append(keys, k)
+	}
+	// Sorted so the draw is reproducible.
+	for i := range keys {
+		for j := i + 1; j < len(keys); j++ {
+			if keys[j] < keys[i] {
+				keys[i], keys[j] = keys[j], keys[i]
+			}
+		}
+	}
+	out := map[string]int64{}
+	for range n {
+		u := rng.Float64()
+		for _, k := range keys {
+			u -= dist[k]
+			if u <= 0 {
+				out[k]++
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Outliers: identical instances are alike at any sample count (two
+// orchestrators of 26 samples spread over 20 functions scored 69.5 under
+// the old L1 score); a sick instance among healthy ones differs and ranks
+// first; a healthy one is not flagged because its peers include the sick.
+func TestOutliersAlikeAndSick(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	spread := map[string]float64{}
+	for i := range 20 {
+		spread[fmt.Sprintf("main.f%02d", i)] = 1.0 / 20
+	}
+	healthy := map[string]float64{"main.handle": 0.5, "main.encode": 0.3, "main.hash": 0.2}
+	sick := map[string]float64{"main.handle": 0.2, "main.encode": 0.2, "main.hash": 0.6}
+	cpu := func(counts map[string]int64) *profile.Profile {
+		p := cpuProfile(counts)
+		return p
+	}
+	profs := map[string]*profile.Profile{
+		"orch-1": cpu(ticks(rng, 26, spread)), "orch-2": cpu(ticks(rng, 26, spread)),
+		"w-1": cpu(ticks(rng, 300, healthy)), "w-2": cpu(ticks(rng, 300, sick)), "w-3": cpu(ticks(rng, 300, healthy)), "w-4": cpu(ticks(rng, 300, healthy)),
+	}
+	labels := map[string]map[string]string{"orch-1": {"role": "orch"}, "orch-2": {"role": "orch"}, "w-1": {"role": "w"}, "w-2": {"role": "w"}, "w-3": {"role": "w"}, "w-4": {"role": "w"}}
+	dir, m := writeKinds(t, map[bundle.Kind]map[string]*profile.Profile{bundle.CPU: profs}, labels)
+	groups := outliers(dir, m, false)
+	byRole := map[string]outlierGroup{}
+	for _, g := range groups {
+		byRole[g.Role] = g
+	}
+	for _, r := range byRole["orch"].Rows {
+		if r.Differs || r.Score > 5 {
+			t.Errorf("identical orchestrator %s: score %.1f, p %.3g, differs %v", r.Target, r.Score, r.P, r.Differs)
+		}
+	}
+	w := byRole["w"]
+	if len(w.Rows) != 4 || w.Rows[0].Target != "w-2" || !w.Rows[0].Differs || w.Rows[0].Function != "main.hash" {
+		t.Fatalf("workers: %+v", w.Rows)
+	}
+	for _, r := range w.Rows[1:] {
+		if r.Differs {
+			t.Errorf("healthy %s differs: %+v", r.Target, r)
+		}
+	}
+	// Reproducible: the same bundle gives the same p-values.
+	again := outliers(dir, m, false)
+	if fmt.Sprint(again) != fmt.Sprint(groups) {
+		t.Error("outliers differ between two runs on one bundle")
+	}
+}
+
+func TestSummaryCountsAddUp(t *testing.T) {
+	m := &bundle.Manifest{Targets: []*bundle.Target{
+		{Name: "a", Profiles: []*bundle.Profile{{Kind: "cpu", Status: "ok"}, {Kind: "heap", Status: "partial"}, {Kind: "async", Status: "unsupported"}}},
+		{Name: "b", Profiles: []*bundle.Profile{{Kind: "cpu", Status: "failed"}, {Kind: "heap", Status: "ok", Coverage: 0.5}}},
+	}}
+	c := countProfiles(m)
+	if c.Requested != 5 || c.OK != 2 || c.Partial != 1 || c.Failed != 1 || c.Unsupported != 1 {
+		t.Errorf("counts %+v", c)
+	}
+	inc := incomplete(m)
+	if len(inc) != 3 { // a heap partial, b cpu failed, b heap at 50%
+		t.Errorf("incomplete %+v", inc)
+	}
+}
+
+func TestTimelineFromSecondLabels(t *testing.T) {
+	p := cpuProfile(map[string]int64{"main.work": 1})
+	p.Sample[0].NumLabel = map[string][]int64{bundle.SecondLabel: {3}, bundle.SecondsLabel: {2}}
+	p.Sample[0].NumUnit = map[string][]string{bundle.SecondLabel: {bundle.SecondUnit}, bundle.SecondsLabel: {bundle.SecondUnit}}
+	dir, m := writeKinds(t, map[bundle.Kind]map[string]*profile.Profile{bundle.CPU: {"a-1": p}}, nil)
+	tl := buildTimeline(dir, m)
+	if len(tl.Kinds) != 1 || tl.Seconds != 10 {
+		t.Fatalf("timeline %+v", tl)
+	}
+	v := tl.Kinds[0].Rows[0].Values
+	if v[3] != 5e6 || v[4] != 5e6 || v[2] != 0 || v[5] != 0 {
+		t.Errorf("per-second values %v, want 5 ms in seconds 3 and 4", v)
+	}
+	if !strings.Contains(string(tl.Data), `"main.work"`) {
+		t.Errorf("span data lacks the stacks: %s", tl.Data)
+	}
+}
