@@ -5,8 +5,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 )
 
 // CollapseOptions select what Collapse prints. They are the options of
@@ -40,440 +43,462 @@ const MaxWarnings = 20
 // per distinct stack, "proc;root;...;leaf COUNT", sorted bytewise, COUNT
 // being the sum of the events' periods (1 when perf printed none).
 //
-// The input is streamed; memory grows with the number of distinct stacks,
-// not with the input.
+// The input is streamed in segments of about 512 KiB cut after blank lines
+// (where the Perl script's state is back to its start), folded by one
+// worker per CPU and merged in input order, so warnings and errors come out
+// as a sequential reading would give them. Memory grows with the number of
+// distinct stacks and frames (and is bounded for the caches), not with the
+// input.
 func Collapse(r io.Reader, w io.Writer, opt CollapseOptions) error {
-	c := newCollapser(opt)
-	rd := NewReader(r)
-	for {
-		ev, err := rd.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if err := c.event(ev); err != nil {
-			return err
-		}
-	}
-	if c.warnings > MaxWarnings && c.opt.Warn != nil {
-		fmt.Fprintf(c.opt.Warn, "%d more unrecognized lines not shown\n", c.warnings-MaxWarnings)
-	}
-	return c.write(w)
+	return collapse(r, w, opt, foldConfig{workers: collapseWorkers(), segSize: segSize, maxSeg: maxSeg, warmup: warmup})
 }
 
-type collapser struct {
-	opt                     CollapseOptions
-	counts                  map[string]*uint64
-	filter                  []byte
-	defaulted, warnedFilter bool
-	warnings                int
-
-	// Perl state: the process name of the current event (nil when unset),
-	// its period, and the frames so far.
-	pname    []byte
-	isJava   bool // the comm is "java": tidy Java class names
-	hasPname bool
-	period   uint64
-	funcs    []byte   // all frame names of the current stack, concatenated
-	items    [][2]int // each frame name's range in funcs
-	groups   []int    // index into items where each frame line's names start
-
-	key     []byte
-	scratch []byte
-	inline  [][2]int
-	mult    uint64 // the current event stands for this many (Collapser.Fold); 0 is 1
+// Collapser folds events given one at a time, as the text lines perf
+// script would print for them, with what Collapse uses to fold text. A
+// reader of perf's binary perf.data prints each distinct stack once, as
+// perf script would, and folds it with the number of times it occurred, so
+// that its output is byte-identical to perf script piped into Collapse.
+type Collapser struct {
+	opt CollapseOptions
+	f   *folder
+	seg segment // what the last Fold warned about
+	m   merger
 }
 
-func newCollapser(opt CollapseOptions) *collapser {
+// NewCollapser returns an empty Collapser.
+func NewCollapser(opt CollapseOptions) *Collapser {
 	if opt.All {
 		opt.Kernel, opt.JIT = true, true
 	}
-	return &collapser{opt: opt, counts: make(map[string]*uint64), filter: []byte(opt.EventFilter)}
+	c := &Collapser{opt: opt}
+	c.f = newFolder(&c.opt)
+	c.m = merger{opt: &c.opt, noLines: true}
+	return c
 }
-
-func (c *collapser) warn(n int, text []byte) error {
-	if c.opt.Strict {
-		return &SyntaxError{Line: n, Msg: "unrecognized line", Text: string(text)}
-	}
-	c.warnings++
-	if c.opt.Warn != nil && c.warnings <= MaxWarnings {
-		if n > 0 {
-			fmt.Fprintf(c.opt.Warn, "line %d: unrecognized line: %q\n", n, truncate(text, 120))
-		} else {
-			fmt.Fprintf(c.opt.Warn, "unrecognized line: %q\n", truncate(text, 120))
-		}
-	}
-	return nil
-}
-
-// Collapser folds events given one at a time, as text lines perf script
-// would print for them; Collapse is a Collapser fed by a Reader. A reader of
-// perf's binary perf.data prints each distinct stack once, as perf script
-// would, and folds it with the number of times it occurred, so that its
-// output is byte-identical to perf script piped into Collapse.
-type Collapser struct{ c *collapser }
-
-// NewCollapser returns an empty Collapser.
-func NewCollapser(opt CollapseOptions) *Collapser { return &Collapser{c: newCollapser(opt)} }
 
 // Fold folds n identical events: header is the event's header line, frames
 // its frame lines (leaf first), without newlines, as perf script prints
 // them; the event is ended as by a blank line. Warnings and errors have no
 // line number.
 func (c *Collapser) Fold(header []byte, frames [][]byte, n uint64) error {
-	if err := c.c.header(0, header); err != nil {
-		return err
-	}
-	for _, f := range frames {
-		if err := c.c.frameLine(0, f); err != nil {
-			return err
+	f := c.f
+	c.seg.warns, c.seg.nwarn, c.seg.noticed, c.seg.err = c.seg.warns[:0], 0, false, nil
+	f.seg, f.line = &c.seg, 0
+	// Perl tries the frame expression on a line it did not take for a
+	// header; the frame lines go to the frame expression as they are.
+	failed := f.header(header) == notHeader && !f.frame(header) && f.unrecognized(header) == lineFailed
+	for _, fr := range frames {
+		if failed {
+			break
 		}
+		failed = !f.frame(fr) && f.unrecognized(fr) == lineFailed
 	}
-	c.c.mult = n
-	c.c.endOfStack()
-	c.c.mult = 0
-	return nil
+	if !failed {
+		f.mult = n
+		f.endOfStack()
+		f.mult = 0
+	}
+	return c.m.merge(&c.seg)
 }
 
 // Write writes the folded stacks, sorted, and the count of unrecognised
 // lines not shown one by one to Warn.
 func (c *Collapser) Write(w io.Writer) error {
-	if c.c.warnings > MaxWarnings && c.c.opt.Warn != nil {
-		fmt.Fprintf(c.c.opt.Warn, "%d more unrecognized lines not shown\n", c.c.warnings-MaxWarnings)
-	}
-	return c.c.write(w)
+	c.m.finish()
+	return writeFolded(w, []*folder{c.f})
 }
 
-func truncate(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[:n]
+func collapse(r io.Reader, w io.Writer, opt CollapseOptions, cfg foldConfig) error {
+	if opt.All {
+		opt.Kernel, opt.JIT = true, true
 	}
-	return b
+	folders, err := fold(r, &opt, cfg)
+	if err != nil {
+		return err
+	}
+	return writeFolded(w, folders)
 }
 
-func (c *collapser) event(ev *Event) error {
-	if ev.Header != nil {
-		if err := c.header(ev.Line, ev.Header); err != nil {
-			return err
-		}
-	}
-	for _, l := range ev.Lines {
-		if err := c.frameLine(l.N, l.Text); err != nil {
-			return err
-		}
-	}
-	if ev.Terminated {
-		c.endOfStack()
-	}
-	return nil
+// collapseWorkers is how many goroutines fold segments: one per CPU Go may
+// use, at most 8. Each worker fills caches of its own, so the work of
+// reading a new event once is repeated per worker; measured on 2 CPUs only
+// (docs/perf.md), hence the cap.
+func collapseWorkers() int {
+	return min(runtime.GOMAXPROCS(0), 8)
 }
 
-func (c *collapser) header(n int, s []byte) error {
-	comm, n1, n2, ok := perlHeader(s)
-	if !ok {
-		// Perl tries the frame expression on every line it did not take
-		// for a header.
-		return c.frameLine(n, s)
-	}
-	pid, tid := n1, n2
-	if !perlTrue(tid) {
-		tid, pid = pid, []byte("?")
-	}
-	period := uint64(1)
-	if p, e, ok := perlEvent(s); ok {
-		if len(c.filter) == 0 {
-			c.filter = append(c.filter[:0], e...)
-			c.defaulted = true
-		} else if !bytes.Equal(e, c.filter) {
-			if c.defaulted && !c.warnedFilter {
-				if c.opt.Warn != nil {
-					fmt.Fprintf(c.opt.Warn, "Filtering for events of type: %s\n", e)
-				}
-				c.warnedFilter = true
-			}
-			return nil
-		}
-		if perlTrue(p) {
-			v, err := strconv.ParseUint(string(p), 10, 64)
-			if err != nil {
-				v = 1<<64 - 1
-			}
-			period = v
-		}
-	}
-	c.period = period
-	c.pname = append(c.pname[:0], comm...)
-	c.isJava = string(comm) == "java"
-	if c.opt.TID {
-		c.pname = append(c.pname, '-')
-		c.pname = append(c.pname, pid...)
-		c.pname = append(c.pname, '/')
-		c.pname = append(c.pname, tid...)
-	} else if c.opt.PID {
-		c.pname = append(c.pname, '-')
-		c.pname = append(c.pname, pid...)
-	}
-	for i, b := range c.pname {
-		if b == ' ' {
-			c.pname[i] = '_'
-		}
-	}
-	c.hasPname = true
-	return nil
+// foldConfig sizes the pipeline (tests make segments small).
+type foldConfig struct {
+	workers int
+	segSize int // cut a segment after the last blank line once it holds this much
+	maxSeg  int // cut inside an event when there is no blank line in this much; > MaxLineLen
+	warmup  int // bytes folded by one worker before the others start from copies of its caches
 }
 
-// perlTrue is Perl's truth of a captured string: defined, not "" and not "0".
-func perlTrue(b []byte) bool { return len(b) > 0 && !(len(b) == 1 && b[0] == '0') }
-
-func (c *collapser) endOfStack() {
-	if !c.hasPname {
-		return
-	}
-	k := append(c.key[:0], c.pname...)
-	for g := len(c.groups) - 1; g >= 0; g-- {
-		end := len(c.items)
-		if g+1 < len(c.groups) {
-			end = c.groups[g+1]
-		}
-		for _, it := range c.items[c.groups[g]:end] {
-			k = append(k, ';')
-			k = append(k, c.funcs[it[0]:it[1]]...)
-		}
-	}
-	c.key = k
-	add := c.period
-	if c.mult > 1 {
-		add *= c.mult
-	}
-	// Indexing with string(k) does not allocate; assigning would.
-	if v := c.counts[string(k)]; v != nil {
-		*v += add
-	} else {
-		v := add
-		c.counts[string(k)] = &v
-	}
-	c.funcs = c.funcs[:0]
-	c.items = c.items[:0]
-	c.groups = c.groups[:0]
-	c.hasPname = false
-}
-
-var (
-	unknownSym = []byte("[unknown]")
-	arrow      = []byte("->")
-	anonNS     = []byte("anonymous namespace)")
-	inlineTag  = []byte("_[i]")
-	jitTag     = []byte("_[j]")
+const (
+	// segSize is the size of the input segments handed to the workers: big
+	// enough that handing over costs nothing (a few µs each), small enough
+	// that the few in flight keep memory flat.
+	segSize = 512 << 10
+	// maxSeg bounds a segment with no blank line in it: past it the segment
+	// is cut at a line end and the rest of the event goes to the same
+	// worker. It holds a whole line of MaxLineLen.
+	maxSeg = MaxLineLen + segSize
+	// warmup is how much one worker folds before the others start from
+	// its caches: most of what a recording repeats has been seen by then
+	// (a 10 s recording of a C++ program is 11 MB, 81% of its events
+	// repeats of earlier ones, most of them in its first MBs).
+	warmup = 4 << 20
 )
 
-func (c *collapser) frameLine(n int, s []byte) error {
-	pc, raw, mod, ok := perlFrame(s)
-	if !ok {
-		return c.warn(n, s)
-	}
-	if !c.hasPname {
+var blankLine = []byte("\n\n")
+
+// segment is a stretch of the input that ends after a blank line (or at the
+// end of the input, or, when open is set, at a line end inside an event).
+type segment struct {
+	data   []byte
+	buf    *[]byte // backing buffer, back to the pool once merged
+	filter []byte  // the event filter known when the segment was cut; nil: none yet
+	open   bool    // cut inside an event: the rest follows on next, for the same worker
+	next   chan *segment
+	long   bool  // a line longer than MaxLineLen follows data
+	rerr   error // the read error that ended the input after data
+
+	// Set by the worker; read by the merger once done is closed.
+	lines   int // lines in data
+	warns   []warning
+	nwarn   int  // unrecognised lines in the segment (warns holds the first MaxWarnings)
+	noticed bool // warns holds the event-filter notice
+	err     error
+	done    chan struct{}
+}
+
+// warning is one line of stderr: an unrecognised line, or the event-filter
+// notice when event is set.
+type warning struct {
+	line  int // 1-based, within the segment
+	text  []byte
+	event []byte
+}
+
+// cutter reads the input and cuts it into segments.
+type cutter struct {
+	r           io.Reader
+	segSize     int
+	maxSeg      int
+	carry       []byte // input after the last cut
+	eof         bool
+	filter      []byte
+	filterKnown bool
+}
+
+// next fills buf with the next segment; nil at the end of the input.
+func (c *cutter) next(buf *[]byte) *segment {
+	if c.eof && len(c.carry) == 0 {
 		return nil
 	}
-	raw = stripOffset(raw)
-	if len(raw) > 0 && raw[0] == '(' {
-		return nil // process names
-	}
-	c.groups = append(c.groups, len(c.items))
-	// Perl's split drops trailing empty fields.
-	parts := raw
-	for len(parts) >= 2 && bytes.HasSuffix(parts, arrow) {
-		parts = parts[:len(parts)-2]
-	}
-	nInline := 0
-	for len(parts) > 0 || nInline == 0 {
-		if len(parts) == 0 {
+	data := append((*buf)[:0], c.carry...)
+	c.carry = c.carry[:0]
+	seg := &segment{buf: buf, done: make(chan struct{})}
+	searched := 0 // data[:searched] has no blank line
+	cut := -1
+	for {
+		if len(data) >= c.segSize || c.eof {
+			from := max(searched-1, 0)
+			if i := afterLastBlank(data[from:]); i >= 0 {
+				cut = from + i
+				break
+			}
+			searched = len(data)
+			if c.eof {
+				cut = len(data)
+				break
+			}
+			if len(data) >= c.maxSeg {
+				cut = bytes.LastIndexByte(data, '\n') + 1
+				if len(data)-cut > MaxLineLen {
+					seg.long = true
+					c.eof = true
+					data = data[:cut]
+				} else {
+					seg.open = true
+				}
+				break
+			}
+		}
+		if len(data) == cap(data) {
+			data = slices.Grow(data, c.segSize)
+		}
+		n, err := c.r.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			c.eof = true
+		} else if err != nil {
+			// Whole lines before the error are folded, as the line reader
+			// did; the error follows them.
+			cut = bytes.LastIndexByte(data, '\n') + 1
+			data = data[:cut]
+			seg.rerr = err
+			c.eof = true
 			break
 		}
-		var f []byte
-		if i := bytes.Index(parts, arrow); i >= 0 {
-			f, parts = parts[:i], parts[i+2:]
-		} else {
-			f, parts = parts, nil
+	}
+	c.carry = append(c.carry, data[cut:]...)
+	seg.data = data[:cut]
+	*buf = data[:0]
+	if !c.filterKnown {
+		if e := firstEvent(seg.data); e != nil {
+			c.filter = e
+			c.filterKnown = true
 		}
-		start := len(c.funcs)
-		c.funcs = c.tidy(c.funcs, f, pc, mod, nInline > 0)
-		c.items = append(c.items, [2]int{start, len(c.funcs)})
-		nInline++
+	}
+	if c.filterKnown {
+		seg.filter = c.filter
+	}
+	return seg
+}
+
+// afterLastBlank is the index just past the last blank line in b (past the
+// second newline of its last "\n\n"), or -1. One newline at a time from the
+// end: the last event is a few KB, and LastIndexByte is vectorised where
+// LastIndex of two bytes is not.
+func afterLastBlank(b []byte) int {
+	for i := len(b); i > 0; {
+		j := bytes.LastIndexByte(b[:i], '\n')
+		if j <= 0 {
+			return -1
+		}
+		if b[j-1] == '\n' {
+			return j + 1
+		}
+		i = j
+	}
+	return -1
+}
+
+// firstEvent is the event of the first header in data that has one: the
+// event stackcollapse-perf.pl keeps when no filter is given.
+func firstEvent(data []byte) []byte {
+	for len(data) > 0 {
+		line := data
+		if nl := bytes.IndexByte(data, '\n'); nl >= 0 {
+			line, data = data[:nl], data[nl+1:]
+		} else {
+			data = nil
+		}
+		if len(line) == 0 || line[0] == '#' || isSpace(line[0]) {
+			continue
+		}
+		if _, _, _, ok := perlHeader(line); ok {
+			if _, e, ok := perlEvent(line); ok {
+				return bytes.Clone(e)
+			}
+		}
 	}
 	return nil
 }
 
-// stripOffset removes a trailing +0x<lowercase hex>.
-func stripOffset(b []byte) []byte {
-	// Only the last '+' can start a "+0x<hex>" that runs to the end.
-	i := bytes.LastIndexByte(b, '+')
-	if i < 0 || i+3 >= len(b) || b[i+1] != '0' || b[i+2] != 'x' {
-		return b
+// fold reads r and returns the workers' tables. Warnings go out in input
+// order as segments are merged.
+func fold(r io.Reader, opt *CollapseOptions, cfg foldConfig) ([]*folder, error) {
+	c := &cutter{r: r, segSize: cfg.segSize, maxSeg: cfg.maxSeg}
+	if opt.EventFilter != "" {
+		c.filter, c.filterKnown = []byte(opt.EventFilter), true
 	}
-	for _, c := range b[i+3:] {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return b
+	m := &merger{opt: opt}
+	buf := make([]byte, 0, cfg.segSize+cfg.segSize/4)
+	// The first cfg.warmup bytes are folded here, by one folder; the other
+	// workers then start from copies of its caches, so what the input
+	// repeats is not learnt once per worker.
+	f := newFolder(opt)
+	done := 0
+	for seg := c.next(&buf); seg != nil; {
+		f.segment(seg)
+		if err := m.merge(seg); err != nil {
+			return nil, err
+		}
+		done += len(seg.data)
+		open := seg.open
+		if seg = c.next(seg.buf); seg != nil && cfg.workers > 1 && done >= cfg.warmup && !open {
+			folders := []*folder{f}
+			for range cfg.workers - 1 {
+				folders = append(folders, f.clone())
+			}
+			return foldParallel(c, seg, m, folders, cfg)
 		}
 	}
-	return b[:i]
+	return []*folder{f}, m.finish()
 }
 
-// tidy appends the cleaned-up name of one frame to dst, as
-// stackcollapse-perf.pl cleans it.
-func (c *collapser) tidy(dst, f, pc, mod []byte, inlined bool) []byte {
-	start := len(dst)
-	if bytes.Equal(f, unknownSym) {
-		dst = append(dst, '[')
-		if !bytes.Equal(mod, unknownSym) {
-			m := mod
-			if i := bytes.LastIndexByte(m, '/'); i >= 0 {
-				m = m[i+1:]
+// foldParallel folds with one worker per folder while this goroutine
+// reads: it cuts the next segment while the workers fold the ones before,
+// and merges the oldest segment in flight when it needs its buffer back
+// (workers+1 buffers), so a segment costs two wake-ups, one each way. A
+// segment cut inside an event goes with the rest of that event to the
+// worker that folds its start.
+func foldParallel(c *cutter, first *segment, m *merger, folders []*folder, cfg foldConfig) ([]*folder, error) {
+	work := make(chan *segment, len(folders))
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, f := range folders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seg := range work {
+				for {
+					f.segment(seg)
+					close(seg.done)
+					if !seg.open {
+						break
+					}
+					select {
+					case seg = <-seg.next:
+					case <-quit:
+						return
+					}
+				}
 			}
-			dst = append(dst, m...)
+		}()
+	}
+	var inflight []*segment // cut, not merged yet, in input order
+	free := make([]*[]byte, 0, len(folders))
+	for range len(folders) {
+		b := make([]byte, 0, cfg.segSize+cfg.segSize/4)
+		free = append(free, &b)
+	}
+	var chain chan *segment // where the rest of an event cut open goes
+	var err error
+	for seg := first; seg != nil; {
+		if seg.open {
+			seg.next = make(chan *segment, 1)
+		}
+		if chain != nil {
+			chain <- seg // buffered: its worker takes it once it has folded the start
 		} else {
-			dst = append(dst, "unknown"...)
+			work <- seg
 		}
-		if c.opt.Addrs {
-			dst = append(dst, " <"...)
-			dst = append(dst, pc...)
-			dst = append(dst, '>')
+		chain = seg.next
+		inflight = append(inflight, seg)
+		if len(free) == 0 {
+			old := inflight[0]
+			inflight = inflight[1:]
+			<-old.done
+			if err = m.merge(old); err != nil {
+				break
+			}
+			free = append(free, old.buf)
 		}
-		dst = append(dst, ']')
-	} else {
-		dst = append(dst, f...)
+		buf := free[len(free)-1]
+		free = free[:len(free)-1]
+		seg = c.next(buf)
 	}
-	// tidy_generic. One pass finds what needs tidying; most names need
-	// nothing.
-	name := dst[start:]
-	var semi, paren, quote bool
-	for _, b := range name {
-		if tidyTab[b] {
-			switch b {
-			case ';':
-				semi = true
-			case '(':
-				paren = true
-			default:
-				quote = true
+	close(work)
+	if err == nil {
+		for _, seg := range inflight {
+			<-seg.done
+			if err = m.merge(seg); err != nil {
+				break
 			}
 		}
 	}
-	if semi {
-		for i, b := range name {
-			if b == ';' {
-				name[i] = ':'
+	close(quit)
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	return folders, m.finish()
+}
+
+// merger replays the segments' warnings in input order, numbering lines
+// from the start of the input.
+type merger struct {
+	opt      *CollapseOptions
+	base     int // lines before the segment being merged
+	warnings int
+	noticed  bool
+	noLines  bool // the lines have no numbers (Collapser.Fold)
+}
+
+func (m *merger) merge(seg *segment) error {
+	shown := 0
+	for _, w := range seg.warns {
+		if w.event != nil {
+			if !m.noticed && m.opt.Warn != nil {
+				fmt.Fprintf(m.opt.Warn, "Filtering for events of type: %s\n", w.event)
+			}
+			m.noticed = true
+			continue
+		}
+		shown++
+		m.warnings++
+		if m.opt.Warn != nil && m.warnings <= MaxWarnings {
+			if m.noLines {
+				fmt.Fprintf(m.opt.Warn, "unrecognized line: %q\n", w.text)
+			} else {
+				fmt.Fprintf(m.opt.Warn, "line %d: unrecognized line: %q\n", m.base+w.line, w.text)
 			}
 		}
 	}
-	if paren && !isGoMethod(name) {
-		if cut := parenCut(name); cut >= 0 {
-			dst = dst[:start+cut]
-			name = dst[start:]
-			quote = bytes.ContainsAny(name, `"'`)
+	m.warnings += seg.nwarn - shown
+	if seg.err != nil {
+		if se, ok := seg.err.(*SyntaxError); ok {
+			se.Line += m.base
 		}
+		return seg.err
 	}
-	if quote {
-		w := start
-		for _, b := range dst[start:] {
-			if b != '"' && b != '\'' {
-				dst[w] = b
-				w++
+	m.base += seg.lines
+	if seg.long {
+		return &SyntaxError{Line: m.base + 1, Msg: fmt.Sprintf("line longer than %d bytes: not perf script text", MaxLineLen)}
+	}
+	if seg.rerr != nil {
+		return seg.rerr
+	}
+	return nil
+}
+
+func (m *merger) finish() error {
+	if m.warnings > MaxWarnings && m.opt.Warn != nil {
+		fmt.Fprintf(m.opt.Warn, "%d more unrecognized lines not shown\n", m.warnings-MaxWarnings)
+	}
+	return nil
+}
+
+// foldedLine is one output line before sorting.
+type foldedLine struct {
+	stack string
+	n     uint64
+}
+
+// writeFolded writes the workers' stacks sorted bytewise, one line each;
+// stacks several workers (or several id sequences) spell the same way are
+// summed.
+func writeFolded(w io.Writer, folders []*folder) error {
+	var lines []foldedLine
+	var sb strings.Builder
+	for _, f := range folders {
+		for i, key := range f.stackKeys {
+			sb.Reset()
+			sb.WriteString(f.pnameList[key>>32])
+			seq := f.seqList[uint32(key)]
+			for p := 0; p+4 <= len(seq); p += 4 {
+				sb.WriteByte(';')
+				id := uint32(seq[p]) | uint32(seq[p+1])<<8 | uint32(seq[p+2])<<16 | uint32(seq[p+3])<<24
+				sb.WriteString(f.nameList[id])
 			}
-		}
-		dst = dst[:w]
-		name = dst[start:]
-	}
-	// tidy_java
-	if c.isJava && bytes.IndexByte(name, '/') >= 0 && len(name) > 0 && name[0] == 'L' {
-		copy(dst[start:], dst[start+1:])
-		dst = dst[:len(dst)-1]
-		name = dst[start:]
-	}
-	// annotations
-	switch {
-	case inlined:
-		if !bytes.Contains(name, inlineTag) {
-			dst = append(dst, inlineTag...)
-		}
-	case c.opt.Kernel && (len(mod) > 0 && mod[0] == '[' || bytes.HasSuffix(mod, []byte("vmlinux"))) && !bytes.Contains(mod, []byte("unknown")):
-		dst = append(dst, "_[k]"...)
-	case c.opt.JIT && isPerfMap(mod):
-		if !bytes.Contains(name, jitTag) {
-			dst = append(dst, jitTag...)
+			lines = append(lines, foldedLine{stack: sb.String(), n: f.counts[i]})
 		}
 	}
-	return dst
-}
-
-// tidyTab marks the bytes tidy_generic acts on.
-var tidyTab = func() (t [256]bool) {
-	for _, c := range []byte(`;("'`) {
-		t[c] = true
-	}
-	return
-}()
-
-// isGoMethod matches \.\(.*\)\. (e.g. "net/http.(*Client).Do").
-func isGoMethod(b []byte) bool {
-	i := bytes.Index(b, []byte(".("))
-	if i < 0 {
-		return false
-	}
-	return bytes.Contains(b[i+2:], []byte(")."))
-}
-
-// parenCut is the index of the first '(' not opening "(anonymous
-// namespace)", or -1.
-func parenCut(b []byte) int {
-	off := 0
-	for {
-		i := bytes.IndexByte(b[off:], '(')
-		if i < 0 {
-			return -1
-		}
-		i += off
-		if !bytes.HasPrefix(b[i+1:], anonNS) {
-			return i
-		}
-		off = i + 1
-	}
-}
-
-// isPerfMap matches /tmp/perf-\d+\.map anywhere in mod.
-func isPerfMap(mod []byte) bool {
-	const p = "/tmp/perf-"
-	off := 0
-	for {
-		i := bytes.Index(mod[off:], []byte(p))
-		if i < 0 {
-			return false
-		}
-		j := off + i + len(p)
-		k := j
-		for k < len(mod) && isDigit(mod[k]) {
-			k++
-		}
-		if k > j && bytes.HasPrefix(mod[k:], []byte(".map")) {
-			return true
-		}
-		off += i + 1
-	}
-}
-
-func (c *collapser) write(w io.Writer) error {
-	keys := make([]string, 0, len(c.counts))
-	for k := range c.counts {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	slices.SortFunc(lines, func(a, b foldedLine) int { return strings.Compare(a.stack, b.stack) })
 	bw := bufio.NewWriterSize(w, 64<<10)
 	var num [24]byte
-	for _, k := range keys {
-		bw.WriteString(k)
+	for i := 0; i < len(lines); {
+		l := lines[i]
+		for i++; i < len(lines) && lines[i].stack == l.stack; i++ {
+			l.n += lines[i].n
+		}
+		bw.WriteString(l.stack)
 		bw.WriteByte(' ')
-		bw.Write(strconv.AppendUint(num[:0], *c.counts[k], 10))
+		bw.Write(strconv.AppendUint(num[:0], l.n, 10))
 		bw.WriteByte('\n')
 	}
 	return bw.Flush()

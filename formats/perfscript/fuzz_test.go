@@ -74,6 +74,23 @@ func FuzzCollapse(f *testing.F) {
 	})
 }
 
+// FuzzCollapseSegments: the parallel collapser, its input cut into
+// segments of a few bytes, gives what the sequential one it replaced gives
+// (output, warnings, errors) on any input.
+func FuzzCollapseSegments(f *testing.F) {
+	seedFuzz(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		size := 1
+		if len(data) > 0 {
+			size += int(data[0]) % 64
+		}
+		for _, opt := range []CollapseOptions{{}, {All: true, Addrs: true, TID: true}, {Strict: true, PID: true}, {EventFilter: "cycles"}} {
+			sameAsRef(t, data, opt, smallSegments(3, size))
+			sameAsRef(t, data, opt, smallSegments(1, size))
+		}
+	})
+}
+
 // FuzzPerlMatchers checks the hand-written matchers against the regular
 // expressions of stackcollapse-perf.pl, line by line.
 func FuzzPerlMatchers(f *testing.F) {

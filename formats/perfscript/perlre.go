@@ -1,6 +1,7 @@
 package perfscript
 
 import (
+	"bytes"
 	"regexp"
 )
 
@@ -11,11 +12,13 @@ import (
 // and \w on byte strings are ASCII-only; the classes below spell that out.
 // FuzzPerlMatchers checks the fast paths against the regexps.
 //
-// The expressions, from stackcollapse-perf.pl (FlameGraph, CDDL-1.0):
+// The expressions, from stackcollapse-perf.pl (FlameGraph @ 778d6d4b,
+// CDDL-1.0; the frame's module is (.*) since FlameGraph#151, 2023, so a
+// module path may hold blanks):
 //
 //	header: ^(\S.+?)\s+(\d+)\/*(\d+)*\s+
 //	event:  :\s*(\d+)*\s+(\S+):\s*$
-//	frame:  ^\s*(\w+)\s*(.+) \((\S*)\)
+//	frame:  ^\s*(\w+)\s*(.+) \((.*)\)
 const (
 	reWS    = `[\t\n\v\f\r ]`
 	reNonWS = `[^\t\n\v\f\r ]`
@@ -25,7 +28,7 @@ const (
 var (
 	headerRE = regexp.MustCompile(`^(` + reNonWS + `.+?)` + reWS + `+([0-9]+)/*([0-9]+)*` + reWS + `+`)
 	eventRE  = regexp.MustCompile(`:` + reWS + `*([0-9]+)*` + reWS + `+(` + reNonWS + `+):` + reWS + `*$`)
-	frameRE  = regexp.MustCompile(`^` + reWS + `*(` + reWord + `+)` + reWS + `*(.+) \((` + reNonWS + `*)\)`)
+	frameRE  = regexp.MustCompile(`^` + reWS + `*(` + reWord + `+)` + reWS + `*(.+) \((.*)\)`)
 )
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
@@ -158,19 +161,14 @@ func perlFrame(s []byte) (pc, fn, mod []byte, ok bool) {
 		i++
 	}
 	k := i
-	// With every quantifier before (.+) at its longest, Perl takes the
-	// rightmost " (" that is followed by non-space text holding a ')'.
-	for x := len(s) - 2; x >= k+1; x-- {
-		if s[x] != ' ' || s[x+1] != '(' {
-			continue
-		}
-		last := -1
-		for r := x + 2; r < len(s) && !isSpace(s[r]); r++ {
-			if s[r] == ')' {
-				last = r
-			}
-		}
-		if last >= 0 {
+	// With every quantifier before (.+) at its longest, (.*)\) runs to the
+	// line's last ')' and (.+) to the rightmost " (" before it.
+	last := bytes.LastIndexByte(s, ')')
+	if last < 0 {
+		return nil, nil, nil, false
+	}
+	for x := last - 2; x >= k+1; x-- {
+		if s[x] == ' ' && s[x+1] == '(' {
 			return s[a:pcEnd], s[k:x], s[x+2 : last], true
 		}
 	}
