@@ -106,8 +106,11 @@ type OutlierSummary struct {
 	// tested: on-CPU ticks, √c for c wall-clock ticks, blocking events or
 	// tasks of one stack, or recorded stacks (docs/flame.md, "Outliers").
 	Observations int `json:"observations"`
-	// Differs is PValue under 0.002 and Score at least 10 points.
-	Differs bool `json:"differs"`
+	// Differs is PValue under 0.002 and Score at least 10 points, with
+	// at least two peers: with one, a difference shows in both instances
+	// and says nothing of which is off, so it is PairDiffers instead.
+	Differs     bool `json:"differs"`
+	PairDiffers bool `json:"pair_differs,omitempty"`
 	// Function is the one whose share differs most; Share and RoleShare
 	// its share in the instance and in its peers.
 	Function  string  `json:"function"`

@@ -35,12 +35,16 @@ type outlier struct {
 	Score    float64 // Distance − Noise, points, at least 0
 	P        float64
 	Differs  bool
-	TooFew   bool   // too few samples to compare
-	Function string // the function whose share differs most
-	Share    float64
-	Base     float64
-	Graph    template.HTML
-	Error    string
+	// PairDiffers: the role has two instances and they differ from each
+	// other beyond noise. Which one is off needs a third, so neither is
+	// said to differ.
+	PairDiffers bool
+	TooFew      bool   // too few samples to compare
+	Function    string // the function whose share differs most
+	Share       float64
+	Base        float64
+	Graph       template.HTML
+	Error       string
 }
 
 type outlierGroup struct {
@@ -112,6 +116,9 @@ func outliers(dir string, m *bundle.Manifest, graphs bool) []outlierGroup {
 		a, b := out[i].Rows[0], out[j].Rows[0]
 		if a.Differs != b.Differs {
 			return a.Differs
+		}
+		if a.PairDiffers != b.PairDiffers {
+			return a.PairDiffers
 		}
 		return a.Score > b.Score
 	})
@@ -187,7 +194,9 @@ func outlierGroupFor(dir, role string, kind bundle.Kind, sampleType string, memb
 			row.Function = ks.names[f.Worst]
 		}
 		row.Score = math.Max(0, row.Distance-row.Noise)
-		row.Differs = f.P < g.Threshold && row.Score >= minScore
+		beyond := f.P < g.Threshold && row.Score >= minScore
+		row.Differs = beyond && len(insts) > 2
+		row.PairDiffers = beyond && len(insts) == 2
 		row.TooFew = f.N < minObs || f.Cells < 2
 		if graphs {
 			row.Graph, row.Error = peerDiff(insts, i, kind, sampleType)
@@ -198,6 +207,9 @@ func outlierGroupFor(dir, role string, kind bundle.Kind, sampleType string, memb
 		a, b := g.Rows[i], g.Rows[j]
 		if a.Differs != b.Differs {
 			return a.Differs
+		}
+		if a.PairDiffers != b.PairDiffers {
+			return a.PairDiffers
 		}
 		if a.Score != b.Score {
 			return a.Score > b.Score

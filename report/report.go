@@ -173,7 +173,7 @@ func Render(w io.Writer, dir string, m *bundle.Manifest) error {
 	pg.Outliers = outliers(dir, m, true)
 	pg.Compared = len(pg.Outliers)
 	for _, g := range pg.Outliers {
-		if !g.Rows[0].Differs {
+		if !g.Rows[0].Differs && !g.Rows[0].PairDiffers {
 			pg.AlikeGroups++
 		}
 	}

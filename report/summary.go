@@ -46,12 +46,15 @@ func outlierSummaries(gs []outlierGroup) []bundle.OutlierSummary {
 		for _, r := range g.Rows {
 			out = append(out, bundle.OutlierSummary{Role: g.Role, Kind: g.Kind, Target: r.Target, Peers: len(g.Rows) - 1,
 				Distance: round1(r.Distance), Noise: round1(r.Noise), Score: round1(r.Score), PValue: r.P, Observations: r.Samples,
-				Differs: r.Differs, Function: r.Function, Short: flame.ShortName(r.Function), Share: r.Share, RoleShare: r.Base})
+				Differs: r.Differs, PairDiffers: r.PairDiffers, Function: r.Function, Short: flame.ShortName(r.Function), Share: r.Share, RoleShare: r.Base})
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].Differs != out[j].Differs {
 			return out[i].Differs
+		}
+		if out[i].PairDiffers != out[j].PairDiffers {
+			return out[i].PairDiffers
 		}
 		return out[i].Score > out[j].Score
 	})
@@ -350,6 +353,20 @@ func SummaryLines(s *bundle.Summary) []string {
 	if len(differ) > 0 {
 		out = append(out, "instances that differ from their peers:")
 		out = append(out, differ...)
+	}
+	// A pair that differs is one line: both rows say the same.
+	var pairs []string
+	seen := map[string]bool{}
+	for _, o := range s.Outliers {
+		if key := o.Role + "\x00" + string(o.Kind); o.PairDiffers && !seen[key] {
+			seen[key] = true
+			pairs = append(pairs, fmt.Sprintf("  %s (%s): %.0f points beyond noise, %s; a third instance would say which one is off",
+				o.Role, o.Kind, o.Score, pText(o.PValue)))
+		}
+	}
+	if len(pairs) > 0 {
+		out = append(out, "roles whose two instances differ from each other:")
+		out = append(out, pairs...)
 	}
 	return out
 }

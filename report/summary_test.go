@@ -276,6 +276,38 @@ func TestOutliersAlikeAndSick(t *testing.T) {
 	}
 }
 
+// Two instances that differ: the distance is the same from either side,
+// so neither is an outlier; the group and the terminal say the pair
+// differs, and a third instance names the odd one.
+func TestOutliersPairDiffers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	a := map[string]float64{"main.handle": 0.5, "main.encode": 0.3, "main.hash": 0.2}
+	b := map[string]float64{"main.handle": 0.2, "main.encode": 0.2, "main.hash": 0.6}
+	labels := map[string]map[string]string{"o-1": {"role": "o"}, "o-2": {"role": "o"}, "o-3": {"role": "o"}}
+	pair := map[string]*profile.Profile{"o-1": cpuProfile(ticks(rng, 300, a)), "o-2": cpuProfile(ticks(rng, 300, b))}
+	dir, m := writeKinds(t, map[bundle.Kind]map[string]*profile.Profile{bundle.CPU: pair}, labels)
+	gs := outliers(dir, m, false)
+	if len(gs) != 1 || len(gs[0].Rows) != 2 {
+		t.Fatalf("groups %+v", gs)
+	}
+	for _, r := range gs[0].Rows {
+		if r.Differs || !r.PairDiffers || r.Score < 20 {
+			t.Errorf("pair row %s: differs %v, pair differs %v, score %.1f", r.Target, r.Differs, r.PairDiffers, r.Score)
+		}
+	}
+	s := &bundle.Summary{Outliers: outlierSummaries(gs)}
+	text := strings.Join(SummaryLines(s), "\n")
+	if strings.Contains(text, "instances that differ") || strings.Count(text, "o (cpu)") != 1 {
+		t.Errorf("summary of a pair that differs:\n%s", text)
+	}
+	pair["o-3"] = cpuProfile(ticks(rng, 300, a))
+	dir, m = writeKinds(t, map[bundle.Kind]map[string]*profile.Profile{bundle.CPU: pair}, labels)
+	gs = outliers(dir, m, false)
+	if len(gs) != 1 || gs[0].Rows[0].Target != "o-2" || !gs[0].Rows[0].Differs || gs[0].Rows[1].Differs || gs[0].Rows[0].PairDiffers {
+		t.Errorf("with a third: %+v", gs)
+	}
+}
+
 func TestSummaryCountsAddUp(t *testing.T) {
 	m := &bundle.Manifest{Targets: []*bundle.Target{
 		{Name: "a", Profiles: []*bundle.Profile{{Kind: "cpu", Status: "ok"}, {Kind: "heap", Status: "partial"}, {Kind: "async", Status: "unsupported"}}},
