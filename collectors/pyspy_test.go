@@ -21,12 +21,18 @@ import (
 // -o FILE`, named rbspy `record --pid P --duration N --rate R --format
 // collapsed --file FILE`; it logs its arguments and writes $FAKE_OUTPUT to
 // FILE on SIGINT or after N seconds, as both tools do.
+// The trap comes first: a SIGINT at the window's end that reaches the
+// shell before its trap is set kills it with nothing written (seen with a
+// 400 ms window at load average 25).
 const fakeSpy = `#!/bin/sh
+out=; raw=; sleeper=
+finish() { [ -n "$out" ] || exit 130; [ -z "$sleeper" ] || kill $sleeper 2>/dev/null; cp "$FAKE_OUTPUT" "$out"; [ -z "$raw" ] || cp "$FAKE_RAW" "$raw"; exit 0; }
+trap finish INT
 echo "$@" > "$FAKE_LOG"
 tool=$(basename "$0")
 [ "$1" = record ] || { echo "$tool: want record" >&2; exit 2; }
 shift
-out=; pid=; dur=; fmt=; raw=
+pid=; dur=; fmt=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--pid) pid=$2; shift ;;
@@ -45,8 +51,6 @@ done
 case "$tool/$fmt" in py-spy/raw|rbspy/collapsed) ;; *) echo "$tool: bad format $fmt" >&2; exit 2 ;; esac
 [ -n "$out" ] && [ -n "$pid" ] && [ -n "$dur" ] || { echo "$tool: missing arguments" >&2; exit 2; }
 kill -0 "$pid" 2>/dev/null || { echo "Error: No such process" >&2; exit 1; }
-finish() { kill $sleeper 2>/dev/null; cp "$FAKE_OUTPUT" "$out"; [ -z "$raw" ] || cp "$FAKE_RAW" "$raw"; exit 0; }
-trap finish INT
 sleep "$dur" & sleeper=$!
 wait $sleeper
 finish
@@ -134,7 +138,7 @@ func TestRbspyCollectLabelled(t *testing.T) {
 	if k := NewPySpy(SpyOptions{}).Kinds(tg); k != nil {
 		t.Errorf("py-spy Kinds for a ruby target: %v", k)
 	}
-	res := collectSamply(t, s, NewWindow(400*time.Millisecond, 0), tg, bundle.CPU, bundle.Heap)
+	res := collectSamply(t, s, NewWindow(1500*time.Millisecond, 0), tg, bundle.CPU, bundle.Heap)
 	if len(res) != 2 {
 		t.Fatalf("%d results for cpu and heap: %+v", len(res), res)
 	}

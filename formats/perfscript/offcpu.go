@@ -20,9 +20,13 @@ type OffCPUOptions struct {
 	// running (switched out in state R: preempted). By default that time
 	// is kept, under the root frame PreemptedFrame and label state=R.
 	ExcludeRunnable bool
-	// EndTime closes intervals still open at the end of the input (threads
-	// switched out and not yet back) at this time, in the clock of the
-	// input's timestamps (ns). 0 closes them at the last timestamp seen.
+	// EndTime is the end of the window, in the clock of the input's
+	// timestamps (ns): intervals still open at the end of the input
+	// (threads switched out and not yet back) are closed there, and
+	// intervals that run past it are cut there (a tool stopped at the
+	// window's end records on until it handles the signal; that time is
+	// not the window's). 0 closes open intervals at the last timestamp
+	// seen and cuts nothing.
 	EndTime int64
 	// DropOpen leaves intervals still open at the end of the input out.
 	DropOpen bool
@@ -248,6 +252,9 @@ func (o *OffCPUBuilder) SchedSwitch(h Header, sw SchedSwitch, stack func() error
 func (o *OffCPUBuilder) SetStack(frames []Frame) { o.b.setStack(frames) }
 
 func (o *OffCPUBuilder) emit(tid int, iv *offInterval, end int64) {
+	if o.opt.EndTime > 0 && end > o.opt.EndTime {
+		end = o.opt.EndTime
+	}
 	d := end - iv.start
 	if d <= 0 {
 		return
@@ -275,7 +282,7 @@ func (o *OffCPUBuilder) emit(tid int, iv *offInterval, end int64) {
 func (o *OffCPUBuilder) Profile() (*profile.Profile, error) {
 	if !o.opt.DropOpen {
 		end := o.last
-		if o.opt.EndTime > end {
+		if o.opt.EndTime > 0 {
 			end = o.opt.EndTime
 		}
 		// Deterministic order: by tid.

@@ -71,3 +71,39 @@ func TestParseSchedSwitchCommWithSpaces(t *testing.T) {
 		t.Errorf("got %+v", sw)
 	}
 }
+
+// Time past EndTime is not the window's: an interval that runs past it is
+// cut there, one that starts after it is left out, and one still open at
+// the end of the input is closed at EndTime, not at the last event.
+func TestOffCPUEndTimeCuts(t *testing.T) {
+	o := NewOffCPUBuilder(OffCPUOptions{EndTime: 350})
+	out := func(tid int, at int64) {
+		t.Helper()
+		o.Time(at)
+		h := Header{PID: 1, TID: tid, CPU: 0, Time: at, Event: "sched:sched_switch"}
+		sw := SchedSwitch{PrevComm: "w", PrevPID: tid, PrevState: "S", NextComm: "swapper", NextPID: 0}
+		if err := o.SchedSwitch(h, sw, func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out(5, 100)
+	out(6, 200)
+	o.Time(300)
+	o.SwitchIn(5, 300) // 200 ns, all in the window
+	out(5, 340)
+	o.Time(420)
+	o.SwitchIn(5, 420) // 340..420: 10 ns in the window
+	out(5, 450)        // after the end: nothing
+	o.Time(500)
+	p, err := o.Profile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]int64{}
+	for _, s := range p.Sample {
+		got[s.NumLabel["tid"][0]] += s.Value[0]
+	}
+	if got[5] != 210 || got[6] != 150 || len(got) != 2 {
+		t.Errorf("off-CPU ns by tid: %v, want 5: 210 (200 + 10 cut at the end), 6: 150 (open, closed at the end)", got)
+	}
+}
