@@ -246,8 +246,12 @@ func readAck(f *os.File) error {
 func (p *Perf) recordArgs(kind bundle.Kind, pid int, file, callGraph string) []string {
 	// -B: no build-id pass over the samples at exit (perf script runs at
 	// once on this machine), which makes stopping a system-wide recording
-	// seconds faster.
-	args := []string{"record", "-q", "-B", "-o", file, "--call-graph", callGraph}
+	// seconds faster. --no-bpf-event: BPF programs loaded anywhere on the
+	// host during the window (systemd, other profilers) are side-band
+	// KSYMBOL records that perf script 6.1 fails on ("failed to process
+	// type: 17 [Bad address]", exit 242, the whole recording lost), and a
+	// target's stacks do not run through them.
+	args := []string{"record", "-q", "-B", "--no-bpf-event", "-o", file, "--call-graph", callGraph}
 	switch kind {
 	case bundle.CPU:
 		args = append(args, "-F", strconv.Itoa(p.opt.Frequency), "-p", strconv.Itoa(pid))
@@ -382,10 +386,11 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	readStart := time.Now()
 	prof, readNotes, err := p.read(ctx, r, endMono)
 	readTime := time.Since(readStart)
-	if err != nil {
+	if err != nil && prof == nil {
 		res.Status, res.Err = bundle.StatusFailed, err
 		return res
 	}
+	readErr := err
 	prof.TimeNanos = start.UnixNano()
 	prof.DurationNanos = run.End.Sub(start).Nanoseconds()
 	prof.Comments = append(prof.Comments, "perf "+strings.Join(r.args, " "))
@@ -397,6 +402,10 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	}
 	if exited != nil {
 		res.Status, res.Err = bundle.StatusPartial, exited
+	}
+	if readErr != nil {
+		res.Status = bundle.StatusPartial
+		res.Err = errors.Join(res.Err, readErr)
 	}
 	switch {
 	case run.ReadyErr != nil && len(prof.Sample) == 0:
@@ -432,6 +441,11 @@ func (p *Perf) read(ctx context.Context, r *recording, endMono int64) (*profile.
 		opt.Kind = perfdata.KindOffCPU
 	}
 	prof, err := perfdata.ReadFile(r.file, opt)
+	if prof != nil && err != nil {
+		// What perf script gave before it failed is kept: the caller
+		// marks the profile partial.
+		return prof, notes, err
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading perf.data: %w", err)
 	}

@@ -404,3 +404,49 @@ func typeNames(ts []*profile.ValueType) []string {
 	}
 	return out
 }
+
+// TestPerfScriptFailsPartWay: perf script that fails after part of its
+// output (perf 6.1 exits 242 on records it cannot process, "failed to
+// process type: 17 [Bad address]") does not lose what it printed: the
+// profile of those events comes back with an IncompleteError naming the
+// failure. The fake perf only injects that fault: it prints the real
+// perf script's output of a real DWARF recording, cut in half.
+func TestPerfScriptFailsPartWay(t *testing.T) {
+	dir := t.TempDir()
+	data := perfRecord(t, dir, "dwarf.data", []string{"--call-graph", "dwarf", "-F", "999"}, buildWorkload(t, dir), "1")
+	text := perfScript(t, data, "--ns", "-F", "comm,pid,tid,time,period,event,ip,sym,symoff,dso")
+	half := text[:bytes.LastIndex(text[:len(text)/2], []byte("\n\n"))+2]
+	if err := os.WriteFile(filepath.Join(dir, "half.txt"), half, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(dir, "perf")
+	script := "#!/bin/sh\ncat " + filepath.Join(dir, "half.txt") + "\necho '0x2b3b280 [0x70]: failed to process type: 17 [Bad address]' >&2\nexit 242\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, err := ReadFile(data, Options{Perf: fake})
+	var inc *IncompleteError
+	if !errors.As(err, &inc) || !strings.Contains(err.Error(), "failed to process type: 17") || !strings.Contains(err.Error(), "exit status 242") {
+		t.Fatalf("error %v, want an IncompleteError with perf script's message", err)
+	}
+	whole, err := ReadFile(data, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(p *profile.Profile) (n int64) {
+		for _, s := range p.Sample {
+			n += s.Value[0]
+		}
+		return n
+	}
+	if p == nil || count(p) == 0 || count(p) >= count(whole) {
+		t.Errorf("incomplete profile: %v samples of %d", p, count(whole))
+	}
+	// Nothing printed before the failure: no profile, the error.
+	if err := os.WriteFile(filepath.Join(dir, "half.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := ReadFile(data, Options{Perf: fake}); p != nil || err == nil {
+		t.Errorf("no output: profile %v, error %v", p != nil, err)
+	}
+}

@@ -75,6 +75,20 @@ var ErrNeedsPerf = errors.New("needs perf script")
 
 var errCompressed = errors.New("compressed")
 
+// IncompleteError is returned with a profile when perf script failed part
+// of the way through a recording (a record it cannot process, a file cut
+// short): the profile holds the events before the failure. Read returns
+// both, so that what was captured is not lost.
+type IncompleteError struct {
+	Err error
+}
+
+func (e *IncompleteError) Error() string {
+	return "perf script stopped before the end of the recording (the profile holds the events before): " + e.Err.Error()
+}
+
+func (e *IncompleteError) Unwrap() error { return e.Err }
+
 // needsPerf says why this reader hands the file to perf script, or "".
 func (f *File) needsPerf() string {
 	for _, a := range f.Attrs {
@@ -122,6 +136,7 @@ func read(data []byte, path string, opt Options) (*profile.Profile, error) {
 	if why := f.needsPerf(); why != "" {
 		return readWithPerf(data, path, kind, why, opt)
 	}
+	// From here on a profile is returned whole or not at all.
 	s := newSession(f, opt.Symbolizer)
 	s.nosym = opt.NoSymbols
 	var p *profile.Profile
@@ -414,7 +429,14 @@ func readWithPerf(data []byte, path string, kind Kind, why string, opt Options) 
 		}
 		return err
 	})
-	return p, err
+	var inc *IncompleteError
+	if errors.As(err, &inc) && p != nil && len(p.Sample) > 0 {
+		return p, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // withPerfScript runs `perf script -i FILE args` and streams its output
@@ -467,7 +489,7 @@ func withPerfScript(data []byte, path, why string, opt Options, args []string, c
 		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
 			msg = msg[i+1:]
 		}
-		return fmt.Errorf("perf script: %v: %s", werr, msg)
+		return &IncompleteError{Err: fmt.Errorf("perf script: %v: %s", werr, msg)}
 	}
 	return nil
 }
