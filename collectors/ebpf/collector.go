@@ -67,6 +67,11 @@ type Options struct {
 	// heap profiles cover the window up to then (partial). 0 means 0.1
 	// (the target keeps 90% of its rate); negative: no bound.
 	AllocMaxOverhead float64
+
+	// noBlockedIter does without the task iterator that takes the stacks
+	// of threads still blocked at the window's end, as on a kernel that
+	// refuses it (tests of the fallback).
+	noBlockedIter bool
 }
 
 // Collector captures cpu, offcpu and wakeup profiles with eBPF.

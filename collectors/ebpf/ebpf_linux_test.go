@@ -44,6 +44,18 @@ func TestProgramsLoad(t *testing.T) {
 			coll.Close()
 		})
 	}
+	// The task iterator of blocked.bpf.c, with maps of its own.
+	t.Run("blocked_stacks", func(t *testing.T) {
+		bspec, err := loadBlocked()
+		if err != nil {
+			t.Fatal(err)
+		}
+		coll, err := cebpf.NewCollection(bspec)
+		if err != nil {
+			t.Fatalf("loading blocked_stacks: %v", err)
+		}
+		coll.Close()
+	})
 }
 
 // TestWindowUnderLoad: with two busy loops taking both cores, the cpu and

@@ -57,13 +57,20 @@ func (s *session) results(start, end time.Time, startMono, endMono uint64, notes
 	}
 	if s.wants(bundle.OffCPU) || s.wants(bundle.Wakeup) {
 		blocks := r.offBlocks(startMono, endMono)
+		offBase := func(k bundle.Kind) collectors.Result {
+			res := base(k)
+			if n := r.endNote(); n != "" {
+				res.Note = strings.TrimPrefix(res.Note+"; "+n, "; ")
+			}
+			return res
+		}
 		if s.wants(bundle.OffCPU) {
 			p, c := r.offProfile(blocks, st)
-			finish(base(bundle.OffCPU), p, c)
+			finish(offBase(bundle.OffCPU), p, c)
 		}
 		if s.wants(bundle.Wakeup) {
 			p, c := r.wakeProfile(blocks, st)
-			finish(base(bundle.Wakeup), p, c)
+			finish(offBase(bundle.Wakeup), p, c)
 		}
 	}
 	if s.wants(bundle.Allocs) || s.wants(bundle.Heap) {
@@ -124,6 +131,12 @@ type reader struct {
 	stacks map[uint64][]uint64
 	comms  map[uint32]string // tid -> thread name
 	pcomm  map[uint32]string // tgid -> process name
+
+	// Threads blocked at the window's end (offBlocks): walked by the task
+	// iterator (open blocks, and kept blocks not yet out of their system
+	// call), given their previous block's user stack (of which prevSame
+	// blocked at the same call site and stack pointer), left without.
+	walkedOpen, walkedPending, prevUser, prevSame, notTaken int
 }
 
 func (r *reader) readNames() {
@@ -410,6 +423,10 @@ type block struct {
 	ns     uint64
 	procK  []string // kernel frames from /proc/TID/stack, leaf first
 	reason string   // why the user stack is missing, if it is
+	// prevUser: the user stack is the one its thread had at its previous
+	// block (still blocked at the end, not walked by the task iterator).
+	prevUser bool
+	open     bool // still blocked at the window's end (not woken in it)
 }
 
 // offBlocks reads off_counts, plus what the maps hold of blocks still
@@ -435,7 +452,16 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 	var pd profcapPending
 	pit := r.s.objs.Pendings.Iterate()
 	for pit.Next(&tid, &pd) {
-		out = append(out, block{key: pd.Key, ns: pd.Ns, reason: "[user stack not taken: the window ended before its system call returned]"})
+		b := block{key: pd.Key, ns: pd.Ns}
+		if w, ok := r.s.blocked.stacks(tid, true); ok && w.Uip == pd.Uip && w.Usp == pd.Usp {
+			// Woken, not yet out of its system call when the window
+			// ended: the iterator walked the stack it blocked with.
+			b.key.Ustack = w.Ustack
+			r.walkedPending++
+		} else {
+			b.reason = "[user stack not taken: the window ended before its system call returned]"
+		}
+		out = append(out, b)
 	}
 	var sv profcapStart
 	sit := r.s.objs.Starts.Iterate()
@@ -448,17 +474,27 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 		if tgid == 0 {
 			continue
 		}
-		b := block{key: profcapOffKey{Tgid: tgid, Tid: tid, State: sv.State}, ns: endMono - from}
+		b := block{key: profcapOffKey{Tgid: tgid, Tid: tid, State: sv.State}, ns: endMono - from, open: sv.Flags&fWakeSeen == 0}
 		if sv.State == 'R' && (sv.Rustack != 0 || sv.Rkstack != 0) {
 			b.key.Ustack, b.key.Kstack = sv.Rustack, sv.Rkstack
 			if b.key.Kstack == 1 {
 				b.key.Kstack = 0
 			}
+		} else if w, ok := r.s.blocked.stacks(tid, false); ok {
+			// Walked by the task iterator at the window's end.
+			b.key.Ustack, b.key.Kstack = w.Ustack, w.Kstack
+			if w.Kstack == 0 {
+				b.procK = procStack(tgid, tid)
+			}
+			r.walkedOpen++
 		} else {
 			b.procK = procStack(tgid, tid)
 			b.reason = "[user stack not taken: still blocked at the window's end]"
 			if us := r.lastUser(tgid, tid); us != 0 {
-				b.key.Ustack, b.reason = us, ""
+				b.key.Ustack, b.reason, b.prevUser = us, "", true
+				r.prevUser++
+			} else {
+				r.notTaken++
 			}
 		}
 		if sv.Flags&fWaker != 0 {
@@ -470,26 +506,27 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 	return out
 }
 
-// lastUser is the user stack a still-blocked thread blocked with, where
-// it is known: its last recorded block had the user registers it has now
-// (/proc/TID/syscall: same call site, same stack pointer).
+// lastUser is the fallback for a still-blocked thread the task iterator
+// did not walk: the user stack of its previous block that had one (taken
+// at its syscall exit). When the thread is in a system call now with
+// the registers that block had (/proc/TID/syscall: same call site, same
+// stack pointer), it blocked at the same place; otherwise the stack says
+// where the thread blocked last, not where it is.
 func (r *reader) lastUser(tgid, tid uint32) uint64 {
 	var lu profcapLastUser
 	if err := r.s.objs.LastUsers.Lookup(tid, &lu); err != nil {
 		return 0
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", tgid, tid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 9 {
-		return 0 // running, or not in a system call
-	}
-	sp, err1 := strconv.ParseUint(strings.TrimPrefix(f[7], "0x"), 16, 64)
-	pc, err2 := strconv.ParseUint(strings.TrimPrefix(f[8], "0x"), 16, 64)
-	if err1 != nil || err2 != nil || sp != lu.Usp || pc != lu.Uip {
-		return 0
+	if err == nil {
+		f := strings.Fields(string(b))
+		if len(f) >= 9 {
+			sp, err1 := strconv.ParseUint(strings.TrimPrefix(f[7], "0x"), 16, 64)
+			pc, err2 := strconv.ParseUint(strings.TrimPrefix(f[8], "0x"), 16, 64)
+			if err1 == nil && err2 == nil && sp == lu.Usp && pc == lu.Uip {
+				r.prevSame++
+			}
+		}
 	}
 	return lu.Ustack
 }
@@ -568,9 +605,44 @@ func (r *reader) offProfile(blocks []block, st stats) (*profile.Profile, []strin
 		}
 		l, n := r.labels(bl.key.Tgid, bl.key.Tid)
 		l["state"] = string(rune(bl.key.State))
+		if bl.prevUser {
+			l["ustack"] = prevUserLabel
+		}
 		b.add(b.blockedLocs(bl), []int64{int64(bl.ns)}, l, n)
 	}
 	return p, r.offComments(st)
+}
+
+// prevUserLabel is the value of the label "ustack" on blocks whose user
+// stack is their thread's previous block's.
+const prevUserLabel = "previous block"
+
+// endComments says how the stacks of threads blocked at the window's end
+// were taken.
+func (r *reader) endComments() []string {
+	var c []string
+	if b := r.s.blocked; b != nil {
+		c = append(c, fmt.Sprintf("ebpf: threads blocked at the window's end: stacks walked by a task iterator in %s (user stack from the registers each saved entering the kernel, frame pointers read with bpf_copy_from_user_task; kernel stack with bpf_get_task_stack): %d still blocked, %d woken but not yet out of their system call",
+			b.took.Round(10*time.Microsecond), r.walkedOpen, r.walkedPending))
+	}
+	if n := r.prevUser + r.notTaken; n > 0 {
+		why := "running when walked"
+		if r.s.blockedErr != nil {
+			why = fmt.Sprintf("no task iterator: %v", r.s.blockedErr)
+		}
+		c = append(c, fmt.Sprintf("%s%d threads blocked at the window's end were not walked (%s): %d show the user stack of their previous block (label ustack=%q; %d blocked at the same call site and stack pointer), %d have none",
+			bundle.WarningPrefix, n, why, r.prevUser, prevUserLabel, r.prevSame, r.notTaken))
+	}
+	return c
+}
+
+// endNote is the note of the offcpu and wakeup results when the stacks of
+// threads blocked at the window's end were not all walked.
+func (r *reader) endNote() string {
+	if r.s.blockedErr == nil || r.prevUser+r.notTaken == 0 {
+		return ""
+	}
+	return fmt.Sprintf("threads blocked at the window's end show the user stack of their previous block (label ustack=%q), which may not be where they were blocked: the task iterator that walks them did not run (%v)", prevUserLabel, r.s.blockedErr)
 }
 
 func (r *reader) offComments(st stats) []string {
@@ -593,6 +665,7 @@ func (r *reader) offComments(st stats) []string {
 	if n := st[profcapStatSTAT_OFF_STARTS_FULL] + st[profcapStatSTAT_OFF_COUNTS_FULL]; n > 0 {
 		c = append(c, fmt.Sprintf("%s%d blocks lost: a map was full", bundle.WarningPrefix, n))
 	}
+	c = append(c, r.endComments()...)
 	c = append(c, "ebpf: preempted time (state R): a thread preempted in user mode has its stacks taken at the switch-out (the kernel stack is the preemption path, the user stack where it was interrupted); one preempted inside a system call has them taken as a block's")
 	return c
 }
@@ -616,6 +689,9 @@ func (r *reader) wakeProfile(blocks []block, st stats) (*profile.Profile, []stri
 		var waker []*profile.Location // root-most first, leaf last (reversed)
 		l, n := r.labels(bl.key.Tgid, bl.key.Tid)
 		l["state"] = string(rune(bl.key.State))
+		if bl.prevUser {
+			l["ustack"] = prevUserLabel
+		}
 		if bl.key.Flags&fWaker != 0 {
 			wname := r.thread(bl.key.Wtgid, bl.key.Wtid)
 			if bl.key.Wtid == 0 {
@@ -642,6 +718,8 @@ func (r *reader) wakeProfile(blocks []block, st stats) (*profile.Profile, []stri
 			k := b.kernelLocs(r.stack(bl.key.Wkstack))
 			slices.Reverse(k)
 			waker = append(waker, k...)
+		} else if bl.open {
+			waker = append(waker, b.named("[not woken: still blocked at the window's end]"))
 		} else {
 			waker = append(waker, b.named("[waker unknown]"))
 		}
@@ -650,7 +728,7 @@ func (r *reader) wakeProfile(blocks []block, st stats) (*profile.Profile, []stri
 		b.add(locs, []int64{int64(bl.ns)}, l, n)
 	}
 	c := r.offComments(st)
-	c = append(c[:1:1], append([]string{fmt.Sprintf("ebpf: wakeups: the waker's stack (taken at sched_waking, in its own context, for kept blocks: %d) above \"--\" above the blocked stack; blocks whose waker was not taken show [waker unknown]; wakers in interrupt context have no user stack (%d)", st[profcapStatSTAT_WAKERS], st[profcapStatSTAT_WAKER_IRQ])}, c[1:]...)...)
+	c = append(c[:1:1], append([]string{fmt.Sprintf("ebpf: wakeups: the waker's stack (taken at sched_waking, in its own context, for kept blocks: %d) above \"--\" above the blocked stack; blocks whose waker was not taken show [waker unknown], those not woken by the window's end [not woken: still blocked at the window's end]; wakers in interrupt context have no user stack (%d)", st[profcapStatSTAT_WAKERS], st[profcapStatSTAT_WAKER_IRQ])}, c[1:]...)...)
 	return p, c
 }
 

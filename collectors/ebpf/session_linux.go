@@ -125,6 +125,12 @@ type session struct {
 	bpfTime time.Duration // the programs' run time over the window (BPFStats)
 	bpfEach []string
 
+	// The task iterator that takes the stacks of threads still blocked
+	// at the window's end (blocked_linux.go), or why it could not load
+	// (their user stacks are then those of their previous block).
+	blocked    *blockedIter
+	blockedErr error
+
 	// The allocs and heap kinds (alloc_linux.go): the tracer, or why it
 	// could not start (the other kinds go on without it).
 	alloc    *allocTracer
@@ -168,6 +174,7 @@ func (s *session) close() {
 	if s.alloc != nil {
 		s.alloc.close()
 	}
+	s.blocked.close()
 	if s.rd != nil {
 		_ = s.rd.Close()
 	}
@@ -205,6 +212,15 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, pid int, 
 	case <-ctx.Done():
 	}
 	end, endMono := s.disable()
+	if s.blocked != nil {
+		// At once: a thread still blocked now is one that blocked
+		// through the window's end.
+		if err := s.blocked.walk(); err != nil {
+			s.blockedErr = err
+			s.blocked.close()
+			s.blocked = nil
+		}
+	}
 	after, afterEach := s.progRuntime()
 	s.bpfTime = after - before
 	for name, a := range afterEach {
@@ -271,6 +287,11 @@ func (s *session) setUp() error {
 			return fmt.Errorf("attaching raw_tp/sys_exit: %w", err)
 		}
 		s.links = append(s.links, l)
+		if s.opt.noBlockedIter {
+			s.blockedErr = errors.New("turned off")
+		} else {
+			s.blocked, s.blockedErr = loadBlockedIter(objs)
+		}
 	}
 	if s.wants(bundle.CPU) {
 		if err := s.openPerfEvents(); err != nil {

@@ -44,7 +44,7 @@ static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *d
 	return 0;
 }
 
-/* cfa_at returns the SP-based CFA offset at pc in the current task, or 0. */
+/* cfa_at returns the SP-based CFA offset at pc in task, or 0. */
 static __always_inline s32 cfa_at(struct task_struct *task, u64 pc, bool ret_addr)
 {
 	struct vma_info vi = {};
@@ -76,11 +76,21 @@ static __always_inline s32 cfa_at(struct task_struct *task, u64 pc, bool ret_add
 	return r->cfa;
 }
 
-/* fixup inserts the return addresses that frame-pointer unwinding skipped
- * above frameless frames of known files. */
-static __always_inline void fixup(struct stack *s, u64 ip, u64 sp)
+/* read_user reads user memory at addr: of the current task, or (remote,
+ * sleepable programs only: the task iterator) of task. remote is a
+ * constant at every call, so each program keeps only the helper it may
+ * call. */
+static __always_inline long read_user(void *dst, u32 size, u64 addr, struct task_struct *task, bool remote)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	if (remote)
+		return bpf_copy_from_user_task(dst, size, (const void *)addr, task, 0);
+	return bpf_probe_read_user(dst, size, (const void *)addr);
+}
+
+/* fixup_task inserts the return addresses that frame-pointer unwinding
+ * skipped above frameless frames of known files, in task's user stack. */
+static __always_inline void fixup_task(struct stack *s, u64 ip, u64 sp, struct task_struct *task, bool remote)
+{
 	u64 pc = ip;
 	u32 pos = 1;
 	for (int lvl = 0; lvl < FIXUP_LEVELS; lvl++) {
@@ -88,7 +98,7 @@ static __always_inline void fixup(struct stack *s, u64 ip, u64 sp)
 		if (cfa <= 0 || cfa > 4096)
 			return;
 		u64 ret = 0;
-		if (bpf_probe_read_user(&ret, sizeof(ret), (void *)(sp + cfa - 8)) || ret == 0)
+		if (read_user(&ret, sizeof(ret), sp + cfa - 8, task, remote) || ret == 0)
 			return;
 		u32 nr = s->nr;
 		if (pos >= MAX_DEPTH || pos > nr)
@@ -109,6 +119,12 @@ static __always_inline void fixup(struct stack *s, u64 ip, u64 sp)
 		sp += cfa;
 		pc = ret;
 	}
+}
+
+/* fixup is fixup_task on the current task. */
+static __always_inline void fixup(struct stack *s, u64 ip, u64 sp)
+{
+	fixup_task(s, ip, sp, bpf_get_current_task_btf(), false);
 }
 
 /* user_stack stores the current task's user stack, fixed up, given its

@@ -60,6 +60,8 @@ struct vm_area_struct {
 
 struct task_struct {
 	unsigned int __state;
+	int on_cpu;
+	unsigned int flags; /* PF_* */
 	int pid;
 	int tgid;
 	char comm[16];
@@ -68,5 +70,17 @@ struct task_struct {
 } __attribute__((preserve_access_index));
 
 struct linux_binprm;
+
+/* The task iterator's context (iter/task). */
+struct bpf_iter_meta;
+
+struct bpf_iter__task {
+	union {
+		struct bpf_iter_meta *meta;
+	};
+	union {
+		struct task_struct *task;
+	};
+} __attribute__((preserve_access_index));
 
 #endif

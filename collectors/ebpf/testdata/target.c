@@ -9,6 +9,11 @@
  *                        printing "rt N T" (round trips so far, CLOCK_MONOTONIC
  *                        seconds) every 100 ms, then "round_trips N seconds S"
  *   spinsleep            a thread burns CPU; another loops nanosleep in sleep_loop()
+ *   blocked              a thread "reader" blocks in wait_input() reading lines from
+ *                        stdin, another ("napper") in long_nap(), a nanosleep of an
+ *                        hour; prints "ready" when both have started, then for each
+ *                        read "read_blocked S" (CLOCK_MONOTONIC seconds it blocked);
+ *                        exits after a line that starts with "q", or end of input
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -48,6 +53,40 @@ static void *burner(void *arg)
 {
 	prctl(PR_SET_NAME, "burner");
 	burn_cpu();
+	return NULL;
+}
+
+static double now(void);
+
+__attribute__((noinline)) void wait_input(void)
+{
+	char line[64];
+	for (;;) {
+		double t = now();
+		ssize_t n = read(0, line, sizeof(line));
+		printf("read_blocked %.6f\n", now() - t);
+		if (n <= 0 || line[0] == 'q')
+			return;
+	}
+}
+
+static void *reader(void *arg)
+{
+	prctl(PR_SET_NAME, "reader");
+	wait_input();
+	return NULL;
+}
+
+__attribute__((noinline)) void long_nap(void)
+{
+	struct timespec ts = {3600, 0};
+	nanosleep(&ts, NULL);
+}
+
+static void *napper(void *arg)
+{
+	prctl(PR_SET_NAME, "napper");
+	long_nap();
 	return NULL;
 }
 
@@ -136,6 +175,14 @@ int main(int argc, char **argv)
 		if (!strcmp(mode, "spinsleep"))
 			pthread_create(&u, NULL, burner, NULL);
 		pthread_join(t, NULL);
+	} else if (!strcmp(mode, "blocked")) {
+		pthread_t r, n;
+		pthread_create(&n, NULL, napper, NULL);
+		pthread_create(&r, NULL, reader, NULL);
+		usleep(20000); /* both are in their system calls */
+		printf("ready\n");
+		pthread_join(r, NULL);
+		return 0;
 	} else if (!strcmp(mode, "pingpong")) {
 		double secs = argc > 2 ? atof(argv[2]) : 5;
 		pthread_t t;
