@@ -79,6 +79,8 @@ var (
 		"internal/sync.(*Mutex).lockSlow": true, "sync.(*Mutex).lockSlow": true,
 	}
 	// Parks that wait for work to arrive (not for a lock or a send).
+	// goFutex are the runtime frames between a note sleep and the kernel.
+	goFutex = map[string]bool{"runtime.futex": true, "runtime.futexsleep": true, "runtime.notetsleep_internal": true}
 	goRecvPark = map[string]bool{
 		"runtime.selectgo": true, "runtime.chanrecv": true, "runtime.chanrecv1": true, "runtime.chanrecv2": true,
 		"sync.runtime_notifyListWait": true, "runtime.notetsleepg": true, "time.Sleep": true, "runtime.timeSleep": true,
@@ -176,9 +178,11 @@ func idleGo(frames []Frame) string {
 		}
 	}
 	// Skip kernel and libc frames at the leaf (off-CPU stacks of Go
-	// threads), then find where the goroutine parks.
+	// threads) and the runtime's futex plumbing under a note sleep (the
+	// signal goroutine's thread blocks in notetsleepg → futexsleep →
+	// futex), then find where the goroutine parks.
 	i := 0
-	for i < len(frames) && !isGoFrame(frames[i]) && frames[i].Lang != LangOther {
+	for i < len(frames) && (!isGoFrame(frames[i]) && frames[i].Lang != LangOther || goFutex[strings.TrimSuffix(frames[i].Name, ".abi0")]) {
 		i++
 	}
 	if i == len(frames) || !goPark[frames[i].Name] {

@@ -34,6 +34,7 @@ func TestIdleReason(t *testing.T) {
 		{"grpc keepalive", "block", "google.golang.org/grpc/internal/transport.(*http2Server).keepalive;runtime.selectgo", IdleGoNet},
 		{"grpc loopy", "wall", "runtime.goexit;google.golang.org/grpc/internal/transport.NewServerTransport.func3;google.golang.org/grpc/internal/transport.(*loopyWriter).run;google.golang.org/grpc/internal/transport.(*controlBuffer).get;runtime.selectgo;runtime.gopark", IdleGoNet},
 		{"signal loop", "wall", "runtime.goexit;os/signal.loop;os/signal.signal_recv;runtime.notetsleepg", IdleGoNet},
+		{"signal loop off-CPU", "offcpu", "runtime.goexit.abi0;os/signal.loop;os/signal.signal_recv;runtime.notetsleepg;runtime.notetsleep_internal;runtime.futexsleep;k:entry_SYSCALL_64_after_hwframe;k:do_syscall_64;k:__x64_sys_futex;k:do_futex;k:futex_wait;k:__schedule", IdleGoNet},
 		{"NotifyContext", "wall", "runtime.goexit;os/signal.NotifyContext.func1;runtime.selectgo;runtime.gopark", IdleGoLoop},
 		{"janitor loop", "wall", "runtime.goexit;" + demoPkg + "RunService.func15;" + demoPkg + "RunService.func14;" + demoPkg + "janitor;runtime.selectgo;runtime.gopark", IdleGoLoop},
 		{"janitor in block", "block", demoPkg + "RunService.func15;" + demoPkg + "RunService.func14;" + demoPkg + "janitor;runtime.selectgo", IdleGoLoop},
