@@ -80,7 +80,7 @@ var (
 	}
 	// Parks that wait for work to arrive (not for a lock or a send).
 	// goFutex are the runtime frames between a note sleep and the kernel.
-	goFutex = map[string]bool{"runtime.futex": true, "runtime.futexsleep": true, "runtime.notetsleep_internal": true}
+	goFutex    = map[string]bool{"runtime.futex": true, "runtime.futexsleep": true, "runtime.notetsleep_internal": true}
 	goRecvPark = map[string]bool{
 		"runtime.selectgo": true, "runtime.chanrecv": true, "runtime.chanrecv1": true, "runtime.chanrecv2": true,
 		"sync.runtime_notifyListWait": true, "runtime.notetsleepg": true, "time.Sleep": true, "runtime.timeSleep": true,
