@@ -52,12 +52,15 @@ demo: build
 # Build the Rust reference services (scripts/rust-build.sh), start their
 # 2+3 cluster (profiling build), record 10 s of all of it, print the bundle
 # and its report, stop the cluster. Needs cargo and perf; docs/cluster.md.
+# The consoles publish every 100 ms: at the 1 s default console-subscriber
+# 0.5.0 drains 128 events a second, fewer than refsvc emits, and its task
+# announcements fall seconds behind (profcap then keeps async partial).
 DEMO_RUST ?= demo-rust-cluster
 .PHONY: demo-rust
 demo-rust: build
 	bash scripts/rust-build.sh
 	@bash scripts/rust-cluster.sh stop $(DEMO_RUST) >/dev/null 2>&1 || true
-	bash scripts/rust-cluster.sh start $(DEMO_RUST) --variant profiling
+	bash scripts/rust-cluster.sh start $(DEMO_RUST) --variant profiling -- --console-publish-ms 100
 	@cd $(DEMO_RUST) && $(CURDIR)/$(BIN) record --all --duration 10s --out capture-$$(date -u +%Y%m%dT%H%M%SZ) > $(CURDIR)/.demo-rust-last; \
 		status=$$?; cd $(CURDIR); bash scripts/rust-cluster.sh stop $(DEMO_RUST); \
 		b=$(DEMO_RUST)/$$(cat .demo-rust-last); echo; echo "bundle: $$b"; echo "report: $$b/report.html"; \

@@ -899,7 +899,7 @@ type jointRecorder struct {
 // the perf collector's, with CLOCK_MONOTONIC timestamps for cpu too (the
 // join converts them to the wall clock).
 func (jr *jointRecorder) args(kind bundle.Kind, pid int, file string) []string {
-	args := []string{"record", "-q", "-B", "--no-bpf-event", "-o", file, "--call-graph", "fp", "-k", "CLOCK_MONOTONIC"}
+	args := []string{"record", "-B", "--no-bpf-event", "-o", file, "--call-graph", "fp", "-k", "CLOCK_MONOTONIC"}
 	if kind == bundle.CPU {
 		return append(args, "-F", strconv.Itoa(jr.freq), "-p", strconv.Itoa(pid))
 	}

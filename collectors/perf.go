@@ -251,7 +251,10 @@ func (p *Perf) recordArgs(kind bundle.Kind, pid int, file, callGraph string) []s
 	// KSYMBOL records that perf script 6.1 fails on ("failed to process
 	// type: 17 [Bad address]", exit 242, the whole recording lost), and a
 	// target's stacks do not run through them.
-	args := []string{"record", "-q", "-B", "--no-bpf-event", "-o", file, "--call-graph", callGraph}
+	// No -q: it silences perf's errors too ("Couldn't create thread/CPU
+	// maps: No such process"), and a failure then says only "exit status
+	// 255"; what perf prints on success is only read when it fails.
+	args := []string{"record", "-B", "--no-bpf-event", "-o", file, "--call-graph", callGraph}
 	switch kind {
 	case bundle.CPU:
 		args = append(args, "-F", strconv.Itoa(p.opt.Frequency), "-p", strconv.Itoa(pid))
