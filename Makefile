@@ -69,7 +69,7 @@ bench:
 
 # profcap collapse and profcap flame --format svg side by side with
 # FlameGraph's stackcollapse-perf.pl and flamegraph.pl on the same inputs
-# (docs/performance.md#offline-speed). FlameGraph is not in this repository:
+# (docs/performance.md, "Offline speed"). FlameGraph is not in this repository:
 # FLAMEGRAPH_DIR=DIR names a copy (without one profcap is timed alone).
 # WHAT=collapse or svg times one half.
 WHAT ?= all

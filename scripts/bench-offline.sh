@@ -66,7 +66,10 @@ side() {
 	for r in $(seq "$rounds"); do
 		args+=(-n "$na $r" "$ca" -n "$nb $r" "$cb")
 	done
-	hyperfine -N -w 1 -r "$runs" --style none --output=null --export-csv "$work/hf.csv" "${args[@]}" >/dev/null
+	# hyperfine's warnings (outliers, a slow first run) are the shared
+	# machine's; the min-max range shows them.
+	hyperfine -N -w 1 -r "$runs" --style none --output=null --export-csv "$work/hf.csv" "${args[@]}" >/dev/null 2>"$work/hf.err" ||
+		{ cat "$work/hf.err" >&2; exit 1; }
 	awk -F, -v a="$na" -v b="$nb" '
 		NR > 1 {
 			split($1, n, " "); t = n[1]
