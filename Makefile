@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X main.version=$(VERSION)
 DEMO    ?= demo-cluster
 
-.PHONY: build setup test vet demo bench bench-overhead clean
+.PHONY: build setup test vet demo bench bench-offline bench-overhead clean
 
 # Where make setup installs the tools the tests drive (cargo, pip, npm), and
 # the PATH that make setup and make test (and the tests) see them on;
@@ -68,6 +68,16 @@ demo-rust: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	bash scripts/bench-offline.sh
+
+# profcap collapse and profcap flame --format svg side by side with
+# FlameGraph's stackcollapse-perf.pl and flamegraph.pl on the same inputs
+# (docs/performance.md, "Offline speed"). FlameGraph is not in this repository:
+# FLAMEGRAPH_DIR=DIR names a copy (without one profcap is timed alone).
+# WHAT=collapse or svg times one half.
+WHAT ?= all
+bench-offline:
+	bash scripts/bench-offline.sh $(WHAT)
 
 # What a capture costs a saturated Go service (the tables of docs/overhead.md).
 bench-overhead: build

@@ -141,7 +141,7 @@ func writeJSON(w *bytes.Buffer, t *Tree, opt Options) error {
 // Content-Security-Policy forbids every fetch (network and file), so a page
 // opened from a bundle cannot leak what it shows and works offline; only
 // inline style and script run, and images only from data: URLs.
-var shellTmpl = template.Must(template.New("shell").Parse(`<!DOCTYPE html>
+var shellTmpl = lazyTemplate("shell", `<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -155,7 +155,7 @@ var shellTmpl = template.Must(template.New("shell").Parse(`<!DOCTYPE html>
 <body>
 {{.Body}}</body>
 </html>
-`))
+`)
 
 // Page is one standalone page in profcap's page shell.
 type Page struct {
@@ -173,7 +173,7 @@ type Page struct {
 // (PageHead) in its head. The page loads nothing from the network (its
 // Content-Security-Policy forbids it).
 func WritePage(w io.Writer, p Page) error {
-	return shellTmpl.Execute(w, struct {
+	return shellTmpl.get().Execute(w, struct {
 		Page
 		Head template.HTML
 	}{p, PageHead()})
@@ -201,11 +201,11 @@ type Section struct {
 	Options Options
 }
 
-var sectionsTmpl = template.Must(template.New("sections").Parse(`<h1>{{.Title}}</h1>
+var sectionsTmpl = lazyTemplate("sections", `<h1>{{.Title}}</h1>
 <nav>{{range .Graphs}}<a href="#{{.ID}}-sec">{{.Name}}</a>{{end}}</nav>
 {{range .Graphs}}<section id="{{.ID}}-sec"><h2>{{.Name}}</h2>
 {{.HTML}}</section>
-{{end}}`))
+{{end}}`)
 
 const sectionsStyle = "body{margin:8px 12px;font-family:system-ui,sans-serif}h1{font-size:18px}h2{font-size:16px}nav a{margin-right:1em}"
 
@@ -227,7 +227,7 @@ func WriteHTMLPage(w io.Writer, title string, secs []Section) error {
 		gs = append(gs, graph{ID: id, Name: s.Name, HTML: h})
 	}
 	var body bytes.Buffer
-	if err := sectionsTmpl.Execute(&body, struct {
+	if err := sectionsTmpl.get().Execute(&body, struct {
 		Title  string
 		Graphs []graph
 	}{title, gs}); err != nil {

@@ -1,7 +1,6 @@
 package flame
 
 import (
-	"regexp"
 	"strings"
 	"sync"
 )
@@ -51,7 +50,7 @@ func IdleKind(kind string) bool {
 }
 
 var (
-	profilerRE = regexp.MustCompile(`(?i)fgprof|^net/http/pprof\.|^runtime/pprof\.(?:profileWriter|StartCPUProfile|\(\*profileBuilder\)|writeProfileInternal)|_Instrument_Watch\w*_Handler|console_subscriber::|^pprof::profiler|^pyroscope`)
+	profilerRE = lazyRE(`(?i)fgprof|^net/http/pprof\.|^runtime/pprof\.(?:profileWriter|StartCPUProfile|\(\*profileBuilder\)|writeProfileInternal)|_Instrument_Watch\w*_Handler|console_subscriber::|^pprof::profiler|^pyroscope`)
 
 	// Go runtime functions only idle threads and the runtime's own
 	// background goroutines run in.
@@ -88,21 +87,21 @@ var (
 	}
 	// Infrastructure loops of Go's standard library and common libraries
 	// that wait for the network or a timer whatever calls them.
-	goNetLoop = regexp.MustCompile(`^(?:net\.\(\*netFD\)\.accept|net\.\(\*TCPListener\)\.Accept|net\.\(\*UnixListener\)\.Accept|net/http\.\(\*connReader\)\.backgroundRead|net/http\.\(\*persistConn\)\.(?:readLoop|writeLoop)|net/http\.\(\*http2serverConn\)\.(?:serve|readFrames)|net/http\.\(\*http2ClientConn\)\.readLoop|golang\.org/x/net/http2\.\(\*(?:serverConn|ClientConn|clientConnReadLoop)\)\.(?:serve|readFrames|readLoop|run)|google\.golang\.org/grpc/internal/transport\.\(\*(?:http2Server|http2Client)\)\.(?:HandleStreams|reader|keepalive)|google\.golang\.org/grpc/internal/transport\.\(\*loopyWriter\)\.run|google\.golang\.org/grpc/internal/transport\.\(\*controlBuffer\)\.get|os/signal\.(?:loop|signal_recv))$`)
+	goNetLoop = lazyRE(`^(?:net\.\(\*netFD\)\.accept|net\.\(\*TCPListener\)\.Accept|net\.\(\*UnixListener\)\.Accept|net/http\.\(\*connReader\)\.backgroundRead|net/http\.\(\*persistConn\)\.(?:readLoop|writeLoop)|net/http\.\(\*http2serverConn\)\.(?:serve|readFrames)|net/http\.\(\*http2ClientConn\)\.readLoop|golang\.org/x/net/http2\.\(\*(?:serverConn|ClientConn|clientConnReadLoop)\)\.(?:serve|readFrames|readLoop|run)|google\.golang\.org/grpc/internal/transport\.\(\*(?:http2Server|http2Client)\)\.(?:HandleStreams|reader|keepalive)|google\.golang\.org/grpc/internal/transport\.\(\*loopyWriter\)\.run|google\.golang\.org/grpc/internal/transport\.\(\*controlBuffer\)\.get|os/signal\.(?:loop|signal_recv))$`)
 
 	// Tokio and the Rust crates under it.
-	tokioIdle     = regexp.MustCompile(`^(?:tokio::runtime::scheduler::(?:multi_thread::(?:worker::Context::park(?:_timeout|_internal)?|park::Parker::park(?:_timeout)?|park::Inner::park(?:_condvar|_driver)?)|current_thread::Context::park(?:_yield)?)|tokio::runtime::park::|tokio::runtime::driver::Driver::park|tokio::runtime::io::driver::Driver::turn|tokio::runtime::time::Driver::park|mio::poll::Poll::poll|tokio::net::tcp::listener::TcpListener::accept)`)
+	tokioIdle     = lazyRE(`^(?:tokio::runtime::scheduler::(?:multi_thread::(?:worker::Context::park(?:_timeout|_internal)?|park::Parker::park(?:_timeout)?|park::Inner::park(?:_condvar|_driver)?)|current_thread::Context::park(?:_yield)?)|tokio::runtime::park::|tokio::runtime::driver::Driver::park|tokio::runtime::io::driver::Driver::turn|tokio::runtime::time::Driver::park|mio::poll::Poll::poll|tokio::net::tcp::listener::TcpListener::accept)`)
 	tokioBlocking = "tokio::runtime::blocking::pool::Inner::run"
 
-	libuvIdle = regexp.MustCompile(`^(?:uv__io_poll|uv_run|uv__epoll_ctl_flush|uv_cond_wait|uv_cond_timedwait)$`)
+	libuvIdle = lazyRE(`^(?:uv__io_poll|uv_run|uv__epoll_ctl_flush|uv_cond_wait|uv_cond_timedwait)$`)
 
 	// glibc (and musl) calls an event loop blocks in.
-	pollCall = regexp.MustCompile(`^_*(?:GI_)?_*(?:epoll_wait|epoll_pwait2?|poll|ppoll|select|pselect6?|kevent|io_uring_enter|__epoll_wait_nocancel)(?:@plt)?$`)
-	loopName = regexp.MustCompile(`(?i)event|loop|poll|reactor|dispatch|selector|mio|uv_|ev_run|g_main|us_loop|run_forever`)
+	pollCall = lazyRE(`^_*(?:GI_)?_*(?:epoll_wait|epoll_pwait2?|poll|ppoll|select|pselect6?|kevent|io_uring_enter|__epoll_wait_nocancel)(?:@plt)?$`)
+	loopName = lazyRE(`(?i)event|loop|poll|reactor|dispatch|selector|mio|uv_|ev_run|g_main|us_loop|run_forever`)
 
-	pySelector = regexp.MustCompile(`^(?:select|poll|_poll|_run_once|run_forever|run_until_complete|serve_forever|get|wait|_worker|_bootstrap_inner|_bootstrap|accept|join) \((?:.*/)?(?:selectors|asyncio/base_events|asyncio/runners|socketserver|threading|queue|concurrent/futures/thread|concurrent/futures/process|multiprocessing/\w+|socket)\.py`)
-	rbSelector = regexp.MustCompile(`(?:^|\s)(?:select|IO\.select|IO#wait_readable|NIO::Selector#select|Thread::Queue#pop|pop|Thread::ConditionVariable#wait|ConditionVariable#wait|Monitor#wait|sleep|Kernel#sleep|accept_nonblock|wait_readable)\b`)
-	rbLoop     = regexp.MustCompile(`(?i)reactor|thread_pool|server\.rb|selector|event_?machine|nio|async/|falcon|sidekiq/(?:manager|launcher|scheduled|fetch)`)
+	pySelector = lazyRE(`^(?:select|poll|_poll|_run_once|run_forever|run_until_complete|serve_forever|get|wait|_worker|_bootstrap_inner|_bootstrap|accept|join) \((?:.*/)?(?:selectors|asyncio/base_events|asyncio/runners|socketserver|threading|queue|concurrent/futures/thread|concurrent/futures/process|multiprocessing/\w+|socket)\.py`)
+	rbSelector = lazyRE(`(?:^|\s)(?:select|IO\.select|IO#wait_readable|NIO::Selector#select|Thread::Queue#pop|pop|Thread::ConditionVariable#wait|ConditionVariable#wait|Monitor#wait|sleep|Kernel#sleep|accept_nonblock|wait_readable)\b`)
+	rbLoop     = lazyRE(`(?i)reactor|thread_pool|server\.rb|selector|event_?machine|nio|async/|falcon|sidekiq/(?:manager|launcher|scheduled|fetch)`)
 )
 
 // IdleReason says why a stack is idle, or "" when it is not. frames are
@@ -159,7 +158,7 @@ func isStdPkg(p string) bool {
 // isGoWrapper reports whether a Go frame only starts or wraps a
 // goroutine's real function: a closure, a go statement's wrapper, a method
 // value, runtime.goexit, pprof.Do.
-var goWrapperRE = regexp.MustCompile(`\.(?:func\d+|gowrap\d+)(?:\.\d+)*$|-fm$`)
+var goWrapperRE = lazyRE(`\.(?:func\d+|gowrap\d+)(?:\.\d+)*$|-fm$`)
 
 func isGoWrapper(name string) bool {
 	return match(goWrapperRE, name) || name == "runtime.goexit" || name == "runtime.goexit.abi0" ||
@@ -307,7 +306,7 @@ func idleNative(frames []Frame) string {
 	return ""
 }
 
-var waitPrimRE = regexp.MustCompile(`(?i)futex|condvar|park|wait|sleep|epoll|syscall|pthread_cond|__lll_lock|sem_|parking_lot`)
+var waitPrimRE = lazyRE(`(?i)futex|condvar|park|wait|sleep|epoll|syscall|pthread_cond|__lll_lock|sem_|parking_lot`)
 
 func isWaitPrimitive(name string) bool {
 	return match(waitPrimRE, name) || strings.HasPrefix(name, "std::sys") || strings.HasPrefix(name, "std::thread")
@@ -316,11 +315,11 @@ func isWaitPrimitive(name string) bool {
 var (
 	// Functions of libc, the dynamic loader and the system call layer
 	// that user code calls to wait or to do I/O.
-	libcRE = regexp.MustCompile(`^(?:_+\w*|\w+@plt|epoll_\w+|e?poll|ppoll|p?select|futex\w*|syscall|nanosleep|clock_nanosleep|usleep|sleep|read|write|readv|writev|pread\w*|pwrite\w*|recv\w*|send\w*|accept4?|connect|sem_\w+|pthread_\w+|sigtimedwait|sigwait\w*|wait4?|waitpid|kevent|io_uring_\w+|start_thread|thread_start|clone3?|mmap|munmap|madvise|memcpy\w*|memmove\w*|memset\w*|malloc|free|calloc|realloc|\[unknown\]|\[vdso\]|libc\.so[^+]*\+0x[0-9a-f]+|ld-linux[^+]*\+0x[0-9a-f]+|libpthread[^+]*\+0x[0-9a-f]+)$`)
+	libcRE = lazyRE(`^(?:_+\w*|\w+@plt|epoll_\w+|e?poll|ppoll|p?select|futex\w*|syscall|nanosleep|clock_nanosleep|usleep|sleep|read|write|readv|writev|pread\w*|pwrite\w*|recv\w*|send\w*|accept4?|connect|sem_\w+|pthread_\w+|sigtimedwait|sigwait\w*|wait4?|waitpid|kevent|io_uring_\w+|start_thread|thread_start|clone3?|mmap|munmap|madvise|memcpy\w*|memmove\w*|memset\w*|malloc|free|calloc|realloc|\[unknown\]|\[vdso\]|libc\.so[^+]*\+0x[0-9a-f]+|ld-linux[^+]*\+0x[0-9a-f]+|libpthread[^+]*\+0x[0-9a-f]+)$`)
 	// Rust's standard library, Tokio and the crates every async service
 	// runs on.
-	rustSysRE = regexp.MustCompile(`^<?(?:std|core|alloc|tokio|tokio_util|futures\w*|mio|parking_lot\w*|crossbeam\w*|hyper|hyper_util|h2|tower\w*|tonic|want|pin_project\w*|tracing\w*|console_subscriber|__rust\w*)(?:::|\b)`)
-	pySysRE   = regexp.MustCompile(`\((?:.*/)?(?:python3\.\d+/|lib/python)|\((?:asyncio|concurrent|multiprocessing|selectors|socket|ssl|threading|queue|socketserver|http|urllib|json|logging)[/.]`)
+	rustSysRE = lazyRE(`^<?(?:std|core|alloc|tokio|tokio_util|futures\w*|mio|parking_lot\w*|crossbeam\w*|hyper|hyper_util|h2|tower\w*|tonic|want|pin_project\w*|tracing\w*|console_subscriber|__rust\w*)(?:::|\b)`)
+	pySysRE   = lazyRE(`\((?:.*/)?(?:python3\.\d+/|lib/python)|\((?:asyncio|concurrent|multiprocessing|selectors|socket|ssl|threading|queue|socketserver|http|urllib|json|logging)[/.]`)
 )
 
 // SystemFrame reports whether a frame belongs to the operating system, a
@@ -373,7 +372,7 @@ func Waiting(kind string, frames []Frame) bool {
 // match is re.MatchString(s), remembered: a profile names a few thousand
 // functions in hundreds of thousands of stacks, and the idle and
 // attribution rules ask the same questions of every stack.
-func match(re *regexp.Regexp, s string) bool {
+func match(re *lazyRegexp, s string) bool {
 	k := matchKey{re, s}
 	matchMu.Lock()
 	v, ok := matchCache[k]
@@ -392,7 +391,7 @@ func match(re *regexp.Regexp, s string) bool {
 }
 
 type matchKey struct {
-	re *regexp.Regexp
+	re *lazyRegexp
 	s  string
 }
 

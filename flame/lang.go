@@ -1,7 +1,6 @@
 package flame
 
 import (
-	"regexp"
 	"strings"
 )
 
@@ -31,14 +30,14 @@ func (l Lang) String() string {
 }
 
 var (
-	rustHash = regexp.MustCompile(`::h[0-9a-f]{16}$`)
+	rustHash = lazyRE(`::h[0-9a-f]{16}$`)
 	// Go: "pkg.Func", "pkg.(*T).M", "example.com/x/pkg.Func.func1".
 	// Go: "pkg.Func", "pkg.(*T).M", "pkg.T.M" (a value receiver),
 	// "example.com/x/pkg.Func.func1", "pkg.F-fm" (a method value),
 	// "pkg.f.abi0" (assembly), "pkg.F[...]" (generic).
-	goName = regexp.MustCompile(`^(?:[\w.\-~]+/)*[\w\-~]+\.(?:\(\*?\w+(?:\[[^\]]*\])?\)\.|\w+(?:\[[^\]]*\])?\.)?\w+(?:\[[^\]]*\])?(?:\.(?:func\d+|gowrap\d+|\d+))*(?:-fm|-range\d+)?(?:\.abi[01])?$`)
+	goName = lazyRE(`^(?:[\w.\-~]+/)*[\w\-~]+\.(?:\(\*?\w+(?:\[[^\]]*\])?\)\.|\w+(?:\[[^\]]*\])?\.)?\w+(?:\[[^\]]*\])?(?:\.(?:func\d+|gowrap\d+|\d+))*(?:-fm|-range\d+)?(?:\.abi[01])?$`)
 	// GCC's clones of a C function: "f.isra.0", "f.part.3", "f.cold".
-	cClone = regexp.MustCompile(`\.(?:isra|part|constprop|cold|lto_priv|localalias)(?:\.\d+)*$`)
+	cClone = lazyRE(`\.(?:isra|part|constprop|cold|lto_priv|localalias)(?:\.\d+)*$`)
 )
 
 // classify guesses a frame's language. The cheap signals come first: the

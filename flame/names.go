@@ -1,7 +1,6 @@
 package flame
 
 import (
-	"regexp"
 	"strings"
 )
 
@@ -15,15 +14,15 @@ import (
 
 var (
 	// pprof's goRegExp: a package path before the package's last element.
-	goPathRE = regexp.MustCompile(`^(?:[\w\-\.~]+/)+([^./][^.]*\..+)$`)
+	goPathRE = lazyRE(`^(?:[\w\-\.~]+/)+([^./][^.]*\..+)$`)
 	// pprof's goVerRegExp: a module major version in a path.
-	goVerRE = regexp.MustCompile(`^(.*?)/v(?:[2-9]|[1-9][0-9]+)([./].*)$`)
+	goVerRE = lazyRE(`^(.*?)/v(?:[2-9]|[1-9][0-9]+)([./].*)$`)
 	// pprof's javaRegExp.
-	javaRE = regexp.MustCompile(`^(?:[a-z]\w*\.)*([A-Z][\w\$]*\.(?:<init>|[a-z][\w\$]*(?:\$\d+)?))(?:(?:\()|$)`)
+	javaRE = lazyRE(`^(?:[a-z]\w*\.)*([A-Z][\w\$]*\.(?:<init>|[a-z][\w\$]*(?:\$\d+)?))(?:(?:\()|$)`)
 	// pprof's cppAnonymousPrefixRegExp.
-	cppAnonRE = regexp.MustCompile(`^\(anonymous namespace\)::`)
+	cppAnonRE = lazyRE(`^\(anonymous namespace\)::`)
 	// A Rust legacy-mangling hash, "::h0123456789abcdef".
-	rustHashRE = regexp.MustCompile(`::h[0-9a-f]{16}$`)
+	rustHashRE = lazyRE(`::h[0-9a-f]{16}$`)
 )
 
 // ShortName shortens a function name for display, as pprof does:

@@ -59,9 +59,7 @@ type Node struct {
 	Lang     Lang
 	Total    []int64
 	Base     []int64 // nil unless the tree is a diff
-	Children []*Node // sorted by name once the tree is built
-
-	index map[string]*Node // children by name while building
+	Children []*Node // sorted by name
 }
 
 // Self returns the node's own value for sample type i: its total minus its children's.
@@ -105,11 +103,7 @@ type Tree struct {
 	ShowIdle bool
 
 	maxNodes int
-	live     int   // nodes allocated since the last compaction
 	grand    int64 // total of the selected sample type, for pruning
-
-	nodeSlab []Node
-	valSlab  []int64
 }
 
 // NewTree builds the frame tree of p.
@@ -132,7 +126,6 @@ func NewTree(p *profile.Profile, opt Options) (*Tree, error) {
 		t.SampleTypes = append(t.SampleTypes, ValueType{Type: st.Type, Unit: st.Unit})
 	}
 	nt := len(t.SampleTypes)
-	t.Root = &Node{Name: "all", Lang: LangGroup, Total: make([]int64, nt)}
 	t.maxNodes = opt.MaxNodes
 	if t.maxNodes == 0 {
 		t.maxNodes = DefaultMaxNodes
@@ -141,19 +134,38 @@ func NewTree(p *profile.Profile, opt Options) (*Tree, error) {
 		t.grand += abs(s.Value[sel])
 	}
 	b := newBuilder(opt)
+	b.sizeFor(p)
+	// Room for every node up to the bound at once: grown by doubling,
+	// the arrays were copied and their pages faulted in again each time.
+	room := 1
 	for _, s := range p.Sample {
-		frames := b.stack(s)
-		if b.idle {
-			if r := b.idleReason(); r != "" {
-				frames = b.withIdle(frames, r)
-				addVals(t.idleVals(nt), s.Value)
+		room += len(s.Location)
+	}
+	if t.maxNodes > 0 {
+		room = min(room, t.maxNodes+1024)
+	}
+	g := newGrowing(nt, sel, room)
+	// Without idle grouping, a label frame or reversal, a sample's frames
+	// go into the tree straight from the locations' caches.
+	direct := !b.idle && opt.GroupBy == "" && !opt.Reverse
+	for _, s := range p.Sample {
+		if direct {
+			g.addLocations(b, s.Location, s.Value)
+		} else {
+			frames := b.stack(s)
+			if b.idle {
+				if r := b.idleReason(); r != "" {
+					frames = b.withIdle(frames, r)
+					addVals(t.idleVals(nt), s.Value)
+				}
 			}
+			g.add(frames, s.Value)
 		}
-		t.add(frames, s.Value, false)
-		if t.maxNodes > 0 && t.live > t.maxNodes {
-			t.prune()
+		if t.maxNodes > 0 && g.live > t.maxNodes {
+			t.PrunedBelow = g.prune(t.grand, t.maxNodes, t.PrunedBelow)
 		}
 	}
+	t.Root = g.nodes(b.names)
 	t.finish()
 	return t, nil
 }
@@ -163,50 +175,6 @@ func abs(v int64) int64 {
 		return -v
 	}
 	return v
-}
-
-// prune copies the tree into new slabs without the frames narrower than a
-// share of the total, raising the share until the copy holds at most half
-// of maxNodes (so pruning runs O(log samples) times). The old slabs are
-// left to the garbage collector.
-func (t *Tree) prune() {
-	share := t.PrunedBelow
-	if share == 0 {
-		share = 1e-5
-	}
-	for {
-		min := int64(float64(t.grand) * share)
-		t.nodeSlab, t.valSlab, t.live = nil, nil, 0
-		t.Root = t.copyVisible(t.Root, min, true)
-		t.PrunedBelow = share
-		if t.live <= t.maxNodes/2 || share >= 1 {
-			return
-		}
-		share *= 4
-	}
-}
-
-func (t *Tree) copyVisible(n *Node, min int64, root bool) *Node {
-	c := n
-	if !root {
-		c = t.newNode(n.Name, n.Lang)
-		copy(c.Total, n.Total)
-	}
-	kids := n.Children
-	c.Children, c.index = nil, nil
-	for _, k := range kids {
-		if abs(k.Total[t.Selected]) < min {
-			continue // its time stays in c's total, as c's own
-		}
-		c.Children = append(c.Children, t.copyVisible(k, min, false))
-	}
-	if len(c.Children) >= indexAt {
-		c.index = make(map[string]*Node, len(c.Children))
-		for _, x := range c.Children {
-			c.index[x.Name] = x
-		}
-	}
-	return c
 }
 
 // NewDiffTree builds a tree in cur's shape whose nodes also carry base's
@@ -276,6 +244,7 @@ func NewDiffTree(base, cur *profile.Profile, opt Options) (*Tree, error) {
 // frame is one frame of a stack.
 type frame struct {
 	name string
+	id   uint32 // the name's number in the builder (names)
 	lang Lang
 }
 
@@ -283,6 +252,9 @@ type frame struct {
 type builder struct {
 	opt   Options
 	locs  map[*profile.Location][]frame
+	byID  []locFrames // the same by location ID, when IDs are small (sizeFor)
+	ids   map[string]uint32
+	names []string // frame names by id
 	buf   []frame
 	group map[string]frame
 	idle  bool    // classify idle stacks (Options.Kind)
@@ -291,7 +263,44 @@ type builder struct {
 }
 
 func newBuilder(opt Options) *builder {
-	return &builder{opt: opt, locs: map[*profile.Location][]frame{}, group: map[string]frame{}, idle: IdleKind(opt.Kind)}
+	return &builder{opt: opt, locs: map[*profile.Location][]frame{}, ids: map[string]uint32{}, group: map[string]frame{}, idle: IdleKind(opt.Kind)}
+}
+
+// locFrames is a location's frames, cached by its ID.
+type locFrames struct {
+	loc    *profile.Location
+	frames []frame
+}
+
+// sizeFor lets the builder cache frames by location ID (a slice index,
+// not a map lookup per frame of every sample) when p's IDs are dense, as
+// pprof writes them.
+func (b *builder) sizeFor(p *profile.Profile) {
+	max := uint64(0)
+	for _, l := range p.Location {
+		max = maxU(max, l.ID)
+	}
+	if max <= uint64(4*len(p.Location)+64) {
+		b.byID = make([]locFrames, max+1)
+	}
+}
+
+func maxU(a, b uint64) uint64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// intern numbers frame names: the tree compares children by number.
+func (b *builder) intern(name string) uint32 {
+	id, ok := b.ids[name]
+	if !ok {
+		id = uint32(len(b.names))
+		b.ids[name] = id
+		b.names = append(b.names, name)
+	}
+	return id
 }
 
 // IdleFrame names the root frame idle stacks are grouped under.
@@ -326,7 +335,7 @@ func (b *builder) withIdle(frames []frame, reason string) []frame {
 		start = 1
 		b.ibuf = append(b.ibuf, frames[0])
 	}
-	b.ibuf = append(b.ibuf, frame{name: IdleFrame, lang: LangGroup}, frame{name: reason, lang: LangGroup})
+	b.ibuf = append(b.ibuf, frame{name: IdleFrame, id: b.intern(IdleFrame), lang: LangGroup}, frame{name: reason, id: b.intern(reason), lang: LangGroup})
 	b.ibuf = append(b.ibuf, frames[start:]...)
 	return b.ibuf
 }
@@ -387,7 +396,7 @@ func (b *builder) groupFrame(s *profile.Sample) frame {
 		if v == "" {
 			name = "(no " + b.opt.GroupBy + ")"
 		}
-		f = frame{name: name, lang: LangGroup}
+		f = frame{name: name, id: b.intern(name), lang: LangGroup}
 		b.group[v] = f
 	}
 	return f
@@ -397,6 +406,11 @@ func (b *builder) groupFrame(s *profile.Sample) frame {
 // functions innermost first, the last Line being the caller they were
 // inlined into.
 func (b *builder) frames(loc *profile.Location) []frame {
+	if loc.ID < uint64(len(b.byID)) {
+		if e := &b.byID[loc.ID]; e.loc == loc {
+			return e.frames
+		}
+	}
 	if fs, ok := b.locs[loc]; ok {
 		return fs
 	}
@@ -414,7 +428,7 @@ func (b *builder) frames(loc *profile.Location) []frame {
 		if name == "" {
 			name = fn.SystemName
 		}
-		fs = append(fs, frame{name: name, lang: classify(name, fn.Filename, mapFile)})
+		fs = append(fs, frame{name: name, id: b.intern(name), lang: classify(name, fn.Filename, mapFile)})
 	}
 	if len(fs) == 0 {
 		name := "[unknown]"
@@ -427,70 +441,206 @@ func (b *builder) frames(loc *profile.Location) []frame {
 		} else if loc.Address != 0 {
 			name = "0x" + strconv.FormatUint(loc.Address, 16)
 		}
-		fs = append(fs, frame{name: name, lang: classify(name, "", mapFile)})
+		fs = append(fs, frame{name: name, id: b.intern(name), lang: classify(name, "", mapFile)})
 	}
-	b.locs[loc] = fs
+	if loc.ID < uint64(len(b.byID)) && b.byID[loc.ID].loc == nil {
+		b.byID[loc.ID] = locFrames{loc, fs}
+	} else {
+		b.locs[loc] = fs
+	}
 	return fs
 }
 
-// indexAt is the child count from which a node indexes its children by
-// name; below it a linear scan is faster and saves a map per node (most
-// nodes of a deep profile have one child).
+// indexAt is the child count from which a node's children are found
+// through a map; below it a scan of its children is faster and needs no
+// map entry (most nodes of a deep profile have one child).
 const indexAt = 16
 
-func (t *Tree) add(frames []frame, vals []int64, _ bool) {
-	n := t.Root
-	addVals(n.Total, vals)
-	for _, f := range frames {
-		c := t.child(n, f)
-		addVals(c.Total, vals)
-		n = c
+// growing is the tree while NewTree adds samples: nodes in flat arrays
+// that hold no pointers, children as lists of sibling numbers, names as
+// the builder's numbers. The garbage collector has nothing to scan in it
+// (with a Node each, it scanned millions of them again at every cycle),
+// and a node takes 20 bytes and its values instead of over 100. Nodes
+// become Nodes once the tree is done and pruned (nodes).
+type growing struct {
+	nt, sel int
+	node    []gnode
+	vals    []int64          // nt per node
+	kids    map[uint64]int32 // parent<<32 | name -> child, for parents with indexAt children or more
+	live    int              // nodes below the root
+
+	// The arrays of the tree before the last prune, which the next
+	// prune copies into.
+	spareNode []gnode
+	spareVals []int64
+}
+
+type gnode struct {
+	name  uint32
+	first int32 // first child, -1 if none
+	next  int32 // next sibling, -1 if none
+	kids  int32
+	lang  Lang
+}
+
+// newGrowing returns a tree of one root, with room for room nodes.
+func newGrowing(nt, sel, room int) *growing {
+	g := &growing{nt: nt, sel: sel, kids: map[uint64]int32{}}
+	g.node = make([]gnode, 1, room)
+	g.node[0] = gnode{first: -1, next: -1, lang: LangGroup}
+	g.vals = make([]int64, nt, room*nt)
+	return g
+}
+
+func (g *growing) addVals(n int32, vals []int64) {
+	if g.nt == 1 {
+		g.vals[n] += vals[0]
+		return
+	}
+	v := g.vals[int(n)*g.nt : int(n+1)*g.nt]
+	for i, x := range vals {
+		v[i] += x
 	}
 }
 
-// child finds or adds n's child named f.name.
-func (t *Tree) child(n *Node, f frame) *Node {
-	if n.index != nil {
-		if c := n.index[f.name]; c != nil {
+// add adds vals along frames, root first.
+func (g *growing) add(frames []frame, vals []int64) {
+	n := int32(0)
+	g.addVals(n, vals)
+	for _, f := range frames {
+		n = g.child(n, f)
+		g.addVals(n, vals)
+	}
+}
+
+// addLocations is add of the frames of locs (leaf first, as in a sample).
+func (g *growing) addLocations(b *builder, locs []*profile.Location, vals []int64) {
+	n := int32(0)
+	g.addVals(n, vals)
+	for i := len(locs) - 1; i >= 0; i-- {
+		for _, f := range b.frames(locs[i]) {
+			n = g.child(n, f)
+			g.addVals(n, vals)
+		}
+	}
+}
+
+// child finds or adds n's child named f.
+func (g *growing) child(n int32, f frame) int32 {
+	p := &g.node[n]
+	if p.kids >= indexAt {
+		if c, ok := g.kids[uint64(n)<<32|uint64(f.id)]; ok {
 			return c
 		}
 	} else {
-		for _, c := range n.Children {
-			if c.Name == f.name {
+		for c := p.first; c >= 0; c = g.node[c].next {
+			if g.node[c].name == f.id {
 				return c
 			}
 		}
 	}
-	c := t.newNode(f.name, f.lang)
-	n.Children = append(n.Children, c)
-	if n.index != nil {
-		n.index[f.name] = c
-	} else if len(n.Children) == indexAt {
-		n.index = make(map[string]*Node, 2*indexAt)
-		for _, x := range n.Children {
-			n.index[x.Name] = x
-		}
-	}
+	c := g.newNode(f.id, f.lang)
+	g.link(n, c)
 	return c
 }
 
-// newNode allocates nodes and their values from slabs: a profile with
-// 100,000 distinct stacks has millions of nodes, and one allocation each
-// would let the garbage collector dominate.
-func (t *Tree) newNode(name string, lang Lang) *Node {
-	if len(t.nodeSlab) == 0 {
-		t.nodeSlab = make([]Node, 4096)
+func (g *growing) newNode(name uint32, lang Lang) int32 {
+	c := int32(len(g.node))
+	g.node = append(g.node, gnode{name: name, first: -1, next: -1, lang: lang})
+	if g.nt == 1 {
+		g.vals = append(g.vals, 0)
+	} else {
+		g.vals = append(g.vals, make([]int64, g.nt)...)
 	}
-	c := &t.nodeSlab[0]
-	t.nodeSlab = t.nodeSlab[1:]
-	t.live++
-	nt := len(t.SampleTypes)
-	if len(t.valSlab) < nt {
-		t.valSlab = make([]int64, 4096*nt)
-	}
-	c.Name, c.Lang, c.Total = name, lang, t.valSlab[:nt:nt]
-	t.valSlab = t.valSlab[nt:]
+	g.live++
 	return c
+}
+
+// link makes c a child of n.
+func (g *growing) link(n, c int32) {
+	p := &g.node[n]
+	g.node[c].next = p.first
+	p.first = c
+	p.kids++
+	switch {
+	case p.kids == indexAt:
+		for x := p.first; x >= 0; x = g.node[x].next {
+			g.kids[uint64(n)<<32|uint64(g.node[x].name)] = x
+		}
+	case p.kids > indexAt:
+		g.kids[uint64(n)<<32|uint64(g.node[c].name)] = c
+	}
+}
+
+// prune copies the tree without the frames narrower than a share of the
+// total grand, raising the share (from the last one, or 1e-5) until the
+// copy holds at most half of maxNodes, so pruning runs O(log samples)
+// times. A dropped frame's time stays in its parent, as the parent's own.
+// It returns the share.
+func (g *growing) prune(grand int64, maxNodes int, share float64) float64 {
+	if share == 0 {
+		share = 1e-5
+	}
+	for {
+		g.copyVisible(int64(float64(grand) * share))
+		if g.live <= maxNodes/2 || share >= 1 {
+			return share
+		}
+		share *= 4
+	}
+}
+
+func (g *growing) copyVisible(min int64) {
+	old, oldVals := g.node, g.vals
+	if cap(g.spareNode) < cap(old) {
+		g.spareNode, g.spareVals = make([]gnode, 0, cap(old)), make([]int64, 0, cap(oldVals))
+	}
+	g.node = append(g.spareNode[:0], gnode{name: old[0].name, first: -1, next: -1, lang: old[0].lang})
+	g.vals = append(g.spareVals[:0], oldVals[:g.nt]...)
+	defer func() { g.spareNode, g.spareVals = old, oldVals }()
+	clear(g.kids)
+	g.live = 0
+	var walk func(from, to int32)
+	walk = func(from, to int32) {
+		for k := old[from].first; k >= 0; k = old[k].next {
+			kv := oldVals[int(k)*g.nt : int(k+1)*g.nt]
+			if abs(kv[g.sel]) < min {
+				continue // its time stays in its parent's total, as the parent's own
+			}
+			c := g.newNode(old[k].name, old[k].lang)
+			copy(g.vals[int(c)*g.nt:], kv)
+			g.link(to, c)
+			walk(k, c)
+		}
+	}
+	walk(0, 0)
+}
+
+// nodes turns the tree into Nodes named from names, the root "all";
+// children stay in no order (finish sorts them).
+func (g *growing) nodes(names []string) *Node {
+	nodes := make([]Node, len(g.node))
+	kids := make([]*Node, len(g.node)-1)
+	for i := range g.node {
+		gn := &g.node[i]
+		n := &nodes[i]
+		n.Lang = gn.lang
+		if i == 0 {
+			n.Name = "all"
+		} else {
+			n.Name = names[gn.name]
+		}
+		n.Total = g.vals[i*g.nt : (i+1)*g.nt : (i+1)*g.nt]
+		if gn.kids > 0 {
+			n.Children, kids = kids[:gn.kids:gn.kids], kids[gn.kids:]
+			j := 0
+			for c := gn.first; c >= 0; c = g.node[c].next {
+				n.Children[j] = &nodes[c]
+				j++
+			}
+		}
+	}
+	return &nodes[0]
 }
 
 // addBase adds base values along frames as far as the path exists in the
@@ -523,9 +673,8 @@ func addVals(dst, src []int64) {
 	}
 }
 
-// finish sorts children by name, drops the build indexes and counts nodes.
+// finish sorts children by name and counts nodes.
 func (t *Tree) finish() {
-	t.nodeSlab, t.valSlab = nil, nil
 	t.Nodes, t.MaxDepth = 0, 0
 	var walk func(n *Node, depth int)
 	walk = func(n *Node, depth int) {
@@ -533,7 +682,6 @@ func (t *Tree) finish() {
 		if depth > t.MaxDepth {
 			t.MaxDepth = depth
 		}
-		n.index = nil
 		if len(n.Children) > 1 {
 			slices.SortFunc(n.Children, func(a, b *Node) int { return strings.Compare(a.Name, b.Name) })
 		}

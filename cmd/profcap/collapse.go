@@ -102,7 +102,18 @@ func runCollapse(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return fmt.Errorf("collapse %s: %w: %s; give the text of perf script, or a perf.data file", name, errNotPerfText, why)
 	}
 	opt.Warn = warn
-	if err := perfscript.Collapse(br, bw, opt); err != nil {
+	// The collapser's caches are most of what it allocates, and they live
+	// to the end: collect garbage less often (a tenth of the CPU time on a
+	// 60 MB C++ input; the heap stays a few tens of MB).
+	debug.SetGCPercent(400)
+	var err error
+	if path != "" {
+		// A file is mapped, not read: CollapseFile folds its pages in place.
+		err = perfscript.CollapseFile(ctx, path, bw, opt)
+	} else {
+		err = perfscript.Collapse(br, bw, opt)
+	}
+	if err != nil {
 		return fmt.Errorf("collapse %s: %w", name, err)
 	}
 	return bw.Flush()

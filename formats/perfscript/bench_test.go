@@ -2,6 +2,7 @@ package perfscript
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -77,6 +78,29 @@ func BenchmarkCollapse60MB(b *testing.B) {
 			b.ReportAllocs()
 			loopCPU(b, func() {
 				if err := Collapse(bytes.NewReader(data), io.Discard, CollapseOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkCollapseFile60MB is BenchmarkCollapse60MB through CollapseFile:
+// the input a file in the page cache, mapped rather than read, as
+// `profcap collapse FILE` folds it.
+func BenchmarkCollapseFile60MB(b *testing.B) {
+	dir := b.TempDir()
+	for _, in := range collapseInputs {
+		b.Run(in.name, func(b *testing.B) {
+			data := repeatTo(readFixture(b, in.file), collapseBenchSize)
+			path := filepath.Join(dir, in.name+".txt")
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			loopCPU(b, func() {
+				if err := CollapseFile(context.Background(), path, io.Discard, CollapseOptions{}); err != nil {
 					b.Fatal(err)
 				}
 			})

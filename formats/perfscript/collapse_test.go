@@ -2,6 +2,7 @@ package perfscript
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -119,16 +120,26 @@ func sameAsRef(t testing.TB, data []byte, opt CollapseOptions, cfg foldConfig) {
 	o := opt
 	o.Warn = &wantWarn
 	wantErr := refCollapse(bytes.NewReader(data), &want, o)
-	o.Warn = &gotWarn
-	gotErr := collapse(bytes.NewReader(data), &got, o, cfg)
-	if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
-		t.Fatalf("%+v %+v: error %v, want %v", opt, cfg, gotErr, wantErr)
-	}
-	if !bytes.Equal(got.Bytes(), want.Bytes()) {
-		t.Fatalf("%+v %+v: output differs from the sequential collapser\n%s", opt, cfg, golden.Diff("sequential", "parallel", want.String(), got.String()))
-	}
-	if gotWarn.String() != wantWarn.String() {
-		t.Fatalf("%+v %+v: warnings differ\n%s", opt, cfg, golden.Diff("sequential", "parallel", wantWarn.String(), gotWarn.String()))
+	// Read through a reader, and held in memory as a mapped file is.
+	for _, how := range []string{"read", "in memory"} {
+		got.Reset()
+		gotWarn.Reset()
+		o.Warn = &gotWarn
+		var gotErr error
+		if how == "read" {
+			gotErr = collapse(bytes.NewReader(data), &got, o, cfg)
+		} else {
+			gotErr = collapseBytes(context.Background(), bytes.Clone(data), &got, o, cfg)
+		}
+		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Fatalf("%+v %+v, %s: error %v, want %v", opt, cfg, how, gotErr, wantErr)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("%+v %+v, %s: output differs from the sequential collapser\n%s", opt, cfg, how, golden.Diff("sequential", "parallel", want.String(), got.String()))
+		}
+		if gotWarn.String() != wantWarn.String() {
+			t.Fatalf("%+v %+v, %s: warnings differ\n%s", opt, cfg, how, golden.Diff("sequential", "parallel", wantWarn.String(), gotWarn.String()))
+		}
 	}
 }
 

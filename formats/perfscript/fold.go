@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"unsafe"
 )
 
 // folder is one worker's state: stackcollapse-perf.pl's variables, caches
@@ -55,6 +56,11 @@ type folder struct {
 	stacks    map[uint64]uint32 // pname id << 32 | seq id -> index in counts
 	stackKeys []uint64
 	counts    []uint64
+
+	// stable: the input's bytes stay where they are until the folding is
+	// done (a mapped file), so the event cache keeps slices of them
+	// instead of copies.
+	stable bool
 
 	seg  *segment
 	line int // number of the line being read, within seg
@@ -126,6 +132,7 @@ func (f *folder) clone() *folder {
 		opt:        f.opt,
 		defaulted:  f.defaulted,
 		filter:     f.filter,
+		stable:     f.stable,
 		frameBytes: f.frameBytes,
 		eventBytes: f.eventBytes,
 		eventTries: f.eventTries,
@@ -342,7 +349,13 @@ func (f *folder) store(j int, cands []eventEntry, first, ev []byte, lines int) {
 		f.eventBytes = len(ev)
 		cands = nil
 	}
-	e := eventEntry{text: string(ev), lines: lines, seq: f.lastSeq, pname: f.lastPname, idx: f.lastIdx}
+	var text string
+	if f.stable {
+		text = unsafe.String(&ev[0], len(ev))
+	} else {
+		text = string(ev)
+	}
+	e := eventEntry{text: text, lines: lines, seq: f.lastSeq, pname: f.lastPname, idx: f.lastIdx}
 	if len(cands) < maxCandidates {
 		f.events[j][string(first)] = append(cands, e)
 	} else {
