@@ -247,8 +247,16 @@ func TestRefsvcGroundTruth(t *testing.T) {
 			t.Errorf("%s: busy/scheduled/idle/first-poll %v/%v/%v/%v, truth %v/%v/%v/%v (10%% or 20 ms)", name, gb, gs, gi, gf, wb, ws, wi, wf)
 		}
 	}
-	if gf := time.Duration(findSample(t, r.Profile, "truth-starved").Value[4]); gf < 100*time.Millisecond {
-		t.Errorf("truth-starved waited %v for its first poll, want the ~200 ms behind the hogs", gf)
+	// The wait itself is the service's: on a loaded machine a worker
+	// thread is sometimes free before every hog has started, and the
+	// task is polled at once (seen: 6.8 ms, profcap 6.84 ms). What it
+	// really waited is compared above either way.
+	a, b := t1["truth-starved"], t2["truth-starved"]
+	gf := time.Duration(findSample(t, r.Profile, "truth-starved").Value[4])
+	if wf := time.Duration(b.FirstPollWat - a.FirstPollWat); wf >= 100*time.Millisecond && gf < 100*time.Millisecond {
+		t.Errorf("truth-starved waited %v for its first poll by /truth, %v by profcap", wf, gf)
+	} else if wf < 100*time.Millisecond {
+		t.Logf("the backlog round did not starve truth-starved this time: it waited %v by /truth, %v by profcap", wf, gf)
 	}
 }
 
