@@ -2,6 +2,7 @@ package collectors
 
 import (
 	"context"
+	"debug/elf"
 	"fmt"
 	"slices"
 
@@ -9,34 +10,61 @@ import (
 	"github.com/profcap/profcap/targets"
 )
 
+// The gates below turn a native collector away from some kinds of a
+// process whose executable it would profile badly, so that Plan takes the
+// next collector that offers them: Preflight fails for those kinds (a
+// lack, as a missing tool is) and Probe says why. A forced --collector
+// still gets them. Everything else is the wrapped collector's.
+
 // NeedsFramePointers wraps a collector that walks user stacks by frame
 // pointers only (the eBPF collector) so that a capture does not take kinds
 // of a process whose executable sets up no frame pointers from it: its
 // stacks would stop after the sampled function (94% of refsvc-release's
-// samples had at most 2 user frames with perf --call-graph fp). Preflight
-// then fails for those kinds, so Plan takes the next collector, perf,
-// which records them with --call-graph dwarf (auto); Probe says why. A
-// forced --collector still gets it. Everything else is the wrapped
-// collector's.
+// samples had at most 2 user frames with perf --call-graph fp). Plan then
+// takes the next collector, perf, which records them with --call-graph
+// dwarf (auto).
 func NeedsFramePointers(c Collector, kinds ...bundle.Kind) Collector {
-	g := &fpGate{Collector: c, kinds: kinds}
+	return newGate(c, kinds, func(t *targets.Target) string { return framelessProcess(t) })
+}
+
+// DefersToPprof wraps a native collector (eBPF, perf, samply) so that it
+// leaves kinds to the target's pprof endpoint where the target is a Go
+// program whose executable has no symbol table (go build -ldflags=-s,
+// strip, Debian's prometheus): the native collector could name none of its
+// Go functions (frames show as prometheus+0x...), while the endpoint's
+// profile is named by the Go runtime's own tables (.gopclntab, which
+// stripping keeps). Only kinds the endpoint also serves should be gated:
+// cpu. offcpu and wakeup, which only native collectors take, stay.
+func DefersToPprof(c Collector, kinds ...bundle.Kind) Collector {
+	return newGate(c, kinds, func(t *targets.Target) string {
+		if why := GoWithoutSymbols(t); why != "" {
+			return why + ": this collector would name none of its Go functions, its pprof endpoint does; taken from pprof"
+		}
+		return ""
+	})
+}
+
+func newGate(c Collector, kinds []bundle.Kind, why func(*targets.Target) string) Collector {
+	g := &gate{Collector: c, kinds: kinds, why: why}
 	g.pf, _ = c.(Preflighter)
 	g.prep, _ = c.(Preparer)
 	return g
 }
 
-type fpGate struct {
+type gate struct {
 	Collector
 	pf    Preflighter
 	prep  Preparer
 	kinds []bundle.Kind
+	// why says why the gated kinds of t are not this collector's, or "".
+	why func(t *targets.Target) string
 }
 
 var _ interface {
 	Collector
 	Preflighter
 	Preparer
-} = (*fpGate)(nil)
+} = (*gate)(nil)
 
 // framelessProcess says why pid's stacks cannot be walked by frame
 // pointers, or "".
@@ -52,27 +80,51 @@ func framelessProcess(t *targets.Target) string {
 	return fmt.Sprintf("%s has %s, and this collector walks stacks by frame pointers only: perf records it with --call-graph dwarf instead", exePath(pid), fp)
 }
 
-func (g *fpGate) Preflight(t *targets.Target, k bundle.Kind) error {
+// GoWithoutSymbols says, for a target with both a pprof endpoint and a
+// PID, that its process is a Go program whose executable has no .symtab
+// ("/usr/bin/prometheus is a Go binary without symbols (no .symtab)"), or
+// "" (no endpoint, no process, symbols present, not Go, unreadable).
+func GoWithoutSymbols(t *targets.Target) string {
+	if t.Pprof == "" || !t.HasPID() {
+		return ""
+	}
+	pid, _, err := resolveProcess(t, false)
+	if err != nil {
+		return ""
+	}
+	f, err := elf.Open(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	isGo := f.Section(".go.buildinfo") != nil || f.Section(".gopclntab") != nil
+	if !isGo || f.Section(".symtab") != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s is a Go binary without symbols (no .symtab)", exePath(pid))
+}
+
+func (g *gate) Preflight(t *targets.Target, k bundle.Kind) error {
 	if g.pf != nil {
 		if err := g.pf.Preflight(t, k); err != nil {
 			return err
 		}
 	}
 	if slices.Contains(g.kinds, k) {
-		if why := framelessProcess(t); why != "" {
+		if why := g.why(t); why != "" {
 			return lack{fmt.Errorf("%s", why)}
 		}
 	}
 	return nil
 }
 
-func (g *fpGate) Probe(ctx context.Context, t *targets.Target) []Availability {
+func (g *gate) Probe(ctx context.Context, t *targets.Target) []Availability {
 	av := g.Collector.Probe(ctx, t)
 	why := ""
 	for i := range av {
 		if av[i].Available && slices.Contains(g.kinds, av[i].Kind) {
 			if why == "" {
-				why = framelessProcess(t)
+				why = g.why(t)
 				if why == "" {
 					break
 				}
@@ -83,4 +135,4 @@ func (g *fpGate) Probe(ctx context.Context, t *targets.Target) []Availability {
 	return av
 }
 
-func (g *fpGate) Prepares() bool { return g.prep != nil && g.prep.Prepares() }
+func (g *gate) Prepares() bool { return g.prep != nil && g.prep.Prepares() }

@@ -141,9 +141,13 @@ const dwarfStackBytes = 8192
 
 // recording is one `perf record` of one kind.
 type recording struct {
-	kind      bundle.Kind
-	pid       int
-	notes     []string
+	kind  bundle.Kind
+	pid   int
+	notes []string
+	// tree is what perf -p is given: pid and its descendants alive when
+	// the recording starts (treeNote says which, "" for pid alone).
+	tree      []int
+	treeNote  string
 	callGraph string // fp or dwarf
 	noFP      bool   // the executable's code sets up no frame pointers
 	file      string
@@ -243,7 +247,66 @@ func readAck(f *os.File) error {
 	return fmt.Errorf("perf answered %q on its control FIFO", got)
 }
 
+// maxTree bounds the processes perf -p is given: each thread of each
+// costs perf an event per CPU (a file descriptor and a ring buffer).
+const maxTree = 256
+
+// processTree is pid and its descendants alive now (a pre-forking
+// server's parent and its workers: the postmaster and its backends, the
+// nginx master and its workers), pid first, at most maxTree, with a note
+// naming them when there are descendants. perf -p attaches to the threads
+// of the processes it is given and does not follow a fork of theirs (a
+// child forked after it attached was seen to get no samples), so the note
+// says that processes forked during the window are missed; the eBPF
+// collector follows them.
+func processTree(pid int) ([]int, string) {
+	kids := map[int][]int{}
+	if ents, err := os.ReadDir("/proc"); err == nil {
+		for _, e := range ents {
+			c, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if pp, _, ok := procStat(c); ok {
+				kids[pp] = append(kids[pp], c)
+			}
+		}
+	}
+	tree := []int{pid}
+	for i := 0; i < len(tree) && len(tree) < maxTree; i++ {
+		for _, c := range kids[tree[i]] {
+			if len(tree) < maxTree {
+				tree = append(tree, c)
+			}
+		}
+	}
+	if len(tree) == 1 {
+		return tree, ""
+	}
+	desc := make([]string, 0, len(tree)-1)
+	for _, c := range tree[1:] {
+		desc = append(desc, fmt.Sprintf("%d (%s)", c, procName(c)))
+	}
+	note := fmt.Sprintf("perf records pid %d and the %d descendants it had when perf started: %s; processes forked during the window are not followed by perf -p (the eBPF collector follows them)", pid, len(tree)-1, strings.Join(desc, ", "))
+	if len(tree) == maxTree {
+		note += fmt.Sprintf("; the tree was cut at %d processes", maxTree)
+	}
+	return tree, note
+}
+
+func pidList(pids []int) string {
+	s := make([]string, len(pids))
+	for i, p := range pids {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
+}
+
 func (p *Perf) recordArgs(kind bundle.Kind, pid int, file, callGraph string) []string {
+	return p.recordTreeArgs(kind, []int{pid}, file, callGraph)
+}
+
+func (p *Perf) recordTreeArgs(kind bundle.Kind, tree []int, file, callGraph string) []string {
 	// -B: no build-id pass over the samples at exit (perf script runs at
 	// once on this machine), which makes stopping a system-wide recording
 	// seconds faster. --no-bpf-event: BPF programs loaded anywhere on the
@@ -257,7 +320,7 @@ func (p *Perf) recordArgs(kind bundle.Kind, pid int, file, callGraph string) []s
 	args := []string{"record", "-B", "--no-bpf-event", "-o", file, "--call-graph", callGraph}
 	switch kind {
 	case bundle.CPU:
-		args = append(args, "-F", strconv.Itoa(p.opt.Frequency), "-p", strconv.Itoa(pid))
+		args = append(args, "-F", strconv.Itoa(p.opt.Frequency), "-p", pidList(tree))
 	case bundle.OffCPU:
 		// Per process, no -a: the sched_switch tracepoint gives each
 		// switch-out with its state and stack, --switch-events the
@@ -267,7 +330,7 @@ func (p *Perf) recordArgs(kind bundle.Kind, pid int, file, callGraph string) []s
 		// for every process and was seen to drop idle-task events.
 		// CLOCK_MONOTONIC timestamps let intervals still open at the end
 		// of the window be closed at its real end.
-		args = append(args, "-e", "sched:sched_switch", "--switch-events", "-k", "CLOCK_MONOTONIC", "-p", strconv.Itoa(pid))
+		args = append(args, "-e", "sched:sched_switch", "--switch-events", "-k", "CLOCK_MONOTONIC", "-p", pidList(tree))
 	}
 	return args
 }
@@ -279,7 +342,11 @@ func (p *Perf) recordArgs(kind bundle.Kind, pid int, file, callGraph string) []s
 // machine).
 func (p *Perf) record(ctx context.Context, w *Window, r *recording, dir string, ready func()) error {
 	r.file = filepath.Join(dir, string(r.kind)+".data")
-	r.args = p.recordArgs(r.kind, r.pid, r.file, r.callGraph)
+	tree := r.tree
+	if len(tree) == 0 {
+		tree = []int{r.pid}
+	}
+	r.args = p.recordTreeArgs(r.kind, tree, r.file, r.callGraph)
 	r.ctl, r.ack = filepath.Join(dir, string(r.kind)+".ctl"), filepath.Join(dir, string(r.kind)+".ack")
 	for _, f := range []string{r.ctl, r.ack} {
 		if err := unix.Mkfifo(f, 0o600); err != nil {
@@ -318,7 +385,12 @@ func (p *Perf) collect(ctx context.Context, w *Window, t *targets.Target, kinds 
 			emit(Result{Kind: k, Collector: p.Name(), Status: st, Err: err})
 			continue
 		}
-		recs = append(recs, &recording{kind: k, pid: pid, notes: notes, callGraph: callGraph, noFP: noFP})
+		r := &recording{kind: k, pid: pid, notes: notes, callGraph: callGraph, noFP: noFP}
+		r.tree, r.treeNote = processTree(pid)
+		if r.treeNote != "" {
+			r.notes = append(r.notes, r.treeNote)
+		}
+		recs = append(recs, r)
 	}
 	if len(recs) == 0 {
 		return
@@ -432,13 +504,19 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 func (p *Perf) read(ctx context.Context, r *recording, endMono int64) (*profile.Profile, []string, error) {
 	perf, _ := p.tool.Find()
 	var notes []string
+	// perf -p records only the processes it is given: a tree of them is
+	// not filtered down to its first.
+	onlyPID := r.pid
+	if len(r.tree) > 1 {
+		onlyPID = 0
+	}
 	opt := perfdata.Options{
 		Context: ctx,
 		Perf:    perf,
 		Notes:   func(n string) { notes = append(notes, n) },
 		Kind:    perfdata.KindCPU,
-		CPU:     perfscript.Options{Frequency: p.opt.Frequency, PID: r.pid},
-		OffCPU:  perfscript.OffCPUOptions{PID: r.pid, ExcludeRunnable: p.opt.ExcludeRunnable, EndTime: endMono},
+		CPU:     perfscript.Options{Frequency: p.opt.Frequency, PID: onlyPID},
+		OffCPU:  perfscript.OffCPUOptions{PID: onlyPID, ExcludeRunnable: p.opt.ExcludeRunnable, EndTime: endMono},
 	}
 	if r.kind == bundle.OffCPU {
 		opt.Kind = perfdata.KindOffCPU

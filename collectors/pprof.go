@@ -179,9 +179,31 @@ func (c *Pprof) Probe(ctx context.Context, t *targets.Target) []Availability {
 				a.Reason = fmt.Sprintf("HTTP %d", st)
 			}
 		}
+		if k == bundle.CPU && a.Available {
+			a.Reason = joinReason(a.Reason, pprofTakesCPU(t))
+		}
 		out = append(out, a)
 	}
 	return out
+}
+
+// pprofTakesCPU says why the endpoint, not a native collector, takes the
+// cpu of a target that has a PID too (see DefersToPprof), or "".
+func pprofTakesCPU(t *targets.Target) string {
+	if why := GoWithoutSymbols(t); why != "" {
+		return why + ": the endpoint names its functions, native collectors could not; cpu is taken from here"
+	}
+	return ""
+}
+
+func joinReason(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
 }
 
 // Collect implements Collector.
@@ -220,6 +242,9 @@ func (c *Pprof) Collect(ctx context.Context, w *Window, t *targets.Target, kinds
 				r = Result{Status: bundle.StatusUnsupported, Err: fmt.Errorf("the pprof collector does not capture %s profiles", k)}
 			}
 			r.Kind, r.Collector = k, c.Name()
+			if k == bundle.CPU && r.Profile != nil {
+				r.Note = joinReason(r.Note, pprofTakesCPU(t))
+			}
 			emit(r)
 		}(k)
 	}

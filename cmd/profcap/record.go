@@ -302,9 +302,11 @@ func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions, td tas
 		// and perf for the cpu and offcpu of an executable without frame
 		// pointers (eBPF walks stacks by frame pointers; perf --call-graph
 		// auto records those with DWARF).
-		collectors.NeedsFramePointers(ebpf.New(ebpf.Options{Frequency: perf.Frequency, ExcludeRunnable: perf.ExcludeRunnable, NoFollow: perf.NoFollow}), bundle.CPU, bundle.OffCPU),
-		collectors.NewPerf(perf),
-		collectors.NewSamply(collectors.SamplyOptions{}),
+		// All three leave the cpu of a Go program without symbols to its
+		// pprof endpoint, which names its functions (DefersToPprof).
+		collectors.DefersToPprof(collectors.NeedsFramePointers(ebpf.New(ebpf.Options{Frequency: perf.Frequency, ExcludeRunnable: perf.ExcludeRunnable, NoFollow: perf.NoFollow}), bundle.CPU, bundle.OffCPU), bundle.CPU),
+		collectors.DefersToPprof(collectors.NewPerf(perf), bundle.CPU),
+		collectors.DefersToPprof(collectors.NewSamply(collectors.SamplyOptions{}), bundle.CPU),
 		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),
 		tokioconsole.New(tokioconsole.Options{}),
 		taskdump.New(td),
