@@ -60,7 +60,7 @@ DEMO_RUST ?= demo-rust-cluster
 demo-rust: build
 	bash scripts/rust-build.sh
 	@bash scripts/rust-cluster.sh stop $(DEMO_RUST) >/dev/null 2>&1 || true
-	bash scripts/rust-cluster.sh start $(DEMO_RUST) --variant profiling -- --console-publish-ms 100
+	bash scripts/rust-cluster.sh start $(DEMO_RUST) --variant profiling -- --console-publish-ms 50 --steps-per-sec 10
 	@cd $(DEMO_RUST) && $(CURDIR)/$(BIN) record --all --duration 10s --out capture-$$(date -u +%Y%m%dT%H%M%SZ) > $(CURDIR)/.demo-rust-last; \
 		status=$$?; cd $(CURDIR); bash scripts/rust-cluster.sh stop $(DEMO_RUST); \
 		b=$(DEMO_RUST)/$$(cat .demo-rust-last); echo; echo "bundle: $$b"; echo "report: $$b/report.html"; \

@@ -148,7 +148,24 @@ func entryFrame(n string) bool {
 		"__libc_start_main", "__libc_start_call_main", "thread_start", "runtime.asmcgocall.abi0":
 		return true
 	}
-	return strings.HasPrefix(n, "[") || strings.HasSuffix(n, ".gowrap1") || strings.HasSuffix(n, ".gowrap2") || strings.HasSuffix(n, ".gowrap3")
+	return strings.HasPrefix(n, "[") || strings.HasSuffix(n, ".gowrap1") || strings.HasSuffix(n, ".gowrap2") || strings.HasSuffix(n, ".gowrap3") ||
+		rustThreadEntry(n) || unnamedLibcFrame(n)
+}
+
+// rustThreadEntry: the frames Rust's standard library puts under every
+// thread's closure (Thread::new::thread_start, the closure's FnOnce shim,
+// __rust_begin_short_backtrace, Builder::spawn_unchecked_'s closure).
+func rustThreadEntry(n string) bool {
+	return strings.HasSuffix(n, "::thread_start") || strings.Contains(n, "__rust_begin_short_backtrace") ||
+		strings.HasPrefix(n, "core::ops::function::FnOnce::call_once") || strings.Contains(n, "spawn_unchecked_")
+}
+
+// unnamedLibcFrame: a frame of libc or the dynamic loader that only has
+// an address (Debian's libc has no .symtab, and start_thread is not
+// exported): at a stack's root it is the thread's start.
+func unnamedLibcFrame(n string) bool {
+	i := strings.Index(n, "+0x")
+	return i > 0 && (strings.HasPrefix(n, "libc.so") || strings.HasPrefix(n, "ld-linux") || strings.HasPrefix(n, "libpthread"))
 }
 
 // viaName names how user code waited, from the system frames leafward of

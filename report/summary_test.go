@@ -11,6 +11,7 @@ import (
 	"github.com/google/pprof/profile"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/flame"
 )
 
 const demo = "github.com/profcap/profcap/internal/demo."
@@ -338,5 +339,34 @@ func TestTimelineFromSecondLabels(t *testing.T) {
 	}
 	if !strings.Contains(string(tl.Data), `"main.work"`) {
 		t.Errorf("span data lacks the stacks: %s", tl.Data)
+	}
+}
+
+// A Rust thread that sleeps in std's sleep, off-CPU as eBPF walks it on
+// refsvc (make demo-rust): its root is libc's unexported start_thread
+// (libc.so.6+0x891f4, Debian's libc has no .symtab) under std's thread
+// entry frames. The wait is the sleep, not the unnamed root.
+func TestWaiterRustThreadEntry(t *testing.T) {
+	names := []string{"hrtimer_nanosleep", "do_syscall_64", "entry_SYSCALL_64_after_hwframe", "clock_nanosleep",
+		"std::thread::functions::sleep", "std::sys::backtrace::__rust_begin_short_backtrace",
+		"core::ops::function::FnOnce::call_once{{vtable.shim}}", "std::sys::pal::unix::thread::Thread::new::thread_start", "libc.so.6+0x891f4"}
+	var fs []flame.Frame
+	for i, n := range names {
+		f := flame.Frame{Name: n, Lang: flame.LangRust}
+		switch {
+		case i < 3:
+			f.Lang = flame.LangKernel
+		case i == 3 || i == len(names)-1:
+			f.Lang = flame.LangOther
+		}
+		fs = append(fs, f)
+	}
+	if key, _ := waiter(fs); key != "std::thread::functions::sleep" {
+		t.Errorf("waiter = %q, want std::thread::functions::sleep", key)
+	}
+	// With the service's own frame above std's, that frame.
+	fs = append(fs[:5], append([]flame.Frame{{Name: "refsvc::work::compact_loop", Lang: flame.LangRust}}, fs[5:]...)...)
+	if key, via := waiter(fs); key != "refsvc::work::compact_loop" {
+		t.Errorf("waiter = %q via %q, want refsvc::work::compact_loop", key, via)
 	}
 }
