@@ -156,7 +156,7 @@ func entryFrame(n string) bool {
 // thread's closure (Thread::new::thread_start, the closure's FnOnce shim,
 // __rust_begin_short_backtrace, Builder::spawn_unchecked_'s closure).
 func rustThreadEntry(n string) bool {
-	return strings.HasSuffix(n, "::thread_start") || strings.Contains(n, "__rust_begin_short_backtrace") ||
+	return strings.HasSuffix(n, "::thread_start") || strings.Contains(n, "rust_begin_short_backtrace") ||
 		strings.HasPrefix(n, "core::ops::function::FnOnce::call_once") || strings.Contains(n, "spawn_unchecked_")
 }
 

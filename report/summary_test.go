@@ -348,7 +348,7 @@ func TestTimelineFromSecondLabels(t *testing.T) {
 // entry frames. The wait is the sleep, not the unnamed root.
 func TestWaiterRustThreadEntry(t *testing.T) {
 	names := []string{"hrtimer_nanosleep", "do_syscall_64", "entry_SYSCALL_64_after_hwframe", "clock_nanosleep",
-		"std::thread::functions::sleep", "std::sys::backtrace::__rust_begin_short_backtrace",
+		"std::thread::functions::sleep", "std::sys::backtrace::_rust_begin_short_backtrace",
 		"core::ops::function::FnOnce::call_once{{vtable.shim}}", "std::sys::pal::unix::thread::Thread::new::thread_start", "libc.so.6+0x891f4"}
 	var fs []flame.Frame
 	for i, n := range names {
