@@ -94,6 +94,10 @@ func (a *attributor) compute(s *profile.Sample) attribution {
 		at.Key, at.Via = waiter(fs)
 		return at
 	}
+	if a.kind == bundle.Async {
+		at.Key = taskName(fs)
+		return at
+	}
 	// Self, at the innermost user-space frame for on-CPU profiles whose
 	// stacks carry kernel frames (perf): those are the kernel's own.
 	at.Key = fs[0].Name
@@ -106,6 +110,28 @@ func (a *attributor) compute(s *profile.Sample) attribution {
 		}
 	}
 	return at
+}
+
+// taskName names an async sample's task (leaf first: the task's name,
+// its spawn location, its kind). An unnamed task is named by where it was
+// spawned; the multi-thread runtime's own worker threads, which tokio
+// runs as blocking tasks (busy their whole life), are said to be that.
+func taskName(fs []flame.Frame) string {
+	name := fs[0].Name
+	if name != "unnamed" || len(fs) < 2 {
+		return name
+	}
+	loc := fs[1].Name
+	if strings.Contains(loc, "/tokio-") && strings.Contains(loc, "/runtime/scheduler/") {
+		return "[tokio runtime worker thread]"
+	}
+	// A registry path is long: its crate and file say enough.
+	if i := strings.LastIndex(loc, "/src/"); i >= 0 {
+		if j := strings.LastIndexByte(loc[:i], '/'); j >= 0 {
+			loc = loc[j+1:]
+		}
+	}
+	return "unnamed task at " + loc
 }
 
 // waiter returns the first frame of user code from the leaf, and the

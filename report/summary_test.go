@@ -370,3 +370,30 @@ func TestWaiterRustThreadEntry(t *testing.T) {
 		t.Errorf("waiter = %q via %q, want refsvc::work::compact_loop", key, via)
 	}
 }
+
+// Unnamed tasks are named by where they were spawned; tokio's own worker
+// threads (blocking tasks busy their whole life, 91% of make demo-rust's
+// async busy time as "unnamed") by what they are.
+func TestTaskName(t *testing.T) {
+	fr := func(names ...string) []flame.Frame {
+		var fs []flame.Frame
+		for _, n := range names {
+			fs = append(fs, flame.Frame{Name: n})
+		}
+		return fs
+	}
+	for _, tc := range []struct {
+		fs   []flame.Frame
+		want string
+	}{
+		{fr("truth-spinner", "refsvc/src/truth.rs:277:52", "task"), "truth-spinner"},
+		{fr("unnamed", "/root/.cargo/registry/src/index.example/tokio-1.54.1/src/runtime/scheduler/multi_thread/worker.rs:515:13", "blocking"), "[tokio runtime worker thread]"},
+		{fr("unnamed", "/root/.cargo/registry/src/index.example/axum-0.8.9/src/serve/mod.rs:389:5", "task"), "unnamed task at axum-0.8.9/src/serve/mod.rs:389:5"},
+		{fr("unnamed", "refsvc/src/main.rs:75:24", "block_on"), "unnamed task at refsvc/src/main.rs:75:24"},
+		{fr("unnamed"), "unnamed"},
+	} {
+		if got := taskName(tc.fs); got != tc.want {
+			t.Errorf("taskName(%v) = %q, want %q", tc.fs, got, tc.want)
+		}
+	}
+}
