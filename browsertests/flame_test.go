@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/google/pprof/profile"
 
@@ -452,6 +454,7 @@ func BenchmarkHTMLBrowser100k(b *testing.B) {
 	}
 	br := newBrowser(b)
 	var load, search, zoom, draw time.Duration
+	var heap, heapTotal float64
 	for b.Loop() {
 		start := time.Now()
 		if err := chromedp.Do(br.ctx, chromedp.Navigate("file://"+path)); err != nil {
@@ -467,6 +470,14 @@ func BenchmarkHTMLBrowser100k(b *testing.B) {
 			b.Fatal(err)
 		}
 		load += time.Since(start)
+		// The page's JavaScript heap after the load, a search, a zoom
+		// and a redraw (the isolate's, as DevTools shows it).
+		hu, err := chromedp.Call(br.ctx, cdpruntime.GetHeapUsage, cdp.Empty{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		heap += hu.UsedSize
+		heapTotal += hu.TotalSize
 		search += time.Duration(ms[0] * 1e6)
 		zoom += time.Duration(ms[1] * 1e6)
 		draw += time.Duration(ms[2] * 1e6)
@@ -476,6 +487,11 @@ func BenchmarkHTMLBrowser100k(b *testing.B) {
 	b.ReportMetric(float64(search.Microseconds())/1e3/n, "search-ms")
 	b.ReportMetric(float64(zoom.Microseconds())/1e3/n, "zoom-ms")
 	b.ReportMetric(float64(draw.Microseconds())/1e3/n, "redraw-ms")
+	b.ReportMetric(heap/n/(1<<20), "js-heap-used-MiB")
+	b.ReportMetric(heapTotal/n/(1<<20), "js-heap-total-MiB")
+	if st, err := os.Stat(path); err == nil {
+		b.ReportMetric(float64(st.Size())/(1<<20), "page-MiB")
+	}
 }
 
 // genFolded is flame/bench_test.go's generator, copied (a benchmark helper
