@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,6 +59,32 @@ func profcapBin(t *testing.T) string {
 	return binPath
 }
 
+// freeOffset picks the workers' port offset: the three ports it gives
+// (8200, 8300 and 8400 moved by it) below the kernel's ephemeral range
+// (32768 and up, where an outgoing connection can hold a port: a port
+// picked there was once taken by the time Bun listened), each free when
+// tried.
+func freeOffset(t *testing.T) int {
+	t.Helper()
+	for range 100 {
+		offset := 10000 + rand.IntN(14000)
+		free := true
+		for _, base := range []int{8200, 8300, 8400} {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+offset))
+			if err != nil {
+				free = false
+				break
+			}
+			l.Close()
+		}
+		if free {
+			return offset
+		}
+	}
+	t.Fatal("no free port offset for the workers in 100 tries")
+	return 0
+}
+
 // startWorkers starts the three workers in a new directory (ports moved by
 // a random offset, so runs side by side do not collide) and stops them at
 // the end of the test.
@@ -76,7 +103,7 @@ func startWorkers(t *testing.T) string {
 	}
 	dir := t.TempDir()
 	script := filepath.Join(repoRoot(t), "workers", "run.sh")
-	offset := 20000 + rand.IntN(20000)
+	offset := freeOffset(t)
 	run := func(args ...string) ([]byte, error) {
 		cmd := exec.Command("bash", append([]string{script}, args...)...)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("PORT_BASE_OFFSET=%d", offset))
