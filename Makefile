@@ -84,4 +84,4 @@ bench-overhead: build
 	$(GO) run ./bench/overhead -profcap $(BIN) -rounds 5 -round 5s
 
 clean:
-	rm -rf bin $(DEMO)
+	rm -rf bin $(DEMO) $(DEMO_RUST)
