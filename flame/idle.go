@@ -104,6 +104,18 @@ var (
 	rbLoop     = lazyRE(`(?i)reactor|thread_pool|server\.rb|selector|event_?machine|nio|async/|falcon|sidekiq/(?:manager|launcher|scheduled|fetch)`)
 )
 
+// ProfilerStack reports whether a stack runs a profiler serving the
+// capture (fgprof, net/http/pprof, a console subscriber's watch stream):
+// the capture's cost, not the program's work.
+func ProfilerStack(frames []Frame) bool {
+	for _, f := range frames {
+		if match(profilerRE, f.Name) {
+			return true
+		}
+	}
+	return false
+}
+
 // IdleReason says why a stack is idle, or "" when it is not. frames are
 // leaf first (innermost frame first). kind is the profile kind: only the
 // kinds IdleKind accepts have idle stacks.

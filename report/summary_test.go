@@ -397,3 +397,56 @@ func TestTaskName(t *testing.T) {
 		}
 	}
 }
+
+// On-CPU outliers leave out the capture's own cost and the Go runtime's
+// threads: stacks of fgprof and of the scheduler alone are no instance's
+// work.
+func TestOutlierCPUIgnoresProfilerAndRuntime(t *testing.T) {
+	fr := func(names ...string) []flame.Frame {
+		var fs []flame.Frame
+		for _, n := range names {
+			l := flame.LangGo
+			if strings.HasPrefix(n, "k:") {
+				n, l = n[2:], flame.LangKernel
+			}
+			fs = append(fs, flame.Frame{Name: n, Lang: l})
+		}
+		return fs
+	}
+	if !goRuntimeOnly(fr("k:__schedule", "runtime.futex.abi0", "runtime.schedule", "runtime.mstart.abi0")) {
+		t.Error("a scheduler stack is not the runtime's alone")
+	}
+	if goRuntimeOnly(fr("runtime.mallocgc", "main.build", "runtime.main")) || goRuntimeOnly(fr("k:do_syscall_64")) {
+		t.Error("a stack with user code (or none of Go) is the runtime's alone")
+	}
+	if !flame.ProfilerStack(fr("runtime.gentraceback", "github.com/felixge/fgprof.(*profiler).GoroutineProfile", "runtime.goexit")) {
+		t.Error("fgprof's stack is not a profiler's")
+	}
+	// Two identical instances, one of which also ran the profiler and the
+	// GC a lot more: alike.
+	rng := rand.New(rand.NewPCG(5, 6))
+	work := map[string]float64{"main.handle": 0.6, "main.encode": 0.4}
+	a, b := cpuProfile(ticks(rng, 300, work)), cpuProfile(ticks(rng, 300, work))
+	noisy := cpuProfile(map[string]int64{"github.com/felixge/fgprof.(*profiler).GoroutineProfile": 150, "runtime.gcBgMarkWorker": 150})
+	for _, s := range noisy.Sample {
+		s.Location = s.Location[:1] // a GC worker runs under no main.main
+	}
+	b.Sample = append(b.Sample, noisy.Sample...)
+	b.Location = append(b.Location, noisy.Location...)
+	b.Function = append(b.Function, noisy.Function...)
+	for i, l := range b.Location {
+		l.ID = uint64(i + 1)
+	}
+	for i, f := range b.Function {
+		f.ID = uint64(i + 1)
+	}
+	labels := map[string]map[string]string{"w-1": {"role": "w"}, "w-2": {"role": "w"}, "w-3": {"role": "w"}}
+	dir, m := writeKinds(t, map[bundle.Kind]map[string]*profile.Profile{bundle.CPU: {"w-1": a, "w-2": b, "w-3": cpuProfile(ticks(rng, 300, work))}}, labels)
+	for _, g := range outliers(dir, m, false) {
+		for _, r := range g.Rows {
+			if r.Differs || r.PairDiffers {
+				t.Errorf("%s differs (%s %.0f%% vs %.0f%%, score %.1f)", r.Target, r.Function, 100*r.Share, 100*r.Base, r.Score)
+			}
+		}
+	}
+}
