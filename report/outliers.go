@@ -152,7 +152,7 @@ func outlierGroupFor(dir, role string, kind bundle.Kind, sampleType string, memb
 	g := outlierGroup{Role: role, Kind: kind, Threshold: differP}
 	switch {
 	case kind == bundle.CPU:
-		g.Basis = "on-CPU time by the first frame of user code: the runtime, libraries and kernel it calls count as its own"
+		g.Basis = "on-CPU time by the first frame of user code: the runtime, libraries and kernel it calls count as its own; a profiler's stacks and the Go runtime's own threads left out"
 	case kind == bundle.Async:
 		g.Basis = "idle (waiting) time by task"
 	default:
