@@ -15,10 +15,23 @@ export PROFCAP_CACHE ?= $(HOME)/.cache/profcap
 TOOLS_PATH := $(PROFCAP_CACHE)/cargo/bin:$(PROFCAP_CACHE)/venv/bin:$(PROFCAP_CACHE)/npm/node_modules/.bin
 setup test: export PATH := $(TOOLS_PATH):$(PATH)
 
-build:
+# The eBPF collector's BPF objects are built from collectors/ebpf/bpf/*.c
+# by clang through bpf2go (go generate), not committed: every target that
+# compiles Go builds them first. Debian's clang, llvm and libbpf-dev are
+# installed here if missing (scripts/setup.sh installs them too).
+BPF_OBJS := collectors/ebpf/profcap_x86_bpfel.o collectors/ebpf/alloc_x86_bpfel.o collectors/ebpf/blocked_x86_bpfel.o
+BPF_SRCS := $(wildcard collectors/ebpf/bpf/*.c collectors/ebpf/bpf/*.h) $(wildcard collectors/ebpf/gen*.go)
+.PHONY: bpf
+bpf: $(BPF_OBJS)
+$(BPF_OBJS) &: $(BPF_SRCS)
+	@command -v clang >/dev/null && [ -e /usr/include/bpf/bpf_helpers.h ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev >/dev/null; }
+	cd collectors/ebpf && $(GO) generate ./...
+	@touch $(BPF_OBJS)
+
+build: bpf
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/profcap
 
-vet:
+vet: bpf
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 
@@ -66,7 +79,7 @@ demo-rust: build
 		b=$(DEMO_RUST)/$$(cat .demo-rust-last); echo; echo "bundle: $$b"; echo "report: $$b/report.html"; \
 		rm -f .demo-rust-last; exit $$status
 
-bench:
+bench: bpf
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	bash scripts/bench-offline.sh
 

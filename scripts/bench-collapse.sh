@@ -12,7 +12,7 @@ size_mb=${1:-100}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-go build -o "$work/profcap" ./cmd/profcap
+make -s bpf && go build -o "$work/profcap" ./cmd/profcap
 
 # The input: the conformance corpus (real perf script outputs) repeated.
 # Each copy gets its own TIDs so the number of distinct stacks grows too.

@@ -50,7 +50,7 @@ if command -v perf >/dev/null && perf stat -e task-clock -x, true 2>/dev/null >/
 	have_perf=1
 fi
 
-go build -o "$work/profcap" ./cmd/profcap
+make -s bpf && go build -o "$work/profcap" ./cmd/profcap
 profcap=$work/profcap
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }

@@ -7,8 +7,9 @@
 // docs/design/ebpf-heap.md.
 //
 // The BPF programs are C under bpf/, compiled by clang through bpf2go
-// (gen.go); the generated objects are committed, so building profcap needs
-// no clang. They load CO-RE against the running kernel's BTF.
+// (gen.go): the Go bindings are committed, the objects are built by make
+// (make bpf: go generate, with clang). They load CO-RE against the running
+// kernel's BTF.
 package ebpf
 
 import (

@@ -1,8 +1,9 @@
 package ebpf
 
 // The BPF programs (bpf/*.c) are compiled by clang through bpf2go into
-// profcap_x86_bpfel.{go,o}, which are committed: go build needs no clang.
-// Regenerate after changing bpf/ (needs clang, llvm and libbpf-dev):
+// profcap_x86_bpfel.{go,o}: the .go bindings are committed, the .o objects
+// are not (make builds them before any Go build: make bpf). Build them by
+// hand (needs clang, llvm and libbpf-dev):
 //
 //	go generate ./collectors/ebpf
 //
