@@ -293,7 +293,7 @@ func TestStrippedSymbolised(t *testing.T) {
 			t.Fatalf("%s: %v", r.Status, r.Err)
 		}
 		var named, addrs int
-		var db []string
+		var db, tracked []string
 		for _, s := range r.Profile.Sample {
 			for _, l := range s.Location {
 				if l.Address == 0 {
@@ -307,12 +307,18 @@ func TestStrippedSymbolised(t *testing.T) {
 					t.Fatalf("location %#x mapping %+v", l.Address, l.Mapping)
 				}
 			}
+			names := stackNames(s)
 			if hasLabel(s, LabelName, "truth-db-waiter") {
-				db = stackNames(s)
+				db = names
+			}
+			if strings.Contains(strings.Join(names, "\n"), "refsvc::truth::Tracked") {
+				tracked = names
 			}
 		}
 		t.Logf("debug dirs %v: %d of %d address frames named; truth-db-waiter: %s", dirs, named, addrs, strings.Join(db, " ← "))
-		if dirs[0] == debug && (named == 0 || !strings.Contains(strings.Join(db, "\n"), "refsvc::truth::Tracked")) {
+		// Any truth task's stack will do: one of them may be scheduled
+		// (not parked, so not traced) at every dump of the window.
+		if dirs[0] == debug && (named == 0 || tracked == nil) {
 			t.Errorf("with the debug file: %d of %d named", named, addrs)
 		}
 		if dirs[0] != debug && named != 0 {
