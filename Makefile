@@ -19,7 +19,7 @@ setup test: export PATH := $(TOOLS_PATH):$(PATH)
 # by clang through bpf2go (go generate), not committed: every target that
 # compiles Go builds them first. Debian's clang, llvm and libbpf-dev are
 # installed here if missing (scripts/setup.sh installs them too).
-BPF_OBJS := collectors/ebpf/profcap_x86_bpfel.o collectors/ebpf/alloc_x86_bpfel.o collectors/ebpf/blocked_x86_bpfel.o
+BPF_OBJS := collectors/ebpf/profcap_x86_bpfel.o collectors/ebpf/alloc_x86_bpfel.o collectors/ebpf/blocked_x86_bpfel.o collectors/ebpf/switchtw_x86_bpfel.o
 BPF_SRCS := $(wildcard collectors/ebpf/bpf/*.c collectors/ebpf/bpf/*.h) $(wildcard collectors/ebpf/gen*.go)
 .PHONY: bpf
 bpf: $(BPF_OBJS)

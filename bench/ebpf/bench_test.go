@@ -5,6 +5,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -25,10 +26,9 @@ func BenchmarkPingPong(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Log("\n" + r.String())
-	b.ReportMetric(float64(r.EBPFCPU.Milliseconds())/r.Window.Seconds(), "ebpf-cpu-ms/window-s")
-	b.ReportMetric(float64(r.PerfCPU.Milliseconds())/r.Window.Seconds(), "perf-cpu-ms/window-s")
-	b.ReportMetric(100*r.EBPFRate, "ebpf-rate-kept-%")
-	b.ReportMetric(100*r.PerfRate, "perf-rate-kept-%")
-	b.ReportMetric(r.EBPFToProfile.Seconds(), "ebpf-end-to-profile-s")
-	b.ReportMetric(r.PerfToProf.Seconds(), "perf-end-to-profile-s")
+	for _, x := range r.Rows {
+		name := strings.NewReplacer(" ", "-", "+", "-", ",", "").Replace(x.Name) + "-" + x.Place
+		b.ReportMetric(100*x.Kept, name+"-rate-kept-%")
+		b.ReportMetric(float64(x.CPU.Microseconds())/1000/r.Window.Seconds(), name+"-cpu-ms/window-s")
+	}
 }

@@ -129,15 +129,23 @@ type allocOffKey struct {
 }
 
 type allocOffVal struct {
-	_     structs.HostLayout
-	Ns    uint64
-	Count uint64
+	_      structs.HostLayout
+	Ns     uint64
+	Count  uint64
+	WakeNs uint64
 }
 
 type allocPending struct {
-	_   structs.HostLayout
-	Key allocOffKey
-	Ns  uint64
+	_      structs.HostLayout
+	Key    allocOffKey
+	Ns     uint64
+	WakeNs uint64
+	Armed  uint32
+	Pad    uint32
+	Tw     struct {
+		_      structs.HostLayout
+		Opaque uint64
+	}
 	Uip uint64
 	Usp uint64
 }
@@ -164,16 +172,24 @@ type allocStack struct {
 
 type allocStart struct {
 	_       structs.HostLayout
+	Mark    uint32
+	Tgid    uint32
+	Sp      uint64
+	Gap0    [8]uint64
 	Ts      uint64
-	WakeTs  uint64
+	InTs    uint64
 	State   uint32
 	Flags   uint32
 	Rustack uint64
 	Rkstack uint64
+	Gap1    [8]uint64
+	WkTs    uint64
 	Wustack uint64
 	Wkstack uint64
 	Wtgid   uint32
 	Wtid    uint32
+	Wflags  uint32
+	Pad     uint32
 }
 
 type allocTstate struct {
@@ -195,9 +211,11 @@ const (
 	allocMapComms           = "comms"
 	allocMapCpuCounts       = "cpu_counts"
 	allocMapEvents          = "events"
+	allocMapInitial         = "initial"
 	allocMapLastUsers       = "last_users"
 	allocMapLive            = "live"
 	allocMapOffCounts       = "off_counts"
+	allocMapOpenOut         = "open_out"
 	allocMapPendings        = "pendings"
 	allocMapProcs           = "procs"
 	allocMapScratch         = "scratch"
@@ -277,9 +295,11 @@ type allocMapSpecs struct {
 	Comms       *ebpf.MapSpec `ebpf:"comms"`
 	CpuCounts   *ebpf.MapSpec `ebpf:"cpu_counts"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	Initial     *ebpf.MapSpec `ebpf:"initial"`
 	LastUsers   *ebpf.MapSpec `ebpf:"last_users"`
 	Live        *ebpf.MapSpec `ebpf:"live"`
 	OffCounts   *ebpf.MapSpec `ebpf:"off_counts"`
+	OpenOut     *ebpf.MapSpec `ebpf:"open_out"`
 	Pendings    *ebpf.MapSpec `ebpf:"pendings"`
 	Procs       *ebpf.MapSpec `ebpf:"procs"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
@@ -335,9 +355,11 @@ type allocMaps struct {
 	Comms       *ebpf.Map `ebpf:"comms"`
 	CpuCounts   *ebpf.Map `ebpf:"cpu_counts"`
 	Events      *ebpf.Map `ebpf:"events"`
+	Initial     *ebpf.Map `ebpf:"initial"`
 	LastUsers   *ebpf.Map `ebpf:"last_users"`
 	Live        *ebpf.Map `ebpf:"live"`
 	OffCounts   *ebpf.Map `ebpf:"off_counts"`
+	OpenOut     *ebpf.Map `ebpf:"open_out"`
 	Pendings    *ebpf.Map `ebpf:"pendings"`
 	Procs       *ebpf.Map `ebpf:"procs"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
@@ -356,9 +378,11 @@ func (m *allocMaps) Close() error {
 		m.Comms,
 		m.CpuCounts,
 		m.Events,
+		m.Initial,
 		m.LastUsers,
 		m.Live,
 		m.OffCounts,
+		m.OpenOut,
 		m.Pendings,
 		m.Procs,
 		m.Scratch,

@@ -45,10 +45,13 @@ func loadBlockedIter(main *profcapObjects) (*blockedIter, error) {
 		return nil, err
 	}
 	spec.Maps["unwind_rows"].MaxEntries = info.MaxEntries
-	opts := &cebpf.CollectionOptions{MapReplacements: map[string]*cebpf.Map{
-		"procs": main.Procs, "starts": main.Starts, "pendings": main.Pendings, "stacks": main.Stacks,
-		"stats": main.Stats, "unwind_files": main.UnwindFiles, "unwind_rows": main.UnwindRows,
-	}}
+	repl := map[string]*cebpf.Map{}
+	for name, m := range sharedMaps(main) {
+		if _, ok := spec.Maps[name]; ok {
+			repl[name] = m
+		}
+	}
+	opts := &cebpf.CollectionOptions{MapReplacements: repl}
 	b := &blockedIter{}
 	if err := spec.LoadAndAssign(&b.objs, opts); err != nil {
 		var ve *cebpf.VerifierError

@@ -79,15 +79,23 @@ type blockedOffKey struct {
 }
 
 type blockedOffVal struct {
-	_     structs.HostLayout
-	Ns    uint64
-	Count uint64
+	_      structs.HostLayout
+	Ns     uint64
+	Count  uint64
+	WakeNs uint64
 }
 
 type blockedPending struct {
-	_   structs.HostLayout
-	Key blockedOffKey
-	Ns  uint64
+	_      structs.HostLayout
+	Key    blockedOffKey
+	Ns     uint64
+	WakeNs uint64
+	Armed  uint32
+	Pad    uint32
+	Tw     struct {
+		_      structs.HostLayout
+		Opaque uint64
+	}
 	Uip uint64
 	Usp uint64
 }
@@ -114,16 +122,24 @@ type blockedStack struct {
 
 type blockedStart struct {
 	_       structs.HostLayout
+	Mark    uint32
+	Tgid    uint32
+	Sp      uint64
+	Gap0    [8]uint64
 	Ts      uint64
-	WakeTs  uint64
+	InTs    uint64
 	State   uint32
 	Flags   uint32
 	Rustack uint64
 	Rkstack uint64
+	Gap1    [8]uint64
+	WkTs    uint64
 	Wustack uint64
 	Wkstack uint64
 	Wtgid   uint32
 	Wtid    uint32
+	Wflags  uint32
+	Pad     uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -134,9 +150,11 @@ const (
 	blockedMapComms              = "comms"
 	blockedMapCpuCounts          = "cpu_counts"
 	blockedMapEvents             = "events"
+	blockedMapInitial            = "initial"
 	blockedMapIterScratch        = "iter_scratch"
 	blockedMapLastUsers          = "last_users"
 	blockedMapOffCounts          = "off_counts"
+	blockedMapOpenOut            = "open_out"
 	blockedMapPendings           = "pendings"
 	blockedMapProcs              = "procs"
 	blockedMapScratch            = "scratch"
@@ -205,9 +223,11 @@ type blockedMapSpecs struct {
 	Comms       *ebpf.MapSpec `ebpf:"comms"`
 	CpuCounts   *ebpf.MapSpec `ebpf:"cpu_counts"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	Initial     *ebpf.MapSpec `ebpf:"initial"`
 	IterScratch *ebpf.MapSpec `ebpf:"iter_scratch"`
 	LastUsers   *ebpf.MapSpec `ebpf:"last_users"`
 	OffCounts   *ebpf.MapSpec `ebpf:"off_counts"`
+	OpenOut     *ebpf.MapSpec `ebpf:"open_out"`
 	Pendings    *ebpf.MapSpec `ebpf:"pendings"`
 	Procs       *ebpf.MapSpec `ebpf:"procs"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
@@ -252,9 +272,11 @@ type blockedMaps struct {
 	Comms       *ebpf.Map `ebpf:"comms"`
 	CpuCounts   *ebpf.Map `ebpf:"cpu_counts"`
 	Events      *ebpf.Map `ebpf:"events"`
+	Initial     *ebpf.Map `ebpf:"initial"`
 	IterScratch *ebpf.Map `ebpf:"iter_scratch"`
 	LastUsers   *ebpf.Map `ebpf:"last_users"`
 	OffCounts   *ebpf.Map `ebpf:"off_counts"`
+	OpenOut     *ebpf.Map `ebpf:"open_out"`
 	Pendings    *ebpf.Map `ebpf:"pendings"`
 	Procs       *ebpf.Map `ebpf:"procs"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
@@ -271,9 +293,11 @@ func (m *blockedMaps) Close() error {
 		m.Comms,
 		m.CpuCounts,
 		m.Events,
+		m.Initial,
 		m.IterScratch,
 		m.LastUsers,
 		m.OffCounts,
+		m.OpenOut,
 		m.Pendings,
 		m.Procs,
 		m.Scratch,

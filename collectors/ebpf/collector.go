@@ -69,6 +69,12 @@ type Options struct {
 	// (the target keeps 90% of its rate); negative: no bound.
 	AllocMaxOverhead float64
 
+	// NoTaskWork takes kept blocks' user stacks at the thread's syscall
+	// exit (a raw_tp/sys_exit program), as on kernels without BPF task
+	// works, instead of by a task work: for comparison (bench/ebpf) and
+	// tests.
+	NoTaskWork bool
+
 	// noBlockedIter does without the task iterator that takes the stacks
 	// of threads still blocked at the window's end, as on a kernel that
 	// refuses it (tests of the fallback).

@@ -26,8 +26,8 @@ func TestProgramsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(spec.Programs) != 7 {
-		t.Errorf("%d programs, want 7", len(spec.Programs))
+	if len(spec.Programs) != 8 {
+		t.Errorf("%d programs, want 8", len(spec.Programs))
 	}
 	for name := range spec.Programs {
 		t.Run(name, func(t *testing.T) {
@@ -55,6 +55,20 @@ func TestProgramsLoad(t *testing.T) {
 			t.Fatalf("loading blocked_stacks: %v", err)
 		}
 		coll.Close()
+	})
+	// The task-work sched_switch of switchtw.bpf.c, sharing main's maps:
+	// this kernel (6.18) has bpf_task_work_schedule_resume.
+	t.Run("on_switch_tw", func(t *testing.T) {
+		objs, err := load(1000000, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer objs.Close()
+		tw, err := loadSwitchTW(objs, 1000000)
+		if err != nil {
+			t.Fatalf("loading on_switch_tw: %v", err)
+		}
+		tw.close()
 	})
 }
 

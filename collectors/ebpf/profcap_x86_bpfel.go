@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type profcapClockSync struct {
+	_     structs.HostLayout
+	Off   int64
+	N     uint32
+	Valid uint32
+}
+
 type profcapComm struct {
 	_    structs.HostLayout
 	Tgid uint32
@@ -69,15 +76,23 @@ type profcapOffKey struct {
 }
 
 type profcapOffVal struct {
-	_     structs.HostLayout
-	Ns    uint64
-	Count uint64
+	_      structs.HostLayout
+	Ns     uint64
+	Count  uint64
+	WakeNs uint64
 }
 
 type profcapPending struct {
-	_   structs.HostLayout
-	Key profcapOffKey
-	Ns  uint64
+	_      structs.HostLayout
+	Key    profcapOffKey
+	Ns     uint64
+	WakeNs uint64
+	Armed  uint32
+	Pad    uint32
+	Tw     struct {
+		_      structs.HostLayout
+		Opaque uint64
+	}
 	Uip uint64
 	Usp uint64
 }
@@ -113,16 +128,24 @@ type profcapStack struct {
 
 type profcapStart struct {
 	_       structs.HostLayout
+	Mark    uint32
+	Tgid    uint32
+	Sp      uint64
+	Gap0    [8]uint64
 	Ts      uint64
-	WakeTs  uint64
+	InTs    uint64
 	State   uint32
 	Flags   uint32
 	Rustack uint64
 	Rkstack uint64
+	Gap1    [8]uint64
+	WkTs    uint64
 	Wustack uint64
 	Wkstack uint64
 	Wtgid   uint32
 	Wtid    uint32
+	Wflags  uint32
+	Pad     uint32
 }
 
 type profcapStat uint32
@@ -143,18 +166,22 @@ const (
 	profcapStatSTAT_WAKERS          profcapStat = 12
 	profcapStatSTAT_WAKER_IRQ       profcapStat = 13
 	profcapStatSTAT_PROCS_FULL      profcapStat = 14
-	profcapStatSTAT_MAX             profcapStat = 15
+	profcapStatSTAT_TW_FAILED       profcapStat = 15
+	profcapStatSTAT_MAX             profcapStat = 16
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	profcapMapClockSyncs      = "clock_syncs"
 	profcapMapComms           = "comms"
 	profcapMapCpuCounts       = "cpu_counts"
 	profcapMapEvents          = "events"
+	profcapMapInitial         = "initial"
 	profcapMapLastUsers       = "last_users"
 	profcapMapOffCounts       = "off_counts"
+	profcapMapOpenOut         = "open_out"
 	profcapMapPendings        = "pendings"
 	profcapMapProcs           = "procs"
 	profcapMapScratch         = "scratch"
@@ -170,6 +197,7 @@ const (
 	profcapProgOnSwitch       = "on_switch"
 	profcapProgOnSysExit      = "on_sys_exit"
 	profcapProgOnWaking       = "on_waking"
+	profcapProgOpenBlocks     = "open_blocks"
 	profcapVarEnabled         = "enabled"
 	profcapVarNpending        = "npending"
 	profcapVarThresholdNs     = "threshold_ns"
@@ -226,17 +254,21 @@ type profcapProgramSpecs struct {
 	OnSwitch    *ebpf.ProgramSpec `ebpf:"on_switch"`
 	OnSysExit   *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
 	OnWaking    *ebpf.ProgramSpec `ebpf:"on_waking"`
+	OpenBlocks  *ebpf.ProgramSpec `ebpf:"open_blocks"`
 }
 
 // profcapMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type profcapMapSpecs struct {
+	ClockSyncs  *ebpf.MapSpec `ebpf:"clock_syncs"`
 	Comms       *ebpf.MapSpec `ebpf:"comms"`
 	CpuCounts   *ebpf.MapSpec `ebpf:"cpu_counts"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	Initial     *ebpf.MapSpec `ebpf:"initial"`
 	LastUsers   *ebpf.MapSpec `ebpf:"last_users"`
 	OffCounts   *ebpf.MapSpec `ebpf:"off_counts"`
+	OpenOut     *ebpf.MapSpec `ebpf:"open_out"`
 	Pendings    *ebpf.MapSpec `ebpf:"pendings"`
 	Procs       *ebpf.MapSpec `ebpf:"procs"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
@@ -278,11 +310,14 @@ func (o *profcapObjects) Close() error {
 //
 // It can be passed to loadProfcapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type profcapMaps struct {
+	ClockSyncs  *ebpf.Map `ebpf:"clock_syncs"`
 	Comms       *ebpf.Map `ebpf:"comms"`
 	CpuCounts   *ebpf.Map `ebpf:"cpu_counts"`
 	Events      *ebpf.Map `ebpf:"events"`
+	Initial     *ebpf.Map `ebpf:"initial"`
 	LastUsers   *ebpf.Map `ebpf:"last_users"`
 	OffCounts   *ebpf.Map `ebpf:"off_counts"`
+	OpenOut     *ebpf.Map `ebpf:"open_out"`
 	Pendings    *ebpf.Map `ebpf:"pendings"`
 	Procs       *ebpf.Map `ebpf:"procs"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
@@ -295,11 +330,14 @@ type profcapMaps struct {
 
 func (m *profcapMaps) Close() error {
 	return _ProfcapClose(
+		m.ClockSyncs,
 		m.Comms,
 		m.CpuCounts,
 		m.Events,
+		m.Initial,
 		m.LastUsers,
 		m.OffCounts,
+		m.OpenOut,
 		m.Pendings,
 		m.Procs,
 		m.Scratch,
@@ -333,6 +371,7 @@ type profcapPrograms struct {
 	OnSwitch    *ebpf.Program `ebpf:"on_switch"`
 	OnSysExit   *ebpf.Program `ebpf:"on_sys_exit"`
 	OnWaking    *ebpf.Program `ebpf:"on_waking"`
+	OpenBlocks  *ebpf.Program `ebpf:"open_blocks"`
 }
 
 func (p *profcapPrograms) Close() error {
@@ -344,6 +383,7 @@ func (p *profcapPrograms) Close() error {
 		p.OnSwitch,
 		p.OnSysExit,
 		p.OnWaking,
+		p.OpenBlocks,
 	)
 }
 

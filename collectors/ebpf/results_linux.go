@@ -420,7 +420,8 @@ func stackWarnings(st stats) []string {
 // read from /proc.
 type block struct {
 	key    profcapOffKey
-	ns     uint64
+	ns     uint64   // off-CPU time (weighted)
+	wakeNs uint64   // time up to the wakeup, for the wakeup kind (weighted; 0: not in it)
 	procK  []string // kernel frames from /proc/TID/stack, leaf first
 	reason string   // why the user stack is missing, if it is
 	// prevUser: the user stack is the one its thread had at its previous
@@ -439,7 +440,7 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 	var v profcapOffVal
 	it := r.s.objs.OffCounts.Iterate()
 	for it.Next(&k, &v) {
-		b := block{key: k, ns: v.Ns}
+		b := block{key: k, ns: v.Ns, wakeNs: v.WakeNs}
 		switch {
 		case k.Flags&fUstackStale != 0:
 			b.reason = "[user stack not taken: it blocked outside a system call]"
@@ -452,7 +453,10 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 	var pd profcapPending
 	pit := r.s.objs.Pendings.Iterate()
 	for pit.Next(&tid, &pd) {
-		b := block{key: pd.Key, ns: pd.Ns}
+		if pd.Armed == 0 {
+			continue // done: the entry is kept for the thread's next block
+		}
+		b := block{key: pd.Key, ns: pd.Ns, wakeNs: pd.WakeNs}
 		if w, ok := r.s.blocked.stacks(tid, true); ok && w.Uip == pd.Uip && w.Usp == pd.Usp {
 			// Woken, not yet out of its system call when the window
 			// ended: the iterator walked the stack it blocked with.
@@ -464,17 +468,15 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 		out = append(out, b)
 	}
 	var sv profcapStart
-	sit := r.s.objs.Starts.Iterate()
+	sit := r.s.objs.OpenOut.Iterate()
 	for sit.Next(&tid, &sv) {
 		if sv.Ts == 0 || sv.Ts >= endMono {
-			continue // running (the entry is kept for its next block)
+			continue // switched out after the window's end
 		}
 		from := max(sv.Ts, startMono)
-		tgid := tgidOf(tid)
-		if tgid == 0 {
-			continue
-		}
+		tgid := sv.Tgid
 		b := block{key: profcapOffKey{Tgid: tgid, Tid: tid, State: sv.State}, ns: endMono - from, open: sv.Flags&fWakeSeen == 0}
+		b.wakeNs = b.ns
 		if sv.State == 'R' && (sv.Rustack != 0 || sv.Rkstack != 0) {
 			b.key.Ustack, b.key.Kstack = sv.Rustack, sv.Rkstack
 			if b.key.Kstack == 1 {
@@ -497,8 +499,8 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 				r.notTaken++
 			}
 		}
-		if sv.Flags&fWaker != 0 {
-			b.key.Flags |= sv.Flags & (fWaker | fWakerIRQ)
+		if sv.WkTs != 0 {
+			b.key.Flags |= fWaker | sv.Wflags&fWakerIRQ
 			b.key.Wustack, b.key.Wkstack, b.key.Wtgid, b.key.Wtid = sv.Wustack, sv.Wkstack, sv.Wtgid, sv.Wtid
 		}
 		out = append(out, b)
@@ -529,21 +531,6 @@ func (r *reader) lastUser(tgid, tid uint32) uint64 {
 		}
 	}
 	return lu.Ustack
-}
-
-// tgidOf is the process of a thread (0 when gone).
-func tgidOf(tid uint32) uint32 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return uint32(n)
-		}
-	}
-	return 0
 }
 
 // procStack reads a blocked thread's kernel stack from /proc (root only),
@@ -647,8 +634,8 @@ func (r *reader) endNote() string {
 
 func (r *reader) offComments(st stats) []string {
 	thr := r.s.opt.OffCPUThreshold
-	c := []string{fmt.Sprintf("ebpf: off-CPU time from sched_switch to the next switch-in; blocks of at least %s recorded exactly (%d), shorter ones by a weighted sample (%d kept, %d not: probability t/%s, weight %s, so totals are unbiased)",
-		thr, st[profcapStatSTAT_OFF_EXACT], st[profcapStatSTAT_OFF_SAMPLED], st[profcapStatSTAT_OFF_SKIPPED], thr, thr)}
+	c := []string{fmt.Sprintf("ebpf: off-CPU time from sched_switch to the next switch-in; blocks of at least %s recorded exactly (%d), shorter ones by sample points, a Poisson process of one per %s per thread (%d kept: those with a point, each weighing %s plus its time from the point to its end, so totals are unbiased; %d not)",
+		thr, st[profcapStatSTAT_OFF_EXACT], thr, st[profcapStatSTAT_OFF_SAMPLED], thr, st[profcapStatSTAT_OFF_SKIPPED])}
 	if n := st[profcapStatSTAT_FIXUPS]; n > 0 {
 		c = append(c, fmt.Sprintf("ebpf: the leaf fix-up restored %d frames skipped by frame-pointer unwinding (callers of frameless libc code, from its .eh_frame)", n))
 	}
@@ -683,7 +670,7 @@ func (r *reader) wakeProfile(blocks []block, st stats) (*profile.Profile, []stri
 	b := r.newBuilder(p)
 	sep := b.named("--")
 	for _, bl := range blocks {
-		if bl.key.State == 'R' {
+		if bl.key.State == 'R' || bl.wakeNs == 0 {
 			continue
 		}
 		var waker []*profile.Location // root-most first, leaf last (reversed)
@@ -725,10 +712,10 @@ func (r *reader) wakeProfile(blocks []block, st stats) (*profile.Profile, []stri
 		}
 		locs := append(waker, sep)
 		locs = append(locs, b.blockedLocs(bl)...)
-		b.add(locs, []int64{int64(bl.ns)}, l, n)
+		b.add(locs, []int64{int64(bl.wakeNs)}, l, n)
 	}
 	c := r.offComments(st)
-	c = append(c[:1:1], append([]string{fmt.Sprintf("ebpf: wakeups: the waker's stack (taken at sched_waking, in its own context, for kept blocks: %d) above \"--\" above the blocked stack; blocks whose waker was not taken show [waker unknown], those not woken by the window's end [not woken: still blocked at the window's end]; wakers in interrupt context have no user stack (%d)", st[profcapStatSTAT_WAKERS], st[profcapStatSTAT_WAKER_IRQ])}, c[1:]...)...)
+	c = append(c[:1:1], append([]string{fmt.Sprintf("ebpf: wakeups: blocked time up to the wakeup by the waker's stack (taken at sched_waking, in its own context, for blocks with a sample point before their wakeup: %d), above \"--\" above the blocked stack, weighted as off-CPU's sampled blocks (so the time a woken thread waits for a CPU is not its waker's); blocks not woken by the window's end show [not woken: still blocked at the window's end], those woken but not running by then [waker unknown]; wakers in interrupt context have no user stack (%d)", st[profcapStatSTAT_WAKERS], st[profcapStatSTAT_WAKER_IRQ])}, c[1:]...)...)
 	return p, c
 }
 

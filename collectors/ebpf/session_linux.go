@@ -131,6 +131,16 @@ type session struct {
 	blocked    *blockedIter
 	blockedErr error
 
+	// The sched_switch program that takes user stacks by task work
+	// (switchtw_linux.go), or why it could not load (on_switch and
+	// on_sys_exit are used then).
+	tw    *switchTW
+	twErr error
+
+	// The iterator that copies the blocks still open at the window's end
+	// out of the task storage (bpf/profcap.bpf.c open_blocks).
+	openIt *link.Iter
+
 	// The allocs and heap kinds (alloc_linux.go): the tracer, or why it
 	// could not start (the other kinds go on without it).
 	alloc    *allocTracer
@@ -143,7 +153,8 @@ func (s *session) progRuntime() (time.Duration, map[string][2]uint64) {
 	var t time.Duration
 	each := map[string][2]uint64{}
 	for name, p := range map[string]*cebpf.Program{"on_cpu_sample": s.objs.OnCpuSample, "on_switch": s.objs.OnSwitch, "on_waking": s.objs.OnWaking,
-		"on_sys_exit": s.objs.OnSysExit, "on_fork": s.objs.OnFork, "on_exec": s.objs.OnExec, "on_exit": s.objs.OnExit, "on_alloc": s.allocProg()} {
+		"on_sys_exit": s.objs.OnSysExit, "on_fork": s.objs.OnFork, "on_exec": s.objs.OnExec, "on_exit": s.objs.OnExit, "on_alloc": s.allocProg(),
+		"on_switch_tw": s.twProg()} {
 		if p == nil {
 			continue
 		}
@@ -175,6 +186,10 @@ func (s *session) close() {
 		s.alloc.close()
 	}
 	s.blocked.close()
+	s.tw.close()
+	if s.openIt != nil {
+		_ = s.openIt.Close()
+	}
 	if s.rd != nil {
 		_ = s.rd.Close()
 	}
@@ -212,6 +227,13 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, pid int, 
 	case <-ctx.Done():
 	}
 	end, endMono := s.disable()
+	if s.openIt != nil {
+		// At once, and before the walk, which reads what this finds.
+		if err := s.exportOpen(); err != nil {
+			fail(fmt.Errorf("ebpf: %w", err))
+			return
+		}
+	}
 	if s.blocked != nil {
 		// At once: a thread still blocked now is one that blocked
 		// through the window's end.
@@ -275,18 +297,39 @@ func (s *session) setUp() error {
 		return err
 	}
 	if s.wants(bundle.OffCPU) || s.wants(bundle.Wakeup) {
-		for _, p := range []*cebpf.Program{objs.OnSwitch, objs.OnWaking} {
+		// A kept block's user stack: by a task work where the kernel
+		// has them (nothing at every system call), else at the
+		// thread's syscall exit.
+		onSwitch := objs.OnSwitch
+		if s.opt.NoTaskWork {
+			s.twErr = errors.New("turned off")
+		} else if s.tw, s.twErr = loadSwitchTW(objs, uint64(s.opt.OffCPUThreshold.Nanoseconds())); s.twErr == nil {
+			onSwitch = s.tw.objs.OnSwitchTw
+		}
+		progs := []*cebpf.Program{onSwitch}
+		if s.wants(bundle.Wakeup) {
+			// Only the wakeup kind needs the wakers: offcpu alone
+			// leaves every wakeup on the machine untouched.
+			progs = append(progs, objs.OnWaking)
+		}
+		for _, p := range progs {
 			l, err := link.AttachTracing(link.TracingOptions{Program: p})
 			if err != nil {
 				return fmt.Errorf("attaching %s: %w", p, err)
 			}
 			s.links = append(s.links, l)
 		}
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: objs.OnSysExit})
-		if err != nil {
-			return fmt.Errorf("attaching raw_tp/sys_exit: %w", err)
+		if s.tw == nil {
+			l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: objs.OnSysExit})
+			if err != nil {
+				return fmt.Errorf("attaching raw_tp/sys_exit: %w", err)
+			}
+			s.links = append(s.links, l)
 		}
-		s.links = append(s.links, l)
+		var err error
+		if s.openIt, err = link.AttachIter(link.IterOptions{Program: objs.OpenBlocks}); err != nil {
+			return fmt.Errorf("attaching the open-blocks task iterator: %w", err)
+		}
 		if s.opt.noBlockedIter {
 			s.blockedErr = errors.New("turned off")
 		} else {
@@ -374,24 +417,52 @@ func (s *session) enable() (time.Time, uint64) {
 				if st != 'S' && st != 'D' {
 					continue
 				}
-				v := profcapStart{Ts: now, State: uint32(st), Flags: fInitial}
-				_ = s.objs.Starts.Update(uint32(tid), &v, cebpf.UpdateAny)
+				v := profcapStart{Ts: now, State: uint32(st), Flags: fInitial, Tgid: tgid}
+				_ = s.objs.Initial.Update(uint32(tid), &v, cebpf.UpdateAny)
 			}
 		}
 	}
 	if s.alloc != nil {
 		s.alloc.enable(s.tgids())
 	}
+	if s.tw != nil {
+		_ = s.tw.objs.Enabled.Set(uint32(1))
+	}
 	_ = s.objs.Enabled.Set(uint32(1))
 	return time.Now(), monoNow()
 }
 
+// exportOpen runs the open_blocks iterator once: the blocks open now are
+// in OpenOut after it.
+func (s *session) exportOpen() error {
+	rd, err := s.openIt.Open()
+	if err != nil {
+		return fmt.Errorf("running the open-blocks task iterator: %w", err)
+	}
+	_, err = io.Copy(io.Discard, rd)
+	_ = rd.Close()
+	if err != nil {
+		return fmt.Errorf("running the open-blocks task iterator: %w", err)
+	}
+	return nil
+}
+
 func (s *session) disable() (time.Time, uint64) {
 	_ = s.objs.Enabled.Set(uint32(0))
+	if s.tw != nil {
+		_ = s.tw.objs.Enabled.Set(uint32(0))
+	}
 	if s.alloc != nil {
 		s.alloc.disable()
 	}
 	return time.Now(), monoNow()
+}
+
+func (s *session) twProg() *cebpf.Program {
+	if s.tw == nil {
+		return nil
+	}
+	return s.tw.objs.OnSwitchTw
 }
 
 func (s *session) allocProg() *cebpf.Program {
@@ -511,7 +582,6 @@ const (
 	pExited  = 8
 
 	fWakeSeen    = 1
-	fSampled     = 2
 	fWaker       = 4
 	fWakerIRQ    = 8
 	fUstackStale = 16

@@ -6,7 +6,8 @@
  * (raw_tp/sys_exit, profcap.bpf.c): a thread that has not run again by the
  * window's end has none. This task iterator runs once, when the window
  * ends, and walks every task: for each thread of the tree whose block is
- * still open (a switch-out in `starts` not followed by a switch-in), or
+ * still open (a switch-out not followed by a switch-in: open_out, filled
+ * by profcap.bpf.c's open_blocks iterator just before this one), or
  * whose kept block waits for its system call's exit (`pendings`), it takes
  *
  *   the user stack  from the user registers the thread saved when it
@@ -24,7 +25,7 @@
  * window: the switch-out stays a timestamp.
  *
  * Shared with profcap.bpf.c through map replacement at load: procs,
- * starts, pendings, stacks, stats and the leaf fix-up tables. A kernel
+ * open_out, pendings, stacks, stats and the leaf fix-up tables. A kernel
  * that refuses this program (no sleepable task iterators: before 5.18, or
  * no bpf_copy_from_user_task) runs the others without it; the collector
  * then falls back on the thread's previous block's user stack.
@@ -49,7 +50,7 @@ struct blocked_stack {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384); /* as starts */
+	__uint(max_entries, 16384); /* as open_out */
 	__type(key, u32);
 	__type(value, struct blocked_stack);
 } blocked_out SEC(".maps");
@@ -101,12 +102,13 @@ int blocked_stacks(struct bpf_iter__task *ctx)
 	if (!tid || !tracked(tgid))
 		return 0;
 	struct blocked_stack out = {.tgid = tgid};
-	struct start *st = bpf_map_lookup_elem(&starts, &tid);
+	struct start *st = bpf_map_lookup_elem(&open_out, &tid);
 	/* Open: switched out and not back. A thread preempted in user mode
 	 * had its stacks taken at the switch-out already. */
 	bool open = st && st->ts && !(st->state == 'R' && (st->rustack || st->rkstack));
 	if (!open) {
-		if (!bpf_map_lookup_elem(&pendings, &tid))
+		struct pending *pd = bpf_map_lookup_elem(&pendings, &tid);
+		if (!pd || !pd->armed)
 			return 0;
 		out.flags |= B_PENDING;
 	}

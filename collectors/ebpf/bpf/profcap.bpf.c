@@ -18,6 +18,7 @@
  */
 #include "profcap.h"
 #include "unwind.h"
+#include "offcpu.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -59,8 +60,6 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	return 0;
 }
 
-/* flush_pending records a kept block whose user stack was never taken. */
-static __always_inline void add_off(struct off_key *k, u64 ns);
 
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *p)
@@ -68,15 +67,12 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	u32 tid = p->pid, tgid = p->tgid;
 	struct pending *pd = bpf_map_lookup_elem(&pendings, &tid);
 	if (pd) {
-		struct off_key k = pd->key;
-		k.flags |= F_USTACK_LOST;
-		stat(STAT_USTACK_LOST);
-		add_off(&k, pd->ns);
-		if (!bpf_map_delete_elem(&pendings, &tid))
+		if (pd->armed)
+			flush_lost(pd); /* exited before its user stack was taken */
+		if (!bpf_map_delete_elem(&pendings, &tid) && npending > 0)
 			__sync_fetch_and_add(&npending, -1);
 	}
-	bpf_map_delete_elem(&starts, &tid);
-	bpf_map_delete_elem(&last_users, &tid);
+	bpf_map_delete_elem(&last_users, &tid); /* its starts entry goes with the task */
 	if (tid != tgid)
 		return 0;
 	struct proc *pr = bpf_map_lookup_elem(&procs, &tgid);
@@ -119,169 +115,27 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
-/* ---- offcpu and wakeup ---- */
+/* ---- offcpu and wakeup (the hot path: offcpu.h) ---- */
 
-static __always_inline void add_off(struct off_key *k, u64 ns)
+/* The kept block waits in pendings for its thread's system call exit. */
+static __always_inline void await_user_stack(struct task_struct *next, u32 tid, struct pending *p)
 {
-	struct off_val *v = bpf_map_lookup_elem(&off_counts, k);
-	if (!v) {
-		struct off_val nv = {};
-		bpf_map_update_elem(&off_counts, k, &nv, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(&off_counts, k);
-		if (!v) {
-			stat(STAT_OFF_COUNTS_FULL);
-			return;
-		}
-	}
-	__sync_fetch_and_add(&v->ns, ns);
-	__sync_fetch_and_add(&v->count, 1);
-}
-
-static __always_inline u32 state_char(bool preempt, unsigned int st)
-{
-	if (preempt || (st & 0xff) == 0)
-		return 'R';
-	if (st & 0x400) /* TASK_NOLOAD: TASK_IDLE */
-		return 'I';
-	if (st & 1)
-		return 'S';
-	if (st & 2)
-		return 'D';
-	if (st & 4)
-		return 'T';
-	if (st & 8)
-		return 't';
-	return '?';
-}
-
-/* chance returns true with probability t / threshold_ns (t < threshold_ns). */
-static __always_inline bool chance(u64 t)
-{
-	return (((u64)bpf_get_prandom_u32() * threshold_ns) >> 32) < t;
-}
-
-static __always_inline void switch_out(void *ctx, struct task_struct *prev, u32 tid, bool preempt, unsigned int prev_state, u64 now)
-{
-	/* Cheap: a timestamp and the state, written in place into the
-	 * thread's entry (kept from block to block: no allocation, no delete
-	 * on a hot thread). Only a thread preempted in user mode (by an
-	 * interrupt: its saved registers are not a system call's, orig_ax is
-	 * -1) has its stacks taken here, in its own context, as it leaves no
-	 * syscall exit to take them at; such preemptions come at the rate of
-	 * ticks and IPIs. One preempted inside a system call (a wakeup
-	 * preemption in write(), say: at the target's switch rate) is
-	 * treated as a block and takes its user stack at its syscall exit. */
-	u32 state = state_char(preempt, prev_state);
-	u64 rk = 0, ru = 0;
-	if (state == 'R') {
-		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-		if ((long)BPF_CORE_READ(regs, orig_ax) == -1) {
-			rk = kernel_stack(ctx);
-			ru = user_stack_here(ctx);
-			if (!rk && !ru)
-				rk = 1; /* mark: taken (no stack) */
-		}
-	}
-	struct start *s = bpf_map_lookup_elem(&starts, &tid);
-	if (s) {
-		s->wake_ts = 0;
-		s->state = state;
-		s->flags = 0;
-		s->rustack = ru;
-		s->rkstack = rk;
-		s->ts = now;
-		return;
-	}
-	struct start ns = {.ts = now, .state = state, .rustack = ru, .rkstack = rk};
-	if (bpf_map_update_elem(&starts, &tid, &ns, BPF_ANY))
-		stat(STAT_OFF_STARTS_FULL);
-}
-
-static __always_inline void switch_in(struct task_struct *next, u32 tid, u32 tgid, u64 now)
-{
-	struct start *s = bpf_map_lookup_elem(&starts, &tid);
-	if (!s || !s->ts)
-		return; /* ts 0: not off CPU (the entry is kept for the next block) */
-	u64 t = now > s->ts ? now - s->ts : 0;
-	u64 w = 0;
-	if (t >= threshold_ns) {
-		w = t;
-		stat(STAT_OFF_EXACT);
-	} else if (s->flags & F_SAMPLED) {
-		/* Kept at waking with probability t_wake / threshold: weighting
-		 * it threshold * t / t_wake keeps the expected total at t. */
-		u64 tw = s->wake_ts > s->ts ? s->wake_ts - s->ts : 0;
-		w = tw ? threshold_ns * t / tw : threshold_ns;
-		stat(STAT_OFF_SAMPLED);
-	} else if (!(s->flags & F_WAKE_SEEN) && chance(t)) {
-		w = threshold_ns; /* no waking (preempted): decide now */
-		stat(STAT_OFF_SAMPLED);
-	} else {
-		stat(STAT_OFF_SKIPPED);
-		s->ts = 0;
-		return;
-	}
-	struct off_key k = {.tgid = tgid, .tid = tid, .state = s->state, .flags = s->flags & (F_WAKER | F_WAKER_IRQ | F_INITIAL)};
-	if (s->flags & F_WAKER) {
-		k.wustack = s->wustack;
-		k.wkstack = s->wkstack;
-		k.wtgid = s->wtgid;
-		k.wtid = s->wtid;
-	}
-	if (s->state == 'R' && (s->rustack || s->rkstack)) {
-		k.ustack = s->rustack;
-		k.kstack = s->rkstack == 1 ? 0 : s->rkstack;
-		add_off(&k, w);
-		s->ts = 0;
-		return;
-	}
-	/* The kernel stack it blocked in, now (it is still there); the user
-	 * stack when it is back in its own context, at its syscall exit. */
-	struct stack *st = scratch_stack();
-	if (st) {
-		long n = bpf_get_task_stack(next, st->ips, sizeof(st->ips), 0);
-		if (n > 0) {
-			st->nr = (u64)n / 8;
-			k.kstack = put_stack(st);
-		} else if (n < 0) {
-			stat(STAT_STACK_ERR);
-		}
-	}
-	s->ts = 0;
 	struct pending *old = bpf_map_lookup_elem(&pendings, &tid);
 	if (old) {
-		/* Blocked again before a syscall exit: the earlier block keeps
-		 * its kernel stack only. */
-		struct off_key ok = old->key;
-		ok.flags |= F_USTACK_LOST;
-		stat(STAT_USTACK_LOST);
-		add_off(&ok, old->ns);
+		flush_lost(old);
 		if (!bpf_map_delete_elem(&pendings, &tid))
 			__sync_fetch_and_add(&npending, -1);
 	}
-	struct pending p = {.key = k, .ns = w};
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(next);
-	p.uip = BPF_CORE_READ(regs, ip);
-	p.usp = BPF_CORE_READ(regs, sp);
-	if (!bpf_map_update_elem(&pendings, &tid, &p, BPF_NOEXIST))
+	if (!bpf_map_update_elem(&pendings, &tid, p, BPF_NOEXIST))
 		__sync_fetch_and_add(&npending, 1);
 	else
-		bpf_map_update_elem(&pendings, &tid, &p, BPF_ANY);
+		bpf_map_update_elem(&pendings, &tid, p, BPF_ANY);
 }
 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
 {
-	if (!enabled)
-		return 0;
-	u64 now = bpf_ktime_get_ns();
-	u32 ptid = prev->pid, ptgid = prev->tgid;
-	if (ptid && tracked(ptgid))
-		switch_out(ctx, prev, ptid, preempt, prev_state, now);
-	u32 ntid = next->pid, ntgid = next->tgid;
-	if (ntid && tracked(ntgid))
-		switch_in(next, ntid, ntgid, now);
-	return 0;
+	return on_switch_body(ctx, preempt, prev, next, prev_state);
 }
 
 SEC("tp_btf/sched_waking")
@@ -289,34 +143,36 @@ int BPF_PROG(on_waking, struct task_struct *p)
 {
 	if (!enabled)
 		return 0;
-	u32 tid = p->pid;
-	struct start *s = bpf_map_lookup_elem(&starts, &tid);
-	if (!s || !s->ts || (s->flags & F_WAKE_SEEN))
+	/* A thread still on its CPU has not switched out (woken before it
+	 * called schedule, or still switching): no block, or one too short
+	 * to matter. Else its last switch-out opened the block, and the
+	 * sample point, past that switch-out, says whether it is kept: only
+	 * the first group of the entry is read (see struct start). */
+	if (p->on_cpu || !p->pid)
+		return 0;
+	struct start *s = entry(p);
+	if (!s)
 		return 0;
 	u64 now = bpf_ktime_get_ns();
-	s->flags |= F_WAKE_SEEN;
-	s->wake_ts = now;
-	u64 t = now > s->ts ? now - s->ts : 0;
-	/* Decide here whether the block is kept, so that the waker's stacks
-	 * are taken only for kept blocks: all of at least threshold_ns, the
-	 * shorter with probability t / threshold_ns. */
-	if (t < threshold_ns) {
-		if (!chance(t))
-			return 0;
-		s->flags |= F_SAMPLED;
-	}
+	if (s->sp >= now)
+		return 0;
+	if (s->ts <= s->in_ts)
+		return 0; /* never switched out in the window: no block */
 	u64 id = bpf_get_current_pid_tgid();
+	u32 wflags = 0;
 	s->wtgid = id >> 32;
 	s->wtid = (u32)id;
-	s->flags |= F_WAKER;
 	s->wkstack = kernel_stack(ctx);
+	s->wustack = 0;
 	if (in_interrupt()) {
 		/* The interrupted task's user stack says nothing of the wakeup. */
-		s->flags |= F_WAKER_IRQ;
+		wflags = F_WAKER_IRQ;
 		stat(STAT_WAKER_IRQ);
 	} else if (s->wtid) {
 		s->wustack = user_stack_here(ctx);
 	}
+	s->wflags = wflags;
+	s->wk_ts = now;
 	if (s->wtid)
 		remember_comm(s->wtid, s->wtgid);
 	stat(STAT_WAKERS);
@@ -336,21 +192,35 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	u64 ip = BPF_CORE_READ(regs, ip), sp = BPF_CORE_READ(regs, sp);
-	struct off_key k = p->key;
-	u64 ns = p->ns;
-	if (ip == p->uip && sp == p->usp) {
-		k.ustack = user_stack(ctx, ip, sp);
-		struct last_user lu = {.uip = ip, .usp = sp, .ustack = k.ustack};
-		bpf_map_update_elem(&last_users, &tid, &lu, BPF_ANY);
-	} else {
-		/* It blocked outside this syscall (a page fault, say). */
-		k.flags |= F_USTACK_STALE;
-		stat(STAT_USTACK_STALE);
-	}
+	u64 us = ip == p->uip && sp == p->usp ? user_stack(ctx, ip, sp) : 0;
+	struct pending done = *p;
 	if (!bpf_map_delete_elem(&pendings, &tid))
 		__sync_fetch_and_add(&npending, -1);
-	add_off(&k, ns);
-	remember_comm(tid, k.tgid);
+	pending_done(&done, tid, ip, sp, us);
+	return 0;
+}
+
+/* open_blocks runs once at the window's end (the collector reads its
+ * iterator right after switching counting off): it copies every open
+ * block of the tree's threads (a switch-out not followed by a switch-in,
+ * or blocked at the opening and not seen since) from the task storage,
+ * which user space cannot walk, into open_out. */
+SEC("iter/task")
+int open_blocks(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	if (!task || !task->pid)
+		return 0;
+	struct start *s = entry(task);
+	if (!s || s->ts <= s->in_ts)
+		return 0;
+	u32 tid = task->pid;
+	struct start o = *s;
+	if (o.wk_ts <= o.ts)
+		o.wk_ts = 0; /* a waker of an earlier block */
+	if (task->__state == 0 /* TASK_RUNNING: woken, waiting for a CPU */)
+		o.flags |= F_WAKE_SEEN;
+	bpf_map_update_elem(&open_out, &tid, &o, BPF_ANY);
 	return 0;
 }
 

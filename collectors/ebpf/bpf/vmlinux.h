@@ -58,7 +58,23 @@ struct vm_area_struct {
 	struct file *vm_file;
 } __attribute__((preserve_access_index));
 
+/* The scheduler's clock of a run queue (sched_clock_cpu, updated as
+ * __schedule starts): reached from a task by its CFS run queue, a field
+ * of kernels with CONFIG_FAIR_GROUP_SCHED (checked with CO-RE). */
+struct rq {
+	u64 clock;
+} __attribute__((preserve_access_index));
+
+struct cfs_rq {
+	struct rq *rq;
+} __attribute__((preserve_access_index));
+
+struct sched_entity {
+	struct cfs_rq *cfs_rq;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
+	struct sched_entity se;
 	unsigned int __state;
 	int on_cpu;
 	unsigned int flags; /* PF_* */
@@ -70,6 +86,17 @@ struct task_struct {
 } __attribute__((preserve_access_index));
 
 struct linux_binprm;
+
+/* A task work in a map value (Linux 6.18; older kernels see a plain u64). */
+struct bpf_task_work {
+	u64 __opaque;
+} __attribute__((aligned(8)));
+
+/* Only as a pointer (the task work callback's first argument); a
+ * definition, as kfunc argument types are compared with the kernel's. */
+struct bpf_map {
+	u32 map_type;
+} __attribute__((preserve_access_index));
 
 /* The task iterator's context (iter/task). */
 struct bpf_iter_meta;

@@ -5,10 +5,16 @@
  *   fork DELAY_MS        fork two children that burn CPU, read a line from stdin, fork a
  *                        third DELAY_MS later; wait
  *   sleep                a thread loops nanosleep(1 ms) in sleep_loop(); main joins it
- *   pingpong SECONDS     two threads ping-pong a byte through two pipes for SECONDS,
+ *   pingpong SECONDS [PLACE]
+ *                        two threads ping-pong a byte through two pipes for SECONDS,
  *                        printing "rt N T" (round trips so far, CLOCK_MONOTONIC
- *                        seconds) every 100 ms, then "round_trips N seconds S"
+ *                        seconds) every 100 ms, then "round_trips N seconds S";
+ *                        PLACE "one": both threads on CPU 0, "two": one on CPU 0 and
+ *                        one on CPU 1 (else where the scheduler puts them)
  *   spinsleep            a thread burns CPU; another loops nanosleep in sleep_loop()
+ *   shortsleep           the main thread loops 50 us nanosleeps in short_nap(), printing
+ *                        "slept N T" (nanoseconds spent in nanosleep so far, CLOCK_MONOTONIC
+ *                        seconds) every 100 ms
  *   blocked              a thread "reader" blocks in wait_input() reading lines from
  *                        stdin, another ("napper") in long_nap(), a nanosleep of an
  *                        hour; prints "ready" when both have started, then for each
@@ -104,9 +110,21 @@ __attribute__((noinline)) void echo_loop(void)
 	}
 }
 
+static int echo_cpu = -1;
+
+static void pin(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
 static void *echo(void *arg)
 {
 	prctl(PR_SET_NAME, "echo");
+	if (echo_cpu >= 0)
+		pin(echo_cpu);
 	echo_loop();
 	return NULL;
 }
@@ -140,6 +158,29 @@ __attribute__((noinline)) unsigned long ping_loop(double secs)
 	return n;
 }
 
+static unsigned long long mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+__attribute__((noinline)) void short_nap(void)
+{
+	struct timespec ts = {0, 50000};
+	unsigned long long slept = 0, next = mono_ns() + 100000000ULL;
+	for (;;) {
+		unsigned long long t0 = mono_ns();
+		nanosleep(&ts, NULL);
+		unsigned long long t1 = mono_ns();
+		slept += t1 - t0;
+		if (t1 >= next) {
+			printf("slept %llu %.6f\n", slept, t1 / 1e9);
+			next += 100000000ULL;
+		}
+	}
+}
+
 static pid_t spawn_burner(void)
 {
 	pid_t p = fork();
@@ -169,6 +210,8 @@ int main(int argc, char **argv)
 		printf("forked 3\n");
 		while (wait(NULL) > 0)
 			;
+	} else if (!strcmp(mode, "shortsleep")) {
+		short_nap();
 	} else if (!strcmp(mode, "sleep") || !strcmp(mode, "spinsleep")) {
 		pthread_t t, u;
 		pthread_create(&t, NULL, sleeper, NULL);
@@ -185,9 +228,14 @@ int main(int argc, char **argv)
 		return 0;
 	} else if (!strcmp(mode, "pingpong")) {
 		double secs = argc > 2 ? atof(argv[2]) : 5;
+		const char *place = argc > 3 ? argv[3] : "";
 		pthread_t t;
 		if (pipe(a) || pipe(b))
 			return 1;
+		if (!strcmp(place, "one") || !strcmp(place, "two")) {
+			pin(0);
+			echo_cpu = place[1] == 'n' ? 0 : 1;
+		}
 		pthread_create(&t, NULL, echo, NULL);
 		double t0 = now();
 		unsigned long n = ping_loop(secs);
