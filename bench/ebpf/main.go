@@ -79,9 +79,9 @@ type Result struct {
 func (r Result) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ping-pong, %s offcpu windows; rate kept = round trips a second in the window / outside it, same placement\n", r.Window)
-	fmt.Fprintf(&b, "%-34s %-6s %12s %8s %14s %12s\n", "capture", "place", "rt/s outside", "kept", "CPU/window-s", "end→profile")
+	fmt.Fprintf(&b, "%-37s %-6s %12s %8s %14s %12s\n", "capture", "place", "rt/s outside", "kept", "CPU/window-s", "end→profile")
 	for _, x := range r.Rows {
-		fmt.Fprintf(&b, "%-34s %-6s %12.0f %7.1f%% %11.1f ms %12s\n", x.Name, x.Place, x.Base, 100*x.Kept,
+		fmt.Fprintf(&b, "%-37s %-6s %12.0f %7.1f%% %11.1f ms %12s\n", x.Name, x.Place, x.Base, 100*x.Kept,
 			float64(x.CPU.Microseconds())/1000/r.Window.Seconds(), x.ToResult.Round(time.Millisecond))
 	}
 	return b.String()

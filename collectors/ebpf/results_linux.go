@@ -636,6 +636,14 @@ func (r *reader) offComments(st stats) []string {
 	thr := r.s.opt.OffCPUThreshold
 	c := []string{fmt.Sprintf("ebpf: off-CPU time from sched_switch to the next switch-in; blocks of at least %s recorded exactly (%d), shorter ones by sample points, a Poisson process of one per %s per thread (%d kept: those with a point, each weighing %s plus its time from the point to its end, so totals are unbiased; %d not)",
 		thr, st[profcapStatSTAT_OFF_EXACT], thr, st[profcapStatSTAT_OFF_SAMPLED], thr, st[profcapStatSTAT_OFF_SKIPPED])}
+	if r.s.tw != nil {
+		c = append(c, "ebpf: user stacks of kept blocks: taken by a BPF task work as each thread returns to user space (nothing runs at every system call)")
+	} else {
+		c = append(c, fmt.Sprintf("ebpf: user stacks of kept blocks: taken at each thread's system call exit (raw_tp/sys_exit, which puts every system call on the tracing slow path): no BPF task work (%v)", r.s.twErr))
+	}
+	if n := st[profcapStatSTAT_TW_FAILED]; n > 0 {
+		c = append(c, fmt.Sprintf("%s%d kept blocks lost their user stack: the task work that takes it could not be scheduled", bundle.WarningPrefix, n))
+	}
 	if n := st[profcapStatSTAT_FIXUPS]; n > 0 {
 		c = append(c, fmt.Sprintf("ebpf: the leaf fix-up restored %d frames skipped by frame-pointer unwinding (callers of frameless libc code, from its .eh_frame)", n))
 	}
