@@ -104,6 +104,23 @@ var (
 	rbLoop     = lazyRE(`(?i)reactor|thread_pool|server\.rb|selector|event_?machine|nio|async/|falcon|sidekiq/(?:manager|launcher|scheduled|fetch)`)
 )
 
+// WakeupSeparator is the frame of a wakeup stack (bcc's offwaketime
+// layout) between the blocked stack, rootward, and the waker's stack,
+// leafward, above which the waker's name is the leaf.
+const WakeupSeparator = "--"
+
+// SplitWakeup splits a wakeup stack (leaf first) into the waker's part
+// (the waker's name first, then its stack from its root to its leaf) and
+// the blocked stack (leaf first); ok is false without a separator.
+func SplitWakeup(frames []Frame) (waker, blocked []Frame, ok bool) {
+	for i, f := range frames {
+		if f.Name == WakeupSeparator {
+			return frames[:i], frames[i+1:], true
+		}
+	}
+	return nil, frames, false
+}
+
 // ProfilerStack reports whether a stack runs a profiler serving the
 // capture (fgprof, net/http/pprof, a console subscriber's watch stream):
 // the capture's cost, not the program's work.
@@ -122,6 +139,13 @@ func ProfilerStack(frames []Frame) bool {
 func IdleReason(kind string, frames []Frame) string {
 	if !IdleKind(kind) || len(frames) == 0 {
 		return ""
+	}
+	if kind == "wakeup" {
+		// Idle or not is the blocked thread's: its stack is rootward of
+		// the separator.
+		if _, blocked, ok := SplitWakeup(frames); ok {
+			frames = blocked
+		}
 	}
 	for _, f := range frames {
 		if match(profilerRE, f.Name) {

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -90,6 +91,14 @@ func (a *attributor) compute(s *profile.Sample) attribution {
 	}
 	at.Idle = flame.IdleReason(string(a.kind), fs)
 	at.Wait = flame.Waiting(string(a.kind), fs)
+	if a.kind == bundle.Wakeup {
+		// The code that waited, and who woke it.
+		if waker, blocked, ok := flame.SplitWakeup(fs); ok && len(blocked) > 0 {
+			at.Key, _ = waiter(blocked)
+			at.Via = wokenBy(waker)
+			return at
+		}
+	}
 	if waitKind(a.kind) {
 		at.Key, at.Via = waiter(fs)
 		return at
@@ -165,6 +174,34 @@ func waiter(fs []flame.Frame) (key, via string) {
 		return n, ""
 	}
 	return fs[0].Name, ""
+}
+
+// wokenBy names the waker of a wakeup sample from its part of the stack
+// (leaf first: the waker's name, then its stack from root to leaf): its
+// innermost frame of user code, else its name; the collector's markers
+// for blocks without one say why.
+func wokenBy(waker []flame.Frame) string {
+	if len(waker) == 0 {
+		return ""
+	}
+	switch n := waker[0].Name; {
+	case strings.HasPrefix(n, "[not woken"):
+		return "not woken in the window"
+	case n == "[interrupt]":
+		return "woken by an interrupt"
+	case strings.HasPrefix(n, "[waker unknown"):
+		return ""
+	}
+	if len(waker) == 1 {
+		return "woken by " + waker[0].Name
+	}
+	// The waker's stack leaf first, named as a waiter's is: its
+	// innermost user code, else its outermost frame that is not a
+	// thread's entry (a Go scheduler's runtime.wakep, say).
+	stack := slices.Clone(waker[1:])
+	slices.Reverse(stack)
+	key, _ := waiter(stack)
+	return "woken by " + flame.ShortName(key)
 }
 
 func entryFrame(n string) bool {

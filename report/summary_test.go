@@ -450,3 +450,46 @@ func TestOutlierCPUIgnoresProfilerAndRuntime(t *testing.T) {
 		}
 	}
 }
+
+// A wakeup sample (offwaketime's layout, leaf first: the waker's name, its
+// stack from root to leaf, "--", the blocked stack) is the code that
+// waited, woken by the waker's innermost code; blocks without a waker say
+// why.
+func TestWakeupAttribution(t *testing.T) {
+	fr := func(names ...string) []flame.Frame {
+		var fs []flame.Frame
+		for _, n := range names {
+			f := flame.Frame{Name: n, Lang: flame.LangOther}
+			if strings.HasPrefix(n, "do_") || strings.HasPrefix(n, "futex") || strings.HasPrefix(n, "entry_") || n == "try_to_wake_up" {
+				f.Lang = flame.LangKernel
+			}
+			fs = append(fs, f)
+		}
+		return fs
+	}
+	blocked := []string{"futex_wait", "do_syscall_64", "entry_SYSCALL_64_after_hwframe", "__GI___futex_abstimed_wait", "pool_get", "handle_step", "main"}
+	for _, tc := range []struct {
+		waker    []string
+		key, via string
+	}{
+		{[]string{"reaper", "main", "reap_idle", "pool_put", "__GI___futex_wake", "entry_SYSCALL_64_after_hwframe", "do_syscall_64", "try_to_wake_up"}, "pool_get", "woken by pool_put"},
+		{[]string{"[not woken: still blocked at the window's end]"}, "pool_get", "not woken in the window"},
+		{[]string{"[interrupt]", "[in interrupt]", "try_to_wake_up"}, "pool_get", "woken by an interrupt"},
+	} {
+		a := newAttributor(bundle.Wakeup)
+		fs := fr(append(append(tc.waker, flame.WakeupSeparator), blocked...)...)
+		var s profile.Sample
+		kernel := &profile.Mapping{ID: 1, File: "[kernel.kallsyms]"}
+		for i := range fs {
+			l := &profile.Location{ID: uint64(i + 1), Line: []profile.Line{{Function: &profile.Function{Name: fs[i].Name}}}}
+			if fs[i].Lang == flame.LangKernel {
+				l.Mapping = kernel
+			}
+			s.Location = append(s.Location, l)
+		}
+		at := a.compute(&s)
+		if at.Key != tc.key || at.Via != tc.via {
+			t.Errorf("waker %v: %q via %q, want %q via %q", tc.waker, at.Key, at.Via, tc.key, tc.via)
+		}
+	}
+}

@@ -167,7 +167,8 @@ const (
 	profcapStatSTAT_WAKER_IRQ       profcapStat = 13
 	profcapStatSTAT_PROCS_FULL      profcapStat = 14
 	profcapStatSTAT_TW_FAILED       profcapStat = 15
-	profcapStatSTAT_MAX             profcapStat = 16
+	profcapStatSTAT_STACKS_BUSY     profcapStat = 16
+	profcapStatSTAT_MAX             profcapStat = 17
 )
 
 // Names of all BPF objects in the ELF.

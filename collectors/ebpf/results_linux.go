@@ -407,7 +407,17 @@ func (r *reader) cpuProfile(st stats) (*profile.Profile, []string) {
 func stackWarnings(st stats) []string {
 	var out []string
 	if st[profcapStatSTAT_STACKS_FULL] > 0 {
-		out = append(out, fmt.Sprintf("%s%d stacks lost: the stack store (32768 stacks) was full or busy", bundle.WarningPrefix, st[profcapStatSTAT_STACKS_FULL]))
+		out = append(out, fmt.Sprintf("%s%d stacks lost: the stack store (32768 stacks) was full", bundle.WarningPrefix, st[profcapStatSTAT_STACKS_FULL]))
+	}
+	// A program that interrupts another's write to the same bucket on
+	// its CPU (a cpu sample during a switch's) cannot store: a handful a
+	// window is noise, not a warning.
+	if n := st[profcapStatSTAT_STACKS_BUSY]; n > 0 {
+		pre := "ebpf: "
+		if n > 100 {
+			pre = bundle.WarningPrefix
+		}
+		out = append(out, fmt.Sprintf("%s%d stacks not stored: a program interrupted another's write to the stack store on the same CPU", pre, n))
 	}
 	if st[profcapStatSTAT_STACK_ERR] > 0 {
 		out = append(out, fmt.Sprintf("%s%d stacks could not be walked (bpf_get_stack failed)", bundle.WarningPrefix, st[profcapStatSTAT_STACK_ERR]))

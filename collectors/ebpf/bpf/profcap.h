@@ -33,6 +33,7 @@ enum stat {
 	STAT_WAKER_IRQ,       /* wakers in interrupt context (no user stack) */
 	STAT_PROCS_FULL,      /* a forked process could not be tracked */
 	STAT_TW_FAILED,       /* a task work could not be scheduled: user stack lost */
+	STAT_STACKS_BUSY,     /* the store's bucket was being written on this CPU (a sample interrupting a write) */
 	STAT_MAX,
 };
 
@@ -437,7 +438,7 @@ static __always_inline u64 put_stack(struct stack *s)
 		return h;
 	long err = bpf_map_update_elem(&stacks, &h, s, BPF_NOEXIST);
 	if (err && err != -17 /* EEXIST */) {
-		stat(STAT_STACKS_FULL);
+		stat(err == -16 /* EBUSY */ ? STAT_STACKS_BUSY : STAT_STACKS_FULL);
 		return 0;
 	}
 	return h;
