@@ -136,13 +136,16 @@ type allocOffVal struct {
 }
 
 type allocPending struct {
-	_      structs.HostLayout
-	Key    allocOffKey
-	Ns     uint64
-	WakeNs uint64
-	Armed  uint32
-	Pad    uint32
-	Tw     struct {
+	_       structs.HostLayout
+	Key     allocOffKey
+	Ns      uint64
+	WakeNs  uint64
+	Armed   uint32
+	Has2    uint32
+	Key2    allocOffKey
+	Ns2     uint64
+	WakeNs2 uint64
+	Tw      struct {
 		_      structs.HostLayout
 		Opaque uint64
 	}

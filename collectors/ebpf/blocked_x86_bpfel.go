@@ -86,13 +86,16 @@ type blockedOffVal struct {
 }
 
 type blockedPending struct {
-	_      structs.HostLayout
-	Key    blockedOffKey
-	Ns     uint64
-	WakeNs uint64
-	Armed  uint32
-	Pad    uint32
-	Tw     struct {
+	_       structs.HostLayout
+	Key     blockedOffKey
+	Ns      uint64
+	WakeNs  uint64
+	Armed   uint32
+	Has2    uint32
+	Key2    blockedOffKey
+	Ns2     uint64
+	WakeNs2 uint64
+	Tw      struct {
 		_      structs.HostLayout
 		Opaque uint64
 	}

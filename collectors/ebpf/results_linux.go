@@ -410,14 +410,15 @@ func stackWarnings(st stats) []string {
 		out = append(out, fmt.Sprintf("%s%d stacks lost: the stack store (32768 stacks) was full", bundle.WarningPrefix, st[profcapStatSTAT_STACKS_FULL]))
 	}
 	// A program that interrupts another's write to the same bucket on
-	// its CPU (a cpu sample during a switch's) cannot store: a handful a
-	// window is noise, not a warning.
+	// its CPU (a cpu sample during a switch's), or finds the allocator's
+	// per-CPU cache empty, cannot store: a handful a window is noise, not
+	// a warning.
 	if n := st[profcapStatSTAT_STACKS_BUSY]; n > 0 {
 		pre := "ebpf: "
 		if n > 100 {
 			pre = bundle.WarningPrefix
 		}
-		out = append(out, fmt.Sprintf("%s%d stacks not stored: a program interrupted another's write to the stack store on the same CPU", pre, n))
+		out = append(out, fmt.Sprintf("%s%d stacks not stored: the stack store was busy on that CPU (a program interrupting another's write) or could not allocate for a moment", pre, n))
 	}
 	if st[profcapStatSTAT_STACK_ERR] > 0 {
 		out = append(out, fmt.Sprintf("%s%d stacks could not be walked (bpf_get_stack failed)", bundle.WarningPrefix, st[profcapStatSTAT_STACK_ERR]))
@@ -455,7 +456,7 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 		case k.Flags&fUstackStale != 0:
 			b.reason = "[user stack not taken: it blocked outside a system call]"
 		case k.Flags&fUstackLost != 0:
-			b.reason = "[user stack not taken: it blocked again, or exited, before its system call returned]"
+			b.reason = "[user stack not taken: it blocked again elsewhere, or exited, before it returned to user space]"
 		}
 		out = append(out, b)
 	}
@@ -476,6 +477,13 @@ func (r *reader) offBlocks(startMono, endMono uint64) []block {
 			b.reason = "[user stack not taken: the window ended before its system call returned]"
 		}
 		out = append(out, b)
+		if pd.Has2 != 0 {
+			// A second block in the same kernel entry: the same user stack.
+			b2 := b
+			b2.key, b2.ns, b2.wakeNs = pd.Key2, pd.Ns2, pd.WakeNs2
+			b2.key.Ustack = b.key.Ustack
+			out = append(out, b2)
+		}
 	}
 	var sv profcapStart
 	sit := r.s.objs.OpenOut.Iterate()

@@ -83,13 +83,16 @@ type switchtwOffVal struct {
 }
 
 type switchtwPending struct {
-	_      structs.HostLayout
-	Key    switchtwOffKey
-	Ns     uint64
-	WakeNs uint64
-	Armed  uint32
-	Pad    uint32
-	Tw     struct {
+	_       structs.HostLayout
+	Key     switchtwOffKey
+	Ns      uint64
+	WakeNs  uint64
+	Armed   uint32
+	Has2    uint32
+	Key2    switchtwOffKey
+	Ns2     uint64
+	WakeNs2 uint64
+	Tw      struct {
 		_      structs.HostLayout
 		Opaque uint64
 	}

@@ -158,14 +158,62 @@ static __always_inline void switch_in(struct task_struct *next, struct start *s,
 	await_user_stack(next, tid, &p);
 }
 
-/* flush_lost records a kept block that was still waiting for its user
- * stack when its thread blocked again: it keeps its kernel stack only. */
+/* flush_lost records kept blocks that were still waiting for their user
+ * stack when their thread blocked again elsewhere, or exited: they keep
+ * their kernel stack only. */
 static __always_inline void flush_lost(struct pending *old)
 {
 	struct off_key ok = old->key;
 	ok.flags |= F_USTACK_LOST;
 	stat(STAT_USTACK_LOST);
 	add_off(&ok, old->ns, old->wake_ns);
+	if (old->has2) {
+		ok = old->key2;
+		ok.flags |= F_USTACK_LOST;
+		stat(STAT_USTACK_LOST);
+		add_off(&ok, old->ns2, old->wake_ns2);
+	}
+}
+
+static __always_inline bool same_key(struct off_key *a, struct off_key *b)
+{
+	u64 *x = (u64 *)a, *y = (u64 *)b;
+	for (int i = 0; i < (int)(sizeof(struct off_key) / 8); i++)
+		if (x[i] != y[i])
+			return false;
+	return true;
+}
+
+/* join_pending adds p to pd when pd still waits and p's thread blocked
+ * in the same kernel entry (the same user registers): both get the user
+ * stack of that entry. False: pd is another entry's, or no longer waits. */
+static __always_inline bool join_pending(struct pending *pd, struct pending *p)
+{
+	if (!pd->armed || pd->uip != p->uip || pd->usp != p->usp)
+		return false;
+	if (same_key(&pd->key, &p->key)) {
+		pd->ns += p->ns;
+		pd->wake_ns += p->wake_ns;
+		return true;
+	}
+	if (pd->has2 && same_key(&pd->key2, &p->key)) {
+		pd->ns2 += p->ns;
+		pd->wake_ns2 += p->wake_ns;
+		return true;
+	}
+	if (pd->has2) {
+		/* A third kind of block in one entry: the second is recorded
+		 * now without its user stack. */
+		struct off_key ok = pd->key2;
+		ok.flags |= F_USTACK_LOST;
+		stat(STAT_USTACK_LOST);
+		add_off(&ok, pd->ns2, pd->wake_ns2);
+	}
+	pd->key2 = p->key;
+	pd->ns2 = p->ns;
+	pd->wake_ns2 = p->wake_ns;
+	pd->has2 = 1;
+	return true;
 }
 
 /* pending_done records a kept block with the user stack its thread has
@@ -184,6 +232,12 @@ static __always_inline void pending_done(struct pending *p, u32 tid, u64 ip, u64
 		stat(STAT_USTACK_STALE);
 	}
 	add_off(&k, p->ns, p->wake_ns);
+	if (p->has2) {
+		struct off_key k2 = p->key2;
+		k2.ustack = k.ustack;
+		k2.flags |= k.flags & F_USTACK_STALE;
+		add_off(&k2, p->ns2, p->wake_ns2);
+	}
 	remember_comm(tid, k.tgid);
 }
 

@@ -122,6 +122,8 @@ static __always_inline void await_user_stack(struct task_struct *next, u32 tid, 
 {
 	struct pending *old = bpf_map_lookup_elem(&pendings, &tid);
 	if (old) {
+		if (join_pending(old, p))
+			return;
 		flush_lost(old);
 		if (!bpf_map_delete_elem(&pendings, &tid))
 			__sync_fetch_and_add(&npending, -1);

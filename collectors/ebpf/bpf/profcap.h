@@ -33,7 +33,7 @@ enum stat {
 	STAT_WAKER_IRQ,       /* wakers in interrupt context (no user stack) */
 	STAT_PROCS_FULL,      /* a forked process could not be tracked */
 	STAT_TW_FAILED,       /* a task work could not be scheduled: user stack lost */
-	STAT_STACKS_BUSY,     /* the store's bucket was being written on this CPU (a sample interrupting a write) */
+	STAT_STACKS_BUSY,     /* the store was busy on this CPU, or could not allocate for a moment */
 	STAT_MAX,
 };
 
@@ -139,7 +139,13 @@ struct pending {
 	u64 ns;
 	u64 wake_ns;
 	u32 armed; /* 1: waiting; 0: done (switchtw.bpf.c keeps the entry) */
-	u32 pad;
+	u32 has2;  /* a second block in the same kernel entry (key2) */
+	/* A thread can block twice before it is back in user space (a
+	 * futex wait, then a preemption on the way out): both have the user
+	 * stack of that one entry. */
+	struct off_key key2;
+	u64 ns2;
+	u64 wake_ns2;
 	struct bpf_task_work tw; /* switchtw.bpf.c's task work */
 	u64 uip; /* user registers when it blocked */
 	u64 usp;
@@ -438,7 +444,11 @@ static __always_inline u64 put_stack(struct stack *s)
 		return h;
 	long err = bpf_map_update_elem(&stacks, &h, s, BPF_NOEXIST);
 	if (err && err != -17 /* EEXIST */) {
-		stat(err == -16 /* EBUSY */ ? STAT_STACKS_BUSY : STAT_STACKS_FULL);
+		/* -E2BIG: max_entries reached; else busy (-EBUSY: a program
+		 * interrupted another's write to the bucket on this CPU) or out
+		 * of memory for a moment (-ENOMEM: the allocator's per-CPU cache
+		 * empty in a context that cannot refill it). */
+		stat(err == -7 /* E2BIG */ ? STAT_STACKS_FULL : STAT_STACKS_BUSY);
 		return 0;
 	}
 	return h;

@@ -75,13 +75,16 @@ static __always_inline void await_user_stack(struct task_struct *next, u32 tid, 
 			return;
 		}
 	}
+	if (join_pending(pd, p))
+		return; /* its work is scheduled and will take both */
 	if (pd->armed)
-		flush_lost(pd); /* blocked again before it returned to user space */
+		flush_lost(pd); /* blocked again elsewhere before it returned to user space */
 	pd->key = p->key;
 	pd->ns = p->ns;
 	pd->wake_ns = p->wake_ns;
 	pd->uip = p->uip;
 	pd->usp = p->usp;
+	pd->has2 = 0;
 	pd->armed = 1;
 	/* -EBUSY: its work is scheduled already and will take this block. */
 	long err = bpf_task_work_schedule_resume_impl(next, &pd->tw, &pendings, take_user_stack, 0);
