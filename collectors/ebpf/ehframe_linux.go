@@ -34,11 +34,18 @@ func (u *unwindInfo) addLibraries(pid int) {
 	if err != nil {
 		return
 	}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	seen := map[profcapFileKey]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 6 || !strings.Contains(f[1], "x") || !frameless(f[5]) {
+		if len(f) < 6 || !strings.Contains(f[1], "x") {
+			continue
+		}
+		// libc and ld.so by their .eh_frame; the executable when it is a
+		// Go program, by its pclntab (Go's frameless leaf functions).
+		isExe := exe != "" && strings.Join(f[5:], " ") == exe
+		if !frameless(f[5]) && !isExe {
 			continue
 		}
 		maj, min, _ := strings.Cut(f[3], ":")
@@ -56,11 +63,25 @@ func (u *unwindInfo) addLibraries(pid int) {
 			u.notes = append(u.notes, fmt.Sprintf("%sno leaf fix-up for %s: %v", warningPrefix, path, err))
 			continue
 		}
-		rows, err := spRows(ef)
-		ef.Close()
-		if err != nil || len(rows) == 0 {
-			u.notes = append(u.notes, fmt.Sprintf("%sno leaf fix-up for %s: its .eh_frame: %v", warningPrefix, path, err))
-			continue
+		var rows []cfaRow
+		if isExe {
+			if ef.Section(".gopclntab") == nil {
+				ef.Close()
+				continue // not a Go program: its frames are its own
+			}
+			rows, err = goSPRows(ef)
+			ef.Close()
+			if err != nil || len(rows) == 0 {
+				u.notes = append(u.notes, fmt.Sprintf("ebpf: no leaf fix-up for the Go program %s: its pclntab: %v", path, err))
+				continue
+			}
+		} else {
+			rows, err = spRows(ef)
+			ef.Close()
+			if err != nil || len(rows) == 0 {
+				u.notes = append(u.notes, fmt.Sprintf("%sno leaf fix-up for %s: its .eh_frame: %v", warningPrefix, path, err))
+				continue
+			}
 		}
 		if len(u.rows)+len(rows) > maxRows {
 			u.notes = append(u.notes, fmt.Sprintf("%sno leaf fix-up for %s: the table is full", warningPrefix, path))
@@ -70,6 +91,10 @@ func (u *unwindInfo) addLibraries(pid int) {
 		for _, r := range rows {
 			u.rows = append(u.rows, profcapRow{Off: uint32(r.Off), Cfa: r.CFA})
 		}
-		u.libs = append(u.libs, fmt.Sprintf("%s (%d rows)", filepath.Base(path), len(rows)))
+		if isExe {
+			u.libs = append(u.libs, fmt.Sprintf("%s (Go pclntab: %d rows)", filepath.Base(path), len(rows)))
+		} else {
+			u.libs = append(u.libs, fmt.Sprintf("%s (%d rows)", filepath.Base(path), len(rows)))
+		}
 	}
 }

@@ -663,10 +663,10 @@ func (r *reader) offComments(st stats) []string {
 		c = append(c, fmt.Sprintf("%s%d kept blocks lost their user stack: the task work that takes it could not be scheduled", bundle.WarningPrefix, n))
 	}
 	if n := st[profcapStatSTAT_FIXUPS]; n > 0 {
-		c = append(c, fmt.Sprintf("ebpf: the leaf fix-up restored %d frames skipped by frame-pointer unwinding (callers of frameless libc code, from its .eh_frame)", n))
+		c = append(c, fmt.Sprintf("ebpf: the leaf fix-up restored %d frames skipped by frame-pointer unwinding (callers of frameless code: of libc's from its .eh_frame, of a Go program's leaves from its pclntab)", n))
 	}
 	if len(r.s.unw.libs) > 0 {
-		c = append(c, "ebpf: leaf fix-up tables (.eh_frame CFI): "+strings.Join(r.s.unw.libs, ", "))
+		c = append(c, "ebpf: leaf fix-up tables (.eh_frame CFI; a Go program's pclntab): "+strings.Join(r.s.unw.libs, ", "))
 	} else {
 		c = append(c, bundle.WarningPrefix+"stacks are cut above frameless libc code: no leaf fix-up table (libc not found in the target's maps, or its .eh_frame unreadable), so the caller of a system-call wrapper is missing")
 	}

@@ -22,9 +22,20 @@ func buildUnwind(pid int) *unwindInfo {
 }
 
 func (u *unwindInfo) install(objs *profcapObjects) error {
-	for i, r := range u.rows {
-		if err := objs.UnwindRows.Update(uint32(i), r, 0); err != nil {
-			return err
+	if len(u.rows) == 0 {
+		return nil
+	}
+	// In one batch where the kernel has them (5.6+): a Go program's table
+	// is 100,000 rows and more.
+	keys := make([]uint32, len(u.rows))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := objs.UnwindRows.BatchUpdate(keys, u.rows, nil); err != nil {
+		for i, r := range u.rows {
+			if err := objs.UnwindRows.Update(uint32(i), r, 0); err != nil {
+				return err
+			}
 		}
 	}
 	for k, v := range u.files {
