@@ -297,6 +297,21 @@ func (p *process) closeJIT() {
 	}
 }
 
+// Inherit gives pid, when Snapshot recorded nothing of it, the mappings
+// recorded of parent: a child that exited before its own snapshot, and
+// did not exec, had its parent's layout. The two share the record (and its
+// JIT sources) from then on.
+func (s *Symbolizer) Inherit(pid, parent int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.procs[pid]; ok {
+		return
+	}
+	if p := s.procs[parent]; p != nil {
+		s.procs[pid] = p
+	}
+}
+
 // Forget drops what Snapshot recorded of pid (a process that exited and
 // whose stacks are all symbolised). Files shared with other processes stay
 // cached.
@@ -304,8 +319,12 @@ func (s *Symbolizer) Forget(pid int) {
 	s.mu.Lock()
 	p := s.procs[pid]
 	delete(s.procs, pid)
+	shared := false
+	for _, q := range s.procs {
+		shared = shared || q == p
+	}
 	s.mu.Unlock()
-	if p != nil {
+	if p != nil && !shared {
 		p.closeJIT()
 	}
 }

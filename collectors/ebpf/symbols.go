@@ -1,7 +1,7 @@
 package ebpf
 
-// Frame is one symbolised address; the fields are those of the planned
-// symbolize.Frame, so that switching to that package changes no caller.
+// Frame is one symbolised address (symbolize.Frame's fields the
+// collector uses).
 type Frame struct {
 	Function, File string
 	Line           int
@@ -11,9 +11,8 @@ type Frame struct {
 	Known          bool
 }
 
-// symbolizer is what the collector needs of symbolisation: the planned
-// symbolize.Symbolizer's methods. Until that package lands, elfSymbolizer
-// (symbols_linux.go) implements it.
+// symbolizer is what the collector needs of symbolisation: the
+// symbolize.Symbolizer's methods (symbols_linux.go adapts it).
 type symbolizer interface {
 	// Snapshot records /proc/PID/maps, so that its addresses resolve after
 	// the process exits.
