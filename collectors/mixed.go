@@ -386,7 +386,7 @@ func newJoiner(interp []interpSample, cpu, off []nativeSample) *joiner {
 	return j
 }
 
-// crossesSwitch reports whether thread tid switched out or in strictly
+// crossesSwitch reports whether thread tid blocked or woke strictly
 // between times x and y, other than in interval self.
 func (j *joiner) crossesSwitch(tid int, x, y int64, self *nativeSample) bool {
 	if x > y {
@@ -398,6 +398,12 @@ func (j *joiner) crossesSwitch(tid int, x, y int64, self *nativeSample) bool {
 	for ; i < len(ivs) && ivs[i].time < y; i++ {
 		iv := &ivs[i]
 		if self != nil && iv.time == self.time && iv.end == self.end {
+			continue
+		}
+		if iv.state == "R" {
+			// Preempted: it resumed where it was, in the same stack
+			// (the sampling tool's own thread preempts it on a busy
+			// machine, just as it takes its sample).
 			continue
 		}
 		if iv.time > x && iv.time < y || iv.end > x && iv.end < y {

@@ -329,3 +329,32 @@ func TestPerfMapWriterLeavesForeignMap(t *testing.T) {
 		t.Errorf("note %q", n)
 	}
 }
+
+// A preemption does not change the Ruby stack: the thread resumes where
+// it was. rbspy's own thread preempts the worker as it reads it, so its
+// sample is stamped just inside a short R interval, and a cpu sample in
+// the Rust step 2 ms later must still join it rather than the next
+// sample, taken after the thread blocked and in its idle loop.
+func TestJoinAcrossPreemption(t *testing.T) {
+	const pthread, tid = 0x7f00, 42
+	t0 := int64(1.8e18)
+	rust := nstack("/lib/libworker_core.so:worker_core::compute::checksum_block", "/lib/libworker_core.so:worker_core_process_step",
+		"/usr/lib/libffi.so.8:libffi.so.8+0x6f7a", "[unknown]:[unknown]")
+	interp := []interpSample{
+		{thread: pthread, time: t0 + 10*ms, frames: istack("<main>", "idle_until", "sleep [c function]")},
+		{thread: pthread, time: t0 + 23*ms, frames: istack("<main>", "handle_step", "process_step", "call [c function]")},
+		{thread: pthread, time: t0 + 33*ms, frames: istack("<main>", "idle_until", "sleep [c function]")},
+	}
+	cpu := []nativeSample{{tid: tid, comm: "ruby", time: t0 + 25*ms, end: t0 + 25*ms, frames: rust}}
+	off := []nativeSample{
+		{tid: tid, comm: "ruby", time: t0 + 5*ms, end: t0 + 21*ms, state: "S", frames: nstack("/usr/lib/libc.so.6:ppoll")},
+		// rbspy's read: preempted for 60 us, the sample stamped inside it.
+		{tid: tid, comm: "ruby", time: t0 + 22*ms + 980*int64(time.Microsecond), end: t0 + 23*ms + 40*int64(time.Microsecond), state: "R", frames: rust},
+		{tid: tid, comm: "ruby", time: t0 + 27*ms, end: t0 + 40*ms, state: "S", frames: nstack("/usr/lib/libc.so.6:ppoll")},
+	}
+	j := newJoiner(interp, cpu, off)
+	p, _ := joinNative(j, bundle.CPU, cpu, 10*ms)
+	if len(p.Sample) != 1 || !strings.Contains(stackString(p.Sample[0]), "handle_step;process_step") {
+		t.Errorf("cpu %v, want the Rust sample under handle_step → process_step", p.Sample)
+	}
+}

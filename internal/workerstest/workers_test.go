@@ -289,8 +289,29 @@ func TestWorkers(t *testing.T) {
 			t.Error("offcpu: no idle")
 		}
 		_, wall := profileOf(t, m, out, "worker-ruby-1", bundle.Wall)
-		if n, _ := under(wall, "handle_step", rustHot); n == 0 {
-			t.Error("wall: no handle_step → checksum_block")
+		// rbspy samples at a fixed 100 Hz and the worker steps at a fixed
+		// rate: the two can lock in phase so that no Ruby sample ever
+		// falls in process_step (every one in blocking_wait, say). What
+		// the join must do is give those that do fall there the Rust
+		// frames of the moment.
+		// The native frames come from a perf cpu sample near in time, at
+		// 99 Hz, so only steps that one fell in get them (about 40% of
+		// 4 ms steps); none may get a sleeping thread's frames.
+		inStep, _ := under(wall, "handle_step", "process_step")
+		joined, _ := under(wall, "handle_step", "process_step", rustHot)
+		var asleep int64
+		for _, s := range wall.Sample {
+			st := strings.Join(names(s), ";")
+			if strings.Contains(st, "process_step") && (strings.Contains(st, "nanosleep") || strings.Contains(st, "ppoll")) {
+				asleep += s.Value[0]
+			}
+		}
+		t.Logf("wall: %d of rbspy's samples in process_step, %d of them joined to %s, %d to a sleep", inStep, joined, rustHot, asleep)
+		if inStep >= 20 && joined == 0 {
+			t.Errorf("wall: none of %d samples in handle_step → process_step joined to %s", inStep, rustHot)
+		}
+		if asleep*10 > inStep {
+			t.Errorf("wall: %d of %d samples in process_step joined to a sleeping thread's frames", asleep, inStep)
 		}
 		if n, _ := under(wall, "[idle: waiting for work]", "idle_until"); n == 0 {
 			t.Error("wall: idle_until is not under the idle frame")
