@@ -33,6 +33,9 @@ build: bpf
 
 vet: bpf
 	$(GO) vet ./...
+	@# profcap builds for macOS too (samply's cpu there; flame, diff and
+	@# report of bundles taken elsewhere).
+	GOOS=darwin GOARCH=arm64 $(GO) build ./...
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 
 # Install every real part the tests drive (Debian packages, samply, rbspy,

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
-	"syscall"
 )
 
 // CollapseFile is Collapse of the file at path. A regular file is mapped
@@ -35,14 +34,11 @@ func CollapseFile(ctx context.Context, path string, w io.Writer, opt CollapseOpt
 	if !st.Mode().IsRegular() || size == 0 || size != int64(int(size)) {
 		return Collapse(&ctxReader{ctx: ctx, r: f}, w, opt)
 	}
-	// MAP_POPULATE maps every page of the file now, in one call, instead
-	// of one page fault per 64 KiB as the workers reach them.
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED|syscall.MAP_POPULATE)
+	data, unmap, err := mapFile(f, int(size))
 	if err != nil {
 		return Collapse(&ctxReader{ctx: ctx, r: f}, w, opt)
 	}
-	defer syscall.Munmap(data)
-	_ = syscall.Madvise(data, syscall.MADV_SEQUENTIAL)
+	defer unmap()
 	return collapseBytes(ctx, data, w, opt, foldConfig{workers: collapseWorkers(), segSize: segSize, maxSeg: maxSeg, warmup: warmup})
 }
 

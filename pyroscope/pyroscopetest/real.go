@@ -126,7 +126,7 @@ func (r *Real) start() {
 	cmd.Dir = r.dataDir
 	log := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = dieWithParent()
 	if err := cmd.Start(); err != nil {
 		r.t.Fatalf("starting pyroscope %s: %v", r.Version, err)
 	}
