@@ -393,11 +393,7 @@ func loadAllocObjs(main *profcapObjects, sampleBytes, maxPerSec int, heap bool) 
 	}
 	var objs allocObjs
 	if err := spec.LoadAndAssign(&objs, opts); err != nil {
-		var ve *cebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("verifier: %s", lastLines(fmt.Sprintf("%+v", ve), 3))
-		}
-		return nil, err
+		return nil, loadError(err)
 	}
 	return &objs, nil
 }

@@ -3,7 +3,6 @@
 package ebpf
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -40,24 +39,8 @@ func loadBlockedIter(main *profcapObjects) (*blockedIter, error) {
 	if err != nil {
 		return nil, err
 	}
-	info, err := main.UnwindRows.Info()
-	if err != nil {
-		return nil, err
-	}
-	spec.Maps["unwind_rows"].MaxEntries = info.MaxEntries
-	repl := map[string]*cebpf.Map{}
-	for name, m := range sharedMaps(main) {
-		if _, ok := spec.Maps[name]; ok {
-			repl[name] = m
-		}
-	}
-	opts := &cebpf.CollectionOptions{MapReplacements: repl}
 	b := &blockedIter{}
-	if err := spec.LoadAndAssign(&b.objs, opts); err != nil {
-		var ve *cebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("verifier: %s", lastLines(fmt.Sprintf("%+v", ve), 3))
-		}
+	if err := loadSharing(spec, main, &b.objs); err != nil {
 		return nil, err
 	}
 	if b.it, err = link.AttachIter(link.IterOptions{Program: b.objs.Prog}); err != nil {

@@ -21,6 +21,25 @@ const (
 	dwarfRSP = 7
 )
 
+// textOffset maps a virtual address in f's executable segments to its
+// file offset (the offsets the kernel's VMAs give BPF).
+func textOffset(f *elf.File) func(uint64) (uint64, bool) {
+	var text []elf.ProgHeader
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 {
+			text = append(text, p.ProgHeader)
+		}
+	}
+	return func(v uint64) (uint64, bool) {
+		for _, p := range text {
+			if v >= p.Vaddr && v < p.Vaddr+p.Filesz {
+				return v - p.Vaddr + p.Off, true
+			}
+		}
+		return 0, false
+	}
+}
+
 // spRows parses the .eh_frame of an x86-64 ELF file and returns, sorted
 // by file offset, where its code's CFA is SP-based and by how much: the
 // table the leaf fix-up reads. Only the CFA rule is tracked (the return
@@ -34,20 +53,7 @@ func spRows(f *elf.File) ([]cfaRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	var text []elf.ProgHeader
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 {
-			text = append(text, p.ProgHeader)
-		}
-	}
-	toOff := func(v uint64) (uint64, bool) {
-		for _, p := range text {
-			if v >= p.Vaddr && v < p.Vaddr+p.Filesz {
-				return v - p.Vaddr + p.Off, true
-			}
-		}
-		return 0, false
-	}
+	toOff := textOffset(f)
 	p := &ehParser{data: data, base: sec.Addr, cies: map[uint64]*cie{}}
 	var rows []cfaRow
 	var rerr error

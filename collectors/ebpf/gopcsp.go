@@ -30,24 +30,11 @@ func goSPRows(f *elf.File) ([]cfaRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	var text []elf.ProgHeader
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 {
-			text = append(text, p.ProgHeader)
-		}
-	}
 	var textAddr uint64
 	if t := f.Section(".text"); t != nil {
 		textAddr = t.Addr
 	}
-	return pclnSPRows(data, textAddr, func(v uint64) (uint64, bool) {
-		for _, p := range text {
-			if v >= p.Vaddr && v < p.Vaddr+p.Filesz {
-				return v - p.Vaddr + p.Off, true
-			}
-		}
-		return 0, false
-	})
+	return pclnSPRows(data, textAddr, textOffset(f))
 }
 
 // maxGoFuncs bounds what a pclntab may claim (the largest Go binaries

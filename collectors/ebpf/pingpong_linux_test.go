@@ -97,10 +97,7 @@ var keptRE = regexp.MustCompile(`\((\d+) kept`)
 // (bench/ebpf), not here.
 func TestPingPongSampling(t *testing.T) {
 	needEBPF(t)
-	for _, tc := range []struct {
-		name string
-		opt  Options
-	}{{"task work", Options{}}, {"syscall exit", Options{NoTaskWork: true}}} {
+	for _, tc := range stackPaths {
 		t.Run(tc.name, func(t *testing.T) {
 			pp := startPingPong(t, 30, "")
 			time.Sleep(300 * time.Millisecond)

@@ -15,6 +15,13 @@ import (
 	"github.com/profcap/profcap/bundle"
 )
 
+// stackPaths are the two ways of taking a kept block's user stack: a task
+// work, and the syscall exit (kernels without task works).
+var stackPaths = []struct {
+	name string
+	opt  Options
+}{{"task work", Options{}}, {"syscall exit", Options{NoTaskWork: true}}}
+
 // sleptLog is what the shortsleep target says it slept: cumulative
 // nanoseconds in nanosleep by the time of each report.
 type sleptLog struct {
@@ -51,10 +58,7 @@ func (l *sleptLog) between(a, b time.Time) time.Duration {
 // no task works).
 func TestOffCPUShortBlocks(t *testing.T) {
 	needEBPF(t)
-	for _, tc := range []struct {
-		name string
-		opt  Options
-	}{{"task work", Options{}}, {"syscall exit", Options{NoTaskWork: true}}} {
+	for _, tc := range stackPaths {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := execTarget(t, "shortsleep")
 			out, err := cmd.StdoutPipe()

@@ -87,13 +87,18 @@ func load(thresholdNs uint64, rows int) (*profcapObjects, error) {
 	spec.Maps["unwind_rows"].MaxEntries = uint32(max(1, rows))
 	var objs profcapObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		var ve *cebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("verifier: %s", lastLines(fmt.Sprintf("%+v", ve), 3))
-		}
-		return nil, err
+		return nil, loadError(err)
 	}
 	return &objs, nil
+}
+
+// loadError is err, a verifier's refusal shortened to its last lines.
+func loadError(err error) error {
+	var ve *cebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("verifier: %s", lastLines(fmt.Sprintf("%+v", ve), 3))
+	}
+	return err
 }
 
 func lastLines(s string, n int) string {

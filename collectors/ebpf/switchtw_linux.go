@@ -3,9 +3,6 @@
 package ebpf
 
 import (
-	"errors"
-	"fmt"
-
 	cebpf "github.com/cilium/ebpf"
 )
 
@@ -26,23 +23,8 @@ func loadSwitchTW(main *profcapObjects, thresholdNs uint64) (*switchTW, error) {
 	if err := spec.Variables["threshold_ns"].Set(thresholdNs); err != nil {
 		return nil, err
 	}
-	info, err := main.UnwindRows.Info()
-	if err != nil {
-		return nil, err
-	}
-	spec.Maps["unwind_rows"].MaxEntries = info.MaxEntries
-	repl := map[string]*cebpf.Map{}
-	for name, m := range sharedMaps(main) {
-		if _, ok := spec.Maps[name]; ok {
-			repl[name] = m
-		}
-	}
 	t := &switchTW{}
-	if err := spec.LoadAndAssign(&t.objs, &cebpf.CollectionOptions{MapReplacements: repl}); err != nil {
-		var ve *cebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("verifier: %s", lastLines(fmt.Sprintf("%+v", ve), 3))
-		}
+	if err := loadSharing(spec, main, &t.objs); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -54,13 +36,29 @@ func (t *switchTW) close() {
 	}
 }
 
-// sharedMaps are main's maps by name, for the objects that share them.
-func sharedMaps(main *profcapObjects) map[string]*cebpf.Map {
+// loadSharing loads spec into objs with every map it has in common with
+// main replaced by main's (the objects that share the process tree, the
+// off-CPU state, the stack store and the leaf fix-up tables).
+func loadSharing(spec *cebpf.CollectionSpec, main *profcapObjects, objs any) error {
+	info, err := main.UnwindRows.Info()
+	if err != nil {
+		return err
+	}
+	spec.Maps["unwind_rows"].MaxEntries = info.MaxEntries
 	m := main.profcapMaps
-	return map[string]*cebpf.Map{
+	repl := map[string]*cebpf.Map{}
+	for name, mp := range map[string]*cebpf.Map{
 		"procs": m.Procs, "starts": m.Starts, "initial": m.Initial, "open_out": m.OpenOut, "pendings": m.Pendings,
 		"stacks": m.Stacks, "scratch": m.Scratch, "cpu_counts": m.CpuCounts, "off_counts": m.OffCounts,
 		"comms": m.Comms, "last_users": m.LastUsers, "unwind_files": m.UnwindFiles, "unwind_rows": m.UnwindRows,
 		"events": m.Events, "stats": m.Stats,
+	} {
+		if _, ok := spec.Maps[name]; ok {
+			repl[name] = mp
+		}
 	}
+	if err := spec.LoadAndAssign(objs, &cebpf.CollectionOptions{MapReplacements: repl}); err != nil {
+		return loadError(err)
+	}
+	return nil
 }
