@@ -119,7 +119,7 @@ func TestPySpyCollect(t *testing.T) {
 		t.Errorf("samples %d cpu %d names %v", n, cpu, names)
 	}
 	args, _ := os.ReadFile(log)
-	if want := "record --pid " + strconv.Itoa(pid) + " --duration 1 --rate 100 --native --format raw -o "; !strings.HasPrefix(string(args), want) {
+	if want := "record --pid " + strconv.Itoa(pid) + " --duration " + strconv.Itoa(1+spyStartSlack) + " --rate 100 --native --format raw -o "; !strings.HasPrefix(string(args), want) {
 		t.Errorf("args %q, want prefix %q", args, want)
 	}
 }
