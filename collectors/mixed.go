@@ -88,8 +88,8 @@ type interpSample struct {
 }
 
 // joinTolerance is the farthest a Ruby sample may be from a native one to
-// be joined: two rbspy intervals at its 100 Hz default, so a native sample
-// between two Ruby samples always finds one.
+// be joined: about two rbspy intervals at 99 Hz, so a native sample
+// between two Ruby samples always finds one, also when rbspy ran late.
 const joinTolerance = 20 * time.Millisecond
 
 // rbspy's raw file: gzip, "rbspy02\n", a JSON header line, one JSON stack

@@ -24,9 +24,10 @@ import (
 // SpyOptions configure the py-spy and rbspy collectors. The zero value is
 // usable.
 type SpyOptions struct {
-	// Rate is the sampling rate in Hz (--rate). 0 means 100, both tools'
-	// default: they read the interpreter's memory from outside, which
-	// costs the target little but the sampler a lot per sample.
+	// Rate is the sampling rate in Hz (--rate). 0 means the tool's
+	// default rate (spyTool.rate): they read the interpreter's memory from
+	// outside, which costs the target little but the sampler a lot per
+	// sample.
 	Rate int
 	// Path is the tool's binary; "" looks up py-spy or rbspy in PATH.
 	Path string
@@ -66,6 +67,8 @@ type spyTool struct {
 	isExe  func(base string) bool
 	lib    string        // the interpreter's shared library, when it is embedded
 	offers []bundle.Kind // what the tool captures
+	// rate is the sampling rate (Hz) when SpyOptions.Rate is 0.
+	rate int
 }
 
 var pySpyTool = spyTool{
@@ -86,6 +89,9 @@ var pySpyTool = spyTool{
 	isExe:  func(b string) bool { return strings.HasPrefix(b, "python") || strings.HasPrefix(b, "pypy") },
 	lib:    "libpython",
 	offers: []bundle.Kind{bundle.CPU, bundle.Wall},
+	// py-spy's own default: its timer draws each gap from an exponential
+	// distribution, so it never locks in phase with the target.
+	rate: 100,
 }
 
 var rbspyTool = spyTool{
@@ -109,6 +115,14 @@ var rbspyTool = spyTool{
 	isExe:  func(b string) bool { return strings.HasPrefix(b, "ruby") },
 	lib:    "libruby",
 	offers: []bundle.Kind{bundle.CPU, bundle.Wall, bundle.OffCPU},
+	// Not rbspy's 100: its timer samples at start + n/rate exactly, so at
+	// 100 Hz it locks in phase with any loop of the target that runs at a
+	// divisor of 100 Hz on its own fixed schedule (the Ruby worker's 20
+	// steps a second): every sample falls at the same few points of the
+	// cycle for the whole window, and a 4 ms step between two of them is
+	// never seen. At 99 Hz (perf's default, for the same reason) the
+	// points drift across a 50 ms cycle in a second.
+	rate: 99,
 }
 
 // Spy captures profiles of Python (py-spy) or Ruby (rbspy) processes with
@@ -133,7 +147,7 @@ func NewPySpy(opt SpyOptions) *Spy { return newSpy(pySpyTool, opt) }
 func NewRbspy(opt SpyOptions) *Spy { return newSpy(rbspyTool, opt) }
 
 func newSpy(spy spyTool, opt SpyOptions) *Spy {
-	opt.Rate = orDefault(opt.Rate, 100)
+	opt.Rate = orDefault(opt.Rate, spy.rate)
 	opt.StopTimeout = orDefault(opt.StopTimeout, 15*time.Second)
 	opt.PerfFrequency = orDefault(opt.PerfFrequency, 99)
 	s := &Spy{spy: spy, opt: opt, perf: Tool{Name: "perf", Path: opt.PerfPath, Missing: ErrPerfMissing, Access: PerfEvents}}
