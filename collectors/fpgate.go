@@ -16,17 +16,6 @@ import (
 // lack, as a missing tool is) and Probe says why. A forced --collector
 // still gets them. Everything else is the wrapped collector's.
 
-// NeedsFramePointers wraps a collector that walks user stacks by frame
-// pointers only (the eBPF collector) so that a capture does not take kinds
-// of a process whose executable sets up no frame pointers from it: its
-// stacks would stop after the sampled function (94% of refsvc-release's
-// samples had at most 2 user frames with perf --call-graph fp). Plan then
-// takes the next collector, perf, which records them with --call-graph
-// dwarf (auto).
-func NeedsFramePointers(c Collector, kinds ...bundle.Kind) Collector {
-	return newGate(c, kinds, func(t *targets.Target) string { return framelessProcess(t) })
-}
-
 // DefersToPprof wraps a native collector (eBPF, perf, samply) so that it
 // leaves kinds to the target's pprof endpoint where the target is a Go
 // program whose executable has no symbol table (go build -ldflags=-s,
@@ -65,20 +54,6 @@ var _ interface {
 	Preflighter
 	Preparer
 } = (*gate)(nil)
-
-// framelessProcess says why pid's stacks cannot be walked by frame
-// pointers, or "".
-func framelessProcess(t *targets.Target) string {
-	pid, _, err := resolveProcess(t, false)
-	if err != nil {
-		return ""
-	}
-	fp := framePointers(fmt.Sprintf("/proc/%d/exe", pid))
-	if !fp.Known || fp.Present {
-		return ""
-	}
-	return fmt.Sprintf("%s has %s, and this collector walks stacks by frame pointers only: perf records it with --call-graph dwarf instead", exePath(pid), fp)
-}
 
 // GoWithoutSymbols says, for a target with both a pprof endpoint and a
 // PID, that its process is a Go program whose executable has no .symtab

@@ -24,35 +24,53 @@ func (fpFake) Collect(context.Context, *Window, *targets.Target, []bundle.Kind, 
 func (fpFake) Preflight(*targets.Target, bundle.Kind) error                           { return nil }
 func (fpFake) Prepares() bool                                                         { return true }
 
-// TestNeedsFramePointers: the gate turns the frame-pointer collector away
-// from the gated kinds of a process whose executable has no frame pointers
-// (refsvc's release build), says why in the probe, and leaves a process
-// with them (this Go test binary), the other kinds and Prepares alone.
-func TestNeedsFramePointers(t *testing.T) {
-	svc := rusttest.Start(t, rusttest.Release, "worker", "--no-console")
-	g := NeedsFramePointers(fpFake{}, bundle.CPU)
+// TestGate: a gate turns its collector away from the gated kinds of a
+// target it has a reason for, says why in the probe (a lack, so that Plan
+// takes the next collector), and leaves other targets, the other kinds
+// and Prepares alone.
+func TestGate(t *testing.T) {
+	g := newGate(fpFake{}, []bundle.Kind{bundle.CPU}, func(t *targets.Target) string {
+		if t.Name == "refused" {
+			return "refused for the test"
+		}
+		return ""
+	})
 	if p, ok := g.(Preparer); !ok || !p.Prepares() {
 		t.Error("Prepares not forwarded")
 	}
 	pf := g.(Preflighter)
-	frameless := &targets.Target{Name: "refsvc", PID: svc.PID}
-	err := pf.Preflight(frameless, bundle.CPU)
-	if err == nil || !isLack(err) || !strings.Contains(err.Error(), "no frame pointers") || !strings.Contains(err.Error(), "--call-graph dwarf") {
-		t.Errorf("preflight cpu of refsvc-release: %v, want a lack naming the missing frame pointers", err)
+	refused := &targets.Target{Name: "refused", PID: os.Getpid()}
+	err := pf.Preflight(refused, bundle.CPU)
+	if err == nil || !isLack(err) || !strings.Contains(err.Error(), "refused for the test") {
+		t.Errorf("preflight cpu: %v, want a lack with the reason", err)
 	}
-	if err := pf.Preflight(frameless, bundle.Wakeup); err != nil {
+	if err := pf.Preflight(refused, bundle.Wakeup); err != nil {
 		t.Errorf("preflight wakeup (not gated): %v", err)
 	}
-	for _, a := range g.Probe(context.Background(), frameless) {
-		if a.Kind == bundle.CPU && (a.Available || !strings.Contains(a.Reason, "frame pointers only")) {
+	for _, a := range g.Probe(context.Background(), refused) {
+		if a.Kind == bundle.CPU && (a.Available || !strings.Contains(a.Reason, "refused for the test")) {
 			t.Errorf("probe cpu: %+v", a)
 		}
 		if a.Kind == bundle.Wakeup && !a.Available {
 			t.Errorf("probe wakeup: %+v", a)
 		}
 	}
-	self := &targets.Target{Name: "self", PID: os.Getpid()}
-	if err := pf.Preflight(self, bundle.CPU); err != nil {
-		t.Errorf("preflight cpu of a Go binary (frame pointers): %v", err)
+	if err := pf.Preflight(&targets.Target{Name: "other", PID: os.Getpid()}, bundle.CPU); err != nil {
+		t.Errorf("preflight cpu of another target: %v", err)
+	}
+}
+
+// TestFramePointersVerdict: refsvc's release build (Rust, no frame
+// pointers) and its profiling build (frame pointers) get the verdicts the
+// perf collector (--call-graph dwarf) and the eBPF collector (CFI
+// unwinding) act on.
+func TestFramePointersVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		variant string
+		want    bool
+	}{{rusttest.Release, false}, {rusttest.Profiling, true}} {
+		if fp := FramePointersOf(rusttest.Binary(t, tc.variant)); !fp.Known || fp.Present != tc.want {
+			t.Errorf("refsvc-%s: %s, want frame pointers %v", tc.variant, fp, tc.want)
+		}
 	}
 }

@@ -125,7 +125,7 @@ func (p *Perf) callGraph(pid int) (mode, note string, noFP bool) {
 		return mode, "", false
 	}
 	exe := exePath(pid)
-	fp := framePointers(fmt.Sprintf("/proc/%d/exe", pid))
+	fp := FramePointersOf(fmt.Sprintf("/proc/%d/exe", pid))
 	if !fp.Known || fp.Present {
 		return "fp", "", false
 	}

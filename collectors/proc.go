@@ -293,7 +293,7 @@ const fpMinFunctions = 50
 // milliseconds.
 const fpMaxFunctions = 4000
 
-// framePointers reads the start of the executable's functions (from
+// FramePointersOf reads the start of the executable's functions (from
 // .eh_frame_hdr, which even a stripped binary keeps, else .symtab) and
 // counts those whose first 32 bytes set up a frame pointer: x86-64 "mov
 // %rsp,%rbp" (48 89 e5; after a push %rbp, an endbr64 or Go's stack check),
@@ -301,7 +301,7 @@ const fpMaxFunctions = 4000
 // pointers 80-93% of functions (Rust -C force-frame-pointers=yes, gcc
 // -fno-omit-frame-pointer, Go), without them 0-13% (Rust release, Debian's
 // python3.11, bash, libc); the verdict is at 50%.
-func framePointers(path string) FramePointers {
+func FramePointersOf(path string) FramePointers {
 	f, err := elf.Open(path)
 	if err != nil {
 		return FramePointers{}

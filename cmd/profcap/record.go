@@ -298,13 +298,12 @@ func defaultCollectors(maxProfileSize int64, perf collectors.PerfOptions, td tas
 		// frames, which eBPF and plain perf leave unnamed.
 		collectors.NewJITPerf(perf),
 		// eBPF where it loads (root or CAP_BPF+CAP_PERFMON, kernel BTF):
-		// the whole process tree, counted in the kernel; perf otherwise,
-		// and perf for the cpu and offcpu of an executable without frame
-		// pointers (eBPF walks stacks by frame pointers; perf --call-graph
-		// auto records those with DWARF).
+		// the whole process tree, counted in the kernel, stacks walked by
+		// frame pointers or, for an executable without them, by its
+		// .eh_frame; perf otherwise.
 		// All three leave the cpu of a Go program without symbols to its
 		// pprof endpoint, which names its functions (DefersToPprof).
-		collectors.DefersToPprof(collectors.NeedsFramePointers(ebpf.New(ebpf.Options{Frequency: perf.Frequency, ExcludeRunnable: perf.ExcludeRunnable, NoFollow: perf.NoFollow}), bundle.CPU, bundle.OffCPU), bundle.CPU),
+		collectors.DefersToPprof(ebpf.New(ebpf.Options{Frequency: perf.Frequency, ExcludeRunnable: perf.ExcludeRunnable, NoFollow: perf.NoFollow}), bundle.CPU),
 		collectors.DefersToPprof(collectors.NewPerf(perf), bundle.CPU),
 		collectors.DefersToPprof(collectors.NewSamply(collectors.SamplyOptions{}), bundle.CPU),
 		collectors.NewPprof(collectors.PprofOptions{MaxProfileSize: maxProfileSize}),

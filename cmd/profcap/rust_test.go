@@ -54,6 +54,23 @@ func byKind(t *testing.T, m *bundle.Manifest, target string) map[bundle.Kind]bun
 	return got
 }
 
+// recordCap runs `profcap record ARGS --out cap` in a new directory and
+// returns the bundle's directory and its one target's profiles by kind.
+func recordCap(t *testing.T, args ...string) (string, map[bundle.Kind]bundle.Profile) {
+	t.Helper()
+	dir := t.TempDir()
+	_, stderr, code := profcapIn(t, dir, append(append([]string{"record"}, args...), "--out", "cap")...)
+	t.Logf("record:\n%s", stderr)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	m, err := bundle.Read(filepath.Join(dir, "cap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "cap"), byKind(t, m, m.Targets[0].Name)
+}
+
 // TestRustClusterFromPidsDir is the reference cluster's own command: from
 // the directory where scripts/rust-cluster.sh wrote .pids/, with no
 // targets file, `profcap targets` shows the pprof base and the
@@ -159,21 +176,12 @@ func TestRustSamplyRecord(t *testing.T) {
 	// event (a VM): see collectors.samplyPMUProblem.
 	rusttest.LowerPerfParanoid(t, 1)
 	svc := rusttest.Start(t, rusttest.Profiling, "worker")
-	dir := t.TempDir()
-	_, stderr, code := profcapIn(t, dir, "record", "--pid", strconv.Itoa(svc.PID), "--collector", "samply", "--profiles", "cpu", "--duration", "5s", "--out", "cap")
-	t.Logf("record:\n%s", stderr)
-	if code != 0 {
-		t.Fatalf("exit %d", code)
-	}
-	m, err := bundle.Read(filepath.Join(dir, "cap"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := byKind(t, m, m.Targets[0].Name)[bundle.CPU]
+	capDir, got := recordCap(t, "--pid", strconv.Itoa(svc.PID), "--collector", "samply", "--profiles", "cpu", "--duration", "5s")
+	p := got[bundle.CPU]
 	if p.Status != bundle.StatusOK || p.Collector != "samply" {
 		t.Fatalf("cpu: %s from %s: %s", p.Status, p.Collector, p.Error)
 	}
-	top := goToolPprofTop(t, filepath.Join(dir, "cap", p.Path))
+	top := goToolPprofTop(t, filepath.Join(capDir, p.Path))
 	if row := firstTopRow(top); !strings.Contains(row, "worker_core::compute::checksum_block") && !strings.Contains(row, "refsvc::work::hash_payload") {
 		t.Errorf("samply cpu -top first row %q, want checksum_block\n%s", row, top)
 	}
@@ -184,23 +192,13 @@ func TestRustSamplyRecord(t *testing.T) {
 func TestRustPprofURL(t *testing.T) {
 	svc := rusttest.Start(t, rusttest.Profiling, "worker")
 	svc.WarmPprof(t)
-	dir := t.TempDir()
-	_, stderr, code := profcapIn(t, dir, "record", "--url", svc.PprofURL(), "--profiles", "cpu,heap", "--duration", "5s", "--out", "cap")
-	t.Logf("record:\n%s", stderr)
-	if code != 0 {
-		t.Fatalf("exit %d", code)
-	}
-	m, err := bundle.Read(filepath.Join(dir, "cap"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := byKind(t, m, m.Targets[0].Name)
+	capDir, got := recordCap(t, "--url", svc.PprofURL(), "--profiles", "cpu,heap", "--duration", "5s")
 	for _, k := range []bundle.Kind{bundle.CPU, bundle.Heap} {
 		p := got[k]
 		if p.Status != bundle.StatusOK || p.Collector != "pprof" {
 			t.Fatalf("%s: %s from %s: %s", k, p.Status, p.Collector, p.Error)
 		}
-		top := goToolPprofTop(t, filepath.Join(dir, "cap", p.Path))
+		top := goToolPprofTop(t, filepath.Join(capDir, p.Path))
 		t.Logf("%s:\n%s", k, top)
 		switch k {
 		case bundle.CPU:
@@ -262,36 +260,47 @@ func TestRustOneSourcePerKind(t *testing.T) {
 }
 
 // TestRustReleaseRecord: `profcap record --pid` on the release build (no
-// frame pointers) takes cpu and offcpu from perf with DWARF — not from the
-// frame-pointer collectors — and says so, with what it cost.
+// frame pointers) takes cpu and offcpu from eBPF, which walks its stacks
+// by its .eh_frame, and says so; perf, where eBPF cannot load
+// (--collector perf here), records them with DWARF and says what that
+// cost. Both give the service's hot function and its caller.
 func TestRustReleaseRecord(t *testing.T) {
 	testreq.Command(t, "perf")
 	svc := rusttest.Start(t, rusttest.Release, "worker")
-	dir := t.TempDir()
-	_, stderr, code := profcapIn(t, dir, "record", "--pid", strconv.Itoa(svc.PID), "--profiles", "cpu,offcpu", "--duration", "10s", "--out", "cap")
-	t.Logf("record:\n%s", stderr)
-	if code != 0 {
-		t.Fatalf("exit %d", code)
-	}
-	m, err := bundle.Read(filepath.Join(dir, "cap"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := byKind(t, m, m.Targets[0].Name)
-	for _, k := range []bundle.Kind{bundle.CPU, bundle.OffCPU} {
-		p := got[k]
-		if p.Status != bundle.StatusOK || p.Collector != "perf" || !strings.Contains(p.Note, "unwinding with --call-graph dwarf") || !strings.Contains(p.Note, "DWARF unwinding cost") {
-			t.Errorf("%s: %s from %s, note %q: want ok from perf, DWARF said with its cost", k, p.Status, p.Collector, p.Note)
-		}
-	}
-	// perf script's DWARF stacks carry inlined frames, so the leaves can
-	// be checksum_block's inlined arithmetic (wrapping_mul (inline)).
-	top := goToolPprofTop(t, filepath.Join(dir, "cap", got[bundle.CPU].Path))
-	if rows := topRows(top, 3); !strings.Contains(rows, "worker_core::compute::checksum_block") {
-		t.Errorf("cpu -top: checksum_block not in the first 3 rows\n%s", top)
-	}
-	if !strings.Contains(goToolPprofTop(t, "-cum", filepath.Join(dir, "cap", got[bundle.CPU].Path)), "refsvc::work::hash_payload") {
-		t.Errorf("cpu: hash_payload not on the DWARF stacks")
+	for _, tc := range []struct {
+		collector string
+		args      []string
+		says      string // in the profile's comments (eBPF) or note (perf)
+	}{
+		{"ebpf", nil, "walked by .eh_frame CFI"},
+		{"perf", []string{"--collector", "perf"}, "DWARF unwinding cost"},
+	} {
+		t.Run(tc.collector, func(t *testing.T) {
+			if tc.collector == "ebpf" {
+				testreq.Root(t, "eBPF")
+			}
+			capDir, got := recordCap(t, append([]string{"--pid", strconv.Itoa(svc.PID), "--profiles", "cpu,offcpu", "--duration", "5s"}, tc.args...)...)
+			for _, k := range []bundle.Kind{bundle.CPU, bundle.OffCPU} {
+				p := got[k]
+				said := p.Note
+				if p.Path != "" {
+					said += strings.Join(loadProfile(t, filepath.Join(capDir, p.Path)).Comments, "\n")
+				}
+				if p.Status != bundle.StatusOK || p.Collector != tc.collector || !strings.Contains(said, tc.says) {
+					t.Errorf("%s: %s from %s, note %q: want ok from %s, saying %q", k, p.Status, p.Collector, p.Note, tc.collector, tc.says)
+				}
+			}
+			// perf script's DWARF stacks carry inlined frames, so the
+			// leaves can be checksum_block's inlined arithmetic
+			// (wrapping_mul (inline)).
+			top := goToolPprofTop(t, filepath.Join(capDir, got[bundle.CPU].Path))
+			if rows := topRows(top, 3); !strings.Contains(rows, "worker_core::compute::checksum_block") {
+				t.Errorf("cpu -top: checksum_block not in the first 3 rows\n%s", top)
+			}
+			if cum := goToolPprofTop(t, "-cum", filepath.Join(capDir, got[bundle.CPU].Path)); !strings.Contains(cum, "refsvc::work::hash_payload") {
+				t.Errorf("cpu: hash_payload not on the stacks\n%s", cum)
+			}
+		})
 	}
 }
 

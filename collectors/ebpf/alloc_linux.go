@@ -389,7 +389,7 @@ func loadAllocObjs(main *profcapObjects, sampleBytes, maxPerSec int, heap bool) 
 		}
 		spec.Maps["unwind_rows"].MaxEntries = info.MaxEntries
 		opts.MapReplacements = map[string]*cebpf.Map{"procs": main.Procs, "stacks": main.Stacks, "comms": main.Comms,
-			"unwind_files": main.UnwindFiles, "unwind_rows": main.UnwindRows}
+			"unwind_files": main.UnwindFiles, "unwind_rows": main.UnwindRows, "cfi_procs": main.CfiProcs}
 	}
 	var objs allocObjs
 	if err := spec.LoadAndAssign(&objs, opts); err != nil {

@@ -57,6 +57,38 @@ type allocAllocVal struct {
 	Objects uint64
 }
 
+type allocCfiBuf struct {
+	_ structs.HostLayout
+	W struct {
+		_     structs.HostLayout
+		Pc    uint64
+		Sp    uint64
+		Bp    uint64
+		Start uint64
+		End   uint64
+		Off   uint64
+		First uint32
+		Count uint32
+		Tgid  uint32
+		Tid   uint32
+	}
+	S allocStack
+}
+
+type allocCfiMaps struct {
+	_   structs.HostLayout
+	N   uint32
+	Pad uint32
+	M   [128]struct {
+		_     structs.HostLayout
+		Start uint64
+		End   uint64
+		Off   uint64
+		First uint32
+		Count uint32
+	}
+}
+
 type allocComm struct {
 	_    structs.HostLayout
 	Tgid uint32
@@ -164,6 +196,7 @@ type allocRow struct {
 	_   structs.HostLayout
 	Off uint32
 	Cfa int32
+	Rbp int32
 }
 
 type allocStack struct {
@@ -211,6 +244,8 @@ type allocTstate struct {
 const (
 	allocMapAllocCounts     = "alloc_counts"
 	allocMapAllocStats      = "alloc_stats"
+	allocMapCfiProcs        = "cfi_procs"
+	allocMapCfiScratch      = "cfi_scratch"
 	allocMapComms           = "comms"
 	allocMapCpuCounts       = "cpu_counts"
 	allocMapEvents          = "events"
@@ -295,6 +330,8 @@ type allocProgramSpecs struct {
 type allocMapSpecs struct {
 	AllocCounts *ebpf.MapSpec `ebpf:"alloc_counts"`
 	AllocStats  *ebpf.MapSpec `ebpf:"alloc_stats"`
+	CfiProcs    *ebpf.MapSpec `ebpf:"cfi_procs"`
+	CfiScratch  *ebpf.MapSpec `ebpf:"cfi_scratch"`
 	Comms       *ebpf.MapSpec `ebpf:"comms"`
 	CpuCounts   *ebpf.MapSpec `ebpf:"cpu_counts"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
@@ -355,6 +392,8 @@ func (o *allocObjects) Close() error {
 type allocMaps struct {
 	AllocCounts *ebpf.Map `ebpf:"alloc_counts"`
 	AllocStats  *ebpf.Map `ebpf:"alloc_stats"`
+	CfiProcs    *ebpf.Map `ebpf:"cfi_procs"`
+	CfiScratch  *ebpf.Map `ebpf:"cfi_scratch"`
 	Comms       *ebpf.Map `ebpf:"comms"`
 	CpuCounts   *ebpf.Map `ebpf:"cpu_counts"`
 	Events      *ebpf.Map `ebpf:"events"`
@@ -378,6 +417,8 @@ func (m *allocMaps) Close() error {
 	return _AllocClose(
 		m.AllocCounts,
 		m.AllocStats,
+		m.CfiProcs,
+		m.CfiScratch,
 		m.Comms,
 		m.CpuCounts,
 		m.Events,

@@ -23,6 +23,38 @@ type blockedBlockedStack struct {
 	Usp    uint64
 }
 
+type blockedCfiBuf struct {
+	_ structs.HostLayout
+	W struct {
+		_     structs.HostLayout
+		Pc    uint64
+		Sp    uint64
+		Bp    uint64
+		Start uint64
+		End   uint64
+		Off   uint64
+		First uint32
+		Count uint32
+		Tgid  uint32
+		Tid   uint32
+	}
+	S blockedStack
+}
+
+type blockedCfiMaps struct {
+	_   structs.HostLayout
+	N   uint32
+	Pad uint32
+	M   [128]struct {
+		_     structs.HostLayout
+		Start uint64
+		End   uint64
+		Off   uint64
+		First uint32
+		Count uint32
+	}
+}
+
 type blockedComm struct {
 	_    structs.HostLayout
 	Tgid uint32
@@ -114,6 +146,7 @@ type blockedRow struct {
 	_   structs.HostLayout
 	Off uint32
 	Cfa int32
+	Rbp int32
 }
 
 type blockedStack struct {
@@ -150,6 +183,8 @@ type blockedStart struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	blockedMapBlockedOut         = "blocked_out"
+	blockedMapCfiProcs           = "cfi_procs"
+	blockedMapCfiScratch         = "cfi_scratch"
 	blockedMapComms              = "comms"
 	blockedMapCpuCounts          = "cpu_counts"
 	blockedMapEvents             = "events"
@@ -223,6 +258,8 @@ type blockedProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type blockedMapSpecs struct {
 	BlockedOut  *ebpf.MapSpec `ebpf:"blocked_out"`
+	CfiProcs    *ebpf.MapSpec `ebpf:"cfi_procs"`
+	CfiScratch  *ebpf.MapSpec `ebpf:"cfi_scratch"`
 	Comms       *ebpf.MapSpec `ebpf:"comms"`
 	CpuCounts   *ebpf.MapSpec `ebpf:"cpu_counts"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
@@ -272,6 +309,8 @@ func (o *blockedObjects) Close() error {
 // It can be passed to loadBlockedObjects or ebpf.CollectionSpec.LoadAndAssign.
 type blockedMaps struct {
 	BlockedOut  *ebpf.Map `ebpf:"blocked_out"`
+	CfiProcs    *ebpf.Map `ebpf:"cfi_procs"`
+	CfiScratch  *ebpf.Map `ebpf:"cfi_scratch"`
 	Comms       *ebpf.Map `ebpf:"comms"`
 	CpuCounts   *ebpf.Map `ebpf:"cpu_counts"`
 	Events      *ebpf.Map `ebpf:"events"`
@@ -293,6 +332,8 @@ type blockedMaps struct {
 func (m *blockedMaps) Close() error {
 	return _BlockedClose(
 		m.BlockedOut,
+		m.CfiProcs,
+		m.CfiScratch,
 		m.Comms,
 		m.CpuCounts,
 		m.Events,

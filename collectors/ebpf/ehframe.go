@@ -8,17 +8,29 @@ import (
 	"sort"
 )
 
-// cfaRow says that from file offset Off (up to the next row) the CFA is
-// SP + CFA when CFA > 0; CFA <= 0 means it is not SP-based (a frame
-// pointer, an expression) or unknown.
+// cfaRow is one row of a CFI table: from file offset Off (up to the next
+// row) the CFA is SP + CFA (CFA > 0), RBP + -CFA (CFA < 0, a function
+// with a frame pointer), SP + 8 or 16 by the PC's place in a PLT entry
+// (cfaPLT), or unknown (0: an expression, or the outermost frame, whose
+// return address is undefined). RBP != 0 says the caller's RBP is saved at
+// CFA + RBP; 0 that this code has not changed it. The return address is at
+// CFA - 8 (x86-64).
 type cfaRow struct {
 	Off uint64
 	CFA int32
+	RBP int32
 }
+
+// cfaPLT is the CFA rule of lazy-binding PLT entries (the expression GNU
+// ld writes for .plt: SP + 8, + 8 more from the entry's 11th byte on,
+// after its push).
+const cfaPLT = -1 << 31
 
 // x86-64 DWARF register numbers.
 const (
+	dwarfRBP = 6
 	dwarfRSP = 7
+	dwarfRA  = 16
 )
 
 // textOffset maps a virtual address in f's executable segments to its
@@ -40,11 +52,10 @@ func textOffset(f *elf.File) func(uint64) (uint64, bool) {
 	}
 }
 
-// spRows parses the .eh_frame of an x86-64 ELF file and returns, sorted
-// by file offset, where its code's CFA is SP-based and by how much: the
-// table the leaf fix-up reads. Only the CFA rule is tracked (the return
-// address is at CFA-8 on x86-64).
-func spRows(f *elf.File) ([]cfaRow, error) {
+// cfiRows parses the .eh_frame of an x86-64 ELF file and returns, sorted
+// by file offset, how to find each instruction's caller: the table the
+// leaf fix-up and the CFI unwinder read (bpf/unwind.h).
+func cfiRows(f *elf.File) ([]cfaRow, error) {
 	sec := f.Section(".eh_frame")
 	if sec == nil {
 		return nil, errors.New("no .eh_frame")
@@ -53,14 +64,19 @@ func spRows(f *elf.File) ([]cfaRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	toOff := textOffset(f)
-	p := &ehParser{data: data, base: sec.Addr, cies: map[uint64]*cie{}}
+	return parseCFI(data, sec.Addr, textOffset(f))
+}
+
+// parseCFI is cfiRows of an .eh_frame section's bytes at address base;
+// toOff maps code addresses to file offsets.
+func parseCFI(data []byte, base uint64, toOff func(uint64) (uint64, bool)) ([]cfaRow, error) {
+	p := &ehParser{data: data, base: base, cies: map[uint64]*cie{}}
 	var rows []cfaRow
 	var rerr error
-	err = p.each(func(fd *fde) {
-		emit := func(pc uint64, cfa int32) {
+	err := p.each(func(fd *fde) {
+		emit := func(pc uint64, cfa, rbp int32) {
 			if off, ok := toOff(pc); ok {
-				rows = append(rows, cfaRow{Off: off, CFA: cfa})
+				rows = append(rows, cfaRow{Off: off, CFA: cfa, RBP: rbp})
 			}
 		}
 		if e := p.run(fd, emit); e != nil && rerr == nil {
@@ -80,7 +96,7 @@ func spRows(f *elf.File) ([]cfaRow, error) {
 	out := rows[:0]
 	for _, r := range rows {
 		if n := len(out); n > 0 && out[n-1].Off == r.Off {
-			if r.CFA > 0 || out[n-1].CFA <= 0 {
+			if r.CFA != 0 || out[n-1].CFA == 0 {
 				out[n-1] = r
 			}
 			continue
@@ -89,7 +105,7 @@ func spRows(f *elf.File) ([]cfaRow, error) {
 	}
 	merged := out[:0]
 	for _, r := range out {
-		if n := len(merged); n > 0 && merged[n-1].CFA == r.CFA {
+		if n := len(merged); n > 0 && merged[n-1].CFA == r.CFA && merged[n-1].RBP == r.RBP {
 			continue
 		}
 		merged = append(merged, r)
@@ -136,15 +152,19 @@ func (r *rd) u8() byte {
 }
 
 func (r *rd) n(k int) []byte {
-	if r.pos+k > len(r.b) || k < 0 {
+	if k < 0 || r.pos < 0 || r.pos > len(r.b) || k > len(r.b)-r.pos {
+		// Past the end: an error, and zeros for the fixed-size reads
+		// (never a buffer of the length the input claims).
 		r.err = true
 		r.pos = len(r.b)
-		return make([]byte, max(k, 0))
+		return zeros[:min(max(k, 0), len(zeros))]
 	}
 	v := r.b[r.pos : r.pos+k]
 	r.pos += k
 	return v
 }
+
+var zeros [8]byte
 
 func (r *rd) u16() uint16 { return binary.LittleEndian.Uint16(r.n(2)) }
 func (r *rd) u32() uint32 { return binary.LittleEndian.Uint32(r.n(4)) }
@@ -261,6 +281,9 @@ func (p *ehParser) each(fn func(*fde)) error {
 			p.cies[uint64(pos)] = c
 		} else {
 			ciePos := uint64(idPos) - uint64(id)
+			if uint64(idPos) < uint64(id) || ciePos+8 > uint64(len(p.data)) {
+				return fmt.Errorf("%w: an FDE at %#x names a CIE outside the section", errEH, pos)
+			}
 			c := p.cies[ciePos]
 			if c == nil {
 				cr := &rd{b: p.data, pos: int(ciePos)}
@@ -342,42 +365,100 @@ type cfaRule struct {
 	reg uint64
 	off int64
 	ok  bool // false: an expression, unknown
+	plt bool // the PLT expression
+}
+
+// cfiState is what the unwinder needs of a row: the CFA rule, where the
+// caller's RBP is saved (rbpSaved: at CFA + rbp) and whether the return
+// address is undefined (the outermost frame).
+type cfiState struct {
+	cfa      cfaRule
+	rbp      int64
+	rbpSaved bool
+	raUndef  bool
+}
+
+// pltExpr is GNU ld's CFA expression for .plt entries: DW_OP_breg7 8,
+// DW_OP_breg16 0, DW_OP_lit15, DW_OP_and, DW_OP_lit11 (lit10 in some),
+// DW_OP_ge, DW_OP_lit3, DW_OP_shl, DW_OP_plus.
+func pltExpr(b []byte) bool {
+	return len(b) == 11 && b[0] == 0x77 && b[1] == 8 && b[2] == 0x80 && b[3] == 0 && b[4] == 0x3f && b[5] == 0x1a &&
+		(b[6] == 0x3b || b[6] == 0x3a) && b[7] == 0x2a && b[8] == 0x33 && b[9] == 0x24 && b[10] == 0x22
 }
 
 // run executes the CIE's initial instructions and the FDE's, emitting
-// (pc, SP-based offset or 0) at every change and 0 at the FDE's end.
-func (p *ehParser) run(fd *fde, emit func(pc uint64, cfa int32)) error {
-	var cur cfaRule
-	var stack []cfaRule
+// (pc, CFA rule, RBP rule) at every change and (end, 0, 0) at the FDE's
+// end.
+func (p *ehParser) run(fd *fde, emit func(pc uint64, cfa, rbp int32)) error {
+	var cur, initial cfiState
+	var stack []cfiState
 	loc := fd.start
-	val := func() int32 {
-		if cur.ok && cur.reg == dwarfRSP && cur.off > 0 && cur.off < 1<<20 {
-			return int32(cur.off)
+	val := func() (int32, int32) {
+		var rbp int32
+		if cur.rbpSaved && cur.rbp > -1<<20 && cur.rbp < 1<<20 {
+			rbp = int32(cur.rbp)
 		}
-		return 0
+		c := cur.cfa
+		switch {
+		case cur.raUndef:
+			return 0, 0
+		case c.plt:
+			return cfaPLT, rbp
+		case !c.ok || c.off <= 0 || c.off >= 1<<20:
+			return 0, rbp
+		case c.reg == dwarfRSP:
+			return int32(c.off), rbp
+		case c.reg == dwarfRBP:
+			return -int32(c.off), rbp
+		}
+		return 0, rbp
 	}
-	exec := func(insns []byte, initial cfaRule) error {
+	emitCur := func() {
+		c, r := val()
+		emit(loc, c, r)
+	}
+	// setReg applies a register rule: saved at CFA + off (saved), or
+	// anything else (not saved: same value, undefined, in a register, an
+	// expression).
+	setReg := func(reg uint64, off int64, saved bool) {
+		switch reg {
+		case dwarfRBP:
+			cur.rbp, cur.rbpSaved = off, saved
+		case dwarfRA:
+			cur.raUndef = false
+		}
+	}
+	restore := func(reg uint64) {
+		switch reg {
+		case dwarfRBP:
+			cur.rbp, cur.rbpSaved = initial.rbp, initial.rbpSaved
+		case dwarfRA:
+			cur.raUndef = initial.raUndef
+		}
+	}
+	exec := func(insns []byte) error {
 		r := &rd{b: insns}
 		for r.pos < len(r.b) {
 			op := r.u8()
 			advance := func(d uint64) {
-				emit(loc, val())
+				emitCur()
 				loc += d * fd.cie.codeAlign
 			}
 			switch op >> 6 {
-			case 1:
+			case 1: // advance_loc
 				advance(uint64(op & 0x3f))
 				continue
-			case 2:
-				r.uleb()
+			case 2: // offset
+				setReg(uint64(op&0x3f), int64(r.uleb())*fd.cie.dataAlign, true)
 				continue
-			case 3:
+			case 3: // restore
+				restore(uint64(op & 0x3f))
 				continue
 			}
 			switch op {
-			case 0x00:
-			case 0x01:
-				emit(loc, val())
+			case 0x00: // nop
+			case 0x01: // set_loc
+				emitCur()
 				v, err := r.ptr(fd.cie.fdeEnc, p.base)
 				if err != nil {
 					return err
@@ -389,54 +470,66 @@ func (p *ehParser) run(fd *fde, emit func(pc uint64, cfa int32)) error {
 				advance(uint64(r.u16()))
 			case 0x04:
 				advance(uint64(r.u32()))
-			case 0x05:
+			case 0x05: // offset_extended
+				reg := r.uleb()
+				setReg(reg, int64(r.uleb())*fd.cie.dataAlign, true)
+			case 0x06: // restore_extended
+				restore(r.uleb())
+			case 0x07: // undefined
+				if reg := r.uleb(); reg == dwarfRA {
+					cur.raUndef = true
+				} else {
+					setReg(reg, 0, false)
+				}
+			case 0x08: // same_value
+				setReg(r.uleb(), 0, false)
+			case 0x09: // register
+				reg := r.uleb()
 				r.uleb()
-				r.uleb()
-			case 0x06, 0x07, 0x08:
-				r.uleb()
-			case 0x09:
-				r.uleb()
-				r.uleb()
-			case 0x0a:
+				setReg(reg, 0, false)
+			case 0x0a: // remember_state
 				stack = append(stack, cur)
-			case 0x0b:
+			case 0x0b: // restore_state
 				if n := len(stack); n > 0 {
 					cur = stack[n-1]
 					stack = stack[:n-1]
 				}
-			case 0x0c:
-				cur = cfaRule{reg: r.uleb(), off: int64(r.uleb()), ok: true}
-			case 0x0d:
-				cur.reg = r.uleb()
-			case 0x0e:
-				cur.off = int64(r.uleb())
-			case 0x0f:
+			case 0x0c: // def_cfa
+				cur.cfa = cfaRule{reg: r.uleb(), off: int64(r.uleb()), ok: true}
+			case 0x0d: // def_cfa_register
+				cur.cfa.reg = r.uleb()
+			case 0x0e: // def_cfa_offset
+				cur.cfa.off = int64(r.uleb())
+			case 0x0f: // def_cfa_expression
+				cur.cfa = cfaRule{plt: pltExpr(r.n(int(r.uleb())))}
+			case 0x10: // expression
+				reg := r.uleb()
 				r.n(int(r.uleb()))
-				cur.ok = false
-			case 0x10:
+				setReg(reg, 0, false)
+			case 0x11: // offset_extended_sf
+				reg := r.uleb()
+				setReg(reg, r.sleb()*fd.cie.dataAlign, true)
+			case 0x12: // def_cfa_sf
+				cur.cfa = cfaRule{reg: r.uleb(), off: r.sleb() * fd.cie.dataAlign, ok: true}
+			case 0x13: // def_cfa_offset_sf
+				cur.cfa.off = r.sleb() * fd.cie.dataAlign
+			case 0x14: // val_offset
+				reg := r.uleb()
 				r.uleb()
-				r.n(int(r.uleb()))
-			case 0x11:
-				r.uleb()
+				setReg(reg, 0, false)
+			case 0x15: // val_offset_sf
+				reg := r.uleb()
 				r.sleb()
-			case 0x12:
-				cur = cfaRule{reg: r.uleb(), off: r.sleb() * fd.cie.dataAlign, ok: true}
-			case 0x13:
-				cur.off = r.sleb() * fd.cie.dataAlign
-			case 0x14:
-				r.uleb()
-				r.uleb()
-			case 0x15:
-				r.uleb()
-				r.sleb()
-			case 0x16:
-				r.uleb()
+				setReg(reg, 0, false)
+			case 0x16: // val_expression
+				reg := r.uleb()
 				r.n(int(r.uleb()))
-			case 0x2e:
+				setReg(reg, 0, false)
+			case 0x2e: // GNU_args_size
 				r.uleb()
-			case 0x2f:
-				r.uleb()
-				r.uleb()
+			case 0x2f: // GNU_negative_offset_extended
+				reg := r.uleb()
+				setReg(reg, -int64(r.uleb())*fd.cie.dataAlign, true)
 			default:
 				return fmt.Errorf("%w: CFA opcode %#x", errEH, op)
 			}
@@ -446,13 +539,14 @@ func (p *ehParser) run(fd *fde, emit func(pc uint64, cfa int32)) error {
 		}
 		return nil
 	}
-	if err := exec(fd.cie.insns, cfaRule{}); err != nil {
+	if err := exec(fd.cie.insns); err != nil {
 		return err
 	}
-	if err := exec(fd.insns, cur); err != nil {
+	initial = cur
+	if err := exec(fd.insns); err != nil {
 		return err
 	}
-	emit(loc, val())
-	emit(fd.end, 0)
+	emitCur()
+	emit(fd.end, 0, 0)
 	return nil
 }

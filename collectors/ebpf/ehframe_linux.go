@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/profcap/profcap/collectors"
 )
 
 // frameless are the libraries whose code is built without frame pointers
@@ -26,75 +28,138 @@ func frameless(path string) bool {
 // maxRows bounds the table (the search takes 20 steps: 2^20 rows).
 const maxRows = 1 << 20
 
-// addLibraries builds the fix-up table for the frameless libraries the
-// target maps, keyed by the file's device and inode as the kernel sees
-// them (the columns of /proc/PID/maps), which BPF reads from the VMA.
-func (u *unwindInfo) addLibraries(pid int) {
+// codeMapping is one executable file mapping of /proc/PID/maps.
+type codeMapping struct {
+	start, end, off uint64
+	key             profcapFileKey // the file's device and inode, as BPF reads them from the VMA
+	path            string
+}
+
+// codeMappings reads pid's executable file mappings, in address order.
+func codeMappings(pid int) ([]codeMapping, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil, err
+	}
+	var out []codeMapping
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 6 || !strings.Contains(f[1], "x") || !strings.HasPrefix(f[5], "/") {
+			continue
+		}
+		lo, hi, _ := strings.Cut(f[0], "-")
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		off, err3 := strconv.ParseUint(f[2], 16, 64)
+		maj, min, _ := strings.Cut(f[3], ":")
+		ma, _ := strconv.ParseUint(maj, 16, 32)
+		mi, _ := strconv.ParseUint(min, 16, 32)
+		ino, err4 := strconv.ParseUint(f[4], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+			continue
+		}
+		out = append(out, codeMapping{start: start, end: end, off: off, key: profcapFileKey{Ino: ino, Dev: uint32(ma<<20 | mi)}, path: strings.Join(f[5:], " ")})
+	}
+	return out, nil
+}
+
+// addFile loads the rows of one file (CFI from .eh_frame; a Go program's
+// from its pclntab when goExe) once; ok says it has rows.
+func (u *unwindInfo) addFile(pid int, m codeMapping, goExe bool) (profcapFileRows, bool) {
+	if fr, seen := u.files[m.key]; seen {
+		return fr, fr.Count > 0
+	}
+	u.files[m.key] = profcapFileRows{} // tried: no rows, until it has some
+	ef, err := elf.Open(fmt.Sprintf("/proc/%d/root%s", pid, m.path))
+	if err != nil {
+		u.notes = append(u.notes, fmt.Sprintf("%sno unwind table for %s: %v", warningPrefix, m.path, err))
+		return profcapFileRows{}, false
+	}
+	defer ef.Close()
+	var rows []cfaRow
+	how := "rows"
+	if goExe {
+		if ef.Section(".gopclntab") == nil {
+			delete(u.files, m.key) // not a Go program: its frames are its own (or its CFI's)
+			return profcapFileRows{}, false
+		}
+		how = "Go pclntab: rows"
+		if rows, err = goSPRows(ef); err != nil || len(rows) == 0 {
+			u.notes = append(u.notes, fmt.Sprintf("ebpf: no leaf fix-up for the Go program %s: its pclntab: %v", m.path, err))
+			return profcapFileRows{}, false
+		}
+	} else if rows, err = cfiRows(ef); err != nil || len(rows) == 0 {
+		if ef.Section(".eh_frame") != nil {
+			u.notes = append(u.notes, fmt.Sprintf("%sno unwind table for %s: its .eh_frame: %v", warningPrefix, m.path, err))
+		}
+		return profcapFileRows{}, false
+	}
+	if len(u.rows)+len(rows) > maxRows {
+		u.notes = append(u.notes, fmt.Sprintf("%sno unwind table for %s: the table is full (%d rows)", warningPrefix, m.path, maxRows))
+		return profcapFileRows{}, false
+	}
+	fr := profcapFileRows{First: uint32(len(u.rows)), Count: uint32(len(rows))}
+	u.files[m.key] = fr
+	for _, r := range rows {
+		u.rows = append(u.rows, profcapRow{Off: uint32(r.Off), Cfa: r.CFA, Rbp: r.RBP})
+	}
+	u.libs = append(u.libs, fmt.Sprintf("%s (%s %d)", filepath.Base(m.path), how, len(rows)))
+	return fr, true
+}
+
+// addLibraries builds the fix-up table for the frameless libraries the
+// target maps, and for its executable when it is a Go program (its
+// pclntab: Go's frameless leaf functions).
+func (u *unwindInfo) addLibraries(pid int) {
+	maps, err := codeMappings(pid)
 	if err != nil {
 		return
 	}
 	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	seen := map[profcapFileKey]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 6 || !strings.Contains(f[1], "x") {
-			continue
-		}
-		// libc and ld.so by their .eh_frame; the executable when it is a
-		// Go program, by its pclntab (Go's frameless leaf functions).
-		isExe := exe != "" && strings.Join(f[5:], " ") == exe
-		if !frameless(f[5]) && !isExe {
-			continue
-		}
-		maj, min, _ := strings.Cut(f[3], ":")
-		ma, _ := strconv.ParseUint(maj, 16, 32)
-		mi, _ := strconv.ParseUint(min, 16, 32)
-		ino, _ := strconv.ParseUint(f[4], 10, 64)
-		key := profcapFileKey{Ino: ino, Dev: uint32(ma<<20 | mi)}
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
-		path := strings.Join(f[5:], " ")
-		ef, err := elf.Open(fmt.Sprintf("/proc/%d/root%s", pid, path))
-		if err != nil {
-			u.notes = append(u.notes, fmt.Sprintf("%sno leaf fix-up for %s: %v", warningPrefix, path, err))
-			continue
-		}
-		var rows []cfaRow
-		if isExe {
-			if ef.Section(".gopclntab") == nil {
-				ef.Close()
-				continue // not a Go program: its frames are its own
-			}
-			rows, err = goSPRows(ef)
-			ef.Close()
-			if err != nil || len(rows) == 0 {
-				u.notes = append(u.notes, fmt.Sprintf("ebpf: no leaf fix-up for the Go program %s: its pclntab: %v", path, err))
-				continue
-			}
-		} else {
-			rows, err = spRows(ef)
-			ef.Close()
-			if err != nil || len(rows) == 0 {
-				u.notes = append(u.notes, fmt.Sprintf("%sno leaf fix-up for %s: its .eh_frame: %v", warningPrefix, path, err))
-				continue
-			}
-		}
-		if len(u.rows)+len(rows) > maxRows {
-			u.notes = append(u.notes, fmt.Sprintf("%sno leaf fix-up for %s: the table is full", warningPrefix, path))
-			continue
-		}
-		u.files[key] = profcapFileRows{First: uint32(len(u.rows)), Count: uint32(len(rows))}
-		for _, r := range rows {
-			u.rows = append(u.rows, profcapRow{Off: uint32(r.Off), Cfa: r.CFA})
-		}
-		if isExe {
-			u.libs = append(u.libs, fmt.Sprintf("%s (Go pclntab: %d rows)", filepath.Base(path), len(rows)))
-		} else {
-			u.libs = append(u.libs, fmt.Sprintf("%s (%d rows)", filepath.Base(path), len(rows)))
+	for _, m := range maps {
+		isExe := exe != "" && m.path == exe
+		if frameless(m.path) || isExe {
+			u.addFile(pid, m, isExe && !frameless(m.path))
 		}
 	}
+}
+
+// addCFI makes pid a process the programs walk by CFI when its executable
+// sets up no frame pointers: every file it maps as code gets its
+// .eh_frame rows, and cfi_procs its mappings. Its frames are then whole
+// where frame pointers would end after the sampled function.
+func (u *unwindInfo) addCFI(pid int) {
+	fp := collectors.FramePointersOf(fmt.Sprintf("/proc/%d/exe", pid))
+	if !fp.Known || fp.Present {
+		return
+	}
+	maps, err := codeMappings(pid)
+	if err != nil {
+		return
+	}
+	var cm profcapCfiMaps
+	withRows := 0
+	for _, m := range maps {
+		if int(cm.N) == len(cm.M) {
+			u.notes = append(u.notes, fmt.Sprintf("%spid %d maps more than %d code segments: those above %#x are walked by frame pointer", warningPrefix, pid, len(cm.M), m.start))
+			break
+		}
+		fr, ok := u.addFile(pid, m, false)
+		if ok {
+			withRows++
+		}
+		cm.M[cm.N] = profcapCfiMap{Start: m.start, End: m.end, Off: m.off, First: fr.First, Count: fr.Count}
+		cm.N++
+	}
+	if withRows == 0 {
+		return
+	}
+	u.cfi[uint32(pid)] = cm
+	u.cfiWhy = append(u.cfiWhy, fmt.Sprintf("pid %d (%s: %s)", pid, filepath.Base(exePath(pid)), fp))
+}
+
+func exePath(pid int) string {
+	p, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return p
 }

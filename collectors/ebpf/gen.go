@@ -7,4 +7,4 @@ package ebpf
 //
 //	go generate ./collectors/ebpf
 //
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -tags linux -target amd64 -type proc -type stack -type cpu_key -type cpu_val -type off_key -type off_val -type start -type pending -type comm -type last_user -type file_key -type file_rows -type row -type proc_event profcap bpf/profcap.bpf.c -- -I/usr/include/x86_64-linux-gnu -Wall -Werror
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -tags linux -target amd64 -type proc -type stack -type cpu_key -type cpu_val -type off_key -type off_val -type start -type pending -type comm -type last_user -type file_key -type file_rows -type row -type cfi_map -type cfi_maps -type proc_event profcap bpf/profcap.bpf.c -- -I/usr/include/x86_64-linux-gnu -Wall -Werror

@@ -13,6 +13,40 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type profcapCfiBuf struct {
+	_ structs.HostLayout
+	W struct {
+		_     structs.HostLayout
+		Pc    uint64
+		Sp    uint64
+		Bp    uint64
+		Start uint64
+		End   uint64
+		Off   uint64
+		First uint32
+		Count uint32
+		Tgid  uint32
+		Tid   uint32
+	}
+	S profcapStack
+}
+
+type profcapCfiMap struct {
+	_     structs.HostLayout
+	Start uint64
+	End   uint64
+	Off   uint64
+	First uint32
+	Count uint32
+}
+
+type profcapCfiMaps struct {
+	_   structs.HostLayout
+	N   uint32
+	Pad uint32
+	M   [128]profcapCfiMap
+}
+
 type profcapClockSync struct {
 	_     structs.HostLayout
 	Off   int64
@@ -120,6 +154,7 @@ type profcapRow struct {
 	_   structs.HostLayout
 	Off uint32
 	Cfa int32
+	Rbp int32
 }
 
 type profcapStack struct {
@@ -171,13 +206,16 @@ const (
 	profcapStatSTAT_PROCS_FULL      profcapStat = 14
 	profcapStatSTAT_TW_FAILED       profcapStat = 15
 	profcapStatSTAT_STACKS_BUSY     profcapStat = 16
-	profcapStatSTAT_MAX             profcapStat = 17
+	profcapStatSTAT_CFI_STACKS      profcapStat = 17
+	profcapStatSTAT_MAX             profcapStat = 18
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	profcapMapCfiProcs        = "cfi_procs"
+	profcapMapCfiScratch      = "cfi_scratch"
 	profcapMapClockSyncs      = "clock_syncs"
 	profcapMapComms           = "comms"
 	profcapMapCpuCounts       = "cpu_counts"
@@ -265,6 +303,8 @@ type profcapProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type profcapMapSpecs struct {
+	CfiProcs    *ebpf.MapSpec `ebpf:"cfi_procs"`
+	CfiScratch  *ebpf.MapSpec `ebpf:"cfi_scratch"`
 	ClockSyncs  *ebpf.MapSpec `ebpf:"clock_syncs"`
 	Comms       *ebpf.MapSpec `ebpf:"comms"`
 	CpuCounts   *ebpf.MapSpec `ebpf:"cpu_counts"`
@@ -314,6 +354,8 @@ func (o *profcapObjects) Close() error {
 //
 // It can be passed to loadProfcapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type profcapMaps struct {
+	CfiProcs    *ebpf.Map `ebpf:"cfi_procs"`
+	CfiScratch  *ebpf.Map `ebpf:"cfi_scratch"`
 	ClockSyncs  *ebpf.Map `ebpf:"clock_syncs"`
 	Comms       *ebpf.Map `ebpf:"comms"`
 	CpuCounts   *ebpf.Map `ebpf:"cpu_counts"`
@@ -334,6 +376,8 @@ type profcapMaps struct {
 
 func (m *profcapMaps) Close() error {
 	return _ProfcapClose(
+		m.CfiProcs,
+		m.CfiScratch,
 		m.ClockSyncs,
 		m.Comms,
 		m.CpuCounts,

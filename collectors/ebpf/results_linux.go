@@ -397,11 +397,21 @@ func (r *reader) cpuProfile(st stats) (*profile.Profile, []string) {
 		b.add(locs, []int64{int64(v.Count), int64(v.Ns)}, l, n)
 	}
 	comments := []string{fmt.Sprintf("ebpf: cpu-clock sampling at %d Hz on every CPU, filtered in the kernel to the process tree; %d samples", freq, st[profcapStatSTAT_CPU_SAMPLES])}
+	comments = append(comments, r.cfiComments(st)...)
 	comments = append(comments, stackWarnings(st)...)
 	if st[profcapStatSTAT_CPU_COUNTS_FULL] > 0 {
 		comments = append(comments, fmt.Sprintf("%s%d samples lost: the count map was full", bundle.WarningPrefix, st[profcapStatSTAT_CPU_COUNTS_FULL]))
 	}
 	return p, comments
+}
+
+// cfiComments says which processes had their user stacks walked by CFI
+// (their executables set up no frame pointers).
+func (r *reader) cfiComments(st stats) []string {
+	if len(r.s.unw.cfi) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("ebpf: %d user stacks walked by .eh_frame CFI, of processes whose executable sets up no frame pointers (and their children): %s", st[profcapStatSTAT_CFI_STACKS], strings.Join(r.s.unw.cfiWhy, ", "))}
 }
 
 func stackWarnings(st stats) []string {
@@ -670,6 +680,7 @@ func (r *reader) offComments(st stats) []string {
 	} else {
 		c = append(c, bundle.WarningPrefix+"stacks are cut above frameless libc code: no leaf fix-up table (libc not found in the target's maps, or its .eh_frame unreadable), so the caller of a system-call wrapper is missing")
 	}
+	c = append(c, r.cfiComments(st)...)
 	c = append(c, r.s.unw.notes...)
 	c = append(c, stackWarnings(st)...)
 	if n := st[profcapStatSTAT_USTACK_STALE] + st[profcapStatSTAT_USTACK_LOST]; n > 0 {

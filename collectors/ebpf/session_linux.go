@@ -269,12 +269,17 @@ func (c *Collector) collect(ctx context.Context, w *collectors.Window, pid int, 
 // setUp loads and attaches: process tracking first, then the walk of the
 // tree (so that no fork in between is missed), then sampling.
 func (s *session) setUp() error {
-	s.unw = buildUnwind(s.pid)
+	s.unw = buildUnwind(treeOf(s.pid))
 	objs, err := load(uint64(s.opt.OffCPUThreshold.Nanoseconds()), len(s.unw.rows))
 	if err != nil {
 		return err
 	}
 	s.objs = objs
+	// Before the fork program is attached: it copies a parent's CFI
+	// mappings to its child.
+	if err := s.unw.install(objs); err != nil {
+		return err
+	}
 	if s.wants(bundle.Allocs) || s.wants(bundle.Heap) {
 		// Before the tree is followed, so that every process it adds is
 		// probed.
@@ -297,9 +302,6 @@ func (s *session) setUp() error {
 	}
 	if s.alloc != nil {
 		s.alloc.wait() // the tree's allocators are probed before Ready
-	}
-	if err := s.unw.install(objs); err != nil {
-		return err
 	}
 	if s.wants(bundle.OffCPU) || s.wants(bundle.Wakeup) {
 		// A kept block's user stack: by a task work where the kernel
@@ -490,12 +492,10 @@ func (s *session) tgids() []uint32 {
 }
 
 // seedTree tracks the target and every descendant alive now.
-func (s *session) seedTree() error {
+// treeOf lists pid and its descendants now, parents first.
+func treeOf(pid int) []int {
 	kids := map[int][]int{}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return err
-	}
+	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		p, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -505,10 +505,19 @@ func (s *session) seedTree() error {
 			kids[pp] = append(kids[pp], p)
 		}
 	}
-	queue := []int{s.pid}
+	var out []int
+	queue := []int{pid}
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
+		out = append(out, p)
+		queue = append(queue, kids[p]...)
+	}
+	return out
+}
+
+func (s *session) seedTree() error {
+	for _, p := range treeOf(s.pid) {
 		pp, _ := ppidOf(p)
 		comm := readComm(p)
 		v := profcapProc{Ppid: uint32(pp), Flags: pInitial}
@@ -517,7 +526,6 @@ func (s *session) seedTree() error {
 			break // full: the rest is said by the note
 		}
 		s.addProc(uint32(p), uint32(pp), comm, "initial")
-		queue = append(queue, kids[p]...)
 	}
 	return nil
 }

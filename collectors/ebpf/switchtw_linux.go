@@ -51,7 +51,7 @@ func loadSharing(spec *cebpf.CollectionSpec, main *profcapObjects, objs any) err
 		"procs": m.Procs, "starts": m.Starts, "initial": m.Initial, "open_out": m.OpenOut, "pendings": m.Pendings,
 		"stacks": m.Stacks, "scratch": m.Scratch, "cpu_counts": m.CpuCounts, "off_counts": m.OffCounts,
 		"comms": m.Comms, "last_users": m.LastUsers, "unwind_files": m.UnwindFiles, "unwind_rows": m.UnwindRows,
-		"events": m.Events, "stats": m.Stats,
+		"cfi_procs": m.CfiProcs, "events": m.Events, "stats": m.Stats,
 	} {
 		if _, ok := spec.Maps[name]; ok {
 			repl[name] = mp

@@ -13,6 +13,38 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type switchtwCfiBuf struct {
+	_ structs.HostLayout
+	W struct {
+		_     structs.HostLayout
+		Pc    uint64
+		Sp    uint64
+		Bp    uint64
+		Start uint64
+		End   uint64
+		Off   uint64
+		First uint32
+		Count uint32
+		Tgid  uint32
+		Tid   uint32
+	}
+	S switchtwStack
+}
+
+type switchtwCfiMaps struct {
+	_   structs.HostLayout
+	N   uint32
+	Pad uint32
+	M   [128]struct {
+		_     structs.HostLayout
+		Start uint64
+		End   uint64
+		Off   uint64
+		First uint32
+		Count uint32
+	}
+}
+
 type switchtwClockSync struct {
 	_     structs.HostLayout
 	Off   int64
@@ -111,6 +143,7 @@ type switchtwRow struct {
 	_   structs.HostLayout
 	Off uint32
 	Cfa int32
+	Rbp int32
 }
 
 type switchtwStack struct {
@@ -146,6 +179,8 @@ type switchtwStart struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	switchtwMapCfiProcs    = "cfi_procs"
+	switchtwMapCfiScratch  = "cfi_scratch"
 	switchtwMapClockSyncs  = "clock_syncs"
 	switchtwMapComms       = "comms"
 	switchtwMapCpuCounts   = "cpu_counts"
@@ -218,6 +253,8 @@ type switchtwProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type switchtwMapSpecs struct {
+	CfiProcs    *ebpf.MapSpec `ebpf:"cfi_procs"`
+	CfiScratch  *ebpf.MapSpec `ebpf:"cfi_scratch"`
 	ClockSyncs  *ebpf.MapSpec `ebpf:"clock_syncs"`
 	Comms       *ebpf.MapSpec `ebpf:"comms"`
 	CpuCounts   *ebpf.MapSpec `ebpf:"cpu_counts"`
@@ -266,6 +303,8 @@ func (o *switchtwObjects) Close() error {
 //
 // It can be passed to loadSwitchtwObjects or ebpf.CollectionSpec.LoadAndAssign.
 type switchtwMaps struct {
+	CfiProcs    *ebpf.Map `ebpf:"cfi_procs"`
+	CfiScratch  *ebpf.Map `ebpf:"cfi_scratch"`
 	ClockSyncs  *ebpf.Map `ebpf:"clock_syncs"`
 	Comms       *ebpf.Map `ebpf:"comms"`
 	CpuCounts   *ebpf.Map `ebpf:"cpu_counts"`
@@ -287,6 +326,8 @@ type switchtwMaps struct {
 
 func (m *switchtwMaps) Close() error {
 	return _SwitchtwClose(
+		m.CfiProcs,
+		m.CfiScratch,
 		m.ClockSyncs,
 		m.Comms,
 		m.CpuCounts,

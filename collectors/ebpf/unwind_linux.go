@@ -4,20 +4,28 @@ package ebpf
 
 import "github.com/profcap/profcap/bundle"
 
-// unwindInfo is the leaf fix-up's table: CFI rows of frameless libraries
-// the target maps, by file (see ehframe_linux.go).
+// unwindInfo is the unwinding tables: CFI rows by file (the leaf fix-up's
+// of frameless libraries, and every code file's of a process walked by
+// CFI: see ehframe_linux.go), and the processes walked by CFI.
 type unwindInfo struct {
-	files map[profcapFileKey]profcapFileRows
-	rows  []profcapRow
-	notes []string
-	libs  []string // files covered
+	files  map[profcapFileKey]profcapFileRows
+	rows   []profcapRow
+	cfi    map[uint32]profcapCfiMaps // by tgid
+	cfiWhy []string                  // the processes walked by CFI, and why
+	notes  []string
+	libs   []string // files covered
 }
 
 const warningPrefix = bundle.WarningPrefix
 
-func buildUnwind(pid int) *unwindInfo {
-	u := &unwindInfo{files: map[profcapFileKey]profcapFileRows{}}
-	u.addLibraries(pid)
+// buildUnwind builds the tables for the processes of the tree (pid and
+// its descendants now).
+func buildUnwind(tree []int) *unwindInfo {
+	u := &unwindInfo{files: map[profcapFileKey]profcapFileRows{}, cfi: map[uint32]profcapCfiMaps{}}
+	for _, pid := range tree {
+		u.addLibraries(pid)
+		u.addCFI(pid)
+	}
 	return u
 }
 
@@ -39,7 +47,15 @@ func (u *unwindInfo) install(objs *profcapObjects) error {
 		}
 	}
 	for k, v := range u.files {
+		if v.Count == 0 {
+			continue
+		}
 		if err := objs.UnwindFiles.Update(k, v, 0); err != nil {
+			return err
+		}
+	}
+	for tgid, cm := range u.cfi {
+		if err := objs.CfiProcs.Update(tgid, &cm, 0); err != nil {
 			return err
 		}
 	}

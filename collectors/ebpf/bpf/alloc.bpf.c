@@ -36,6 +36,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define RET(r) ((r)->ax)
 #define SP(r) ((r)->sp)
 #define IP(r) ((r)->ip)
+#define BP(r) ((r)->bp)
 
 extern bool bpf_session_is_return(void) __ksym;
 extern __u64 *bpf_session_cookie(void) __ksym;
@@ -427,7 +428,7 @@ static __always_inline int alloc_return(struct pt_regs *ctx)
 	u64 w = weigh(size);
 	/* At the return the IP is the caller's return address and the frame
 	 * pointer the caller's: the stack is whole from the caller up. */
-	u64 ustack = user_stack(ctx, IP(ctx), SP(ctx));
+	u64 ustack = user_stack(ctx, IP(ctx), SP(ctx), BP(ctx), CFI_SLOT_TASK);
 	add_alloc(tgid, tid, ustack, w, (w << 16) / size);
 	if (track_live) {
 		struct live_key k = {.tgid = tgid, .ptr = ptr};

@@ -24,8 +24,12 @@
  * and writes them to blocked_out by thread. Nothing here runs during the
  * window: the switch-out stays a timestamp.
  *
+ * A process walked by CFI (its code has no frame pointers) has its user
+ * stack walked by its .eh_frame rows instead, as unwind.h walks the
+ * current task's.
+ *
  * Shared with profcap.bpf.c through map replacement at load: procs,
- * open_out, pendings, stacks, stats and the leaf fix-up tables. A kernel
+ * open_out, pendings, stacks, stats, the leaf fix-up and CFI tables. A kernel
  * that refuses this program (no sleepable task iterators: before 5.18, or
  * no bpf_copy_from_user_task) runs the others without it; the collector
  * then falls back on the thread's previous block's user stack.
@@ -92,6 +96,37 @@ static __always_inline u64 walk_user(struct task_struct *task, struct stack *s, 
 	return put_stack(s);
 }
 
+extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
+extern void bpf_task_release(struct task_struct *p) __ksym;
+
+/* cfi_step_remote is cfi_step on the walked task's memory. */
+static long cfi_step_remote(u64 i, void *ctx)
+{
+	u32 slot = CFI_SLOT_ITER;
+	struct cfi_buf *b = bpf_map_lookup_elem(&cfi_scratch, &slot);
+	if (!b)
+		return 1;
+	struct task_struct *t = bpf_task_from_pid(b->w.tid);
+	if (!t)
+		return 1;
+	long r = cfi_step_in(i, slot, t, true);
+	bpf_task_release(t);
+	return r;
+}
+
+/* walk_cfi stores task's user stack walked by CFI (a process whose code
+ * has no frame pointers: unwind.h). */
+static __always_inline u64 walk_cfi(u32 tgid, u32 tid, u64 ip, u64 sp, u64 bp)
+{
+	u32 slot = CFI_SLOT_ITER;
+	struct cfi_buf *b = cfi_walk_init(slot, tgid, tid, ip, sp, bp);
+	if (!b || !ip)
+		return 0;
+	bpf_loop(MAX_DEPTH - 1, cfi_step_remote, &slot, 0);
+	stat(STAT_CFI_STACKS);
+	return put_stack(&b->s);
+}
+
 SEC("iter.s/task")
 int blocked_stacks(struct bpf_iter__task *ctx)
 {
@@ -131,7 +166,10 @@ int blocked_stacks(struct bpf_iter__task *ctx)
 	out.uip = BPF_CORE_READ(regs, ip);
 	out.usp = BPF_CORE_READ(regs, sp);
 	u64 bp = BPF_CORE_READ(regs, bp);
-	out.ustack = walk_user(task, s, out.uip, out.usp, bp);
+	if (bpf_map_lookup_elem(&cfi_procs, &tgid))
+		out.ustack = walk_cfi(tgid, tid, out.uip, out.usp, bp);
+	else
+		out.ustack = walk_user(task, s, out.uip, out.usp, bp);
 	bpf_map_update_elem(&blocked_out, &tid, &out, BPF_ANY);
 	return 0;
 }

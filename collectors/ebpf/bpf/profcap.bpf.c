@@ -43,6 +43,9 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		stat(STAT_PROCS_FULL);
 		return 0;
 	}
+	struct cfi_maps *cm = bpf_map_lookup_elem(&cfi_procs, &ptgid);
+	if (cm)
+		bpf_map_update_elem(&cfi_procs, &ctgid, cm, BPF_ANY); /* a fork's mappings are its parent's */
 	proc_event(EV_FORK, ctgid, ptgid, child);
 	return 0;
 }
@@ -55,6 +58,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	if (!pr)
 		return 0;
 	pr->flags |= P_EXECED;
+	bpf_map_delete_elem(&cfi_procs, &tgid); /* a new image: its files have no rows */
 	BPF_CORE_READ_STR_INTO(&pr->comm, p, comm);
 	proc_event(EV_EXEC, tgid, pr->ppid, p);
 	return 0;
@@ -79,6 +83,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	if (!pr)
 		return 0;
 	pr->flags |= P_EXITED;
+	bpf_map_delete_elem(&cfi_procs, &tgid);
 	proc_event(EV_EXIT, tgid, pr->ppid, p);
 	return 0;
 }
@@ -97,7 +102,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 	stat(STAT_CPU_SAMPLES);
 	struct cpu_key k = {.tgid = tgid, .tid = tid};
 	k.kstack = kernel_stack(ctx);
-	k.ustack = user_stack_here(ctx);
+	k.ustack = user_stack_here(ctx, CFI_SLOT_NMI);
 	u64 period = ctx->sample_period;
 	struct cpu_val *v = bpf_map_lookup_elem(&cpu_counts, &k);
 	if (!v) {
@@ -171,7 +176,7 @@ int BPF_PROG(on_waking, struct task_struct *p)
 		wflags = F_WAKER_IRQ;
 		stat(STAT_WAKER_IRQ);
 	} else if (s->wtid) {
-		s->wustack = user_stack_here(ctx);
+		s->wustack = user_stack_here(ctx, CFI_SLOT_TASK);
 	}
 	s->wflags = wflags;
 	s->wk_ts = now;
@@ -193,8 +198,8 @@ int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	if (!p)
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	u64 ip = BPF_CORE_READ(regs, ip), sp = BPF_CORE_READ(regs, sp);
-	u64 us = ip == p->uip && sp == p->usp ? user_stack(ctx, ip, sp) : 0;
+	u64 ip = BPF_CORE_READ(regs, ip), sp = BPF_CORE_READ(regs, sp), bp = BPF_CORE_READ(regs, bp);
+	u64 us = ip == p->uip && sp == p->usp ? user_stack(ctx, ip, sp, bp, CFI_SLOT_TASK) : 0;
 	struct pending done = *p;
 	if (!bpf_map_delete_elem(&pendings, &tid))
 		__sync_fetch_and_add(&npending, -1);

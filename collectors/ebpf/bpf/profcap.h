@@ -34,6 +34,7 @@ enum stat {
 	STAT_PROCS_FULL,      /* a forked process could not be tracked */
 	STAT_TW_FAILED,       /* a task work could not be scheduled: user stack lost */
 	STAT_STACKS_BUSY,     /* the store was busy on this CPU, or could not allocate for a moment */
+	STAT_CFI_STACKS,      /* user stacks walked by CFI */
 	STAT_MAX,
 };
 
@@ -179,11 +180,35 @@ struct file_rows {
 };
 
 /* From file offset off up to the next row: the CFA is SP + cfa (cfa > 0),
- * or not SP-based (cfa <= 0: the function has a frame pointer, or the
- * rule is unknown). */
+ * RBP + -cfa (cfa < 0, a function with a frame pointer), SP + 8 or 16 by
+ * the PC's place in a PLT entry (CFA_PLT), or unknown (0: an expression,
+ * or the outermost frame). rbp != 0: the caller's RBP is saved at CFA +
+ * rbp. The return address is at CFA - 8. */
 struct row {
 	u32 off;
 	s32 cfa;
+	s32 rbp;
+};
+
+#define CFA_PLT ((s32)0x80000000)
+
+/* CFI unwinding (unwind.h): the executable mappings of a process whose
+ * code has no frame pointers, sorted by start, each with its file's rows
+ * (count 0: none; frames there are walked by frame pointer). */
+#define MAX_CFI_MAPS 128
+
+struct cfi_map {
+	u64 start;
+	u64 end;
+	u64 off; /* the file offset of start */
+	u32 first;
+	u32 count;
+};
+
+struct cfi_maps {
+	u32 n;
+	u32 pad;
+	struct cfi_map m[MAX_CFI_MAPS];
 };
 
 #define EV_FORK 1
@@ -298,7 +323,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(max_entries, 512);
 	__type(key, struct file_key);
 	__type(value, struct file_rows);
 } unwind_files SEC(".maps");
@@ -309,6 +334,16 @@ struct {
 	__type(key, u32);
 	__type(value, struct row);
 } unwind_rows SEC(".maps");
+
+/* Processes walked by CFI, by tgid: seeded by the collector, copied to a
+ * child at fork (same mappings), dropped at exec and exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, u32);
+	__type(value, struct cfi_maps);
+} cfi_procs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

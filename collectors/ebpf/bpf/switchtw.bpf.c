@@ -38,9 +38,12 @@ static int take_user_stack(struct bpf_map *map, void *key, void *value)
 	if ((u32)cur->pid != tid)
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(cur);
-	u64 ip = BPF_CORE_READ(regs, ip), sp = BPF_CORE_READ(regs, sp);
+	u64 ip = BPF_CORE_READ(regs, ip), sp = BPF_CORE_READ(regs, sp), bp = BPF_CORE_READ(regs, bp);
 	u64 us = 0;
-	if (ip == p->uip && sp == p->usp) {
+	u32 tgid = cfi_tgid();
+	if (ip == p->uip && sp == p->usp && tgid) {
+		us = cfi_stack(CFI_SLOT_TASK, tgid, ip, sp, bp);
+	} else if (ip == p->uip && sp == p->usp) {
 		u32 zero = 0;
 		struct stack *s = bpf_map_lookup_elem(&tw_scratch, &zero);
 		if (s) {

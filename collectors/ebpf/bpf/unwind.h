@@ -44,20 +44,11 @@ static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *d
 	return 0;
 }
 
-/* cfa_at returns the SP-based CFA offset at pc in task, or 0. */
-static __always_inline s32 cfa_at(struct task_struct *task, u64 pc, bool ret_addr)
+/* row_in returns the row of the file's rows [first, first+count) that
+ * covers file offset off, or NULL. */
+static __always_inline struct row *row_in(u32 first, u32 count, u64 off)
 {
-	struct vma_info vi = {};
-	if (bpf_find_vma(task, pc, vma_cb, &vi, 0) || !vi.found)
-		return 0;
-	struct file_key fk = {.ino = vi.ino, .dev = vi.dev};
-	struct file_rows *fr = bpf_map_lookup_elem(&unwind_files, &fk);
-	if (!fr || fr->count == 0)
-		return 0;
-	u64 off = pc - vi.start + (vi.pgoff << 12);
-	if (ret_addr)
-		off -= 1; /* a return address belongs to the call before it */
-	u32 lo = fr->first, hi = fr->first + fr->count;
+	u32 lo = first, hi = first + count;
 	for (int i = 0; i < ROW_SEARCH_STEPS; i++) {
 		if (lo + 1 >= hi)
 			break;
@@ -73,7 +64,24 @@ static __always_inline s32 cfa_at(struct task_struct *task, u64 pc, bool ret_add
 	struct row *r = bpf_map_lookup_elem(&unwind_rows, &lo);
 	if (!r || (u64)r->off > off)
 		return 0;
-	return r->cfa;
+	return r;
+}
+
+/* cfa_at returns the SP-based CFA offset at pc in task, or 0. */
+static __always_inline s32 cfa_at(struct task_struct *task, u64 pc, bool ret_addr)
+{
+	struct vma_info vi = {};
+	if (bpf_find_vma(task, pc, vma_cb, &vi, 0) || !vi.found)
+		return 0;
+	struct file_key fk = {.ino = vi.ino, .dev = vi.dev};
+	struct file_rows *fr = bpf_map_lookup_elem(&unwind_files, &fk);
+	if (!fr || fr->count == 0)
+		return 0;
+	u64 off = pc - vi.start + (vi.pgoff << 12);
+	if (ret_addr)
+		off -= 1; /* a return address belongs to the call before it */
+	struct row *r = row_in(fr->first, fr->count, off);
+	return r ? r->cfa : 0;
 }
 
 /* read_user reads user memory at addr: of the current task, or (remote,
@@ -127,10 +135,174 @@ static __always_inline void fixup(struct stack *s, u64 ip, u64 sp)
 	fixup_task(s, ip, sp, bpf_get_current_task_btf(), false);
 }
 
-/* user_stack stores the current task's user stack, fixed up, given its
- * user-mode IP and SP. */
-static __always_inline u64 user_stack(void *ctx, u64 ip, u64 sp)
+/*
+ * CFI unwinding: a process whose code has no frame pointers (Debian's
+ * nginx and postgres, Rust release builds) is walked frame by frame from
+ * its registers with the rows of its files' .eh_frame (cfi_procs: its
+ * mappings, each with its file's rows), by frame pointer through code
+ * without rows, as the OpenTelemetry profiler walks native code. One step
+ * per frame under bpf_loop; the walk's state and frames in a per-CPU
+ * buffer, one for perf-event programs (NMI, which can interrupt the
+ * others) and one for the rest.
+ */
+#define CFI_MAP_STEPS 8 /* binary search: up to 256 mappings */
+#define CFI_SLOT_NMI 0
+#define CFI_SLOT_TASK 1
+#define CFI_SLOT_ITER 2 /* the sleepable task iterator (blocked.bpf.c) */
+
+struct cfi_walk {
+	u64 pc, sp, bp;
+	u64 start, end, off; /* the mapping of pc: [start, end), file offset */
+	u32 first, count;    /* its file's rows */
+	u32 tgid;
+	u32 tid; /* the task walked, when it is not the current one */
+};
+
+struct cfi_buf {
+	struct cfi_walk w;
+	struct stack s;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, u32);
+	__type(value, struct cfi_buf);
+} cfi_scratch SEC(".maps");
+
+/* cfi_step_in adds the caller of the walk's frame: 0 to go on, 1 to
+ * stop. It reads the current task's memory, or task's (remote, a
+ * constant: sleepable programs only). */
+static __always_inline long cfi_step_in(u64 i, u32 slot, struct task_struct *task, bool remote)
 {
+	struct cfi_buf *b = bpf_map_lookup_elem(&cfi_scratch, &slot);
+	if (!b)
+		return 1;
+	struct cfi_walk *w = &b->w;
+	u32 nr = b->s.nr;
+	if (nr >= MAX_DEPTH)
+		return 1;
+	u64 pc = w->pc, sp = w->sp, bp = w->bp;
+	if (pc < w->start || pc >= w->end) {
+		struct cfi_maps *m = bpf_map_lookup_elem(&cfi_procs, &w->tgid);
+		if (!m)
+			return 1;
+		u32 lo = 0, hi = m->n;
+		if (hi > MAX_CFI_MAPS)
+			hi = MAX_CFI_MAPS;
+		if (hi == 0)
+			return 1;
+		for (int k = 0; k < CFI_MAP_STEPS; k++) {
+			if (lo + 1 >= hi)
+				break;
+			u32 mid = lo + (hi - lo) / 2;
+			if (m->m[mid & (MAX_CFI_MAPS - 1)].start <= pc)
+				lo = mid;
+			else
+				hi = mid;
+		}
+		struct cfi_map *mp = &m->m[lo & (MAX_CFI_MAPS - 1)];
+		if (pc < mp->start || pc >= mp->end)
+			return 1; /* not code the process maps: a wrong frame */
+		w->start = mp->start;
+		w->end = mp->end;
+		w->off = mp->off;
+		w->first = mp->first;
+		w->count = mp->count;
+	}
+	u64 ra = 0, nsp, nbp = bp;
+	struct row *r = 0;
+	if (w->count) {
+		/* A return address belongs to the call before it. */
+		r = row_in(w->first, w->count, pc - w->start + w->off - (i > 0 ? 1 : 0));
+	}
+	if (r) {
+		s32 c = r->cfa;
+		u64 cfa;
+		if (c == 0)
+			return 1; /* the outermost frame, or a rule not kept */
+		if (c == CFA_PLT)
+			cfa = sp + 8 + ((pc & 15) >= 11 ? 8 : 0);
+		else if (c > 0)
+			cfa = sp + (u64)c;
+		else
+			cfa = bp + (u64)(-(s64)c);
+		if (read_user(&ra, sizeof(ra), cfa - 8, task, remote))
+			return 1;
+		if (r->rbp && read_user(&nbp, sizeof(nbp), cfa + (s64)r->rbp, task, remote))
+			return 1;
+		nsp = cfa;
+	} else {
+		/* No rows here: a frame-pointer step. */
+		if (!bp || bp < sp)
+			return 1;
+		u64 fr[2];
+		if (read_user(fr, sizeof(fr), bp, task, remote))
+			return 1;
+		nbp = fr[0];
+		ra = fr[1];
+		nsp = bp + 16;
+	}
+	if (ra < 4096 || nsp <= sp)
+		return 1;
+	b->s.ips[nr] = ra;
+	b->s.nr = nr + 1;
+	w->pc = ra;
+	w->sp = nsp;
+	w->bp = nbp;
+	return 0;
+}
+
+static long cfi_step(u64 i, void *ctx)
+{
+	return cfi_step_in(i, *(u32 *)ctx, 0, false);
+}
+
+/* cfi_walk_init starts a walk in slot from the registers. */
+static __always_inline struct cfi_buf *cfi_walk_init(u32 slot, u32 tgid, u32 tid, u64 ip, u64 sp, u64 bp)
+{
+	struct cfi_buf *b = bpf_map_lookup_elem(&cfi_scratch, &slot);
+	if (!b)
+		return 0;
+	b->w.pc = ip;
+	b->w.sp = sp;
+	b->w.bp = bp;
+	b->w.start = b->w.end = 0;
+	b->w.tgid = tgid;
+	b->w.tid = tid;
+	b->s.ips[0] = ip;
+	b->s.nr = 1;
+	return b;
+}
+
+/* cfi_stack stores the current task's user stack walked by CFI from its
+ * user registers, in buffer slot. A global function: the verifier checks
+ * it once, not again on every path of each caller. */
+__noinline u64 cfi_stack(u32 slot, u32 tgid, u64 ip, u64 sp, u64 bp)
+{
+	struct cfi_buf *b = cfi_walk_init(slot, tgid, 0, ip, sp, bp);
+	if (!b)
+		return 0;
+	bpf_loop(MAX_DEPTH - 1, cfi_step, &slot, 0);
+	stat(STAT_CFI_STACKS);
+	return put_stack(&b->s);
+}
+
+/* cfi_tgid is the current process's tgid when it is walked by CFI, else 0. */
+static __always_inline u32 cfi_tgid(void)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&cfi_procs, &tgid) ? tgid : 0;
+}
+
+/* user_stack stores the current task's user stack, given its user-mode
+ * registers: by CFI where the process is walked so, else by frame
+ * pointers (the kernel's walk), fixed up. slot is the CFI buffer. */
+static __always_inline u64 user_stack(void *ctx, u64 ip, u64 sp, u64 bp, u32 slot)
+{
+	u32 tgid = cfi_tgid();
+	if (tgid)
+		return cfi_stack(slot, tgid, ip, sp, bp);
 	struct stack *s = scratch_stack();
 	if (!s)
 		return 0;
@@ -147,11 +319,11 @@ static __always_inline u64 user_stack(void *ctx, u64 ip, u64 sp)
 }
 
 /* user_stack_here is user_stack with the current task's saved user registers. */
-static __always_inline u64 user_stack_here(void *ctx)
+static __always_inline u64 user_stack_here(void *ctx, u32 slot)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	u64 ip = BPF_CORE_READ(regs, ip), sp = BPF_CORE_READ(regs, sp);
-	return user_stack(ctx, ip, sp);
+	u64 ip = BPF_CORE_READ(regs, ip), sp = BPF_CORE_READ(regs, sp), bp = BPF_CORE_READ(regs, bp);
+	return user_stack(ctx, ip, sp, bp, slot);
 }
 
 /* in_interrupt reads this CPU's preempt count (the per-CPU variable
