@@ -761,6 +761,10 @@ func (s *Symbolizer) vdsoObject() *object {
 // VDSO returns the vDSO's symbols (see vdsoObject).
 func (s *Symbolizer) VDSO() *File { return &File{s: s, o: s.vdsoObject()} }
 
+// VDSOImage is the vDSO's ELF image, read from this process's memory
+// (the kernel maps the same one into every process).
+func VDSOImage() ([]byte, error) { return readOwnVDSO("/proc") }
+
 func readOwnVDSO(procRoot string) ([]byte, error) {
 	data, err := os.ReadFile(filepath.Join(procRoot, "self", "maps"))
 	if err != nil {

@@ -9,9 +9,12 @@
 // outside it, with the target's two threads pinned to one CPU and to two
 // (unpinned, the scheduler moves them between those two modes, 2.5x
 // apart in rate, whenever anything else runs), and the time from the
-// window's end to the profile. Needs root, gcc and perf. See docs/ebpf.md.
+// window's end to the profile. Then the same on Debian's nginx under wrk,
+// whose code has no frame pointers: eBPF walking its stacks by .eh_frame
+// against perf with --call-graph dwarf (nginx.go). Needs root, gcc and
+// perf (nginx and wrk for the second table). See docs/ebpf.md.
 //
-//	go run ./bench/ebpf -window 8s
+//	go run ./bench/ebpf -window 8s [-nginx]
 //
 // make bench reaches it through BenchmarkPingPong (bench_test.go).
 package main
@@ -38,13 +41,26 @@ import (
 
 func main() {
 	window := flag.Duration("window", 8*time.Second, "capture window")
+	onlyNginx := flag.Bool("nginx", false, "only the nginx table")
 	flag.Parse()
-	r, err := run(*window)
+	if !*onlyNginx {
+		r, err := run(*window)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench/ebpf:", err)
+			os.Exit(1)
+		}
+		fmt.Print(r)
+	}
+	if _, err := exec.LookPath("wrk"); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/ebpf: no wrk: the nginx table is left out")
+		return
+	}
+	n, err := runNginx(*window)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench/ebpf:", err)
+		fmt.Fprintln(os.Stderr, "bench/ebpf: nginx:", err)
 		os.Exit(1)
 	}
-	fmt.Print(r)
+	fmt.Print(n)
 }
 
 // A config is one way of capturing, on one placement of the target's two

@@ -56,20 +56,31 @@ func TestCFIWholeStacks(t *testing.T) {
 			win := w.Ended().Sub(w.Start)
 
 			cpu := res[bundle.CPU].Profile
-			var spin, whole int64
-			for _, s := range cpu.Sample {
-				if s.NumLabel["tid"][0] != int64(pid) || !hasFunc(s, "hash_block") {
-					continue
+			top(t, cpu, 0, 4)
+			for _, tc := range []struct{ leaf, chain string }{
+				{"hash_block", "main;serve;handle_request;parse_body;hash_block"},
+				{"stamp_request", "main;serve;handle_request;stamp_request"},
+			} {
+				var in, whole, vdso int64
+				for _, s := range cpu.Sample {
+					if s.NumLabel["tid"][0] != int64(pid) || !hasFunc(s, tc.leaf) {
+						continue
+					}
+					in += s.Value[0]
+					if strings.Contains(stackString(s), tc.chain) {
+						whole += s.Value[0]
+						if strings.Contains(stackString(s), "vdso") {
+							vdso += s.Value[0]
+						}
+					}
 				}
-				spin += s.Value[0]
-				if strings.Contains(stackString(s), "main;serve;handle_request;parse_body;hash_block") {
-					whole += s.Value[0]
+				t.Logf("cpu: %d samples in %s on the main thread, %d (%.1f%%) with the whole chain from main (%d in the vDSO)", in, tc.leaf, whole, pct(whole, in), vdso)
+				if in < 30 || pct(whole, in) < 95 {
+					t.Errorf("cpu: %d of %d samples in %s have the chain %s, want at least 95%%", whole, in, tc.leaf, tc.chain)
 				}
-			}
-			t.Logf("cpu: %d samples of hash_block on the main thread, %d (%.1f%%) with the whole chain from main", spin, whole, pct(whole, spin))
-			top(t, cpu, 0, 3)
-			if spin < 100 || pct(whole, spin) < 95 {
-				t.Errorf("cpu: %d of %d hash_block samples under main → serve → handle_request → parse_body, want at least 95%%", whole, spin)
+				if tc.leaf == "stamp_request" && vdso == 0 {
+					t.Errorf("cpu: no sample walked from the vDSO to %s", tc.chain)
+				}
 			}
 			if c := strings.Join(cpu.Comments, "\n"); !strings.Contains(c, "walked by .eh_frame CFI") {
 				t.Errorf("cpu comments do not say the stacks were walked by CFI:\n%s", c)

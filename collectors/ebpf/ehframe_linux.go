@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/profcap/profcap/collectors"
+	"github.com/profcap/profcap/symbolize"
 )
 
 // frameless are the libraries whose code is built without frame pointers
@@ -35,7 +36,12 @@ type codeMapping struct {
 	path            string
 }
 
-// codeMappings reads pid's executable file mappings, in address order.
+// vdsoKey stands for the vDSO among the files (it has no inode): its rows
+// serve the CFI walk, never the fix-up's lookup by inode.
+var vdsoKey = profcapFileKey{Ino: 0, Dev: ^uint32(0)}
+
+// codeMappings reads pid's executable file mappings and its vDSO, in
+// address order.
 func codeMappings(pid int) ([]codeMapping, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
@@ -45,7 +51,7 @@ func codeMappings(pid int) ([]codeMapping, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 6 || !strings.Contains(f[1], "x") || !strings.HasPrefix(f[5], "/") {
+		if len(f) < 6 || !strings.Contains(f[1], "x") || !strings.HasPrefix(f[5], "/") && f[5] != "[vdso]" {
 			continue
 		}
 		lo, hi, _ := strings.Cut(f[0], "-")
@@ -59,7 +65,11 @@ func codeMappings(pid int) ([]codeMapping, error) {
 		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 			continue
 		}
-		out = append(out, codeMapping{start: start, end: end, off: off, key: profcapFileKey{Ino: ino, Dev: uint32(ma<<20 | mi)}, path: strings.Join(f[5:], " ")})
+		key := profcapFileKey{Ino: ino, Dev: uint32(ma<<20 | mi)}
+		if f[5] == "[vdso]" {
+			key = vdsoKey
+		}
+		out = append(out, codeMapping{start: start, end: end, off: off, key: key, path: strings.Join(f[5:], " ")})
 	}
 	return out, nil
 }
@@ -71,7 +81,18 @@ func (u *unwindInfo) addFile(pid int, m codeMapping, goExe bool) (profcapFileRow
 		return fr, fr.Count > 0
 	}
 	u.files[m.key] = profcapFileRows{} // tried: no rows, until it has some
-	ef, err := elf.Open(fmt.Sprintf("/proc/%d/root%s", pid, m.path))
+	var ef *elf.File
+	var err error
+	if m.path == "[vdso]" {
+		// Not a file: the kernel's image, the same in every process
+		// (clock_gettime and gettimeofday run there).
+		var img []byte
+		if img, err = symbolize.VDSOImage(); err == nil {
+			ef, err = elf.NewFile(bytes.NewReader(img))
+		}
+	} else {
+		ef, err = elf.Open(fmt.Sprintf("/proc/%d/root%s", pid, m.path))
+	}
 	if err != nil {
 		u.notes = append(u.notes, fmt.Sprintf("%sno unwind table for %s: %v", warningPrefix, m.path, err))
 		return profcapFileRows{}, false

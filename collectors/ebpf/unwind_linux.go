@@ -47,7 +47,7 @@ func (u *unwindInfo) install(objs *profcapObjects) error {
 		}
 	}
 	for k, v := range u.files {
-		if v.Count == 0 {
+		if v.Count == 0 || k == vdsoKey {
 			continue
 		}
 		if err := objs.UnwindFiles.Update(k, v, 0); err != nil {

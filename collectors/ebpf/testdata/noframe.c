@@ -4,6 +4,8 @@
  * gives every frame. Two threads, each down a named call chain:
  *
  *   spinner: main → serve → handle_request → parse_body → hash_block (CPU)
+ *            and handle_request → stamp_request → clock_gettime (CPU in
+ *            the vDSO, code the kernel maps into every process)
  *   napper:  nap_thread → nap_outer → nap_inner → nanosleep (off CPU)
  *   blocked: block_thread → block_outer → block_inner → read of a pipe
  *            nobody writes (off CPU for the whole window: its stack is
@@ -47,9 +49,21 @@ NI unsigned long parse_body(unsigned long x)
 	return r + x * 7;
 }
 
+NI unsigned long stamp_request(unsigned long x)
+{
+	struct timespec ts;
+	unsigned long t = 0;
+	for (int i = 0; i < 20000; i++) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		t += (unsigned long)ts.tv_nsec;
+	}
+	return t ^ x;
+}
+
 NI unsigned long handle_request(unsigned long x)
 {
 	unsigned long r = parse_body(x ^ 5);
+	r ^= stamp_request(r);
 	return r ^ (x >> 1);
 }
 
