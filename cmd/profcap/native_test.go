@@ -364,8 +364,9 @@ func recordNative(t *testing.T, dir string, pid int, window string, extra ...str
 
 // TestNginxUnderWrk: `profcap record --pid` of Debian's nginx master while
 // wrk loads it shows the workers' request paths with their callers down to
-// main. Debian's nginx has no frame pointers (the eBPF collector leaves it
-// to perf with DWARF) and no .symtab: names come from .dynsym, which holds
+// main. Debian's nginx has no frame pointers (the eBPF collector walks it
+// by its .eh_frame; perf would need DWARF) and no .symtab: names come
+// from .dynsym, which holds
 // the functions nginx exports for dynamic modules; its static functions
 // (ngx_worker_process_cycle, ngx_epoll_process_events, ...) stay
 // nginx+0x... frames without the nginx-dbgsym package, but are frames, with
