@@ -192,7 +192,7 @@ func (c *Collector) Probe(ctx context.Context, t *targets.Target) []collectors.A
 			a.Reason = err.Error()
 		} else {
 			a.Available = true
-			a.Reason = strings.Join(append([]string{fmt.Sprintf("pid %d and its descendants", pid)}, notes...), "; ")
+			a.Reason = strings.Join(append([]string{fmt.Sprintf("pid %d and its descendants", pid), unwindNote(pid)}, notes...), "; ")
 		}
 		out = append(out, a)
 	}
@@ -200,6 +200,16 @@ func (c *Collector) Probe(ctx context.Context, t *targets.Target) []collectors.A
 		out = append(out, c.probeAlloc(pid, notes, err)...)
 	}
 	return out
+}
+
+// unwindNote says how the collector will walk pid's user stacks.
+func unwindNote(pid int) string {
+	fp := collectors.FramePointersOf(fmt.Sprintf("/proc/%d/exe", pid))
+	if !fp.Known || fp.Present {
+		return "stacks by frame pointers"
+	}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return fmt.Sprintf("stacks by .eh_frame CFI: %s has %s", exe, fp)
 }
 
 // probeAlloc is Probe's answer for the allocs and heap kinds: the

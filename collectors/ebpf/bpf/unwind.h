@@ -24,6 +24,7 @@
 
 struct vma_info {
 	u64 start;
+	u64 end;
 	u64 pgoff;
 	u64 ino;
 	u32 dev;
@@ -37,6 +38,7 @@ static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *d
 	if (!f)
 		return 0;
 	vi->start = BPF_CORE_READ(vma, vm_start);
+	vi->end = BPF_CORE_READ(vma, vm_end);
 	vi->pgoff = BPF_CORE_READ(vma, vm_pgoff);
 	vi->ino = BPF_CORE_READ(f, f_inode, i_ino);
 	vi->dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
@@ -67,17 +69,22 @@ static __always_inline struct row *row_in(u32 first, u32 count, u64 off)
 	return r;
 }
 
-/* cfa_at returns the SP-based CFA offset at pc in task, or 0. */
-static __always_inline s32 cfa_at(struct task_struct *task, u64 pc, bool ret_addr)
+/* cfa_at returns the SP-based CFA offset at pc in task, or 0. vi is the
+ * VMA of the last call, found again only when pc is outside it: in a
+ * perf-event program (NMI) bpf_find_vma works once, the mmap lock's
+ * release waiting for an irq_work until the NMI returns. */
+static __always_inline s32 cfa_at(struct task_struct *task, u64 pc, bool ret_addr, struct vma_info *vi)
 {
-	struct vma_info vi = {};
-	if (bpf_find_vma(task, pc, vma_cb, &vi, 0) || !vi.found)
-		return 0;
-	struct file_key fk = {.ino = vi.ino, .dev = vi.dev};
+	if (!vi->found || pc < vi->start || pc >= vi->end) {
+		vi->found = 0;
+		if (bpf_find_vma(task, pc, vma_cb, vi, 0) || !vi->found)
+			return 0;
+	}
+	struct file_key fk = {.ino = vi->ino, .dev = vi->dev};
 	struct file_rows *fr = bpf_map_lookup_elem(&unwind_files, &fk);
 	if (!fr || fr->count == 0)
 		return 0;
-	u64 off = pc - vi.start + (vi.pgoff << 12);
+	u64 off = pc - vi->start + (vi->pgoff << 12);
 	if (ret_addr)
 		off -= 1; /* a return address belongs to the call before it */
 	struct row *r = row_in(fr->first, fr->count, off);
@@ -101,8 +108,9 @@ static __always_inline void fixup_task(struct stack *s, u64 ip, u64 sp, struct t
 {
 	u64 pc = ip;
 	u32 pos = 1;
+	struct vma_info vi = {};
 	for (int lvl = 0; lvl < FIXUP_LEVELS; lvl++) {
-		s32 cfa = cfa_at(task, pc, lvl > 0);
+		s32 cfa = cfa_at(task, pc, lvl > 0, &vi);
 		if (cfa <= 0 || cfa > 4096)
 			return;
 		u64 ret = 0;
