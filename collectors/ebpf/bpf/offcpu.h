@@ -83,7 +83,7 @@ static __always_inline void switch_out(void *ctx, struct start *s, bool preempt,
 		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 		if ((long)regs->orig_ax == -1) { /* a BTF pointer: a plain load */
 			rk = kernel_stack(ctx);
-			ru = user_stack_here(ctx, CFI_SLOT_TASK);
+			ru = user_stack_here(ctx, CFI_SLOT_SCHED);
 			if (!rk && !ru)
 				rk = 1; /* mark: taken (no stack) */
 		}

@@ -176,7 +176,7 @@ int BPF_PROG(on_waking, struct task_struct *p)
 		wflags = F_WAKER_IRQ;
 		stat(STAT_WAKER_IRQ);
 	} else if (s->wtid) {
-		s->wustack = user_stack_here(ctx, CFI_SLOT_TASK);
+		s->wustack = user_stack_here(ctx, CFI_SLOT_SCHED);
 	}
 	s->wflags = wflags;
 	s->wk_ts = now;

@@ -150,13 +150,15 @@ static __always_inline void fixup(struct stack *s, u64 ip, u64 sp)
  * mappings, each with its file's rows), by frame pointer through code
  * without rows, as the OpenTelemetry profiler walks native code. One step
  * per frame under bpf_loop; the walk's state and frames in a per-CPU
- * buffer, one for perf-event programs (NMI, which can interrupt the
- * others) and one for the rest.
+ * buffer, one per kind of context that can interrupt or preempt another's
+ * walk (CFI_SLOT_*).
  */
 #define CFI_MAP_STEPS 8 /* binary search: up to 256 mappings */
-#define CFI_SLOT_NMI 0
-#define CFI_SLOT_TASK 1
-#define CFI_SLOT_ITER 2 /* the sleepable task iterator (blocked.bpf.c) */
+#define CFI_SLOT_NMI 0   /* perf-event programs: they interrupt any other */
+#define CFI_SLOT_TASK 1  /* task works, syscall exits, allocations: preemptible */
+#define CFI_SLOT_ITER 2  /* the sleepable task iterator (blocked.bpf.c) */
+#define CFI_SLOT_SCHED 3 /* sched_switch and sched_waking: interrupts off,
+			  * but they run while a preempted walk of slot 1 waits */
 
 struct cfi_walk {
 	u64 pc, sp, bp;
@@ -173,7 +175,7 @@ struct cfi_buf {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 3);
+	__uint(max_entries, 4);
 	__type(key, u32);
 	__type(value, struct cfi_buf);
 } cfi_scratch SEC(".maps");
