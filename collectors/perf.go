@@ -294,6 +294,32 @@ func processTree(pid int) ([]int, string) {
 	return tree, note
 }
 
+// missedNote names the descendants of the recording's target alive after
+// it stopped that perf was not given: forked during the window, so not
+// recorded (perf -p does not follow forks). Those that forked and exited
+// within the window are not seen.
+func missedNote(r *recording) string {
+	given := r.tree
+	if len(given) == 0 {
+		given = []int{r.pid}
+	}
+	now, _ := processTree(r.pid)
+	var missed []string
+	for _, p := range now[1:] {
+		if !slices.Contains(given, p) {
+			missed = append(missed, fmt.Sprintf("%d (%s)", p, procName(p)))
+		}
+	}
+	if len(missed) == 0 {
+		return ""
+	}
+	what := "1 process forked during the window was"
+	if len(missed) > 1 {
+		what = fmt.Sprintf("%d processes forked during the window were", len(missed))
+	}
+	return fmt.Sprintf("%s%s not recorded (perf -p does not follow forks; the eBPF collector does): %s", bundle.WarningPrefix, what, strings.Join(missed, ", "))
+}
+
 func pidList(pids []int) string {
 	s := make([]string, len(pids))
 	for i, p := range pids {
@@ -472,6 +498,9 @@ func (p *Perf) result(ctx context.Context, r *recording) Result {
 	res.Profile = prof
 	res.Status = bundle.StatusOK
 	notes := append(append([]string(nil), r.notes...), readNotes...)
+	if n := missedNote(r); n != "" {
+		notes = append(notes, n)
+	}
 	if n := unwindNote(r, prof, readTime); n != "" {
 		notes = append(notes, n)
 	}

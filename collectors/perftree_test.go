@@ -3,12 +3,15 @@ package collectors
 import (
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/profcap/profcap/bundle"
+	"github.com/profcap/profcap/internal/testreq"
+	"github.com/profcap/profcap/targets"
 )
 
 // TestPerfProcessTree: perf -p is given the target and the descendants it
@@ -49,5 +52,72 @@ func TestPerfProcessTree(t *testing.T) {
 	}
 	if tree, note := processTree(kids[0]); len(tree) != 1 || note != "" {
 		t.Errorf("a process without children: %v %q", tree, note)
+	}
+}
+
+// TestPerfMissedForks: of a parent that forked two CPU-burning children
+// before the window and a third in it (the eBPF collector's fork target),
+// perf records the first three and names the third, which perf -p does
+// not follow, in a warning of the note.
+func TestPerfMissedForks(t *testing.T) {
+	needPerf(t)
+	gcc := testreq.Command(t, "gcc")
+	bin := filepath.Join(t.TempDir(), "target")
+	if out, err := exec.Command(gcc, "-O1", "-fno-omit-frame-pointer", "-pthread", "ebpf/testdata/target.c", "-o", bin).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "fork", "300")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	defer func() {
+		for _, k := range children(pid) {
+			exec.Command("kill", fmt.Sprint(k)).Run()
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	line := make([]byte, 64)
+	if n, _ := out.Read(line); !strings.Contains(string(line[:n]), "forked 2") {
+		t.Fatalf("target said %q, want forked 2", line[:n])
+	}
+	before := children(pid)
+	w := NewWindow(2*time.Second, 0)
+	go func() {
+		time.Sleep(200 * time.Millisecond) // the third fork comes 300 ms later, in the window
+		fmt.Fprintln(in, "go")
+	}()
+	cpu := perfCollect(t, NewPerf(PerfOptions{}), w, &targets.Target{Name: "fork", PID: pid}, bundle.CPU)[bundle.CPU]
+	var late []int
+	for _, k := range children(pid) {
+		if !slices.Contains(before, k) {
+			late = append(late, k)
+		}
+	}
+	if len(before) != 2 || len(late) != 1 {
+		t.Fatalf("children before %v, forked in the window %v: want 2 and 1", before, late)
+	}
+	t.Logf("note: %s", cpu.Note)
+	i := strings.Index(cpu.Note, "1 process forked during the window was not recorded")
+	if i < 0 || !strings.Contains(cpu.Note[i:], fmt.Sprintf("%d (", late[0])) {
+		t.Fatalf("note %q, want the warning naming %d", cpu.Note, late[0])
+	}
+	warn := cpu.Note[i:]
+	if j := strings.Index(warn, "; "); j >= 0 {
+		warn = warn[:j]
+	}
+	for _, b := range before {
+		if strings.Contains(warn, fmt.Sprintf("%d (", b)) {
+			t.Errorf("the warning %q names %d, which perf was given", warn, b)
+		}
 	}
 }
