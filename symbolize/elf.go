@@ -61,6 +61,9 @@ type object struct {
 	loads   []segment
 	syms    []symbol
 	machine elf.Machine
+	// starts are the function starts of a stripped file (.eh_frame_hdr):
+	// a nameless function's addresses share one frame, named by its start.
+	starts []uint64
 
 	// Where the symbols came from, for Notes.
 	source      string // ".symtab", ".dynsym", ".gnu_debugdata + .dynsym", "debug file /usr/lib/debug/..."
@@ -218,7 +221,10 @@ func (s *Symbolizer) readObject(o *object) {
 		syms = append(syms, pltSymbols(f)...)
 	}
 	o.syms = fixupSymbols(syms, false)
-	if len(o.syms) == 0 {
+	if o.stripped {
+		o.starts = FunctionStarts(f)
+	}
+	if len(o.syms) == 0 && len(o.starts) == 0 {
 		o.problem = fmt.Sprintf("%s is stripped (no .symtab, no functions in .dynsym)", o.path)
 	}
 	if o.stripped {
@@ -802,6 +808,26 @@ func (o *object) vaddr(off uint64) uint64 {
 		}
 	}
 	return off
+}
+
+// fileOff turns a virtual address into the file offset mapped there.
+func (o *object) fileOff(v uint64) uint64 {
+	for _, l := range o.loads {
+		if v >= l.vaddr && v < l.vaddr+max(l.filesz, 1) {
+			return v - l.vaddr + l.off
+		}
+	}
+	return v
+}
+
+// funcStart returns the start of the nameless function holding virtual
+// address v (the last start at or below it), if o has function starts.
+func (o *object) funcStart(v uint64) (uint64, bool) {
+	i := sort.Search(len(o.starts), func(i int) bool { return o.starts[i] > v })
+	if i == 0 {
+		return 0, false
+	}
+	return o.starts[i-1], true
 }
 
 // lookup returns the symbol containing virtual address v, or nil. Only the

@@ -73,19 +73,29 @@ type Frame struct {
 	Offset uint64
 	Known  bool // Function was found
 	// FuncOffset is the address's distance from the start of Function
-	// (perf script's "+0x…").
+	// (perf script's "+0x…"), or of the nameless function it is in.
 	FuncOffset uint64
+	// InFunc says that a frame without a name is in a function whose
+	// start a stripped file's .eh_frame_hdr gives: FuncStart, a file
+	// offset as Offset is.
+	InFunc    bool
+	FuncStart uint64
 }
 
 // Name is the frame's function, or "MODULE+0xOFFSET" (the module's base
 // name) when unknown, or "[unknown]" when the module is unknown too: the
-// names perf script and profcap show for unnamed frames.
+// names perf script and profcap show for unnamed frames. A nameless
+// function whose start is known is "MODULE+0xSTART" for all its
+// addresses, so that its samples add up in one frame.
 func (f Frame) Name() string {
 	if f.Known {
 		return f.Function
 	}
 	if f.Module == "" {
 		return "[unknown]"
+	}
+	if f.InFunc {
+		return filepath.Base(f.Module) + "+0x" + strconv.FormatUint(f.FuncStart, 16)
 	}
 	return filepath.Base(f.Module) + "+0x" + strconv.FormatUint(f.Offset, 16)
 }
@@ -532,6 +542,8 @@ func (s *Symbolizer) frame(o *object, v, off uint64) Frame {
 	if sym := o.lookup(v); sym != nil {
 		fr.Function, fr.Known, fr.FuncOffset = o.name(sym), true, v-sym.start
 		o.named.Add(1)
+	} else if start, ok := o.funcStart(v); ok {
+		fr.FuncStart, fr.InFunc, fr.FuncOffset = o.fileOff(start), true, v-start
 	}
 	if !s.opt.NoLines {
 		if lt := s.lines(o); lt != nil {

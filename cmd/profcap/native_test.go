@@ -369,8 +369,8 @@ func recordNative(t *testing.T, dir string, pid int, window string, extra ...str
 // from .dynsym, which holds
 // the functions nginx exports for dynamic modules; its static functions
 // (ngx_worker_process_cycle, ngx_epoll_process_events, ...) stay
-// nginx+0x... frames without the nginx-dbgsym package, but are frames, with
-// their callers, not [unknown].
+// nginx+0x... frames without the nginx-dbgsym package (one per function,
+// named by its start), but are frames, with their callers, not [unknown].
 func TestNginxUnderWrk(t *testing.T) {
 	testreq.Root(t, "perf and eBPF of another user's processes")
 	testreq.Command(t, "perf")
@@ -517,10 +517,10 @@ http {
 // (fdatasync under XLogFlush under CommitTransactionCommand, PostgresMain)
 // and its row-lock waits in ProcSleep under LockAcquireExtended and
 // XactLockTableWait (pgbench's tpcb updates the scale-1 pgbench_branches
-// row from every client). Debian's postgres has no frame pointers (perf
-// with DWARF takes it) and no .symtab: exported functions are named from
-// .dynsym; static ones and GCC's local clones (XLogWrite, the clone of
-// issue_xlog_fsync that calls fdatasync) are postgres+0x... frames.
+// row from every client). Debian's postgres has no .symtab: exported
+// functions are named from .dynsym; static ones and GCC's local clones
+// (XLogWrite, the clone of issue_xlog_fsync that calls fdatasync) are
+// postgres+0x... frames, one per function (its start, from .eh_frame_hdr).
 func TestPostgresUnderPgbench(t *testing.T) {
 	testreq.Root(t, "perf of the postgres user's processes")
 	testreq.Command(t, "perf")

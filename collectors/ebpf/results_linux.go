@@ -239,8 +239,8 @@ func (b *builder) named(name string) *profile.Location {
 }
 
 func (b *builder) frame(f Frame, addr uint64) *profile.Location {
-	name := f.Function
-	if !f.Known || name == "" {
+	name := f.Function // a known function, or a nameless one by its start
+	if name == "" {
 		switch {
 		case f.Module != "":
 			name = fmt.Sprintf("%s+0x%x", baseName(f.Module), f.Offset)

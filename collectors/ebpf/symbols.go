@@ -3,6 +3,9 @@ package ebpf
 // Frame is one symbolised address (symbolize.Frame's fields the
 // collector uses).
 type Frame struct {
+	// Function is the function's name; for a function without one whose
+	// start is known (a stripped file's .eh_frame_hdr), "MODULE+0xSTART";
+	// "" when neither is known.
 	Function, File string
 	Line           int
 	Module         string

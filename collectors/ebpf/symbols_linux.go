@@ -30,6 +30,9 @@ func frames(in []symbolize.Frame) []Frame {
 	out := make([]Frame, len(in))
 	for i, f := range in {
 		out[i] = Frame{Function: f.Function, File: f.File, Line: f.Line, Module: f.Module, BuildID: f.BuildID, Offset: f.Offset, Known: f.Known}
+		if !f.Known && f.InFunc {
+			out[i].Function = f.Name() // a nameless function, by its start
+		}
 	}
 	return out
 }
