@@ -200,10 +200,10 @@ type allocRow struct {
 }
 
 type allocStack struct {
-	_   structs.HostLayout
-	Nr  uint32
-	Pad uint32
-	Ips [127]uint64
+	_     structs.HostLayout
+	Nr    uint32
+	Flags uint32
+	Ips   [127]uint64
 }
 
 type allocStart struct {

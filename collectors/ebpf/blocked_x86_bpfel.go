@@ -150,10 +150,10 @@ type blockedRow struct {
 }
 
 type blockedStack struct {
-	_   structs.HostLayout
-	Nr  uint32
-	Pad uint32
-	Ips [127]uint64
+	_     structs.HostLayout
+	Nr    uint32
+	Flags uint32
+	Ips   [127]uint64
 }
 
 type blockedStart struct {

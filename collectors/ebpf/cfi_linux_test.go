@@ -82,6 +82,28 @@ func TestCFIWholeStacks(t *testing.T) {
 					t.Errorf("cpu: no sample walked from the vDSO to %s", tc.chain)
 				}
 			}
+			// Whole walks are not marked cut; a walk through the
+			// assembly function without CFI is, at its root.
+			var cutSpin, marked, wrongly int64
+			for _, s := range cpu.Sample {
+				st := stackString(s)
+				switch {
+				case hasFunc(s, "cut_spin"):
+					cutSpin += s.Value[0]
+					if strings.HasPrefix(st, cutFrame+";nocfi_call;cut_spin") {
+						marked += s.Value[0]
+					}
+				case strings.Contains(st, cutFrame) && strings.Contains(st, "main;serve"):
+					wrongly += s.Value[0]
+				}
+			}
+			t.Logf("cpu: %d samples in cut_spin, %d of them under %s then nocfi_call; %d whole stacks marked cut", cutSpin, marked, cutFrame, wrongly)
+			if cutSpin < 20 || pct(marked, cutSpin) < 95 || wrongly > 0 {
+				t.Errorf("cpu: %d of %d cut_spin samples marked cut after nocfi_call (want 95%%), %d stacks from main marked cut (want none)", marked, cutSpin, wrongly)
+			}
+			if c := strings.Join(cpu.Comments, "\n"); !strings.Contains(c, "stopped before the outermost frame") {
+				t.Errorf("cpu comments do not count the cut walks:\n%s", c)
+			}
 			if c := strings.Join(cpu.Comments, "\n"); !strings.Contains(c, "walked by .eh_frame CFI") {
 				t.Errorf("cpu comments do not say the stacks were walked by CFI:\n%s", c)
 			}

@@ -9,12 +9,12 @@ import (
 )
 
 // cfaRow is one row of a CFI table: from file offset Off (up to the next
-// row) the CFA is SP + CFA (CFA > 0), RBP + -CFA (CFA < 0, a function
+// row) the CFA is SP + CFA (CFA > 1), RBP + -CFA (CFA < 0, a function
 // with a frame pointer), SP + 8 or 16 by the PC's place in a PLT entry
-// (cfaPLT), or unknown (0: an expression, or the outermost frame, whose
-// return address is undefined). RBP != 0 says the caller's RBP is saved at
-// CFA + RBP; 0 that this code has not changed it. The return address is at
-// CFA - 8 (x86-64).
+// (cfaPLT), none (cfaEnd: the outermost frame, whose return address is
+// undefined), or unknown (0: an expression, or no function here). RBP != 0
+// says the caller's RBP is saved at CFA + RBP; 0 that this code has not
+// changed it. The return address is at CFA - 8 (x86-64).
 type cfaRow struct {
 	Off uint64
 	CFA int32
@@ -25,6 +25,10 @@ type cfaRow struct {
 // ld writes for .plt: SP + 8, + 8 more from the entry's 11th byte on,
 // after its push).
 const cfaPLT = -1 << 31
+
+// cfaEnd marks the outermost frame (_start, clone3's child): a walk that
+// reaches it is whole. A CFA of SP + 1 is never real (CFAs are 8-aligned).
+const cfaEnd = 1
 
 // x86-64 DWARF register numbers.
 const (
@@ -401,7 +405,7 @@ func (p *ehParser) run(fd *fde, emit func(pc uint64, cfa, rbp int32)) error {
 		c := cur.cfa
 		switch {
 		case cur.raUndef:
-			return 0, 0
+			return cfaEnd, 0
 		case c.plt:
 			return cfaPLT, rbp
 		case !c.ok || c.off <= 0 || c.off >= 1<<20:

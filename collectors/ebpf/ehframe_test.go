@@ -69,7 +69,7 @@ func readelfRows(t *testing.T, file string) []readelfRow {
 func (r readelfRow) want() (cfa int32, rbp int32, ok bool) {
 	switch {
 	case r.ra == "u":
-		cfa = 0
+		cfa = cfaEnd
 	case strings.HasPrefix(r.cfa, "rsp+"):
 		n, _ := strconv.Atoi(r.cfa[4:])
 		cfa = int32(n)

@@ -158,10 +158,10 @@ type profcapRow struct {
 }
 
 type profcapStack struct {
-	_   structs.HostLayout
-	Nr  uint32
-	Pad uint32
-	Ips [127]uint64
+	_     structs.HostLayout
+	Nr    uint32
+	Flags uint32
+	Ips   [127]uint64
 }
 
 type profcapStart struct {
@@ -207,7 +207,8 @@ const (
 	profcapStatSTAT_TW_FAILED       profcapStat = 15
 	profcapStatSTAT_STACKS_BUSY     profcapStat = 16
 	profcapStatSTAT_CFI_STACKS      profcapStat = 17
-	profcapStatSTAT_MAX             profcapStat = 18
+	profcapStatSTAT_CFI_CUT         profcapStat = 18
+	profcapStatSTAT_MAX             profcapStat = 19
 )
 
 // Names of all BPF objects in the ELF.

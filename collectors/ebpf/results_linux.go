@@ -182,10 +182,22 @@ func (r *reader) stack(id uint64) []uint64 {
 	var out []uint64
 	if err := r.s.objs.Stacks.Lookup(id, &v); err == nil {
 		out = slices.Clone(v.Ips[:min(int(v.Nr), len(v.Ips))])
+		if v.Flags&stackCut != 0 {
+			out = append(out, cutMark)
+		}
 	}
 	r.stacks[id] = out
 	return out
 }
+
+// stackCut is a stored stack's flag (bpf/profcap.h STACK_CUT): the CFI walk
+// stopped before the outermost frame. cutMark ends such a stack's
+// addresses; userLocs turns it into cutFrame at the root.
+const (
+	stackCut = 1
+	cutMark  = ^uint64(0)
+	cutFrame = "[stack cut: no unwind rule for the next frame, or its memory unreadable]"
+)
 
 // builder makes locations and samples of one profile.
 type builder struct {
@@ -327,10 +339,17 @@ func (b *builder) userLocs(pid uint32, ips []uint64) []*profile.Location {
 	if len(ips) == 0 {
 		return nil
 	}
+	cut := ips[len(ips)-1] == cutMark
+	if cut {
+		ips = ips[:len(ips)-1]
+	}
 	fr := b.r.s.sym.User(int(pid), callerAddrs(ips))
-	out := make([]*profile.Location, 0, len(ips))
+	out := make([]*profile.Location, 0, len(ips)+1)
 	for i, a := range ips {
 		out = append(out, b.frame(fr[i], a))
+	}
+	if cut {
+		out = append(out, b.named(cutFrame))
 	}
 	return out
 }
@@ -411,7 +430,15 @@ func (r *reader) cfiComments(st stats) []string {
 	if len(r.s.unw.cfi) == 0 {
 		return nil
 	}
-	return []string{fmt.Sprintf("ebpf: %d user stacks walked by .eh_frame CFI, of processes whose executable sets up no frame pointers (and their children): %s", st[profcapStatSTAT_CFI_STACKS], strings.Join(r.s.unw.cfiWhy, ", "))}
+	c := []string{fmt.Sprintf("ebpf: %d user stacks walked by .eh_frame CFI, of processes whose executable sets up no frame pointers (and their children): %s", st[profcapStatSTAT_CFI_STACKS], strings.Join(r.s.unw.cfiWhy, ", "))}
+	if n, all := st[profcapStatSTAT_CFI_CUT], st[profcapStatSTAT_CFI_STACKS]; n > 0 {
+		pre := "ebpf: "
+		if n*10 > all {
+			pre = bundle.WarningPrefix
+		}
+		c = append(c, fmt.Sprintf("%s%d of them stopped before the outermost frame (code without unwind rows or with a rule not kept, unreadable stack memory, or deeper than %d frames): they end in %s", pre, n, len(profcapStack{}.Ips), cutFrame))
+	}
+	return c
 }
 
 func stackWarnings(st stats) []string {

@@ -147,10 +147,10 @@ type switchtwRow struct {
 }
 
 type switchtwStack struct {
-	_   structs.HostLayout
-	Nr  uint32
-	Pad uint32
-	Ips [127]uint64
+	_     structs.HostLayout
+	Nr    uint32
+	Flags uint32
+	Ips   [127]uint64
 }
 
 type switchtwStart struct {

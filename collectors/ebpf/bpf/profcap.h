@@ -35,6 +35,7 @@ enum stat {
 	STAT_TW_FAILED,       /* a task work could not be scheduled: user stack lost */
 	STAT_STACKS_BUSY,     /* the store was busy on this CPU, or could not allocate for a moment */
 	STAT_CFI_STACKS,      /* user stacks walked by CFI */
+	STAT_CFI_CUT,         /* of which the walk stopped before the outermost frame */
 	STAT_MAX,
 };
 
@@ -62,9 +63,11 @@ struct proc {
 /* A stack in the store: ips[0] is the innermost frame. */
 struct stack {
 	u32 nr;
-	u32 pad;
+	u32 flags; /* STACK_CUT; not part of the store's hash */
 	u64 ips[MAX_DEPTH];
 };
+
+#define STACK_CUT 1 /* a CFI walk stopped before the outermost frame */
 
 struct cpu_key {
 	u32 tgid;
@@ -179,11 +182,11 @@ struct file_rows {
 	u32 count;
 };
 
-/* From file offset off up to the next row: the CFA is SP + cfa (cfa > 0),
+/* From file offset off up to the next row: the CFA is SP + cfa (cfa > 1),
  * RBP + -cfa (cfa < 0, a function with a frame pointer), SP + 8 or 16 by
- * the PC's place in a PLT entry (CFA_PLT), or unknown (0: an expression,
- * or the outermost frame). rbp != 0: the caller's RBP is saved at CFA +
- * rbp. The return address is at CFA - 8. */
+ * the PC's place in a PLT entry (CFA_PLT), none (CFA_END: the outermost
+ * frame), or unknown (0: an expression). rbp != 0: the caller's RBP is
+ * saved at CFA + rbp. The return address is at CFA - 8. */
 struct row {
 	u32 off;
 	s32 cfa;
@@ -191,6 +194,7 @@ struct row {
 };
 
 #define CFA_PLT ((s32)0x80000000)
+#define CFA_END 1 /* the outermost frame: its return address is undefined */
 
 /* CFI unwinding (unwind.h): the executable mappings of a process whose
  * code has no frame pointers, sorted by start, each with its file's rows

@@ -111,7 +111,7 @@ static __always_inline void fixup_task(struct stack *s, u64 ip, u64 sp, struct t
 	struct vma_info vi = {};
 	for (int lvl = 0; lvl < FIXUP_LEVELS; lvl++) {
 		s32 cfa = cfa_at(task, pc, lvl > 0, &vi);
-		if (cfa <= 0 || cfa > 4096)
+		if (cfa <= CFA_END || cfa > 4096)
 			return;
 		u64 ret = 0;
 		if (read_user(&ret, sizeof(ret), sp + cfa - 8, task, remote) || ret == 0)
@@ -190,8 +190,11 @@ static __always_inline long cfi_step_in(u64 i, u32 slot, struct task_struct *tas
 		return 1;
 	struct cfi_walk *w = &b->w;
 	u32 nr = b->s.nr;
-	if (nr >= MAX_DEPTH)
+	if (nr >= MAX_DEPTH) {
+		b->s.flags = STACK_CUT; /* deeper than MAX_DEPTH */
 		return 1;
+	}
+	b->s.flags = STACK_CUT; /* until this step ends the walk or adds a frame */
 	u64 pc = w->pc, sp = w->sp, bp = w->bp;
 	if (pc < w->start || pc >= w->end) {
 		struct cfi_maps *m = bpf_map_lookup_elem(&cfi_procs, &w->tgid);
@@ -229,8 +232,12 @@ static __always_inline long cfi_step_in(u64 i, u32 slot, struct task_struct *tas
 	if (r) {
 		s32 c = r->cfa;
 		u64 cfa;
+		if (c == CFA_END) {
+			b->s.flags = 0;
+			return 1; /* the outermost frame */
+		}
 		if (c == 0)
-			return 1; /* the outermost frame, or a rule not kept */
+			return 1; /* a rule not kept (an expression), or no row here */
 		if (c == CFA_PLT)
 			cfa = sp + 8 + ((pc & 15) >= 11 ? 8 : 0);
 		else if (c > 0)
@@ -244,7 +251,11 @@ static __always_inline long cfi_step_in(u64 i, u32 slot, struct task_struct *tas
 		nsp = cfa;
 	} else {
 		/* No rows here: a frame-pointer step. */
-		if (!bp || bp < sp)
+		if (!bp) {
+			b->s.flags = 0;
+			return 1; /* the chain's end */
+		}
+		if (bp < sp)
 			return 1;
 		u64 fr[2];
 		if (read_user(fr, sizeof(fr), bp, task, remote))
@@ -253,10 +264,15 @@ static __always_inline long cfi_step_in(u64 i, u32 slot, struct task_struct *tas
 		ra = fr[1];
 		nsp = bp + 16;
 	}
+	if (!ra) {
+		b->s.flags = 0;
+		return 1; /* a zero return address ends a chain */
+	}
 	if (ra < 4096 || nsp <= sp)
 		return 1;
 	b->s.ips[nr] = ra;
 	b->s.nr = nr + 1;
+	b->s.flags = 0;
 	w->pc = ra;
 	w->sp = nsp;
 	w->bp = nbp;
@@ -282,6 +298,7 @@ static __always_inline struct cfi_buf *cfi_walk_init(u32 slot, u32 tgid, u32 tid
 	b->w.tid = tid;
 	b->s.ips[0] = ip;
 	b->s.nr = 1;
+	b->s.flags = 0;
 	return b;
 }
 
@@ -294,7 +311,11 @@ __noinline u64 cfi_stack(u32 slot, u32 tgid, u64 ip, u64 sp, u64 bp)
 	if (!b)
 		return 0;
 	bpf_loop(MAX_DEPTH - 1, cfi_step, &slot, 0);
+	if (b->s.nr >= MAX_DEPTH)
+		b->s.flags = STACK_CUT;
 	stat(STAT_CFI_STACKS);
+	if (b->s.flags & STACK_CUT)
+		stat(STAT_CFI_CUT);
 	return put_stack(&b->s);
 }
 

@@ -6,6 +6,8 @@
  *   spinner: main → serve → handle_request → parse_body → hash_block (CPU)
  *            and handle_request → stamp_request → clock_gettime (CPU in
  *            the vDSO, code the kernel maps into every process)
+ *            and serve → nocfi_call → cut_spin, through a function
+ *            written in assembly without CFI: the walk stops there (cut)
  *   napper:  nap_thread → nap_outer → nap_inner → nanosleep (off CPU)
  *   blocked: block_thread → block_outer → block_inner → read of a pipe
  *            nobody writes (off CPU for the whole window: its stack is
@@ -67,11 +69,32 @@ NI unsigned long handle_request(unsigned long x)
 	return r ^ (x >> 1);
 }
 
+NI unsigned long cut_spin(unsigned long x)
+{
+	for (int i = 0; i < 100000; i++)
+		x = x * 2862933555777941757UL + 3037000493UL;
+	return x;
+}
+
+/* No .cfi_* directives: no FDE, no unwind rows. */
+unsigned long nocfi_call(unsigned long x);
+__asm__(".text\n"
+	".globl nocfi_call\n"
+	".type nocfi_call, @function\n"
+	"nocfi_call:\n"
+	"\tsub $8, %rsp\n"
+	"\tcall cut_spin\n"
+	"\tadd $8, %rsp\n"
+	"\tret\n"
+	".size nocfi_call, .-nocfi_call\n");
+
 NI void serve(void)
 {
 	unsigned long x = 1;
-	while (!stop)
+	while (!stop) {
 		x = handle_request(x) + 1;
+		x = nocfi_call(x);
+	}
 	sink = x;
 }
 
