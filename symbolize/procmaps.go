@@ -11,6 +11,7 @@ type MapsEntry struct {
 	Start, End, Offset uint64
 	Exec               bool
 	Inode              uint64
+	Dev                uint32 // the file's device as the kernel's dev_t: major << 20 | minor
 	Path               string // "" for anonymous memory; " (deleted)" cut off
 	Deleted            bool
 }
@@ -47,7 +48,7 @@ func parseMapsLine(line []byte) (MapsEntry, bool) {
 		line = line[i+1:]
 		return f
 	}
-	rng, perms, off, _, inode := field(), field(), field(), field(), field()
+	rng, perms, off, dev, inode := field(), field(), field(), field(), field()
 	lo, hi, ok := bytes.Cut(rng, []byte("-"))
 	if !ok || len(perms) < 4 {
 		return e, false
@@ -63,6 +64,11 @@ func parseMapsLine(line []byte) (MapsEntry, bool) {
 		return e, false
 	}
 	e.Inode, _ = strconv.ParseUint(string(inode), 10, 64)
+	if maj, min, ok := bytes.Cut(dev, []byte(":")); ok {
+		ma, _ := strconv.ParseUint(string(maj), 16, 32)
+		mi, _ := strconv.ParseUint(string(min), 16, 32)
+		e.Dev = uint32(ma<<20 | mi)
+	}
 	e.Exec = perms[2] == 'x'
 	path := strings.TrimLeft(string(line), " ")
 	if p, ok := strings.CutSuffix(path, " (deleted)"); ok {

@@ -3,13 +3,11 @@
 package ebpf
 
 import (
-	"bufio"
 	"bytes"
 	"debug/elf"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/profcap/profcap/collectors"
@@ -48,28 +46,15 @@ func codeMappings(pid int) ([]codeMapping, error) {
 		return nil, err
 	}
 	var out []codeMapping
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 6 || !strings.Contains(f[1], "x") || !strings.HasPrefix(f[5], "/") && f[5] != "[vdso]" {
+	for _, e := range symbolize.ParseMaps(b) {
+		if !e.Exec || !strings.HasPrefix(e.Path, "/") && e.Path != "[vdso]" {
 			continue
 		}
-		lo, hi, _ := strings.Cut(f[0], "-")
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		off, err3 := strconv.ParseUint(f[2], 16, 64)
-		maj, min, _ := strings.Cut(f[3], ":")
-		ma, _ := strconv.ParseUint(maj, 16, 32)
-		mi, _ := strconv.ParseUint(min, 16, 32)
-		ino, err4 := strconv.ParseUint(f[4], 10, 64)
-		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
-			continue
-		}
-		key := profcapFileKey{Ino: ino, Dev: uint32(ma<<20 | mi)}
-		if f[5] == "[vdso]" {
+		key := profcapFileKey{Ino: e.Inode, Dev: e.Dev}
+		if e.Path == "[vdso]" {
 			key = vdsoKey
 		}
-		out = append(out, codeMapping{start: start, end: end, off: off, key: key, path: strings.Join(f[5:], " ")})
+		out = append(out, codeMapping{start: e.Start, end: e.End, off: e.Offset, key: key, path: e.Path})
 	}
 	return out, nil
 }
