@@ -206,6 +206,7 @@ fn step_fields(seq: u64) -> Vec<(String, String)> {
 
 /// Starts every long-lived task.
 pub fn start(app: &Arc<App>) {
+    work::prefill_results(MERGE_WINDOW);
     work::start_compactor(Duration::from_millis(COMPACT_EVERY_MS), COMPACT_PASSES);
     let (tx, rx) = mpsc::channel::<StepRequest>(64);
     spawn_named("orchestration.dispatcher", dispatcher(app.clone(), tx));
