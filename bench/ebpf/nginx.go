@@ -30,6 +30,7 @@ import (
 	"github.com/profcap/profcap/bundle"
 	"github.com/profcap/profcap/collectors"
 	"github.com/profcap/profcap/collectors/ebpf"
+	"github.com/profcap/profcap/internal/testsvc"
 	"github.com/profcap/profcap/targets"
 )
 
@@ -89,22 +90,7 @@ func startNginx(dir string) (*nginx, error) {
 	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte("hello from nginx\n"), 0o644); err != nil {
 		return nil, err
 	}
-	conf := fmt.Sprintf(`daemon off;
-master_process on;
-worker_processes 2;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path %[1]s/body;
-  proxy_temp_path %[1]s/proxy;
-  fastcgi_temp_path %[1]s/fastcgi;
-  uwsgi_temp_path %[1]s/uwsgi;
-  scgi_temp_path %[1]s/scgi;
-  server { listen 127.0.0.1:%[2]d; root %[1]s; location / { } }
-}
-`, dir, port)
+	conf := testsvc.NginxConf(dir, port)
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		return nil, err
 	}

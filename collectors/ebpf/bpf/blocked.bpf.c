@@ -123,12 +123,7 @@ static __always_inline u64 walk_cfi(u32 tgid, u32 tid, u64 ip, u64 sp, u64 bp)
 	if (!b || !ip)
 		return 0;
 	bpf_loop(MAX_DEPTH - 1, cfi_step_remote, &slot, 0);
-	if (b->s.nr >= MAX_DEPTH)
-		b->s.flags = STACK_CUT;
-	stat(STAT_CFI_STACKS);
-	if (b->s.flags & STACK_CUT)
-		stat(STAT_CFI_CUT);
-	return put_stack(&b->s);
+	return cfi_walk_done(b);
 }
 
 SEC("iter.s/task")

@@ -302,6 +302,18 @@ static __always_inline struct cfi_buf *cfi_walk_init(u32 slot, u32 tgid, u32 tid
 	return b;
 }
 
+/* cfi_walk_done marks a walk that ran out of frames as cut, counts it and
+ * stores its stack. */
+static __always_inline u64 cfi_walk_done(struct cfi_buf *b)
+{
+	if (b->s.nr >= MAX_DEPTH)
+		b->s.flags = STACK_CUT;
+	stat(STAT_CFI_STACKS);
+	if (b->s.flags & STACK_CUT)
+		stat(STAT_CFI_CUT);
+	return put_stack(&b->s);
+}
+
 /* cfi_stack stores the current task's user stack walked by CFI from its
  * user registers, in buffer slot. A global function: the verifier checks
  * it once, not again on every path of each caller. */
@@ -311,12 +323,7 @@ __noinline u64 cfi_stack(u32 slot, u32 tgid, u64 ip, u64 sp, u64 bp)
 	if (!b)
 		return 0;
 	bpf_loop(MAX_DEPTH - 1, cfi_step, &slot, 0);
-	if (b->s.nr >= MAX_DEPTH)
-		b->s.flags = STACK_CUT;
-	stat(STAT_CFI_STACKS);
-	if (b->s.flags & STACK_CUT)
-		stat(STAT_CFI_CUT);
-	return put_stack(&b->s);
+	return cfi_walk_done(b);
 }
 
 /* cfi_tgid is the current process's tgid when it is walked by CFI, else 0. */
