@@ -83,11 +83,16 @@ start_one() {
 	worker-python-1)
 		local py=${WORKER_PYTHON:-}
 		[ -n "$py" ] || { [ -x /usr/bin/python3 ] && py=/usr/bin/python3; } || py=$(command -v python3)
+		# The worker's source is tracked as worker.py.txt (the repository
+		# tracks no executable scripts); it runs as DIR/.run/worker.py, so
+		# its frames read worker.py:LINE.
+		mkdir -p "$dir/.run"
+		cp "$root/workers/python/worker.py.txt" "$dir/.run/worker.py"
 		# uv run: the locked virtual project, no network, no downloaded
 		# interpreters; the environment lives in DIR, not in the work tree.
 		UV_PROJECT_ENVIRONMENT="$dir/.venvs/$name" UV_PYTHON_DOWNLOADS=never \
 			uv run --project "$root/workers/python" --frozen --offline --python "$py" \
-			python "$root/workers/python/worker.py" >"$log" 2>&1 </dev/null &
+			python "$dir/.run/worker.py" >"$log" 2>&1 </dev/null &
 		;;
 	worker-ruby-1)
 		ruby "$root/workers/ruby/worker.rb" >"$log" 2>&1 </dev/null &
