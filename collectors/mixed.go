@@ -23,9 +23,25 @@ package collectors
 //     the Ruby stack. Frame-pointer stacks through libffi and libruby (built
 //     without frame pointers) end early; what perf unwound is kept, the
 //     garbage frame an unwinder invents at a broken chain is dropped.
+//   - Context switches: a Ruby stack seen before the thread blocked or woke
+//     is not its stack after, so a join never crosses one of the thread's
+//     switches (perf's off-CPU recording gives them). A thread's run
+//     between two switches is often shorter than rbspy's interval (the
+//     worker's 4 ms step, 10 ms at 99 Hz), so most runs have no Ruby
+//     sample of their own.
+//   - The native call: while a thread runs native code the interpreter
+//     called (the Fiddle call into worker_core_process_step), its Ruby
+//     stack cannot change. A native sample with no Ruby sample of its own
+//     run takes the Ruby stack of the same native function's nearest
+//     sample that had one (joined by the call); one of the interpreter
+//     alone has nothing to go by and keeps its native stack alone. A
+//     native function is only reached from a Ruby frame of a C function,
+//     so a sample in one is never joined to a Ruby stack ending in Ruby
+//     code.
 //   - Tolerance: a native sample with no Ruby sample within joinTolerance
-//     on its thread keeps its native stack alone; the profile's comments
-//     say how many did (warning: when more than a tenth).
+//     on its thread, and none of its native call, keeps its native stack
+//     alone; the profile's comments say how many did (warning: when more
+//     than a tenth).
 
 import (
 	"bufio"
@@ -335,10 +351,47 @@ type joiner struct {
 	// crosses one (the interpreter's stack before a thread blocked or woke
 	// is not its stack after), when the off-CPU recording ran.
 	switches map[int][]nativeSample
+	// calls are, per thread and native call, the interpreter samples
+	// native samples in that call were joined to directly, by time.
+	calls map[callKey][]callJoin
+}
+
+// callKey is one native call of one thread.
+type callKey struct {
+	tid  int
+	call string
+}
+
+// callJoin is one direct join of a native sample in a native call.
+type callJoin struct {
+	time int64
+	k    int // into joiner.interp
+}
+
+// nativeCall names the native function the interpreter called that a
+// sample (leaf first) runs in: the outermost frame of its foreign part
+// outside the system and the FFI layers (worker_core_process_step under
+// Fiddle and libffi), or "" for a sample in the interpreter or the system
+// alone (Kernel#sleep's ppoll).
+func nativeCall(frames []mframe) string {
+	f := foreignPart(frames)
+	for i := len(f) - 1; i >= 0; i-- {
+		if !isSystemModule(f[i].module) {
+			return f[i].module + "\x00" + f[i].name
+		}
+	}
+	return ""
+}
+
+// callsNative reports whether an interpreter sample's innermost frame is
+// a C function (rbspy marks them " [c function]"), the only way from Ruby
+// into native code.
+func callsNative(s *interpSample) bool {
+	return len(s.frames) > 0 && strings.HasSuffix(s.frames[len(s.frames)-1].name, "[c function]")
 }
 
 func newJoiner(interp []interpSample, cpu, off []nativeSample) *joiner {
-	j := &joiner{interp: interp, byThread: map[uint64][]int{}, tidOf: map[uint64]int{}, threadOf: map[int]uint64{}, switches: map[int][]nativeSample{}}
+	j := &joiner{interp: interp, byThread: map[uint64][]int{}, tidOf: map[uint64]int{}, threadOf: map[int]uint64{}, switches: map[int][]nativeSample{}, calls: map[callKey][]callJoin{}}
 	for i, s := range interp {
 		j.byThread[s.thread] = append(j.byThread[s.thread], i)
 	}
@@ -354,7 +407,7 @@ func newJoiner(interp []interpSample, cpu, off []nativeSample) *joiner {
 	votes := map[[2]uint64]int{}
 	for _, ns := range [][]nativeSample{cpu, off} {
 		for _, n := range ns {
-			if k := j.nearest(all, n, -1); k >= 0 {
+			if k, _ := j.nearest(all, n, -1, nil); k >= 0 {
 				votes[[2]uint64{interp[k].thread, uint64(n.tid)}]++
 			}
 		}
@@ -382,6 +435,23 @@ func newJoiner(interp []interpSample, cpu, off []nativeSample) *joiner {
 			continue
 		}
 		j.tidOf[v.thread], j.threadOf[v.tid] = v.tid, v.thread
+	}
+	// The direct joins of samples in a native call, of both kinds, for
+	// the samples of the same call that have none.
+	for _, ns := range [][]nativeSample{cpu, off} {
+		for _, n := range ns {
+			c := nativeCall(n.frames)
+			if c == "" {
+				continue
+			}
+			if k := j.direct(n, c); k >= 0 {
+				key := callKey{n.tid, c}
+				j.calls[key] = append(j.calls[key], callJoin{n.time, k})
+			}
+		}
+	}
+	for _, cs := range j.calls {
+		sort.Slice(cs, func(a, b int) bool { return cs[a].time < cs[b].time })
 	}
 	return j
 }
@@ -416,8 +486,9 @@ func (j *joiner) crossesSwitch(tid int, x, y int64, self *nativeSample) bool {
 // nearest returns the index into j.interp of the sample among idx (by
 // time) nearest to native sample n (inside an interval is distance 0),
 // within joinTolerance, preferring one no context switch of tid separates
-// from n; tid < 0 skips that test. -1 if none.
-func (j *joiner) nearest(idx []int, n nativeSample, tid int) int {
+// from n (cross says whether one does); tid < 0 skips that test. accept,
+// if set, says which samples may be joined. -1 if none.
+func (j *joiner) nearest(idx []int, n nativeSample, tid int, accept func(*interpSample) bool) (k int, cross bool) {
 	at := func(i int) int64 { return j.interp[idx[i]].time }
 	i := sort.Search(len(idx), func(i int) bool { return at(i) >= n.time })
 	// Rank: no context switch between, then inside the span, then after
@@ -460,6 +531,9 @@ func (j *joiner) nearest(idx []int, n nativeSample, tid int) int {
 		if r.d > int64(joinTolerance) {
 			return false
 		}
+		if accept != nil && !accept(&j.interp[idx[c]]) {
+			return true // farther ones may be accepted
+		}
 		r.cross = tid >= 0 && r.d > 0 && j.crossesSwitch(tid, tc, from, &n)
 		if best < 0 || less(r, bestR) {
 			best, bestR = c, r
@@ -481,35 +555,89 @@ func (j *joiner) nearest(idx []int, n nativeSample, tid int) int {
 		}
 	}
 	if best < 0 {
+		return -1, false
+	}
+	return idx[best], bestR.cross
+}
+
+// joinHow says how a native sample found its interpreter stack.
+type joinHow int
+
+const (
+	joinedAlone  joinHow = iota // none: the native stack alone
+	joinedNear                  // the interpreter sample nearest in time
+	joinedByCall                // that of the same native call's nearest sample
+)
+
+// direct returns the index into j.interp of the sample of n's thread that
+// n joins to by time, or -1: for a cpu sample the nearest that no context
+// switch separates from it; for an off-CPU interval one inside it, or, if
+// it blocked in the interpreter itself (call ""), the nearest no other
+// switch separates from it. A sample in a native call (call != "") joins
+// only a Ruby stack that calls a C function.
+func (j *joiner) direct(n nativeSample, call string) int {
+	th, ok := j.threadOf[n.tid]
+	if !ok {
 		return -1
 	}
-	return idx[best]
+	interval := n.end > n.time || n.state != ""
+	accept := func(s *interpSample) bool {
+		if call == "" {
+			return true
+		}
+		// Outside a blocked interval the thread may not have been in
+		// the call yet: its stack there is not the call's.
+		return callsNative(s) && (!interval || s.time >= n.time && s.time <= n.end)
+	}
+	k, cross := j.nearest(j.byThread[th], n, n.tid, accept)
+	if k < 0 || cross {
+		return -1
+	}
+	return k
 }
 
 // interpFor returns the interpreter sample to join native sample n to, or
-// nil: one of n's thread nearest in time.
-func (j *joiner) interpFor(n nativeSample) *interpSample {
-	th, ok := j.threadOf[n.tid]
-	if !ok {
-		return nil
+// nil, and how it was found: directly by time, else by its native call
+// (the direct join of the same call on its thread nearest in time).
+func (j *joiner) interpFor(n nativeSample) (*interpSample, joinHow) {
+	call := nativeCall(n.frames)
+	if k := j.direct(n, call); k >= 0 {
+		return &j.interp[k], joinedNear
 	}
-	if k := j.nearest(j.byThread[th], n, n.tid); k >= 0 {
-		return &j.interp[k]
+	if call == "" {
+		return nil, joinedAlone
 	}
-	return nil
+	cs := j.calls[callKey{n.tid, call}]
+	if len(cs) == 0 {
+		return nil, joinedAlone
+	}
+	i := sort.Search(len(cs), func(i int) bool { return cs[i].time >= n.time })
+	switch {
+	case i == len(cs):
+		i--
+	case i > 0 && n.time-cs[i-1].time < cs[i].time-n.time:
+		i--
+	}
+	return &j.interp[cs[i].k], joinedByCall
 }
 
 // nativeFor returns the native frames of the thread interpreter sample s
 // ran on at its time: the off-CPU interval it fell in (the thread was
 // blocked there), else the cpu sample nearest in time within joinTolerance
-// that no context switch separates from it; nil if none.
+// that no context switch separates from it; nil if none. Frames in a
+// native call go only under a Ruby stack that calls a C function.
 func (j *joiner) nativeFor(s interpSample, cpu []nativeSample) *nativeSample {
 	tid, ok := j.tidOf[s.thread]
 	if !ok {
 		return nil
 	}
+	// Native code in a call is only under a Ruby C function's frame.
+	fits := func(n *nativeSample) bool { return callsNative(&s) || nativeCall(n.frames) == "" }
 	ivs := j.switches[tid]
 	if i := sort.Search(len(ivs), func(i int) bool { return ivs[i].end >= s.time }); i < len(ivs) && ivs[i].time <= s.time {
+		if !fits(&ivs[i]) {
+			return nil
+		}
 		return &ivs[i]
 	}
 	i := sort.Search(len(cpu), func(i int) bool { return cpu[i].time >= s.time })
@@ -517,7 +645,7 @@ func (j *joiner) nativeFor(s interpSample, cpu []nativeSample) *nativeSample {
 	bestD := int64(joinTolerance) + 1
 	for k := i - 1; k >= 0 && s.time-cpu[k].time <= int64(joinTolerance); k-- {
 		if c := &cpu[k]; c.tid == tid {
-			if !j.crossesSwitch(tid, c.time, s.time, nil) {
+			if fits(c) && !j.crossesSwitch(tid, c.time, s.time, nil) {
 				best, bestD = c, s.time-c.time
 			}
 			break
@@ -525,7 +653,7 @@ func (j *joiner) nativeFor(s interpSample, cpu []nativeSample) *nativeSample {
 	}
 	for k := i; k < len(cpu) && cpu[k].time-s.time < bestD; k++ {
 		if c := &cpu[k]; c.tid == tid {
-			if !j.crossesSwitch(tid, s.time, c.time, nil) {
+			if fits(c) && !j.crossesSwitch(tid, s.time, c.time, nil) {
 				best = c
 			}
 			break
@@ -616,8 +744,9 @@ func threadName(n nativeSample) string {
 	return fmt.Sprintf("%s (tid %d)", n.comm, n.tid)
 }
 
-// joinStats counts how a join went, for the profile's comments.
-type joinStats struct{ joined, alone int }
+// joinStats counts how a join went, for the profile's comments: joined
+// samples (byCall of them by their native call) and those alone.
+type joinStats struct{ joined, byCall, alone int }
 
 func (s joinStats) comment(what, tool string) string {
 	total := s.joined + s.alone
@@ -625,6 +754,9 @@ func (s joinStats) comment(what, tool string) string {
 		return ""
 	}
 	msg := fmt.Sprintf("%d of %d %s joined to the %s stack nearest in time on their thread (within %s)", s.joined, total, what, tool, joinTolerance)
+	if s.byCall > 0 {
+		msg += fmt.Sprintf(", %d of them through their native call (the Ruby stack that called the same native function nearest in time: no %s sample fell in their run of the thread)", s.byCall, tool)
+	}
 	if s.alone > 0 {
 		msg += fmt.Sprintf("; %d keep their native stack alone", s.alone)
 	}
@@ -650,9 +782,12 @@ func joinNative(j *joiner, kind bundle.Kind, native []nativeSample, period int64
 	var st joinStats
 	for _, n := range native {
 		stack := n.frames
-		if is := j.interpFor(n); is != nil {
+		if is, how := j.interpFor(n); is != nil {
 			stack = splice(is.frames, foreignPart(n.frames))
 			st.joined++
+			if how == joinedByCall {
+				st.byCall++
+			}
 		} else {
 			st.alone++
 		}

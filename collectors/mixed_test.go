@@ -192,6 +192,104 @@ func TestJoinNative(t *testing.T) {
 	}
 }
 
+// TestJoinByNativeCall: the worker's steps are shorter than rbspy's
+// interval, so most runs of the thread between two context switches hold
+// no Ruby sample; a native sample there takes the Ruby stack its native
+// call had where one was seen, never one across a switch.
+func TestJoinByNativeCall(t *testing.T) {
+	const pthread, tid = 0x7f00, 42
+	t0 := int64(1.8e18)
+	us := int64(time.Microsecond)
+	at := func(msec float64) int64 { return t0 + int64(msec*1000)*us }
+	step := istack("<main>", "handle_step", "process_step", "call [c function]")
+	wait := istack("<main>", "handle_step", "blocking_wait", "call [c function]")
+	idle := istack("<main>", "idle_until", "sleep [c function]")
+	// Two steps: a run 0–5 ms (prepare_payload, then process_step), the
+	// Rust wait 5–10, the idle sleep 10.5–50; again from 50.
+	interp := []interpSample{
+		{thread: pthread, time: at(3), frames: step},
+		{thread: pthread, time: at(7), frames: wait},
+		{thread: pthread, time: at(20), frames: idle},
+		{thread: pthread, time: at(30), frames: idle},
+		{thread: pthread, time: at(40), frames: idle},
+		{thread: pthread, time: at(50.5), frames: istack("<main>", "handle_step", "prepare_payload")},
+		{thread: pthread, time: at(70), frames: idle},
+		{thread: pthread, time: at(80), frames: idle},
+	}
+	rust := nstack("/lib/libworker_core.so:worker_core::compute::checksum_block", "/lib/libworker_core.so:worker_core_process_step",
+		"/usr/lib/libffi.so.8:ffi_call", "/usr/lib/fiddle.so:function_call", "/usr/lib/libruby-3.1.so.3.1:rb_nogvl")
+	inRuby := nstack("/usr/lib/libruby-3.1.so.3.1:vm_exec_core", "/usr/lib/libruby-3.1.so.3.1:rb_vm_exec")
+	rustWait := nstack("[kernel.kallsyms]:schedule", "/usr/lib/libc.so.6:clock_nanosleep", "/lib/libworker_core.so:std::thread::sleep",
+		"/lib/libworker_core.so:worker_core_blocking_wait", "/usr/lib/libffi.so.8:ffi_call", "/usr/lib/libruby-3.1.so.3.1:rb_nogvl")
+	sleep := nstack("[kernel.kallsyms]:schedule", "/usr/lib/libc.so.6:ppoll", "/usr/lib/libruby-3.1.so.3.1:native_sleep")
+	cpu := []nativeSample{
+		{tid: tid, comm: "ruby", time: at(2), end: at(2), frames: rust},         // 1 ms from the step's sample
+		{tid: tid, comm: "ruby", time: at(10.2), end: at(10.2), frames: inRuby}, // between the wait and the sleep
+		{tid: tid, comm: "ruby", time: at(52), end: at(52), frames: rust},       // nearest: prepare_payload, before the call
+	}
+	off := []nativeSample{
+		{tid: tid, comm: "ruby", time: at(5), end: at(10), state: "S", frames: rustWait},
+		{tid: tid, comm: "ruby", time: at(10.5), end: at(50), state: "S", frames: sleep},
+		{tid: tid, comm: "ruby", time: at(55), end: at(60), state: "S", frames: rustWait}, // no Ruby sample inside
+		{tid: tid, comm: "ruby", time: at(60.5), end: at(100), state: "S", frames: sleep},
+	}
+	j := newJoiner(interp, cpu, off)
+	if j.tidOf[pthread] != tid {
+		t.Fatalf("thread map %v", j.tidOf)
+	}
+	stacks := func(p *profile.Profile) map[string]int64 {
+		if err := p.CheckValid(); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int64{}
+		for _, s := range p.Sample {
+			got[stackString(s)] += s.Value[0]
+		}
+		return got
+	}
+	const stepRust = "<main>;handle_step;process_step;call [c function];function_call;ffi_call;worker_core_process_step;worker_core::compute::checksum_block"
+	p, st := joinNative(j, bundle.CPU, cpu, 10*ms)
+	want := map[string]int64{
+		// At 2 ms directly, at 52 ms by the call: not under
+		// prepare_payload (Ruby code calls no native function) nor the
+		// idle sample at 70 (across the Rust wait and the sleep).
+		stepRust: 2,
+		// Inside the interpreter between two switches with no Ruby
+		// sample: nothing to join by.
+		"rb_vm_exec;vm_exec_core": 1,
+	}
+	if got := stacks(p); !mapsEqual(got, want) {
+		t.Errorf("cpu stacks\n got %v\nwant %v", got, want)
+	}
+	if st != (joinStats{joined: 2, byCall: 1, alone: 1}) {
+		t.Errorf("cpu stats %+v", st)
+	}
+	if c := st.comment("perf samples", "rbspy"); !strings.Contains(c, "2 of 3 perf samples joined") || !strings.Contains(c, "1 of them through their native call") {
+		t.Errorf("comment %q", c)
+	}
+
+	po, ost := joinNative(j, bundle.OffCPU, off, 1)
+	const waitRust = "<main>;handle_step;blocking_wait;call [c function];ffi_call;worker_core_blocking_wait;std::thread::sleep;clock_nanosleep;schedule"
+	wantO := map[string]int64{
+		waitRust: 10 * ms, // the second wait by the first's call
+		"<main>;idle_until;sleep [c function];ppoll;schedule": 79 * ms,
+	}
+	if got := stacks(po); !mapsEqual(got, wantO) {
+		t.Errorf("offcpu stacks\n got %v\nwant %v", got, wantO)
+	}
+	if ost != (joinStats{joined: 4, byCall: 1}) {
+		t.Errorf("offcpu stats %+v", ost)
+	}
+
+	// Wall: prepare_payload's sample is not given the Rust frames of the
+	// cpu sample 1.5 ms later (in the call it had not made yet).
+	pw, _ := joinWall(j, interp, cpu, 100)
+	gotW := stacks(pw)
+	if gotW["<main>;handle_step;prepare_payload"] != 1 || gotW[stepRust] != 1 {
+		t.Errorf("wall stacks %v", gotW)
+	}
+}
+
 func stackString(s *profile.Sample) string {
 	var names []string
 	for i := len(s.Location) - 1; i >= 0; i-- {
