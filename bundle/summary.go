@@ -106,6 +106,12 @@ type OutlierSummary struct {
 	// tested: on-CPU ticks, √c for c wall-clock ticks, blocking events or
 	// tasks of one stack, or recorded stacks (docs/flame.md, "Outliers").
 	Observations int `json:"observations"`
+	// Slots is how many time slots of the window (a quarter second for
+	// the eBPF collector's cpu, else a second) the instance's observations
+	// were drawn in as whole blocks by the permutation test (each slot
+	// together: the ticks of one request or step are not independent),
+	// where its samples say when they were taken; 0: drawn one by one.
+	Slots int `json:"slots,omitempty"`
 	// Differs is PValue under 0.002 and Score at least 10 points, with
 	// at least two peers: with one, a difference shows in both instances
 	// and says nothing of which is off, so it is PairDiffers instead.
@@ -159,10 +165,17 @@ func WriteSummary(dir string, s *Summary) error {
 // SecondsLabel to its length; the report spreads the value evenly. Both
 // carry the unit SecondUnit: pprof's encoding drops a numeric label of 0
 // that has no unit.
+//
+// A collector that counts samples by slots shorter than a second (eBPF's
+// quarter seconds) also sets SlotLabel, the millisecond of the window its
+// slot starts at (unit MillisecondUnit), so that the report's outlier test
+// can draw a window's samples in more blocks than it has seconds.
 const (
-	SecondLabel  = "window_second"
-	SecondsLabel = "window_seconds"
-	SecondUnit   = "seconds"
+	SecondLabel     = "window_second"
+	SecondsLabel    = "window_seconds"
+	SecondUnit      = "seconds"
+	SlotLabel       = "window_ms"
+	MillisecondUnit = "milliseconds"
 )
 
 // PeriodText says how a profile of kind k was sampled, in its own unit:

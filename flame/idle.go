@@ -50,7 +50,7 @@ func IdleKind(kind string) bool {
 }
 
 var (
-	profilerRE = lazyRE(`(?i)fgprof|^net/http/pprof\.|^runtime/pprof\.(?:profileWriter|StartCPUProfile|\(\*profileBuilder\)|writeProfileInternal)|_Instrument_Watch\w*_Handler|console_subscriber::|^pprof::profiler|^pyroscope`)
+	profilerRE = lazyRE(`(?i)fgprof|^net/http/pprof\.|^runtime/pprof\.(?:profileWriter|StartCPUProfile|\(\*profileBuilder\)|writeProfileInternal)|_Instrument_Watch\w*_Handler|console_subscriber::|^pprof::profiler|^pyroscope|^bpf_prog_[0-9a-f]+_\w`)
 
 	// Go runtime functions only idle threads and the runtime's own
 	// background goroutines run in.
@@ -122,8 +122,10 @@ func SplitWakeup(frames []Frame) (waker, blocked []Frame, ok bool) {
 }
 
 // ProfilerStack reports whether a stack runs a profiler serving the
-// capture (fgprof, net/http/pprof, a console subscriber's watch stream):
-// the capture's cost, not the program's work.
+// capture (fgprof, net/http/pprof, a console subscriber's watch stream, a
+// BPF program run in the thread's context, such as the eBPF collector's
+// stack walk at a context switch): the capture's cost, not the program's
+// work.
 func ProfilerStack(frames []Frame) bool {
 	for _, f := range frames {
 		if match(profilerRE, f.Name) {

@@ -31,6 +31,7 @@ import (
 type outlier struct {
 	Target   string
 	Samples  int     // counts tested
+	Slots    int     // the instance's time slots drawn as blocks; 0: counts drawn one by one
 	Distance float64 // points
 	Noise    float64 // points
 	Score    float64 // Distance − Noise, points, at least 0
@@ -189,7 +190,7 @@ func outlierGroupFor(dir, role string, kind bundle.Kind, sampleType string, memb
 			ps = append(ps, all[j])
 		}
 		f := compare(in.obs, ps, len(ks.names), seedOf(role, string(kind), in.name, "perm"))
-		row := outlier{Target: in.name, Samples: f.N, Distance: 100 * f.Distance, Noise: 100 * f.Noise, P: f.P,
+		row := outlier{Target: in.name, Samples: f.N, Slots: f.Blocks, Distance: 100 * f.Distance, Noise: 100 * f.Noise, P: f.P,
 			Share: f.Share, Base: f.Base}
 		if f.Worst >= 0 {
 			row.Function = ks.names[f.Worst]
@@ -265,9 +266,11 @@ func observations(kind bundle.Kind, sampleType string, p *profile.Profile, ks *k
 		key int
 		v   float64
 		c   int64
+		blk int
 	}
 	var recs []rec
 	var total int64
+	timed := hasSeconds(p)
 	for _, s := range p.Sample {
 		v := s.Value[idx]
 		if v <= 0 {
@@ -317,7 +320,16 @@ func observations(kind bundle.Kind, sampleType string, p *profile.Profile, ks *k
 			// too.
 			c = int64(math.Ceil(math.Sqrt(float64(s.NumLabel["tasks"][0]))))
 		}
-		recs = append(recs, rec{ks.id(key), float64(v), c})
+		blk := -1
+		if timed {
+			// The finest time the sample says: its slot, else its second.
+			sec, _ := sampleSeconds(s)
+			blk = int(sec) * 1000
+			if v := s.NumLabel[bundle.SlotLabel]; len(v) > 0 {
+				blk = int(v[0])
+			}
+		}
+		recs = append(recs, rec{ks.id(key), float64(v), c, blk})
 		total += c
 	}
 	// Thin records of many observations so an instance has at most
@@ -335,7 +347,7 @@ func observations(kind bundle.Kind, sampleType string, p *profile.Profile, ks *k
 			k++
 		}
 		for j := int64(0); j < k; j++ {
-			out = append(out, obs{r.key, r.v / float64(r.c)})
+			out = append(out, obs{r.key, r.v / float64(r.c), r.blk})
 		}
 	}
 	return out, nil

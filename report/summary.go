@@ -45,7 +45,7 @@ func outlierSummaries(gs []outlierGroup) []bundle.OutlierSummary {
 	for _, g := range gs {
 		for _, r := range g.Rows {
 			out = append(out, bundle.OutlierSummary{Role: g.Role, Kind: g.Kind, Target: r.Target, Peers: len(g.Rows) - 1,
-				Distance: round1(r.Distance), Noise: round1(r.Noise), Score: round1(r.Score), PValue: r.P, Observations: r.Samples,
+				Distance: round1(r.Distance), Noise: round1(r.Noise), Score: round1(r.Score), PValue: r.P, Observations: r.Samples, Slots: r.Slots,
 				Differs: r.Differs, PairDiffers: r.PairDiffers, Function: r.Function, Short: flame.ShortName(r.Function), Share: r.Share, RoleShare: r.Base})
 		}
 	}

@@ -2,9 +2,11 @@ package report
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -422,6 +424,9 @@ func TestOutlierCPUIgnoresProfilerAndRuntime(t *testing.T) {
 	if !flame.ProfilerStack(fr("runtime.gentraceback", "github.com/felixge/fgprof.(*profiler).GoroutineProfile", "runtime.goexit")) {
 		t.Error("fgprof's stack is not a profiler's")
 	}
+	if !flame.ProfilerStack(fr("k:bpf_prog_8dcfeb91607f15df_take_user_stack", "k:bpf_trace_run2", "k:__schedule", "main.wait")) {
+		t.Error("a BPF program's stack walk at a switch is not the capture's cost")
+	}
 	// Two identical instances, one of which also ran the profiler and the
 	// GC a lot more: alike.
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -491,5 +496,132 @@ func TestWakeupAttribution(t *testing.T) {
 		if at.Key != tc.key || at.Via != tc.via {
 			t.Errorf("waker %v: %q via %q, want %q via %q", tc.waker, at.Key, at.Via, tc.key, tc.via)
 		}
+	}
+}
+
+// burstySteps simulates one instance of a worker over a window of secs
+// seconds: each second a few steps (1 to 3, as a demo worker runs), each a
+// burst of on-CPU ticks in the step's functions, the kind of step drawn at
+// random; sick adds 8 ticks of main.computeChecksum to every step. It returns the ticks by
+// function and second.
+func burstySteps(rng *rand.Rand, secs int, sick bool) map[[2]string]int64 {
+	kinds := []map[string]int64{
+		{"main.fetch": 3, "main.generateRows": 1},
+		{"main.generateRows": 8, "main.sortRows": 4, "main.computeChecksum": 3},
+		{"main.generateRows": 2, "main.compressReport": 8},
+	}
+	out := map[[2]string]int64{}
+	for sec := range secs {
+		for range 1 + rng.IntN(3) {
+			for fn, n := range kinds[rng.IntN(len(kinds))] {
+				out[[2]string{fn, fmt.Sprint(sec)}] += n
+			}
+			if sick {
+				out[[2]string{"main.computeChecksum", fmt.Sprint(sec)}] += 8
+			}
+		}
+	}
+	return out
+}
+
+// burstyObs turns burstySteps' ticks into observations, with their second
+// or (timed false) without.
+func burstyObs(ticks map[[2]string]int64, ks *keys, timed bool) []obs {
+	var out []obs
+	for k, n := range ticks {
+		blk := -1
+		if timed {
+			fmt.Sscan(k[1], &blk)
+		}
+		for range n {
+			out = append(out, obs{ks.id(k[0]), 1, blk})
+		}
+	}
+	// Map order is random: sort for a reproducible test.
+	slices.SortFunc(out, func(a, b obs) int { return cmp.Or(cmp.Compare(a.blk, b.blk), cmp.Compare(a.key, b.key)) })
+	return out
+}
+
+// TestOutliersBurstySeconds: identical workers whose CPU comes in bursts
+// of a step's ticks differ tick by tick, but not second by second. In 40
+// windows of three healthy instances, drawing ticks one by one flags a
+// healthy instance in many; drawing whole seconds in at most one; a sick
+// instance is flagged either way.
+func TestOutliersBurstySeconds(t *testing.T) {
+	const windows, secs = 40, 10
+	flagged := func(insts [][]obs, nkeys int, seed uint64) (healthy int, sick bool, f fit) {
+		peers := peerSets(insts, nkeys)
+		for i, in := range insts {
+			var ps [][]obs
+			for _, j := range peers[i] {
+				ps = append(ps, insts[j])
+			}
+			fi := compare(in, ps, nkeys, seed+uint64(i))
+			differs := fi.P < differP && 100*(fi.Distance-fi.Noise) >= minScore
+			if i == 0 {
+				sick, f = differs, fi
+			} else if differs {
+				healthy++
+			}
+		}
+		return healthy, sick, f
+	}
+	var byTick, bySecond, sickByTick, sickBySecond int
+	var sickFit fit
+	for w := range windows {
+		rng := rand.New(rand.NewPCG(uint64(w), 7))
+		var ticks []map[[2]string]int64
+		for i := range 4 {
+			// Instance 0 is sick in the second set of three.
+			ticks = append(ticks, burstySteps(rng, secs, i == 0))
+		}
+		for _, timed := range []bool{false, true} {
+			ks := &keys{ids: map[string]int{}}
+			var healthy, withSick [][]obs
+			for i, tk := range ticks {
+				o := burstyObs(tk, ks, timed)
+				if i > 0 {
+					healthy = append(healthy, o)
+				}
+				if i != 3 {
+					withSick = append(withSick, o)
+				}
+			}
+			h, _, _ := flagged(healthy, len(ks.names), uint64(w))
+			_, sick, f := flagged(withSick, len(ks.names), uint64(w)+100)
+			if timed {
+				if h > 0 {
+					bySecond++
+				}
+				if sick {
+					sickBySecond++
+				}
+				sickFit = f
+				if f.Blocks != secs {
+					t.Fatalf("window %d: the sick instance drawn in %d blocks, want %d seconds", w, f.Blocks, secs)
+				}
+			} else {
+				if h > 0 {
+					byTick++
+				}
+				if sick {
+					sickByTick++
+				}
+				if f.Blocks != 0 {
+					t.Fatalf("untimed observations drawn in %d blocks", f.Blocks)
+				}
+			}
+		}
+	}
+	t.Logf("%d windows of 3 identical bursty workers: a healthy one flagged in %d drawing ticks, %d drawing seconds; the sick one flagged in %d and %d (last: distance %.1f, noise %.1f, p %.4f)",
+		windows, byTick, bySecond, sickByTick, sickBySecond, 100*sickFit.Distance, 100*sickFit.Noise, sickFit.P)
+	if byTick < 4 {
+		t.Errorf("drawing ticks one by one flagged a healthy bursty worker in %d of %d windows: the simulated bursts are too weak to test the block permutation", byTick, windows)
+	}
+	if bySecond > 1 {
+		t.Errorf("drawing whole seconds flagged a healthy worker in %d of %d windows", bySecond, windows)
+	}
+	if sickBySecond < windows-1 {
+		t.Errorf("drawing whole seconds flagged the sick worker in %d of %d windows", sickBySecond, windows)
 	}
 }

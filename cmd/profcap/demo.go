@@ -67,7 +67,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Float64Var(&opts.Work, "work", 1, "scale of the CPU work each step does")
 	fs.DurationVar(&opts.HealthTimeout, "timeout", demo.DefaultHealthTimeout, "how long to wait for every service to answer /health")
 	fs.IntVar(&opts.Workers, "workers", 1, "instances of each worker (worker-rust-1 … worker-rust-`N`, and as many Ruby and Python workers)")
-	fs.StringSliceVar(&opts.Sick, "sick", nil, "make these services sick (comma-separated `names`): a worker spends 6× the CPU on transform steps and waits on a 3× slower database that reconnects for every query, an orchestrator's database is 3× slower")
+	fs.StringSliceVar(&opts.Sick, "sick", nil, "make these services sick (comma-separated `names`): a worker checksums every step 6× over and waits on a 3× slower database that reconnects for every query, an orchestrator's database is 3× slower")
 	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) { fmt.Fprint(w, demoHelp+fs.FlagUsages()) }); done || err != nil {
 		return err
 	}
@@ -241,7 +241,7 @@ func runDemoService(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringSliceVar(&cfg.Peers, "peers", nil, "worker base `URLs`, comma-separated (orchestration only)")
 	fs.Float64Var(&cfg.Rate, "rate", demo.DefaultRate, "workflows started per second (orchestration only)")
 	fs.Float64Var(&cfg.Work, "work", 1, "scale of the CPU work of each step")
-	fs.BoolVar(&cfg.Sick, "sick", false, "make this service an outlier: more CPU in transform steps, a slower database")
+	fs.BoolVar(&cfg.Sick, "sick", false, "make this service an outlier: more CPU in every step, a slower database")
 	fs.String("cluster", "", "cluster `directory` (identifies the process to 'profcap demo --stop')")
 	if done, err := parseArgs(fs, args, stdout, func(w io.Writer) { fmt.Fprint(w, demoServiceHelp+fs.FlagUsages()) }); done || err != nil {
 		return err

@@ -102,6 +102,8 @@ type allocCpuKey struct {
 	Tid    uint32
 	Ustack uint64
 	Kstack uint64
+	Slot   uint32
+	Pad    uint32
 }
 
 type allocCpuVal struct {
@@ -277,6 +279,7 @@ const (
 	allocVarUnusedAllocRole = "unused_alloc_role"
 	allocVarUnusedAllocStat = "unused_alloc_stat"
 	allocVarWeightQ16       = "weight_q16"
+	allocVarWindowStart     = "window_start"
 )
 
 // loadAlloc returns the embedded CollectionSpec for alloc.
@@ -368,6 +371,7 @@ type allocVariableSpecs struct {
 	UnusedAllocRole *ebpf.VariableSpec `ebpf:"unused_alloc_role"`
 	UnusedAllocStat *ebpf.VariableSpec `ebpf:"unused_alloc_stat"`
 	WeightQ16       *ebpf.VariableSpec `ebpf:"weight_q16"`
+	WindowStart     *ebpf.VariableSpec `ebpf:"window_start"`
 }
 
 // allocObjects contains all objects after they have been loaded into the kernel.
@@ -456,6 +460,7 @@ type allocVariables struct {
 	UnusedAllocRole *ebpf.Variable `ebpf:"unused_alloc_role"`
 	UnusedAllocStat *ebpf.Variable `ebpf:"unused_alloc_stat"`
 	WeightQ16       *ebpf.Variable `ebpf:"weight_q16"`
+	WindowStart     *ebpf.Variable `ebpf:"window_start"`
 }
 
 // allocPrograms contains all programs after they have been loaded into the kernel.

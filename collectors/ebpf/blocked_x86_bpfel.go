@@ -68,6 +68,8 @@ type blockedCpuKey struct {
 	Tid    uint32
 	Ustack uint64
 	Kstack uint64
+	Slot   uint32
+	Pad    uint32
 }
 
 type blockedCpuVal struct {
@@ -206,6 +208,7 @@ const (
 	blockedVarNpending           = "npending"
 	blockedVarThresholdNs        = "threshold_ns"
 	blockedVarUnusedBlockedStack = "unused_blocked_stack"
+	blockedVarWindowStart        = "window_start"
 )
 
 // loadBlocked returns the embedded CollectionSpec for blocked.
@@ -286,6 +289,7 @@ type blockedVariableSpecs struct {
 	Npending           *ebpf.VariableSpec `ebpf:"npending"`
 	ThresholdNs        *ebpf.VariableSpec `ebpf:"threshold_ns"`
 	UnusedBlockedStack *ebpf.VariableSpec `ebpf:"unused_blocked_stack"`
+	WindowStart        *ebpf.VariableSpec `ebpf:"window_start"`
 }
 
 // blockedObjects contains all objects after they have been loaded into the kernel.
@@ -361,6 +365,7 @@ type blockedVariables struct {
 	Npending           *ebpf.Variable `ebpf:"npending"`
 	ThresholdNs        *ebpf.Variable `ebpf:"threshold_ns"`
 	UnusedBlockedStack *ebpf.Variable `ebpf:"unused_blocked_stack"`
+	WindowStart        *ebpf.Variable `ebpf:"window_start"`
 }
 
 // blockedPrograms contains all programs after they have been loaded into the kernel.

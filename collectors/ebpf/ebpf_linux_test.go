@@ -161,6 +161,56 @@ func TestProcessTree(t *testing.T) {
 	if !strings.Contains(res[bundle.CPU].Note, "profiled 4 processes") || !strings.Contains(res[bundle.CPU].Note, "forked") {
 		t.Errorf("note %q does not list the 4 processes", res[bundle.CPU].Note)
 	}
+	// Each sample says the second of the window it fell in: the late
+	// child has none before it was forked (2.5 s in), the first two burn
+	// in every whole second.
+	bySec := func(pids ...int) []int64 {
+		var out []int64
+		for _, s := range p.Sample {
+			match := false
+			for _, pid := range pids {
+				match = match || pidIs(pid)(s)
+			}
+			if !match {
+				continue
+			}
+			v, ms := s.NumLabel[bundle.SecondLabel], s.NumLabel[bundle.SlotLabel]
+			if len(v) != 1 || len(s.NumUnit[bundle.SecondLabel]) != 1 || v[0] < 0 || v[0] > int64(secs)+1 {
+				t.Fatalf("sample %v: second %v (unit %v), window %.2fs", s.NumLabel, v, s.NumUnit, secs)
+			}
+			// The quarter second it fell in, in that second.
+			if len(ms) != 1 || len(s.NumUnit[bundle.SlotLabel]) != 1 || ms[0]%250 != 0 || ms[0]/1000 != v[0] {
+				t.Fatalf("sample %v: slot %v ms (unit %v), second %d", s.NumLabel, ms, s.NumUnit, v[0])
+			}
+			for int64(len(out)) <= v[0] {
+				out = append(out, 0)
+			}
+			out[v[0]] += s.Value[0]
+		}
+		return out
+	}
+	earlyBy, lateBy := bySec(initial...), bySec(late[0])
+	t.Logf("samples by second: first two children %v, late child %v", earlyBy, lateBy)
+	for i := 0; i < len(lateBy) && i < 2; i++ {
+		if lateBy[i] != 0 {
+			t.Errorf("late child: %d samples in second %d, before it was forked (2.5 s in)", lateBy[i], i)
+		}
+	}
+	if len(lateBy) < 5 || lateBy[3] == 0 || lateBy[4] == 0 {
+		t.Errorf("late child: samples by second %v, want some in seconds 3 and 4", lateBy)
+	}
+	if len(earlyBy) < 6 {
+		t.Fatalf("first two children: samples by second %v, want 6 seconds", earlyBy)
+	}
+	var whole int64
+	for _, n := range earlyBy[:5] {
+		whole += n
+	}
+	for i, n := range earlyBy[:5] {
+		if n*2 < whole/5 {
+			t.Errorf("first two children: %d samples in second %d, the whole seconds' mean %d", n, i, whole/5)
+		}
+	}
 }
 
 // TestOffCPUNamedFunction: a thread looping nanosleep inside sleep_loop

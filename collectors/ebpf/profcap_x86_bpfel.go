@@ -67,6 +67,8 @@ type profcapCpuKey struct {
 	Tid    uint32
 	Ustack uint64
 	Kstack uint64
+	Slot   uint32
+	Pad    uint32
 }
 
 type profcapCpuVal struct {
@@ -246,6 +248,7 @@ const (
 	profcapVarThresholdNs     = "threshold_ns"
 	profcapVarUnusedProcEvent = "unused_proc_event"
 	profcapVarUnusedStat      = "unused_stat"
+	profcapVarWindowStart     = "window_start"
 )
 
 // loadProfcap returns the embedded CollectionSpec for profcap.
@@ -333,6 +336,7 @@ type profcapVariableSpecs struct {
 	ThresholdNs     *ebpf.VariableSpec `ebpf:"threshold_ns"`
 	UnusedProcEvent *ebpf.VariableSpec `ebpf:"unused_proc_event"`
 	UnusedStat      *ebpf.VariableSpec `ebpf:"unused_stat"`
+	WindowStart     *ebpf.VariableSpec `ebpf:"window_start"`
 }
 
 // profcapObjects contains all objects after they have been loaded into the kernel.
@@ -407,6 +411,7 @@ type profcapVariables struct {
 	ThresholdNs     *ebpf.Variable `ebpf:"threshold_ns"`
 	UnusedProcEvent *ebpf.Variable `ebpf:"unused_proc_event"`
 	UnusedStat      *ebpf.Variable `ebpf:"unused_stat"`
+	WindowStart     *ebpf.Variable `ebpf:"window_start"`
 }
 
 // profcapPrograms contains all programs after they have been loaded into the kernel.

@@ -354,6 +354,16 @@ func (b *builder) userLocs(pid uint32, ips []uint64) []*profile.Location {
 	return out
 }
 
+// slotNS is the cpu counts' time slot: SLOT_NS in bpf/profcap.h.
+const slotNS = 250 * time.Millisecond
+
+func setUnit(s *profile.Sample, k, unit string) {
+	if s.NumUnit == nil {
+		s.NumUnit = map[string][]string{}
+	}
+	s.NumUnit[k] = []string{unit}
+}
+
 func (b *builder) add(locs []*profile.Location, values []int64, labels map[string]string, nums map[string]int64) {
 	var key strings.Builder
 	for _, l := range locs {
@@ -377,6 +387,13 @@ func (b *builder) add(locs []*profile.Location, values []int64, labels map[strin
 	}
 	for k, v := range nums {
 		s.NumLabel[k] = []int64{v}
+		// pprof's encoding drops a numeric label of 0 without a unit.
+		switch k {
+		case bundle.SecondLabel:
+			setUnit(s, k, bundle.SecondUnit)
+		case bundle.SlotLabel:
+			setUnit(s, k, bundle.MillisecondUnit)
+		}
 	}
 	b.samples[key.String()] = s
 	b.p.Sample = append(b.p.Sample, s)
@@ -413,9 +430,11 @@ func (r *reader) cpuProfile(st stats) (*profile.Profile, []string) {
 			locs = []*profile.Location{b.named("[no stack]")}
 		}
 		l, n := r.labels(k.Tgid, k.Tid)
+		n[bundle.SecondLabel] = int64(k.Slot) * int64(slotNS) / int64(time.Second)
+		n[bundle.SlotLabel] = int64(k.Slot) * int64(slotNS/time.Millisecond)
 		b.add(locs, []int64{int64(v.Count), int64(v.Ns)}, l, n)
 	}
-	comments := []string{fmt.Sprintf("ebpf: cpu-clock sampling at %d Hz on every CPU, filtered in the kernel to the process tree; %d samples", freq, st[profcapStatSTAT_CPU_SAMPLES])}
+	comments := []string{fmt.Sprintf("ebpf: cpu-clock sampling at %d Hz on every CPU, filtered in the kernel to the process tree, counted by quarter second of the window; %d samples", freq, st[profcapStatSTAT_CPU_SAMPLES])}
 	comments = append(comments, r.cfiComments(st)...)
 	comments = append(comments, stackWarnings(st)...)
 	if st[profcapStatSTAT_CPU_COUNTS_FULL] > 0 {

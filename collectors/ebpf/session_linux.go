@@ -435,8 +435,11 @@ func (s *session) enable() (time.Time, uint64) {
 	if s.tw != nil {
 		_ = s.tw.objs.Enabled.Set(uint32(1))
 	}
+	// cpu samples count by the second of the window they fall in.
+	start := monoNow()
+	_ = s.objs.WindowStart.Set(start)
 	_ = s.objs.Enabled.Set(uint32(1))
-	return time.Now(), monoNow()
+	return time.Now(), start
 }
 
 // exportOpen runs the open_blocks iterator once: the blocks open now are

@@ -65,6 +65,8 @@ type switchtwCpuKey struct {
 	Tid    uint32
 	Ustack uint64
 	Kstack uint64
+	Slot   uint32
+	Pad    uint32
 }
 
 type switchtwCpuVal struct {
@@ -202,6 +204,7 @@ const (
 	switchtwVarEnabled     = "enabled"
 	switchtwVarNpending    = "npending"
 	switchtwVarThresholdNs = "threshold_ns"
+	switchtwVarWindowStart = "window_start"
 )
 
 // loadSwitchtw returns the embedded CollectionSpec for switchtw.
@@ -281,6 +284,7 @@ type switchtwVariableSpecs struct {
 	Enabled     *ebpf.VariableSpec `ebpf:"enabled"`
 	Npending    *ebpf.VariableSpec `ebpf:"npending"`
 	ThresholdNs *ebpf.VariableSpec `ebpf:"threshold_ns"`
+	WindowStart *ebpf.VariableSpec `ebpf:"window_start"`
 }
 
 // switchtwObjects contains all objects after they have been loaded into the kernel.
@@ -355,6 +359,7 @@ type switchtwVariables struct {
 	Enabled     *ebpf.Variable `ebpf:"enabled"`
 	Npending    *ebpf.Variable `ebpf:"npending"`
 	ThresholdNs *ebpf.Variable `ebpf:"threshold_ns"`
+	WindowStart *ebpf.Variable `ebpf:"window_start"`
 }
 
 // switchtwPrograms contains all programs after they have been loaded into the kernel.

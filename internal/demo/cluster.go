@@ -63,7 +63,7 @@ type Options struct {
 	// worker-rust-1 … worker-rust-N, and as many Ruby and Python workers.
 	Workers int
 	// Sick names services to make sick (ServiceConfig.Sick): a worker
-	// spends more CPU on transform steps and waits on a slower database
+	// spends more CPU on every step and waits on a slower database
 	// that reconnects for every query; an orchestrator's database is
 	// slower. The report's outlier view should single them out.
 	Sick []string

@@ -41,8 +41,8 @@ type ServiceConfig struct {
 	// Work scales the CPU work of every step (default 1).
 	Work float64
 	// Sick makes the service an outlier among its peers, for the report's
-	// outlier view to find: a sick worker spends SickCPU times the CPU on
-	// transform steps, and its database is SickDB times slower, with two
+	// outlier view to find: a sick worker checksums every step SickCPU
+	// times over, and its database is SickDB times slower, with two
 	// connections instead of four that drop after every query (each query
 	// reconnects first: demo.(*fakeDB).reconnect); a sick orchestrator's
 	// database is SickDB times slower.

@@ -73,7 +73,7 @@ type worker struct {
 	console *consoleapi.Server // nil: no async task tracking
 	name    string
 	scale   float64 // multiplies generated rows and checksum rounds
-	sick    bool    // SickCPU times the checksum rounds of transform steps
+	sick    bool    // SickCPU times the checksum rounds of every step
 	db      *fakeDB
 	stats   *sharedStats
 	cache   *resultCache
@@ -183,7 +183,10 @@ func (w *worker) runStep(ctx context.Context, req stepRequest) (stepResult, erro
 			return
 		}
 		rounds := w.scaled(cost.rounds)
-		if w.sick && req.Kind == kindTransform {
+		if w.sick {
+			// Every step, so that every second of a window shows it: a
+			// sickness of one step kind comes and goes with the random
+			// mix of steps a worker draws.
 			rounds *= SickCPU
 		}
 		sum = w.computeChecksum(report, rounds)

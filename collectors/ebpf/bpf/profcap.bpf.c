@@ -6,7 +6,8 @@
  *   process tree  on_fork, on_exec, on_exit: a tracked process's children
  *                 are tracked (procs), so a target means its whole tree
  *   cpu           on_cpu_sample: perf-event sampling on every CPU, counts
- *                 by (tgid, tid, user stack, kernel stack) in cpu_counts
+ *                 by (tgid, tid, user stack, kernel stack, quarter second
+ *                 of the window) in cpu_counts
  *   offcpu        on_switch, on_waking, on_sys_exit: blocked time by
  *   + wakeup      (tgid, tid, stacks, state, waker and its stacks) in
  *                 off_counts; see docs/design/ebpf-offcpu.md
@@ -101,6 +102,8 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		return 0;
 	stat(STAT_CPU_SAMPLES);
 	struct cpu_key k = {.tgid = tgid, .tid = tid};
+	u64 now = bpf_ktime_get_ns();
+	k.slot = now > window_start ? (now - window_start) / SLOT_NS : 0;
 	k.kstack = kernel_stack(ctx);
 	k.ustack = user_stack_here(ctx, CFI_SLOT_NMI);
 	u64 period = ctx->sample_period;

@@ -69,11 +69,19 @@ struct stack {
 
 #define STACK_CUT 1 /* a CFI walk stopped before the outermost frame */
 
+/* cpu samples count by time slot of the window: a quarter second, so that
+ * the report's outlier test can draw a window's samples in dozens of
+ * blocks (the ticks of one request or step together), and its timeline
+ * whole seconds of four. */
+#define SLOT_NS 250000000ULL
+
 struct cpu_key {
 	u32 tgid;
 	u32 tid;
 	u64 ustack; /* stack store keys; 0: none */
 	u64 kstack;
+	u32 slot; /* SLOT_NS of the window since it opened: 0 is the first */
+	u32 pad;
 };
 
 struct cpu_val {
@@ -231,6 +239,8 @@ struct proc_event {
 const volatile u64 threshold_ns = 1000000;
 /* Set by the collector when the window opens and ends. */
 u32 enabled = 0;
+/* Set by the collector as the window opens: its CLOCK_MONOTONIC ns. */
+u64 window_start = 0;
 /* Blocks waiting in pendings for their syscall exit. */
 s64 npending = 0;
 
@@ -258,7 +268,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 32768);
+	__uint(max_entries, 262144); /* (thread, stacks) by slot: grows as used */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct cpu_key);
 	__type(value, struct cpu_val);
