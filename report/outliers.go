@@ -347,7 +347,7 @@ func observations(kind bundle.Kind, sampleType string, p *profile.Profile, ks *k
 			k++
 		}
 		for j := int64(0); j < k; j++ {
-			out = append(out, obs{r.key, r.v / float64(r.c), r.blk})
+			out = append(out, obs{key: int32(r.key), blk: int32(r.blk), v: r.v / float64(r.c)})
 		}
 	}
 	return out, nil

@@ -33,9 +33,9 @@ import (
 // obs is one observation; blk is the time slot of the window it fell in
 // (its start in ms), -1 where unknown.
 type obs struct {
-	key int
+	key int32 // 16 bytes an observation: the permutation rounds read them all
+	blk int32
 	v   float64
-	blk int
 }
 
 // fit is one instance against its peers.
@@ -153,14 +153,14 @@ func compare(in []obs, peers [][]obs, nkeys int, seed uint64) fit {
 	// sampled once in one instance and never in another is not a
 	// difference.
 	other := -1
-	remap := make([]int, nkeys)
+	remap := make([]int32, nkeys)
 	for k := range remap {
-		remap[k] = k
+		remap[k] = int32(k)
 		if sumAll > 0 && total[k]/sumAll*float64(m) < 5 {
 			if other < 0 {
 				other = k
 			}
-			remap[k] = other
+			remap[k] = int32(other)
 		}
 	}
 	if other >= 0 {
@@ -218,16 +218,12 @@ func compare(in []obs, peers [][]obs, nkeys int, seed uint64) fit {
 	// shuffle of indices), as many times as the rounds ask: m
 	// observations, or, where they say their time slot, the instance's
 	// number of slots (each an instance's observations in one slot).
-	units := make([][]obs, 0, len(pool))
-	draw := m
-	if blocks, nIn := blocksOf(pool, bounds); blocks != nil {
-		units, draw, f.Blocks = blocks, nIn, nIn
-	} else {
-		for i := range pool {
-			units = append(units, pool[i:i+1])
-		}
+	blocks, nIn := blocksOf(pool, bounds)
+	n, draw := len(pool), m
+	if blocks != nil {
+		n, draw, f.Blocks = len(blocks), nIn, nIn
 	}
-	idx := make([]int, len(units))
+	idx := make([]int, n)
 	for i := range idx {
 		idx[i] = i
 	}
@@ -240,7 +236,13 @@ func compare(in []obs, peers [][]obs, nkeys int, seed uint64) fit {
 			for i := 0; i < draw; i++ {
 				j := i + rng.IntN(len(idx)-i)
 				idx[i], idx[j] = idx[j], idx[i]
-				for _, o := range units[idx[i]] {
+				if blocks == nil {
+					o := pool[idx[i]]
+					part[o.key] += o.v
+					s += o.v
+					continue
+				}
+				for _, o := range blocks[idx[i]] {
 					part[o.key] += o.v
 					s += o.v
 				}
@@ -263,9 +265,10 @@ func compare(in []obs, peers [][]obs, nkeys int, seed uint64) fit {
 
 // blocksOf groups the pooled observations by instance and time slot, the
 // tested instance's slots first (instance i's observations start at
-// pool[bounds[i]]; instance 0 is the tested one), and says how many are
-// the tested instance's; nil where an observation has no slot, or there
-// are too few slots to draw from (minBlocks, minDraws).
+// pool[bounds[i]]; instance 0 is the tested one), each slot's values
+// summed by key, and says how many are the tested instance's; nil where
+// an observation has no slot, or there are too few slots to draw from
+// (minBlocks, minDraws).
 func blocksOf(pool []obs, bounds []int) ([][]obs, int) {
 	var out [][]obs
 	mine := 0
@@ -274,18 +277,24 @@ func blocksOf(pool []obs, bounds []int) ([][]obs, int) {
 		if i+1 < len(bounds) {
 			to = bounds[i+1]
 		}
-		at := map[int]int{}
+		at := map[[2]int32]int{} // slot, key → index into out[slot's block]
+		block := map[int32]int{} // slot → index into out
 		n := len(out)
 		for _, o := range pool[from:to] {
 			if o.blk < 0 {
 				return nil, 0
 			}
-			b, ok := at[o.blk]
+			b, ok := block[o.blk]
 			if !ok {
 				b = len(out)
-				at[o.blk] = b
+				block[o.blk] = b
 				out = append(out, nil)
 			}
+			if k, ok := at[[2]int32{o.blk, o.key}]; ok {
+				out[b][k].v += o.v
+				continue
+			}
+			at[[2]int32{o.blk, o.key}] = len(out[b])
 			out[b] = append(out[b], o)
 		}
 		if i == 0 {

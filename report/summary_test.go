@@ -534,7 +534,7 @@ func burstyObs(ticks map[[2]string]int64, ks *keys, timed bool) []obs {
 			fmt.Sscan(k[1], &blk)
 		}
 		for range n {
-			out = append(out, obs{ks.id(k[0]), 1, blk})
+			out = append(out, obs{key: int32(ks.id(k[0])), blk: int32(blk), v: 1})
 		}
 	}
 	// Map order is random: sort for a reproducible test.
